@@ -1,0 +1,31 @@
+# Papayya: `make run` starts everything, `make test` runs the suite. Both install first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/papayya server
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/eventstore.py
+
+clean:
+	rm -rf $(VENV) .papayya .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,396 @@
+"""The Postgres event store (asyncpg)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import asyncpg
+import msgspec
+from prometheus_client import Gauge, Histogram
+
+from eventstore import payloads
+from eventstore.subscriptions import Hub, Subscription
+from eventstore.types import (
+    ANY,
+    NO_FILTERS,
+    AppendResult,
+    Cursor,
+    ExpectedVersion,
+    Filters,
+    NewEvent,
+    PreparedEvent,
+    ReadPage,
+    RecordedEvent,
+    category_of,
+    expected_to_int,
+    prepare,
+    same_payload,
+    validate_limit,
+    validate_stream_id,
+)
+from papayya.errors import (
+    ConcurrencyError,
+    IdempotencyConflict,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+)
+from sql import queries
+
+log = logging.getLogger(__name__)
+
+Q: Final = queries("eventstore.sql")
+CHANNEL: Final = "papayya_events"
+CONCURRENCY_SQLSTATE: Final = "PY001"
+_decode = msgspec.json.decode
+
+APPEND_SECONDS = Histogram(
+    "papayya_eventstore_append_seconds",
+    "Time to append one batch to the event store.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+VISIBILITY_LAG = Gauge(
+    "papayya_eventstore_visibility_lag_seconds",
+    "Age of the oldest committed event that readers cannot see yet (held back by the fence).",
+)
+
+SERVER_SETTINGS: Final = {
+    "application_name": "papayya",
+    # A forgotten open transaction would hold the read fence back for everyone.
+    "idle_in_transaction_session_timeout": "60000",
+    "jit": "off",
+}
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncio.TimeoutError):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and state[:2] in {"08", "57"}
+
+
+@contextlib.contextmanager
+def _translate_errors() -> Any:
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+        if _unavailable(exc):
+            raise StoreUnavailable(f"event store unavailable: {exc}") from exc
+        raise
+
+
+def _event(row: Sequence[Any], offset: int = 0) -> RecordedEvent:
+    r = row
+    o = offset
+    return RecordedEvent(
+        r[o],
+        int(r[o + 1]),
+        r[o + 2],
+        r[o + 3],
+        r[o + 4],
+        r[o + 5],
+        r[o + 6],
+        r[o + 7],
+        _decode(r[o + 8]),
+        _decode(r[o + 9]),
+        r[o + 10],
+    )
+
+
+class PostgresEventStore:
+    """Append-only event store on Postgres with an xid8-fenced, gapless global order.
+
+    ``serialized=True`` takes a global advisory lock per append: slow, but its commit order
+    is its position order, which makes it the oracle that the fenced reads are tested against.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        dsn: str | None = None,
+        serialized: bool = False,
+        poll_interval: float = 0.5,
+        notify: bool = True,
+    ) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self.serialized = serialized
+        self._notify_enabled = notify
+        self._last_local_xid = 0
+        self._notify_wanted = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+        self._listen_conn: asyncpg.Connection | None = None
+        self.hub = Hub(
+            self._read_page,
+            self.head,
+            poll_interval=poll_interval,
+            pending=lambda fence: fence.transaction_id <= self._last_local_xid,
+            on_start=self._start_listener,
+        )
+
+    @classmethod
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        serialized: bool = False,
+        min_size: int = 2,
+        max_size: int = 20,
+        poll_interval: float = 0.5,
+        notify: bool = True,
+    ) -> PostgresEventStore:
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, server_settings=SERVER_SETTINGS
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"cannot connect to the event store: {exc}") from exc
+        store = cls(
+            pool, dsn=dsn, serialized=serialized, poll_interval=poll_interval, notify=notify
+        )
+        if notify:
+            store._background.append(asyncio.create_task(store._notifier(), name="es-notify"))
+        return store
+
+    async def close(self) -> None:
+        await self.hub.close()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listen_conn.close()
+        await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    # -- append ---------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: list[NewEvent] | NewEvent,
+        expected_version: ExpectedVersion = ANY,
+    ) -> AppendResult:
+        """Append a batch to one stream in one round trip.
+
+        Raises ``ConcurrencyError`` (nothing written) if the stream is not at
+        ``expected_version``. Retrying an append with the same event ids returns the first
+        result; reusing an id for a different event raises ``IdempotencyConflict``.
+        """
+        stream_id = validate_stream_id(stream_id)
+        expected = expected_to_int(expected_version)
+        prepared = prepare(events)
+        started = time.perf_counter()
+        try:
+            with _translate_errors():
+                row = await self._pool.fetchrow(
+                    Q["append"],
+                    stream_id,
+                    category_of(stream_id),
+                    expected,
+                    self.serialized,
+                    [e.event_id for e in prepared],
+                    [e.type for e in prepared],
+                    [e.schema_version for e in prepared],
+                    [e.data_json for e in prepared],
+                    [e.metadata_json for e in prepared],
+                )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "events_event_id_key":
+                raise
+            return await self._resolve_retry(stream_id, prepared, None)
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) != CONCURRENCY_SQLSTATE:
+                raise
+            return await self._resolve_retry(stream_id, prepared, str(exc.args[0]))
+        APPEND_SECONDS.observe(time.perf_counter() - started)
+        assert row is not None
+        xid = int(row[1])
+        self._committed(xid)
+        return AppendResult(row[0], Cursor(xid, row[2]))
+
+    def _committed(self, xid: int) -> None:
+        if xid > self._last_local_xid:
+            self._last_local_xid = xid
+        self.hub.wake()
+        self._notify_wanted.set()
+
+    async def _resolve_retry(
+        self, stream_id: str, prepared: list[PreparedEvent], conflict: str | None
+    ) -> AppendResult:
+        """After a failed append: is it a retry of one that already committed?"""
+        with _translate_errors():
+            rows = await self._pool.fetch(Q["events_by_id"], [e.event_id for e in prepared])
+        if not rows:
+            raise ConcurrencyError(conflict or f"stream {stream_id} changed concurrently")
+        stored = {row["event_id"]: dict(row) for row in rows}
+        if len(stored) != len(prepared) or not all(
+            e.event_id in stored and same_payload(e, stream_id, stored[e.event_id])
+            for e in prepared
+        ):
+            raise IdempotencyConflict()
+        last = stored[prepared[-1].event_id]
+        versions = [row["stream_version"] for row in rows]
+        return AppendResult(
+            max(versions), Cursor(int(last["transaction_id"]), last["global_position"])
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def read_stream(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        stream_id = validate_stream_id(stream_id)
+        for value in (from_version, to_version):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidInput("stream versions must be integers")
+        upper = to_version if to_version is not None else 2**62
+        with _translate_errors():
+            rows = await self._pool.fetch(
+                Q["read_stream"], stream_id, max(from_version, 1), upper, 1_000_000
+            )
+        return [_event(row) for row in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        stream_id = validate_stream_id(stream_id)
+        with _translate_errors():
+            version = await self._pool.fetchval(Q["stream_version"], stream_id)
+        return int(version or 0)
+
+    async def read_all(
+        self,
+        after: Cursor | str | None = None,
+        limit: int = 1000,
+        filters: Filters | None = None,
+    ) -> ReadPage:
+        """Events after ``after`` in the global order, never skipping one that commits late."""
+        cursor = after if isinstance(after, Cursor) else Cursor.parse(after)
+        return await self._read_page(cursor, validate_limit(limit), filters or NO_FILTERS)
+
+    async def _read_page(self, after: Cursor, limit: int, filters: Filters) -> ReadPage:
+        def as_list(values: frozenset[str] | None) -> list[str] | None:
+            return None if values is None else sorted(values)
+
+        with _translate_errors():
+            if filters.empty:
+                rows = await self._pool.fetch(
+                    Q["read_all"], str(after.transaction_id), after.position, limit
+                )
+            else:
+                rows = await self._pool.fetch(
+                    Q["read_all_filtered"],
+                    str(after.transaction_id),
+                    after.position,
+                    limit,
+                    as_list(filters.categories),
+                    as_list(filters.types),
+                    as_list(filters.streams),
+                )
+        fence = int(rows[0][0])
+        if rows[0][1] is None:  # nothing visible after the cursor
+            return ReadPage([], max(after, Cursor(fence, 0)))
+        events = [_event(row, 1) for row in rows]
+        if len(events) < limit:
+            # Everything below the fence has been read: move past it even if filtered out.
+            return ReadPage(events, max(events[-1].cursor, Cursor(fence, 0)))
+        return ReadPage(events, events[-1].cursor)
+
+    async def head(self) -> Cursor:
+        """A cursor after every event visible now."""
+        page = await self._read_page(Cursor(2**63 - 1, 0), 1, NO_FILTERS)
+        return Cursor(page.cursor.transaction_id, 0)
+
+    async def visibility_lag(self) -> float:
+        """Seconds the oldest committed-but-fenced event has waited; also sets the gauge."""
+        with _translate_errors():
+            lag = float(await self._pool.fetchval(Q["visibility_lag"]))
+        VISIBILITY_LAG.set(lag)
+        return lag
+
+    def subscribe(
+        self,
+        after: Cursor | str | None = None,
+        filters: Filters | None = None,
+        queue_size: int = 1000,
+    ) -> Subscription:
+        """Catch up from ``after`` (default: the start), then follow live appends."""
+        cursor = after if isinstance(after, Cursor) else Cursor.parse(after)
+        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+            raise InvalidInput("queue_size must be a positive integer")
+        return Subscription(self.hub, cursor, filters or NO_FILTERS, queue_size)
+
+    # -- payloads -------------------------------------------------------------------------
+
+    async def put_payload(
+        self, content: bytes, content_type: str = "application/octet-stream"
+    ) -> str:
+        ref = payloads.payload_ref(content)
+        with _translate_errors():
+            await self._pool.execute(
+                Q["put_payload"], ref, len(content), content_type, bytes(content)
+            )
+        return ref
+
+    async def get_payload(self, ref: str) -> bytes:
+        payloads.check_ref(ref)
+        with _translate_errors():
+            content = await self._pool.fetchval(Q["get_payload"], ref)
+        if content is None:
+            raise NotFound(f"payload {ref} not found")
+        return bytes(content)
+
+    # -- wake-ups -------------------------------------------------------------------------
+
+    async def _notifier(self) -> None:
+        """Send one NOTIFY per burst of local commits, outside any append transaction."""
+        while True:
+            await self._notify_wanted.wait()
+            self._notify_wanted.clear()
+            try:
+                await self._pool.execute(Q["notify"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # polling covers a lost wake-up
+                log.debug("NOTIFY failed: %s", exc)
+                await asyncio.sleep(0.1)
+
+    def _start_listener(self) -> None:
+        if self._dsn is not None and self._notify_enabled:
+            self._background.append(asyncio.create_task(self._listen(), name="es-listen"))
+
+    async def _listen(self) -> None:
+        """Keep a LISTEN connection open; if it dies, reconnect while polling carries on."""
+        backoff = 0.1
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._dsn, server_settings=SERVER_SETTINGS)
+                self._listen_conn = conn
+                conn.add_termination_listener(lambda _c: lost.set())
+                await conn.add_listener(CHANNEL, lambda *_: self.hub.wake())
+                backoff = 0.1
+                self.hub.wake()  # anything committed while we were not listening
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("LISTEN connection failed: %s", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def listener_backend_pid(self) -> int | None:
+        """The LISTEN connection's server pid (tests kill it to prove polling takes over)."""
+        conn = self._listen_conn
+        return None if conn is None or conn.is_closed() else conn.get_server_pid()

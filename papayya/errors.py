@@ -1,0 +1,79 @@
+"""The one exception root. Each subclass's docstring is its default message.
+
+Web code maps these to HTTP statuses in one middleware (``http_status`` and ``code``).
+"""
+
+from __future__ import annotations
+
+
+class PapayyaError(Exception):
+    """Papayya failed."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidInput(PapayyaError):
+    """The input is not valid."""
+
+    code = "invalid_input"
+    http_status = 400
+
+
+class InvalidEvent(InvalidInput):
+    """The event is not valid."""
+
+    code = "invalid_event"
+
+
+class InvalidCursor(InvalidInput):
+    """The cursor is not one that this store issued."""
+
+    code = "invalid_cursor"
+
+
+class PayloadTooLarge(InvalidInput):
+    """The content is larger than the store accepts."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class NotFound(PapayyaError):
+    """Not found."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(PapayyaError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class ConcurrencyError(Conflict):
+    """The stream is not at the expected version; nothing was written."""
+
+    code = "concurrency_conflict"
+
+
+class IdempotencyConflict(Conflict):
+    """An event with this id was already appended with a different payload."""
+
+    code = "idempotency_conflict"
+
+
+class StoreUnavailable(PapayyaError):
+    """The event store cannot be reached."""
+
+    code = "store_unavailable"
+    http_status = 503

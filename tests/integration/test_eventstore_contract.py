@@ -1,0 +1,221 @@
+"""The contract every event store honours: run against Postgres and the in-memory twin."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import pytest
+
+from eventstore import Cursor, Filters, InMemoryEventStore, NewEvent, PostgresEventStore
+from eventstore.protocol import EventStore
+from papayya.errors import (
+    ConcurrencyError,
+    IdempotencyConflict,
+    InvalidCursor,
+    InvalidEvent,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+)
+from tests.conftest import cloned_database
+
+
+@pytest.fixture(params=["memory", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, admin_dsn: str, template_db: str
+) -> AsyncIterator[EventStore]:
+    if request.param == "memory":
+        memory = InMemoryEventStore()
+        yield memory
+        await memory.close()
+        return
+    async with cloned_database(admin_dsn, template_db) as dsn:
+        pg = await PostgresEventStore.connect(dsn, poll_interval=0.1)
+        yield pg
+        await pg.close()
+
+
+def ev(kind: str = "Happened", **data: object) -> NewEvent:
+    return NewEvent(kind, dict(data))
+
+
+async def test_append_returns_version_and_cursor(store: EventStore) -> None:
+    first = await store.append("run-1", [ev(n=1), ev(n=2)], "no_stream")
+    assert first.stream_version == 2
+    second = await store.append("run-1", ev(n=3), 2)
+    assert second.stream_version == 3
+    assert second.cursor > first.cursor
+    events = await store.read_stream("run-1")
+    assert [e.data["n"] for e in events] == [1, 2, 3]
+    assert [e.stream_version for e in events] == [1, 2, 3]
+    assert events[0].category == "run"
+    assert isinstance(events[0].recorded_at, datetime)
+    assert await store.stream_version("run-1") == 3
+    assert await store.stream_version("run-none") == 0
+
+
+async def test_wrong_expected_version_writes_nothing(store: EventStore) -> None:
+    await store.append("run-1", ev(), "no_stream")
+    with pytest.raises(ConcurrencyError):
+        await store.append("run-1", [ev(), ev()], 5)
+    with pytest.raises(ConcurrencyError):
+        await store.append("run-1", ev(), "no_stream")
+    with pytest.raises(ConcurrencyError):
+        await store.append("run-2", ev(), 1)
+    assert await store.stream_version("run-1") == 1
+    assert await store.stream_version("run-2") == 0
+    page = await store.read_all()
+    assert len(page.events) == 1
+
+
+async def test_any_version_creates_and_extends(store: EventStore) -> None:
+    assert (await store.append("job-x", ev())).stream_version == 1
+    assert (await store.append("job-x", [ev(), ev()], "any")).stream_version == 3
+
+
+async def test_idempotent_retry_returns_first_result(store: EventStore) -> None:
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    batch = [NewEvent("A", {"k": 1}, event_id=ids[0]), NewEvent("B", {"k": 2}, event_id=ids[1])]
+    first = await store.append("run-1", batch, "no_stream")
+    again = await store.append("run-1", batch, "no_stream")
+    assert again == first
+    also = await store.append("run-1", batch, "any")
+    assert also == first
+    assert await store.stream_version("run-1") == 2
+    with pytest.raises(IdempotencyConflict):
+        await store.append("run-1", NewEvent("A", {"k": 99}, event_id=ids[0]), "any")
+    with pytest.raises(IdempotencyConflict):
+        await store.append("run-2", NewEvent("A", {"k": 1}, event_id=ids[0]), "any")
+    assert await store.stream_version("run-1") == 2
+
+
+@pytest.mark.parametrize(
+    ("stream_id", "events", "error"),
+    [
+        ("", [ev()], InvalidInput),
+        ("x" * 201, [ev()], InvalidInput),
+        ("run 1", [ev()], InvalidInput),
+        (None, [ev()], InvalidInput),
+        ("run-1", [], InvalidInput),
+        ("run-1", ["not an event"], InvalidInput),
+        ("run-1", [NewEvent("", {})], InvalidEvent),
+        ("run-1", [NewEvent("bad type!", {})], InvalidEvent),
+        ("run-1", [NewEvent("T" * 101, {})], InvalidEvent),
+        ("run-1", [NewEvent("T", {"x": object()})], InvalidEvent),
+        ("run-1", [NewEvent("T", {"x": "a\x00b"})], InvalidEvent),
+        ("run-1", [NewEvent("T", {"x": "y" * 300_000})], PayloadTooLarge),
+        ("run-1", [NewEvent("T", {}, metadata="m")], InvalidEvent),  # type: ignore[arg-type]
+    ],
+)
+async def test_bad_input_is_refused_and_writes_nothing(
+    store: EventStore, stream_id: object, events: list[object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await store.append(stream_id, events)  # type: ignore[arg-type]
+    assert (await store.read_all()).events == []
+
+
+async def test_bad_expected_version_and_limits(store: EventStore) -> None:
+    for bad in (-1, "latest", True, 1.5):
+        with pytest.raises(InvalidInput):
+            await store.append("run-1", ev(), bad)  # type: ignore[arg-type]
+    for bad_limit in (0, -5, 10**9, "10"):
+        with pytest.raises(InvalidInput):
+            await store.read_all(limit=bad_limit)  # type: ignore[arg-type]
+    for bad_cursor in ("nonsense", "c_", "cZZ_1", "c-1_2"):
+        with pytest.raises(InvalidCursor):
+            await store.read_all(after=bad_cursor)
+    assert (await store.read_all()).events == []
+
+
+async def test_duplicate_event_id_within_batch_is_refused(store: EventStore) -> None:
+    same = uuid.uuid4()
+    with pytest.raises(InvalidEvent):
+        await store.append("run-1", [NewEvent("A", {}, event_id=same)] * 2)
+    assert await store.stream_version("run-1") == 0
+
+
+async def test_read_stream_range(store: EventStore) -> None:
+    await store.append("run-1", [ev(n=i) for i in range(1, 11)])
+    middle = await store.read_stream("run-1", from_version=3, to_version=5)
+    assert [e.stream_version for e in middle] == [3, 4, 5]
+    assert await store.read_stream("run-404") == []
+
+
+async def test_read_all_pages_with_opaque_cursor(store: EventStore) -> None:
+    for i in range(25):
+        await store.append(f"run-{i % 3}", ev(n=i))
+    seen: list[int] = []
+    cursor: str | None = None
+    while True:
+        page = await store.read_all(after=cursor, limit=7)
+        seen.extend(e.data["n"] for e in page.events)
+        if not page.events:
+            break
+        cursor = str(page.cursor)
+        assert Cursor.parse(cursor) == page.cursor
+    assert seen == list(range(25))
+
+
+async def test_read_all_filters(store: EventStore) -> None:
+    await store.append("run-1", [ev("Started"), ev("Stepped")])
+    await store.append("agent-1", ev("Defined"))
+    await store.append("run-2", ev("Started"))
+    runs = await store.read_all(filters=Filters.of(categories=["run"]))
+    assert [e.stream_id for e in runs.events] == ["run-1", "run-1", "run-2"]
+    started = await store.read_all(filters=Filters.of(types=["Started"]))
+    assert [e.stream_id for e in started.events] == ["run-1", "run-2"]
+    one = await store.read_all(filters=Filters.of(streams="run-2"))
+    assert [e.event_type for e in one.events] == ["Started"]
+    # The cursor moves past filtered-out events, so the next read does not rescan them.
+    after = await store.read_all(after=runs.cursor, filters=Filters.of(categories=["run"]))
+    assert after.events == []
+    with pytest.raises(InvalidInput):
+        Filters.of(categories=[])
+
+
+async def test_subscribe_catches_up_then_follows_live(store: EventStore) -> None:
+    await store.append("run-1", [ev(n=0), ev(n=1)])
+    got: list[int] = []
+
+    async def consume() -> None:
+        async with store.subscribe() as sub:
+            async for event in sub:
+                got.append(event.data["n"])
+                if len(got) == 5:
+                    return
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    for n in (2, 3, 4):
+        await store.append("run-2", ev(n=n))
+    await asyncio.wait_for(task, 5)
+    assert got == [0, 1, 2, 3, 4]
+
+
+async def test_subscribe_resumes_from_cursor_with_filters(store: EventStore) -> None:
+    first = await store.append("run-1", ev("A", n=1))
+    await store.append("agent-1", ev("A", n=2))
+    await store.append("run-1", ev("B", n=3))
+    got = []
+    async with store.subscribe(after=first.cursor, filters=Filters.of(categories="run")) as sub:
+        async for event in sub:
+            got.append(event.data["n"])
+            break
+    assert got == [3]
+
+
+async def test_payloads_are_content_addressed(store: EventStore) -> None:
+    ref = await store.put_payload(b"a long prompt" * 100, "text/plain")
+    assert ref.startswith("sha256:")
+    assert await store.put_payload(b"a long prompt" * 100) == ref
+    assert await store.get_payload(ref) == b"a long prompt" * 100
+    with pytest.raises(NotFound):
+        await store.get_payload("sha256:" + "0" * 64)
+    with pytest.raises(InvalidInput):
+        await store.get_payload("md5:abc")
+    with pytest.raises(InvalidInput):
+        await store.put_payload("text")  # type: ignore[arg-type]

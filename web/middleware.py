@@ -1,0 +1,39 @@
+"""One place that turns exceptions into JSON errors and stamps every response with an id."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from papayya.errors import PapayyaError
+
+log = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    try:
+        response = await handler(request)
+    except PapayyaError as exc:
+        response = web.json_response(error_body(exc.code, exc.message), status=exc.http_status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            exc.headers["X-Request-Id"] = request_id
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        response = web.json_response(error_body(code, exc.text or exc.reason), status=exc.status)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        response = web.json_response(
+            error_body("internal_error", "internal server error"), status=500
+        )
+    response.headers["X-Request-Id"] = request_id
+    return response
