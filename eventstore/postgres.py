@@ -309,8 +309,9 @@ class PostgresEventStore:
 
     async def head(self) -> Cursor:
         """A cursor after every event visible now."""
-        page = await self._read_page(Cursor(2**63 - 1, 0), 1, NO_FILTERS)
-        return Cursor(page.cursor.transaction_id, 0)
+        with _translate_errors():
+            fence = await self._pool.fetchval(Q["fence"])
+        return Cursor(int(fence), 0)
 
     async def visibility_lag(self) -> float:
         """Seconds the oldest committed-but-fenced event has waited; also sets the gauge."""

@@ -69,3 +69,6 @@ SELECT content FROM payloads WHERE hash = $1;
 
 -- name: notify
 SELECT pg_notify('papayya_events', '');
+
+-- name: fence
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text;

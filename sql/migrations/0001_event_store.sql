@@ -50,6 +50,9 @@ CREATE TABLE payloads (
 -- Append a batch to one stream in one round trip. The stream row is claimed with a conditional
 -- update *before* any position is drawn, so a losing writer draws nothing and writes nothing.
 -- p_expected: -1 = any version, 0 = the stream must not exist, n = the stream is at version n.
+-- Call it as the first write of its transaction: readers order by transaction id, and the
+-- per-stream advisory lock (which assigns no transaction id) is taken before the first write
+-- assigns one, so one stream's events appear in the global order in version order.
 CREATE FUNCTION papayya_append(
     p_stream_id text,
     p_category text,
@@ -70,6 +73,7 @@ BEGIN
         -- Test oracle: one writer at a time, so commit order equals position order.
         PERFORM pg_advisory_xact_lock(7291036);
     END IF;
+    PERFORM pg_advisory_xact_lock(7291, hashtext(p_stream_id));
     IF p_expected = -1 THEN
         UPDATE streams s SET version = s.version + n WHERE s.stream_id = p_stream_id
             RETURNING s.version INTO v_new;

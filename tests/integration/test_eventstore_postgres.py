@@ -1,0 +1,195 @@
+"""Properties only the Postgres store has to prove: concurrency, the fence, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from eventstore import NewEvent, PostgresEventStore, RecordedEvent
+from papayya.errors import ConcurrencyError
+
+
+def ev(**data: object) -> NewEvent:
+    return NewEvent("Happened", dict(data))
+
+
+async def collect(sub_iter: object, count: int, timeout: float = 10) -> list[RecordedEvent]:
+    got: list[RecordedEvent] = []
+
+    async def run() -> None:
+        async for event in sub_iter:  # type: ignore[attr-defined]
+            got.append(event)
+            if len(got) == count:
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return got
+
+
+async def test_concurrent_appends_at_same_version_one_wins(pg_store: PostgresEventStore) -> None:
+    await pg_store.append("run-1", ev(n=0), "no_stream")
+    results = await asyncio.gather(
+        *(pg_store.append("run-1", [ev(n=i), ev(n=i)], 1) for i in range(20)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, ConcurrencyError)]
+    assert len(winners) == 1 and len(losers) == 19
+    events = await pg_store.read_stream("run-1")
+    assert [e.stream_version for e in events] == [1, 2, 3]
+
+
+async def test_concurrent_new_stream_creation_one_wins(pg_store: PostgresEventStore) -> None:
+    results = await asyncio.gather(
+        *(pg_store.append("run-new", ev(n=i), "no_stream") for i in range(20)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert await pg_store.stream_version("run-new") == 1
+
+
+async def test_concurrent_any_appends_have_no_version_gaps(pg_store: PostgresEventStore) -> None:
+    await asyncio.gather(*(pg_store.append("run-1", [ev(n=i), ev(n=i)]) for i in range(20)))
+    versions = [e.stream_version for e in await pg_store.read_stream("run-1")]
+    assert versions == list(range(1, 41))
+
+
+async def test_concurrent_identical_retries_are_idempotent(pg_store: PostgresEventStore) -> None:
+    batch = [NewEvent("A", {"i": i}, event_id=uuid.uuid4()) for i in range(3)]
+    results = await asyncio.gather(*(pg_store.append("run-1", batch) for _ in range(10)))
+    assert len(set(results)) == 1
+    assert await pg_store.stream_version("run-1") == 3
+
+
+async def test_events_are_immutable_in_the_database(dsn: str, pg_store: PostgresEventStore) -> None:
+    await pg_store.append("run-1", ev(n=1))
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in (
+            "UPDATE events SET data = '{}'",
+            "DELETE FROM events",
+            "TRUNCATE events",
+        ):
+            with pytest.raises(asyncpg.PostgresError, match="immutable"):
+                await conn.execute(statement)
+    finally:
+        await conn.close()
+    assert len(await pg_store.read_stream("run-1")) == 1
+
+
+async def test_held_open_transaction_holds_readers_back(
+    dsn: str, pg_store: PostgresEventStore
+) -> None:
+    """A slow writer's event is never skipped, however late it commits."""
+    await pg_store.append("run-0", ev(n=0))
+    sub = pg_store.subscribe()
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for event in sub:
+            got.append(event.data["n"])
+
+    consumer = asyncio.create_task(consume())
+    slow = await asyncpg.connect(dsn)
+    try:
+        tx = slow.transaction()
+        await tx.start()
+        await slow.fetch(
+            "SELECT * FROM papayya_append('run-slow', 'run', -1, false, $1::uuid[], "
+            "ARRAY['Happened'], ARRAY[1], ARRAY['{\"n\": 1}'::jsonb], ARRAY['{}'::jsonb])",
+            [uuid.uuid4()],
+        )
+        for n in (2, 3):
+            await pg_store.append(f"run-{n}", ev(n=n))
+        await asyncio.sleep(0.5)
+        page = await pg_store.read_all()
+        assert [e.data["n"] for e in page.events] == [0]
+        assert got == [0]
+        assert await pg_store.visibility_lag() > 0
+        await tx.commit()
+        await asyncio.sleep(0.5)
+        assert got == [0, 1, 2, 3]
+        assert [e.data["n"] for e in (await pg_store.read_all()).events] == [0, 1, 2, 3]
+
+        # A rolled-back writer holds readers only while it is open.
+        tx = slow.transaction()
+        await tx.start()
+        await slow.fetch(
+            "SELECT * FROM papayya_append('run-gone', 'run', -1, false, $1::uuid[], "
+            "ARRAY['Happened'], ARRAY[1], ARRAY['{\"n\": 99}'::jsonb], ARRAY['{}'::jsonb])",
+            [uuid.uuid4()],
+        )
+        await pg_store.append("run-4", ev(n=4))
+        await asyncio.sleep(0.3)
+        assert got == [0, 1, 2, 3]
+        await tx.rollback()
+        await asyncio.sleep(0.5)
+        assert got == [0, 1, 2, 3, 4]
+    finally:
+        await slow.close()
+        consumer.cancel()
+        await sub.close()
+
+
+async def test_delivery_continues_by_polling_when_listen_connection_dies(
+    dsn: str, admin_dsn: str
+) -> None:
+    # A writer in another process is seen only through NOTIFY or polling.
+    reader = await PostgresEventStore.connect(dsn, poll_interval=0.2)
+    writer = await PostgresEventStore.connect(dsn)
+    try:
+        sub = reader.subscribe()
+        first = asyncio.create_task(collect(sub, 1))
+        await asyncio.sleep(0.2)
+        pid = await reader.listener_backend_pid()
+        assert pid is not None
+        admin = await asyncpg.connect(admin_dsn)
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        await admin.close()
+        await writer.append("run-1", ev(n=1))
+        assert [e.data["n"] for e in await first] == [1]
+        rest = asyncio.create_task(collect(sub, 2))
+        await writer.append("run-1", [ev(n=2), ev(n=3)])
+        assert [e.data["n"] for e in await rest] == [2, 3]
+        await sub.close()
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def test_slow_subscriber_has_bounded_memory_and_loses_nothing(
+    pg_store: PostgresEventStore,
+) -> None:
+    sub = pg_store.subscribe(queue_size=10)
+    got: list[int] = []
+
+    async def slow_consumer() -> None:
+        async for event in sub:
+            got.append(event.data["n"])
+            if len(got) % 50 == 0:
+                await asyncio.sleep(0.05)  # falls behind the writer
+            assert sub.queue.qsize() <= 10
+            if len(got) == 500:
+                return
+
+    task = asyncio.create_task(slow_consumer())
+    await asyncio.sleep(0.1)
+    for start in range(0, 500, 25):
+        await pg_store.append("run-1", [ev(n=n) for n in range(start, start + 25)])
+    await asyncio.wait_for(task, 20)
+    assert got == list(range(500))
+    await sub.close()
+
+
+async def test_serialized_mode_orders_by_position(dsn: str) -> None:
+    store = await PostgresEventStore.connect(dsn, serialized=True)
+    try:
+        await asyncio.gather(*(store.append(f"run-{i % 4}", ev(n=i)) for i in range(40)))
+        events = (await store.read_all()).events
+        positions = [e.global_position for e in events]
+        assert positions == sorted(positions) and len(events) == 40
+    finally:
+        await store.close()
