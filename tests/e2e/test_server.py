@@ -1,0 +1,107 @@
+"""``papayya server`` as a user starts it: a real process, a real HTTP client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from papayya import __version__
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def papayya(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "papayya.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError("server did not start listening")
+
+
+@pytest.fixture
+def embedded_server(tmp_path: Path) -> Iterator[str]:
+    """A server with no database configured: it must start an embedded Postgres."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
+    env["PAPAYYA_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "papayya.cli", "server", "--port", str(port)], env=env
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+
+
+@pytest.mark.slow
+async def test_server_with_embedded_postgres_answers_health(embedded_server: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{embedded_server}/healthz") as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"status": "ok"}
+            assert resp.headers["X-Request-Id"]
+        async with http.get(f"{embedded_server}/readyz") as resp:
+            assert resp.status == 200
+        async with http.get(f"{embedded_server}/nope", headers={"X-Request-Id": "r-1"}) as resp:
+            assert resp.status == 404
+            body = await resp.json()
+            assert body["error"]["code"] == "not_found"
+            assert resp.headers["X-Request-Id"] == "r-1"
+
+
+def test_version_and_help() -> None:
+    out = papayya("--version")
+    assert out.returncode == 0 and __version__ in out.stdout
+    helped = papayya("--help")
+    assert helped.returncode == 0 and "server" in helped.stdout and "db" in helped.stdout
+
+
+def test_db_migrate_applies_then_reports_up_to_date(empty_dsn: str) -> None:
+    env = {**os.environ, "PAPAYYA_DATABASE_URL": empty_dsn}
+    first = papayya("db", "migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_event_store" in first.stdout
+    second = papayya("db", "migrate", env=env)
+    assert second.returncode == 0 and "up to date" in second.stdout
+
+
+def test_cli_bad_input_exits_non_zero() -> None:
+    bad_port = papayya("server", "--port", "99999")
+    assert bad_port.returncode == 2 and "Invalid value" in bad_port.stderr
+    unreachable = papayya(
+        "db",
+        "migrate",
+        env={**os.environ, "PAPAYYA_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"},
+    )
+    assert unreachable.returncode == 1 and "cannot reach the database" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
