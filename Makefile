@@ -10,7 +10,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 run: install
@@ -25,7 +25,8 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: install
-	$(PY) bench/eventstore.py
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .papayya .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
