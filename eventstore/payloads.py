@@ -6,9 +6,8 @@ import hashlib
 import re
 from typing import Any
 
-from papayya.errors import InvalidInput, PayloadTooLarge
-
 from eventstore.types import MAX_PAYLOAD_BYTES
+from papayya.errors import InvalidInput, PayloadTooLarge
 
 _REF = re.compile(r"^sha256:[0-9a-f]{64}$")
 

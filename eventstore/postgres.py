@@ -78,13 +78,13 @@ def _unavailable(exc: BaseException) -> bool:
 def _translate_errors() -> Any:
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         if _unavailable(exc):
             raise StoreUnavailable(f"event store unavailable: {exc}") from exc
         raise
 
 
-def _event(row: Sequence[Any], offset: int = 0) -> RecordedEvent:
+def _event(row: asyncpg.Record | Sequence[Any], offset: int = 0) -> RecordedEvent:
     r = row
     o = offset
     return RecordedEvent(
@@ -379,7 +379,7 @@ class PostgresEventStore:
             try:
                 conn = await asyncpg.connect(self._dsn, server_settings=SERVER_SETTINGS)
                 self._listen_conn = conn
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda *_: self.hub.wake())
                 backoff = 0.1
                 self.hub.wake()  # anything committed while we were not listening

@@ -112,10 +112,10 @@ class Filters(msgspec.Struct, frozen=True):
                 return None
             if isinstance(values, str):
                 values = [values]
-            values = frozenset(values)
-            if not values or not all(isinstance(v, str) and v for v in values):
+            names: frozenset[str] = frozenset(values)
+            if not names or not all(isinstance(v, str) and v for v in names):
                 raise InvalidInput(f"{what} filter must be a non-empty list of names")
-            return values
+            return names
 
         return cls(as_set(categories, "category"), as_set(types, "type"), as_set(streams, "stream"))
 
@@ -237,7 +237,7 @@ def validate_limit(limit: Any) -> int:
 def same_payload(prepared: PreparedEvent, stream_id: str, stored: dict[str, Any]) -> bool:
     """Is a stored event the one this prepared event describes (for idempotent retries)?"""
     decode = msgspec.json.decode
-    return (
+    return bool(
         stored["stream_id"] == stream_id
         and stored["event_type"] == prepared.type
         and decode(stored["data"]) == decode(prepared.data_json)

@@ -16,7 +16,7 @@ def ev(**data: object) -> NewEvent:
     return NewEvent("Happened", dict(data))
 
 
-async def collect(sub_iter: object, count: int, timeout: float = 10) -> list[RecordedEvent]:
+async def collect(sub_iter: object, count: int) -> list[RecordedEvent]:
     got: list[RecordedEvent] = []
 
     async def run() -> None:
@@ -25,7 +25,7 @@ async def collect(sub_iter: object, count: int, timeout: float = 10) -> list[Rec
             if len(got) == count:
                 return
 
-    await asyncio.wait_for(run(), timeout)
+    await asyncio.wait_for(run(), 10)
     return got
 
 
