@@ -77,3 +77,34 @@ class StoreUnavailable(PapayyaError):
 
     code = "store_unavailable"
     http_status = 503
+
+
+class RunNotFound(NotFound):
+    """The run does not exist."""
+
+    code = "run_not_found"
+
+
+class StepNotFound(NotFound):
+    """The run has no such step."""
+
+    code = "step_not_found"
+
+
+class IllegalTransition(Conflict):
+    """The event is not allowed in the run's current state."""
+
+    code = "illegal_transition"
+
+
+class StepLimitReached(IllegalTransition):
+    """The run has reached its max_steps."""
+
+    code = "max_steps_exceeded"
+
+
+class BudgetExhausted(PapayyaError):
+    """The run's remaining budget does not cover this call."""
+
+    code = "budget_exceeded"
+    http_status = 402
