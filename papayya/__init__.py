@@ -1,3 +1,17 @@
-"""Papayya: durable execution and cost control for AI agents."""
+"""Papayya: durable execution and cost control for AI agents.
+
+``from papayya import papayya`` gives the SDK client. It is imported lazily so that the
+in-container pieces of this package stay importable with the standard library alone.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "papayya":
+        from papayya.sdk import papayya
+
+        return papayya
+    raise AttributeError(f"module 'papayya' has no attribute {name!r}")

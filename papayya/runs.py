@@ -1,0 +1,98 @@
+"""Run commands: load a run, validate new events against its state, append them with the
+stream's expected version. The thin shell around the pure fold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from eventstore.protocol import EventStore
+from eventstore.types import RecordedEvent
+from papayya.domain import events as ev
+from papayya.domain.fold import fold, state_at
+from papayya.domain.state import RunState
+from papayya.errors import ConcurrencyError, InvalidInput, RunNotFound
+
+RUN_CATEGORY: Final = "run"
+MAX_RETRIES: Final = 20
+# Summary fields copied from RunState; the steps are left out so the summary stays small
+# however long the run gets.
+_SUMMARY_SKIP: Final = frozenset(("steps", "reservations", "metadata"))
+
+
+def run_stream(run_id: str) -> str:
+    if not isinstance(run_id, str) or not run_id or len(run_id) > 150:
+        raise InvalidInput("run_id must be a non-empty string of at most 150 characters")
+    return f"{RUN_CATEGORY}-{run_id}"
+
+
+def run_events(recorded: Sequence[RecordedEvent]) -> list[ev.RunEvent]:
+    events = [ev.from_recorded(r) for r in recorded]
+    return [e for e in events if isinstance(e, ev.RunEvent)]
+
+
+def run_summary(state: RunState) -> dict[str, Any]:
+    """The run as listed and shown before its steps: status, totals, links, times."""
+    data: dict[str, Any] = msgspec.to_builtins(state)
+    for key in _SUMMARY_SKIP:
+        data.pop(key, None)
+    data["current_step"] = state.next_step
+    return data
+
+
+class Runs:
+    """Commands on runs over any event store."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def events(self, run_id: str) -> list[ev.RunEvent]:
+        recorded = await self.store.read_stream(run_stream(run_id))
+        if not recorded:
+            raise RunNotFound(f"run {run_id} not found")
+        return run_events(recorded)
+
+    async def load(self, run_id: str) -> RunState:
+        return fold(await self.events(run_id))
+
+    async def state_at(self, run_id: str, step: int) -> RunState:
+        return state_at(await self.events(run_id), step)
+
+    async def append(self, state: RunState | None, events: Sequence[ev.RunEvent]) -> RunState:
+        """Append ``events`` after ``state`` (``None``: a new run starting with RunQueued).
+
+        The fold validates first, so an illegal event appends nothing; the expected version
+        makes a concurrent writer lose with ``ConcurrencyError`` instead of interleaving.
+        """
+        new_state = fold(events, state)
+        await self.store.append(
+            run_stream(new_state.run_id),
+            [ev.to_new_event(e) for e in events],
+            state.version if state is not None else "no_stream",
+            summary=run_summary(new_state),
+        )
+        return new_state
+
+    async def execute(
+        self, run_id: str, decide: Callable[[RunState], Sequence[ev.RunEvent]]
+    ) -> RunState:
+        """Load, decide, append; on a concurrent write, reload and decide again."""
+        for _ in range(MAX_RETRIES):
+            state = await self.load(run_id)
+            events = decide(state)
+            if not events:
+                return state
+            try:
+                return await self.append(state, events)
+            except ConcurrencyError:
+                continue
+        raise ConcurrencyError(f"run {run_id} kept changing; gave up after {MAX_RETRIES} tries")
+
+    async def queue(self, queued: ev.RunQueued) -> RunState:
+        """Create a run; if it already exists, return it unchanged (safe to retry)."""
+        try:
+            return await self.append(None, [queued])
+        except ConcurrencyError:
+            return await self.load(queued.run_id)

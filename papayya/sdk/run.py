@@ -1,0 +1,185 @@
+"""A run as agent code sees it: checkpointed tasks, then complete or fail."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from papayya.background import BackgroundLoop
+from papayya.domain.matcher import Recorded, Replayer, task_fingerprint, task_label
+from papayya.domain.state import RunState
+from papayya.errors import Conflict, InvalidInput
+from papayya.sdk.direct import DirectBackend, Opened, encode_result
+
+T = TypeVar("T")
+
+
+class Run:
+    """A checkpointed run. Not created directly: use ``papayya().run(agent)``.
+
+    Each ``task`` is one ``checkpoint`` step. When the same run id is opened again (after a
+    crash, say), tasks that finished before are answered from their recorded results, in
+    order, without running; the first task that differs, and every one after it, runs live.
+    Recorded results come back as JSON values (a tuple comes back as a list).
+    """
+
+    def __init__(self, loop: BackgroundLoop, backend: DirectBackend, opened: Opened) -> None:
+        self._loop = loop
+        self._backend = backend
+        self._state = opened.state
+        self._replayer = Replayer(opened.recording, until_step=opened.until_step)
+        self._copy_answers = opened.copy_answers
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self._state.run_id
+
+    @property
+    def state(self) -> RunState:
+        """The run as folded from its events so far."""
+        return self._state
+
+    @property
+    def status(self) -> str:
+        return self._state.status
+
+    @property
+    def diverged_at_step(self) -> int | None:
+        """The recorded step the code stopped matching at, if it did."""
+        return self._replayer.diverged_at_step
+
+    # -- tasks ------------------------------------------------------------------------
+
+    @overload
+    def task(self, label: str) -> Callable[[Callable[..., T]], Callable[..., T]]: ...
+    @overload
+    def task(self, label: Callable[[], T]) -> T: ...
+    @overload
+    def task(self, label: str, fn: Callable[[], T]) -> T: ...
+
+    def task(self, label: Any, fn: Any = None) -> Any:
+        """Run ``fn`` as a checkpointed step and return its result.
+
+        ``run.task("search", fn)`` and ``run.task(fn)`` (labelled ``fn.__name__``) run ``fn()``
+        now; ``@run.task("search")`` makes a function whose every call is a task. A coroutine
+        function gives an awaitable. Repeated labels are numbered ``label#2``, ``label#3``…
+        """
+        if fn is None and callable(label):
+            return self._start(label.__name__, label, (), {})
+        if not isinstance(label, str):
+            raise InvalidInput("run.task takes a label (str) and/or a function")
+        if fn is None:
+            return functools.partial(self._decorate, label)
+        if not callable(fn):
+            raise InvalidInput("run.task's second argument must be a function")
+        return self._start(label, fn, (), {})
+
+    def _decorate(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(fn):
+            raise InvalidInput("@run.task(label) decorates a function")
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._start(label, fn, args, kwargs)
+
+        return call
+
+    def _start(self, label: str, fn: Callable[..., Any], args: tuple[Any, ...], kw: Any) -> Any:
+        with self._lock:
+            numbered = task_label(label, self._counts)
+            fingerprint = task_fingerprint(numbered)
+            recorded = self._replayer.match("task", fingerprint)
+        if inspect.iscoroutinefunction(fn):
+            return self._async_task(numbered, fingerprint, recorded, fn, args, kw)
+        if recorded is not None:
+            return self._loop.call(self._answer(numbered, fingerprint, recorded))
+        self._ensure_live()
+        started = time.perf_counter()
+        try:
+            result = fn(*args, **kw)
+        except Exception as exc:
+            self._loop.call(self._record_error(numbered, exc, started))
+            raise
+        if inspect.isawaitable(result):
+            raise InvalidInput(f"task {numbered!r} returned an awaitable: pass an async def")
+        raw = encode_result(result)
+        self._loop.call(self._record(numbered, fingerprint, raw, started))
+        return result
+
+    async def _async_task(
+        self,
+        numbered: str,
+        fingerprint: str,
+        recorded: Recorded | None,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kw: Any,
+    ) -> Any:
+        if recorded is not None:
+            return await self._loop.acall(self._answer(numbered, fingerprint, recorded))
+        self._ensure_live()
+        started = time.perf_counter()
+        try:
+            result = await fn(*args, **kw)
+        except Exception as exc:
+            await self._loop.acall(self._record_error(numbered, exc, started))
+            raise
+        raw = encode_result(result)
+        await self._loop.acall(self._record(numbered, fingerprint, raw, started))
+        return result
+
+    def _ensure_live(self) -> None:
+        if self._state.is_terminal:
+            raise Conflict(f"run {self.id} is {self._state.status}; it runs no new tasks")
+
+    async def _answer(self, label: str, fingerprint: str, recorded: Recorded) -> Any:
+        result = await self._backend.result_of(recorded)
+        if self._copy_answers:
+            # A replay keeps its own complete timeline: the answered step is recorded again,
+            # with no duration since nothing ran.
+            raw = encode_result(result)
+            self._state = await self._backend.record_task(self._state, label, fingerprint, raw, 0)
+        return result
+
+    async def _record(self, label: str, fingerprint: str, raw: bytes, started: float) -> None:
+        elapsed = (time.perf_counter() - started) * 1000
+        self._state = await self._backend.record_task(self._state, label, fingerprint, raw, elapsed)
+
+    async def _record_error(self, label: str, error: BaseException, started: float) -> None:
+        elapsed = (time.perf_counter() - started) * 1000
+        self._state = await self._backend.record_task_error(self._state, label, error, elapsed)
+
+    # -- the end ----------------------------------------------------------------------
+
+    def complete(self, output: Any = None) -> None:
+        """Record the run's result. Completing a run that already completed does nothing."""
+        if self._state.status == "completed":
+            return
+        raw = encode_result(output)
+        self._state = self._loop.call(self._backend.complete(self._state, raw))
+
+    def fail(self, error: BaseException | str, code: str = "agent_error") -> None:
+        """Record that the run failed with ``error``."""
+        if self._state.is_terminal:
+            return
+        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self._state = self._loop.call(self._backend.fail(self._state, code, message))
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and isinstance(exc, Exception):
+            self.fail(exc)
