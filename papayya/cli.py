@@ -9,6 +9,7 @@ import sys
 import click
 
 from papayya import __version__
+from papayya.cli_runs import runs
 from papayya.config import Config
 from papayya.database import database_url
 
@@ -60,6 +61,9 @@ def db_migrate() -> None:
             click.echo(f"applied {name}")
     else:
         click.echo("schema is up to date")
+
+
+main.add_command(runs)
 
 
 if __name__ == "__main__":
