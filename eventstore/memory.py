@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -20,6 +21,7 @@ from eventstore.types import (
     ReadPage,
     RecordedEvent,
     category_of,
+    encode_summary,
     expected_to_int,
     prepare,
     same_payload,
@@ -40,6 +42,7 @@ class InMemoryEventStore:
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._by_id: dict[object, RecordedEvent] = {}
         self._payloads: dict[str, bytes] = {}
+        self._summaries: dict[str, tuple[int, Any]] = {}
         self.hub = Hub(self._read_page, self.head, poll_interval=0.5)
 
     async def close(self) -> None:
@@ -50,10 +53,12 @@ class InMemoryEventStore:
         stream_id: str,
         events: list[NewEvent] | NewEvent,
         expected_version: ExpectedVersion = ANY,
+        summary: Any = None,
     ) -> AppendResult:
         stream_id = validate_stream_id(stream_id)
         expected = expected_to_int(expected_version)
         prepared = prepare(events)
+        summary_json = None if summary is None else encode_summary(summary)
         known = [self._by_id[e.event_id] for e in prepared if e.event_id in self._by_id]
         if known:
             stored = [
@@ -99,6 +104,8 @@ class InMemoryEventStore:
             self._by_id[p.event_id] = event
             stream.append(event)
         self._streams[stream_id] = stream
+        if summary_json is not None:
+            self._summaries[stream_id] = (version, _decode(summary_json))
         self.hub.wake()
         return AppendResult(version, self._events[-1].cursor)
 
@@ -113,6 +120,20 @@ class InMemoryEventStore:
         return [
             e for e in self._streams.get(stream_id, []) if from_version <= e.stream_version <= upper
         ]
+
+    async def summary(self, stream_id: str) -> tuple[int, Any] | None:
+        return self._summaries.get(validate_stream_id(stream_id))
+
+    async def summaries(
+        self, category: str, after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, int, Any]]:
+        validate_limit(limit)
+        found = sorted(
+            (sid, v, s)
+            for sid, (v, s) in self._summaries.items()
+            if category_of(sid) == category and (after is None or sid > after)
+        )
+        return found[:limit]
 
     async def stream_version(self, stream_id: str) -> int:
         return len(self._streams.get(validate_stream_id(stream_id), []))

@@ -27,6 +27,7 @@ from eventstore.types import (
     ReadPage,
     RecordedEvent,
     category_of,
+    encode_summary,
     expected_to_int,
     prepare,
     same_payload,
@@ -182,16 +183,19 @@ class PostgresEventStore:
         stream_id: str,
         events: list[NewEvent] | NewEvent,
         expected_version: ExpectedVersion = ANY,
+        summary: Any = None,
     ) -> AppendResult:
         """Append a batch to one stream in one round trip.
 
-        Raises ``ConcurrencyError`` (nothing written) if the stream is not at
-        ``expected_version``. Retrying an append with the same event ids returns the first
-        result; reusing an id for a different event raises ``IdempotencyConflict``.
+        ``summary``, if given, replaces the stream's summary in the same transaction, so
+        ``summary()`` reads your own writes. Raises ``ConcurrencyError`` (nothing written) if
+        the stream is not at ``expected_version``. Retrying an append with the same event ids
+        returns the first result; reusing an id for another event raises ``IdempotencyConflict``.
         """
         stream_id = validate_stream_id(stream_id)
         expected = expected_to_int(expected_version)
         prepared = prepare(events)
+        summary_json = None if summary is None else encode_summary(summary)
         started = time.perf_counter()
         try:
             with _translate_errors():
@@ -206,6 +210,7 @@ class PostgresEventStore:
                     [e.schema_version for e in prepared],
                     [e.data_json for e in prepared],
                     [e.metadata_json for e in prepared],
+                    summary_json,
                 )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_event_id_key":
@@ -262,6 +267,21 @@ class PostgresEventStore:
                 Q["read_stream"], stream_id, max(from_version, 1), upper, 1_000_000
             )
         return [_event(row) for row in rows]
+
+    async def summary(self, stream_id: str) -> tuple[int, Any] | None:
+        """The stream's latest summary and the version it reflects, or None."""
+        stream_id = validate_stream_id(stream_id)
+        with _translate_errors():
+            row = await self._pool.fetchrow(Q["summary"], stream_id)
+        return None if row is None else (row[0], _decode(row[1]))
+
+    async def summaries(
+        self, category: str, after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, int, Any]]:
+        """Summaries of a category's streams, by stream id, for listing."""
+        with _translate_errors():
+            rows = await self._pool.fetch(Q["summaries"], category, after, validate_limit(limit))
+        return [(row[0], row[1], _decode(row[2])) for row in rows]
 
     async def stream_version(self, stream_id: str) -> int:
         stream_id = validate_stream_id(stream_id)

@@ -3,7 +3,7 @@ pass the same contract tests."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from eventstore.subscriptions import Subscription
 from eventstore.types import (
@@ -23,7 +23,14 @@ class EventStore(Protocol):
         stream_id: str,
         events: list[NewEvent] | NewEvent,
         expected_version: ExpectedVersion = "any",
+        summary: Any = None,
     ) -> AppendResult: ...
+
+    async def summary(self, stream_id: str) -> tuple[int, Any] | None: ...
+
+    async def summaries(
+        self, category: str, after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, int, Any]]: ...
 
     async def read_stream(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None

@@ -228,6 +228,10 @@ def prepare(events: Any) -> list[PreparedEvent]:
     return prepared
 
 
+def encode_summary(summary: Any) -> str:
+    return _encode(summary, "summary")
+
+
 def validate_limit(limit: Any) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
         raise InvalidInput("limit must be an integer from 1 to 100000")

@@ -2,7 +2,8 @@
 
 -- name: append
 SELECT stream_version, transaction_id, global_position
-  FROM papayya_append($1, $2, $3, $4, $5::uuid[], $6::text[], $7::integer[], $8::jsonb[], $9::jsonb[]);
+  FROM papayya_append($1, $2, $3, $4, $5::uuid[], $6::text[], $7::integer[], $8::jsonb[], $9::jsonb[],
+                      $10::jsonb);
 
 -- name: events_by_id
 SELECT stream_id, stream_version, event_id, event_type, data::text AS data,
@@ -72,3 +73,11 @@ SELECT pg_notify('papayya_events', '');
 
 -- name: fence
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text;
+
+-- name: summary
+SELECT version, summary::text FROM stream_summaries WHERE stream_id = $1;
+
+-- name: summaries
+SELECT stream_id, version, summary::text FROM stream_summaries
+ WHERE category = $1 AND ($2::text IS NULL OR stream_id > $2)
+ ORDER BY stream_id LIMIT $3;

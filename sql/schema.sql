@@ -50,6 +50,18 @@ CREATE TABLE payloads (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 
+-- The latest summary of a stream (e.g. a run's status and totals), written by the append that
+-- produced it, in the same transaction: a reader sees its own writes without waiting for the
+-- projectors.
+CREATE TABLE stream_summaries (
+    stream_id  text PRIMARY KEY,
+    category   text NOT NULL,
+    version    bigint NOT NULL,
+    summary    jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX stream_summaries_category_idx ON stream_summaries (category, updated_at);
+
 -- Append a batch to one stream in one round trip. The stream row is claimed with a conditional
 -- update *before* any position is drawn, so a losing writer draws nothing and writes nothing.
 -- p_expected: -1 = any version, 0 = the stream must not exist, n = the stream is at version n.
@@ -65,7 +77,8 @@ CREATE FUNCTION papayya_append(
     p_types text[],
     p_schema_versions integer[],
     p_data jsonb[],
-    p_metadata jsonb[]
+    p_metadata jsonb[],
+    p_summary jsonb DEFAULT NULL
 ) RETURNS TABLE (stream_version bigint, transaction_id text, global_position bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -97,6 +110,12 @@ BEGIN
     IF v_new IS NULL THEN
         RAISE EXCEPTION 'stream % is not at the expected version %', p_stream_id, p_expected
             USING ERRCODE = 'PY001';
+    END IF;
+    IF p_summary IS NOT NULL THEN
+        INSERT INTO stream_summaries AS s (stream_id, category, version, summary)
+        VALUES (p_stream_id, p_category, v_new, p_summary)
+        ON CONFLICT (stream_id) DO UPDATE
+            SET version = excluded.version, summary = excluded.summary, updated_at = now();
     END IF;
     RETURN QUERY
     WITH inserted AS (

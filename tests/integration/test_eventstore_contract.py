@@ -219,3 +219,23 @@ async def test_payloads_are_content_addressed(store: EventStore) -> None:
         await store.get_payload("md5:abc")
     with pytest.raises(InvalidInput):
         await store.put_payload("text")  # type: ignore[arg-type]
+
+
+async def test_summary_is_written_with_the_append(store: EventStore) -> None:
+    await store.append("run-1", ev(n=1), summary={"status": "queued"})
+    assert await store.summary("run-1") == (1, {"status": "queued"})
+    await store.append("run-1", [ev(n=2), ev(n=3)], 1, summary={"status": "running"})
+    assert await store.summary("run-1") == (3, {"status": "running"})
+    await store.append("run-1", ev(n=4))  # no summary given: the last one stays
+    assert await store.summary("run-1") == (3, {"status": "running"})
+    with pytest.raises(ConcurrencyError):
+        await store.append("run-1", ev(), 1, summary={"status": "lost"})
+    assert await store.summary("run-1") == (3, {"status": "running"})
+    with pytest.raises(InvalidEvent):
+        await store.append("run-2", ev(), summary={"x": object()})
+    assert await store.summary("run-2") is None and await store.stream_version("run-2") == 0
+    await store.append("run-0", ev(), summary={"status": "queued"})
+    await store.append("agent-1", ev(), summary={"name": "a"})
+    listed = await store.summaries("run")
+    assert [sid for sid, _, _ in listed] == ["run-0", "run-1"]
+    assert [sid for sid, _, _ in await store.summaries("run", after="run-0")] == ["run-1"]
