@@ -108,3 +108,10 @@ class BudgetExhausted(PapayyaError):
 
     code = "budget_exceeded"
     http_status = 402
+
+
+class Unauthorized(PapayyaError):
+    """A valid API key is required (X-Api-Key: cpk_… or Authorization: Bearer cpk_…)."""
+
+    code = "unauthorized"
+    http_status = 401

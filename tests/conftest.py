@@ -122,3 +122,42 @@ async def pg_store(dsn: str) -> AsyncIterator[PostgresEventStore]:
     store = await PostgresEventStore.connect(dsn, poll_interval=0.1)
     yield store
     await store.close()
+
+
+class Api:
+    """A running control plane on a real port, with the default project's key."""
+
+    def __init__(self, url: str, key: str, app: Any) -> None:
+        self.url = url
+        self.key = key
+        self.app = app
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"X-Api-Key": key or self.key}
+
+
+@pytest.fixture
+async def api(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
+    from aiohttp import web
+
+    from papayya.config import Config
+    from web.app import init_app
+
+    key = "cpk_test_" + uuid.uuid4().hex
+    monkeypatch.setenv("PAPAYYA_BOOTSTRAP_API_KEY", key)
+    app = init_app(Config(database_url=dsn), dsn)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield Api(f"http://127.0.0.1:{port}", key, app)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        yield session

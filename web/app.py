@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -9,33 +11,51 @@ from aiohttp import web
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
-from web import keys
+from papayya.runs import Runs
+from web import http, keys, tenancy
+from web.auth import auth_middleware
 from web.middleware import error_middleware
+from web.openapi import api
+from web.routes import projects  # noqa: F401  (registers routes)
+
+log = logging.getLogger(__name__)
 
 
 async def _event_store(app: web.Application) -> AsyncIterator[None]:
     await migrate(app[keys.DSN])
     store = await PostgresEventStore.connect(app[keys.DSN])
     app[keys.STORE] = store
+    app[keys.RUNS] = Runs(store)
+    created = await tenancy.bootstrap(store.pool, os.environ.get("PAPAYYA_BOOTSTRAP_API_KEY"))
+    if created is not None and not os.environ.get("PAPAYYA_BOOTSTRAP_API_KEY"):
+        # Shown once: only its hash is stored.
+        print(f"Created project 'default'. API key (shown once): {created.key}", flush=True)
     yield
     await store.close()
 
 
+@api.route("GET", "/healthz", "Liveness", auth="none", tag="ops")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return http.json({"status": "ok"})
 
 
+@api.route("GET", "/readyz", "Readiness: the database answers", auth="none", tag="ops")
 async def readyz(request: web.Request) -> web.Response:
-    store = request.app[keys.STORE]
-    await store.pool.fetchval("SELECT 1")
-    return web.json_response({"status": "ready"})
+    await request.app[keys.STORE].pool.fetchval("SELECT 1")
+    return http.json({"status": "ready"})
+
+
+@api.route("GET", "/openapi.json", "This API's OpenAPI 3.1 description", auth="none", tag="ops")
+async def openapi(request: web.Request) -> web.Response:
+    return http.json(api.spec())
 
 
 def init_app(config: Config, dsn: str) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=http.MAX_BODY_BYTES
+    )
     app[keys.CONFIG] = config
     app[keys.DSN] = dsn
     app.cleanup_ctx.append(_event_store)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    api.install(app)
     return app

@@ -1,0 +1,36 @@
+-- Named queries of the control plane (web/tenancy.py).
+
+-- name: create_project
+INSERT INTO projects (project_id, name) VALUES ($1, $2)
+RETURNING project_id, name, created_at;
+
+-- name: project_by_id
+SELECT project_id, name, created_at FROM projects WHERE project_id = $1;
+
+-- name: project_by_name
+SELECT project_id, name, created_at FROM projects WHERE name = $1;
+
+-- name: count_projects
+SELECT count(*) FROM projects;
+
+-- name: create_key
+INSERT INTO api_keys (key_id, project_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)
+RETURNING key_id, project_id, name, prefix, created_at, last_used_at, revoked_at;
+
+-- name: list_keys
+SELECT key_id, project_id, name, prefix, created_at, last_used_at, revoked_at
+  FROM api_keys WHERE project_id = $1 ORDER BY created_at, key_id;
+
+-- name: revoke_key
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+ WHERE project_id = $1 AND key_id = $2
+RETURNING key_id, project_id, name, prefix, created_at, last_used_at, revoked_at;
+
+-- name: authenticate
+SELECT project_id, key_id, last_used_at < now() - interval '1 minute' OR last_used_at IS NULL
+       AS stale
+  FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL;
+
+-- A write per request would cost a commit per request: last use is kept to the minute.
+-- name: touch_key
+UPDATE api_keys SET last_used_at = now() WHERE key_id = $1;

@@ -1,0 +1,123 @@
+-- Named queries of the projectors (projections/). Queries that write a read table name it as
+-- {runs}, {steps}, {costs}: the projector fills in the live table or its rebuild shadow.
+
+-- name: ensure_checkpoint
+INSERT INTO projection_checkpoints (name, cursor) VALUES ($1, $2)
+ON CONFLICT (name) DO NOTHING;
+
+-- Every batch transaction locks its checkpoint row first: a rebuild's swap locks it too, so
+-- the two serialise, and a batch read before a swap sees the moved checkpoint and retries.
+-- name: lock_checkpoint
+SELECT cursor FROM projection_checkpoints WHERE name = $1 FOR UPDATE;
+
+-- name: save_checkpoint
+UPDATE projection_checkpoints SET cursor = $2, updated_at = now() WHERE name = $1;
+
+-- name: checkpoint
+SELECT cursor, updated_at FROM projection_checkpoints WHERE name = $1;
+
+-- Leadership: a session lock per projector, held on the connection that writes its batches.
+-- name: try_lead
+SELECT pg_try_advisory_lock(7292, hashtext($1));
+
+-- name: try_rebuild_lock
+SELECT pg_try_advisory_lock(7293, hashtext($1));
+
+-- name: rebuild_unlock
+SELECT pg_advisory_unlock(7293, hashtext($1));
+
+-- name: indexes
+SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = $1::regclass;
+
+-- name: constraints
+SELECT conname AS name, contype::text || pg_get_constraintdef(oid) AS definition
+  FROM pg_constraint
+ WHERE conrelid = $1::regclass AND conindid = 0;
+
+-- name: upsert_runs
+INSERT INTO {runs} AS r
+SELECT * FROM jsonb_populate_recordset(NULL::{runs}, $1::jsonb)
+ON CONFLICT (run_id) DO UPDATE SET
+    project_id = excluded.project_id,
+    agent_id = excluded.agent_id,
+    status = excluded.status,
+    trigger = excluded.trigger,
+    input = excluded.input,
+    output = excluded.output,
+    output_ref = excluded.output_ref,
+    error_code = excluded.error_code,
+    error_message = excluded.error_message,
+    current_step = excluded.current_step,
+    total_input_tokens = excluded.total_input_tokens,
+    total_output_tokens = excluded.total_output_tokens,
+    total_cached_tokens = excluded.total_cached_tokens,
+    total_cost_micro_usd = excluded.total_cost_micro_usd,
+    budget_micro_usd = excluded.budget_micro_usd,
+    max_steps = excluded.max_steps,
+    attempt = excluded.attempt,
+    replayed_from = excluded.replayed_from,
+    replay_from_step = excluded.replay_from_step,
+    diverged_at_step = excluded.diverged_at_step,
+    deployment_version = excluded.deployment_version,
+    idempotency_key = excluded.idempotency_key,
+    created_at = excluded.created_at,
+    started_at = excluded.started_at,
+    completed_at = excluded.completed_at,
+    updated_at = excluded.updated_at,
+    version = excluded.version;
+
+-- name: upsert_steps
+INSERT INTO {steps} AS s
+SELECT * FROM jsonb_populate_recordset(NULL::{steps}, $1::jsonb)
+ON CONFLICT (run_id, step_number) DO UPDATE SET
+    project_id = excluded.project_id,
+    step_type = excluded.step_type,
+    label = excluded.label,
+    status = excluded.status,
+    attempt = excluded.attempt,
+    provider = excluded.provider,
+    model = excluded.model,
+    input_tokens = excluded.input_tokens,
+    output_tokens = excluded.output_tokens,
+    cached_tokens = excluded.cached_tokens,
+    cost_micro_usd = excluded.cost_micro_usd,
+    duration_ms = excluded.duration_ms,
+    tool_calls = excluded.tool_calls,
+    output = excluded.output,
+    output_ref = excluded.output_ref,
+    error_code = excluded.error_code,
+    error_message = excluded.error_message,
+    started_at = excluded.started_at,
+    completed_at = excluded.completed_at;
+
+-- name: add_costs
+INSERT INTO {costs} AS c
+       (project_id, agent_id, model, day, input_tokens, output_tokens, cached_tokens,
+        cost_micro_usd, calls)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+ON CONFLICT (project_id, agent_id, model, day) DO UPDATE SET
+    input_tokens = c.input_tokens + excluded.input_tokens,
+    output_tokens = c.output_tokens + excluded.output_tokens,
+    cached_tokens = c.cached_tokens + excluded.cached_tokens,
+    cost_micro_usd = c.cost_micro_usd + excluded.cost_micro_usd,
+    calls = c.calls + excluded.calls;
+
+-- name: runs_by_status
+SELECT status, count(*) AS runs FROM runs WHERE project_id = $1 GROUP BY status;
+
+-- Durations of the runs that started and finished, among those created since $2.
+-- name: run_duration_percentiles
+SELECT percentile_cont(ARRAY[0.5, 0.95]::float8[]) WITHIN GROUP (
+           ORDER BY extract(epoch FROM completed_at - started_at) * 1000) AS ms
+  FROM runs
+ WHERE project_id = $1 AND created_at >= $2
+   AND started_at IS NOT NULL AND completed_at IS NOT NULL;
+
+-- name: spend
+SELECT coalesce(sum(cost_micro_usd) FILTER (WHERE day = $2), 0)::bigint AS today,
+       coalesce(sum(cost_micro_usd), 0)::bigint AS last_7_days
+  FROM costs
+ WHERE project_id = $1 AND day > $2 - 7 AND day <= $2;

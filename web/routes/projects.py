@@ -1,0 +1,105 @@
+"""Projects and their API keys. A key sees only its own project."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+
+from papayya.errors import NotFound
+from web import http, keys, tenancy
+from web.openapi import api
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\- ]+$")]
+
+
+class CreateProject(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+
+
+class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+class ProjectOut(msgspec.Struct):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class ProjectCreated(msgspec.Struct):
+    """A new project and its first API key (the key is shown only here)."""
+
+    id: str
+    name: str
+    created_at: datetime
+    api_key: tenancy.NewApiKey
+
+
+class ProjectList(msgspec.Struct):
+    data: list[ProjectOut]
+
+
+class KeyList(msgspec.Struct):
+    data: list[tenancy.ApiKey]
+
+
+def _own_project(request: web.Request) -> str:
+    """The path's project id, which must be the caller's: any other answers 404."""
+    wanted = http.path_id(request)
+    if wanted != http.project_id(request):
+        raise NotFound(f"project {wanted} not found")
+    return wanted
+
+
+@api.route(
+    "POST", "/v1/projects", "Create a project and its first API key",
+    body=CreateProject, response=ProjectCreated, status=201, tag="projects",
+)  # fmt: skip
+async def create_project(request: web.Request) -> web.Response:
+    req = await http.body(request, CreateProject)
+    pool = request.app[keys.STORE].pool
+    async with pool.acquire() as conn, conn.transaction():
+        project = await tenancy.create_project(conn, req.name)
+        key = await tenancy.create_key(conn, project.id, "first")
+    return http.json(ProjectCreated(project.id, project.name, project.created_at, key), 201)
+
+
+@api.route(
+    "GET", "/v1/projects", "The caller's project", response=ProjectList, tag="projects"
+)  # fmt: skip
+async def list_projects(request: web.Request) -> web.Response:
+    p = await tenancy.get_project(request.app[keys.STORE].pool, http.project_id(request))
+    return http.json(ProjectList([ProjectOut(p.id, p.name, p.created_at)]))
+
+
+@api.route(
+    "POST", "/v1/projects/{id}/api-keys", "Create an API key (shown once)",
+    body=CreateKey, response=tenancy.NewApiKey, status=201, tag="projects",
+)  # fmt: skip
+async def create_key(request: web.Request) -> web.Response:
+    project = _own_project(request)
+    req = await http.body(request, CreateKey)
+    key = await tenancy.create_key(request.app[keys.STORE].pool, project, req.name)
+    return http.json(key, 201)
+
+
+@api.route(
+    "GET", "/v1/projects/{id}/api-keys", "List API keys (never their secrets)",
+    response=KeyList, tag="projects",
+)  # fmt: skip
+async def list_keys(request: web.Request) -> web.Response:
+    project = _own_project(request)
+    return http.json(KeyList(await tenancy.list_keys(request.app[keys.STORE].pool, project)))
+
+
+@api.route(
+    "DELETE", "/v1/projects/{id}/api-keys/{key_id}", "Revoke an API key",
+    response=tenancy.ApiKey, tag="projects",
+)  # fmt: skip
+async def revoke_key(request: web.Request) -> web.Response:
+    project = _own_project(request)
+    key_id = http.path_id(request, "key_id")
+    return http.json(await tenancy.revoke_key(request.app[keys.STORE].pool, project, key_id))
