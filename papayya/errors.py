@@ -115,3 +115,15 @@ class Unauthorized(PapayyaError):
 
     code = "unauthorized"
     http_status = 401
+
+
+class ProjectionNotFound(NotFound):
+    """There is no projection of that name."""
+
+    code = "projection_not_found"
+
+
+class RebuildInProgress(Conflict):
+    """A rebuild of this projection is already running."""
+
+    code = "rebuild_in_progress"

@@ -4,6 +4,7 @@ stream's expected version. The thin shell around the pure fold."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -66,6 +67,11 @@ class Runs:
         The fold validates first, so an illegal event appends nothing; the expected version
         makes a concurrent writer lose with ``ConcurrencyError`` instead of interleaving.
         """
+        if not all(isinstance(e, ev.RunEvent) for e in events):
+            raise InvalidInput("events must be run events")
+        now = datetime.now(UTC)
+        # Stamped here so the summary written with them carries the same times as a re-fold.
+        events = [e if e.at is not None else msgspec.structs.replace(e, at=now) for e in events]
         new_state = fold(events, state)
         await self.store.append(
             run_stream(new_state.run_id),

@@ -16,7 +16,15 @@ from web import http, keys, tenancy
 from web.auth import auth_middleware
 from web.middleware import error_middleware
 from web.openapi import api
-from web.routes import projects  # noqa: F401  (registers routes)
+from web.routes import (  # noqa: F401  (importing a route module registers its routes)
+    agents,
+    durable,
+    events,
+    metrics,
+    projects,
+    runs,
+    usage,
+)
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from eventstore.embedded import EmbeddedPostgres
@@ -12,24 +12,9 @@ from eventstore.postgres import PostgresEventStore
 from papayya.background import BackgroundLoop
 from papayya.config import Config
 from papayya.errors import InvalidInput
+from papayya.money import usd_to_micro
 from papayya.sdk.direct import DirectBackend
 from papayya.sdk.run import Run
-
-
-def usd_to_micro(amount: Any) -> int | None:
-    """Dollars (number or decimal string) to integer micro-USD, rounded down: a budget never
-    grows by rounding."""
-    if amount is None:
-        return None
-    if isinstance(amount, bool):
-        raise InvalidInput("budget_usd must be a number of dollars")
-    try:
-        value = Decimal(str(amount))
-    except InvalidOperation:
-        raise InvalidInput("budget_usd must be a number of dollars") from None
-    if not value.is_finite() or value < 0:
-        raise InvalidInput("budget_usd must be a finite amount >= 0")
-    return int(value * 1_000_000)
 
 
 class Papayya:

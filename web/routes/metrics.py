@@ -1,0 +1,1 @@
+"""metrics routes (being built)."""

@@ -1,0 +1,1 @@
+"""runs routes (being built)."""

@@ -1,0 +1,1 @@
+"""usage routes (being built)."""
