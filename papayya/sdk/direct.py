@@ -93,7 +93,12 @@ class DirectBackend:
             # A new attempt: after a crash the fold gives up the step that was in flight.
             attempt = ev.RunStarted(attempt=state.attempt + 1, worker=worker_name())
             state = await self.runs.append(state, [attempt])
-        return Opened(state, recorded_calls(events), None, copy_answers=False)
+        own = recorded_calls(events)
+        if not own and state.replayed_from is not None:
+            # A replay queued through the API runs here first: answer from its source.
+            source = recorded_calls(await self.runs.events(state.replayed_from))
+            return Opened(state, source, state.replay_from_step, copy_answers=True)
+        return Opened(state, own, None, copy_answers=False)
 
     async def record_task(
         self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float

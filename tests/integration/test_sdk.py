@@ -154,3 +154,34 @@ def test_bad_input(client: Papayya) -> None:
     with pytest.raises(InvalidInput):
         run.complete(object())
     assert run.state.steps == () and run.status == "running"
+
+
+async def test_a_queued_replay_run_answers_from_its_source(dsn: str) -> None:
+    from eventstore import PostgresEventStore
+    from papayya.domain import events as ev
+    from papayya.runs import Runs
+
+    with papayya(dsn) as client:
+        source = client.run("agent-a", run_id="src2")
+        for i in range(3):
+            source.task(f"t{i}", lambda i=i: i)
+        source.complete()
+    store = await PostgresEventStore.connect(dsn)
+    try:
+        queued = ev.RunQueued(
+            run_id="rep2",
+            project_id="local",
+            agent_id="agent-a",
+            replayed_from="src2",
+            replay_from_step=2,
+        )
+        await Runs(store).queue(queued)
+    finally:
+        await store.close()
+
+    def run_replay() -> list[int]:
+        with papayya(dsn) as client:
+            replay = client.run("agent-a", run_id="rep2")
+            return [replay.task(f"t{i}", lambda i=i: i * 100) for i in range(3)]
+
+    assert await asyncio.to_thread(run_replay) == [0, 1, 200]
