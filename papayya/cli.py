@@ -9,6 +9,7 @@ import sys
 import click
 
 from papayya import __version__
+from papayya.cli_api import agents, run
 from papayya.cli_runs import runs
 from papayya.config import Config
 from papayya.database import database_url
@@ -64,6 +65,8 @@ def db_migrate() -> None:
 
 
 main.add_command(runs)
+main.add_command(agents)
+main.add_command(run)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,28 @@
-"""``papayya runs …``: look at runs (direct database access in this mode)."""
+"""``papayya runs …``: through the API when ``PAPAYYA_BASE_URL`` is set, else straight from
+the database (``PAPAYYA_DATABASE_URL`` or the embedded one)."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import click
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
+from eventstore.types import Filters
+from papayya.cli_api import api_mode, echo_json, follow, parse_input, step_line, with_api
 from papayya.config import Config
 from papayya.database import database_url
-from papayya.domain.state import RunState
+from papayya.domain import events as ev
+from papayya.domain.fold import fold
 from papayya.errors import PapayyaError
-from papayya.runs import Runs
+from papayya.runs import Runs, cancel_events, replay_of, run_events, run_stream
+from web.models import run_out, run_out_from_summary, step_out
 
 T = TypeVar("T")
-
-
-def usd(micro: int) -> str:
-    return f"${Decimal(micro) / 1_000_000:.6f}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -48,50 +49,107 @@ def with_store(action: Callable[[PostgresEventStore], Awaitable[T]]) -> T:
             raise click.ClickException(exc.message) from exc
 
 
-def render_run(state: RunState) -> str:
+def render_run(run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
+    error = f" ({run['error_code']}: {run['error_message']})" if run.get("error_code") else ""
     head = [
-        f"run       {state.run_id}",
-        f"agent     {state.agent_id}",
-        f"status    {state.status}"
-        + (f" ({state.error_code}: {state.error_message})" if state.error_code else ""),
-        f"attempt   {state.attempt}",
-        f"steps     {state.next_step}",
-        f"tokens    in {state.usage.total_input_tokens}, out {state.usage.total_output_tokens}"
-        f", cached {state.usage.cached_input_tokens}",
-        f"cost      {usd(state.usage.cost_micro_usd)}",
+        f"run       {run['id']}",
+        f"agent     {run['agent_id']}",
+        f"status    {run['status']}{error}",
+        f"attempt   {run['attempt']}",
+        f"steps     {run['current_step']}",
+        f"tokens    in {run['total_input_tokens']}, out {run['total_output_tokens']}, "
+        f"cached {run['total_cached_tokens']}",
+        f"cost      ${run['cost_usd']}",
     ]
-    if state.replayed_from:
-        head.append(f"replay of {state.replayed_from} from step {state.replay_from_step}")
-    if state.diverged_at_step is not None:
-        head.append(f"diverged  at step {state.diverged_at_step}")
+    if run.get("replayed_from"):
+        head.append(f"replay of {run['replayed_from']} from step {run['replay_from_step']}")
+    if run.get("diverged_at_step") is not None:
+        head.append(f"diverged  at step {run['diverged_at_step']}")
     rows = [
         (
-            s.step_number,
-            s.step_type,
-            s.label or s.model or "",
-            s.status,
-            f"{s.duration_ms:.1f}",
-            s.usage.total_input_tokens,
-            s.usage.total_output_tokens,
-            usd(s.usage.cost_micro_usd),
+            s["step_number"],
+            s["step_type"],
+            s.get("label") or s.get("model") or "",
+            s["status"],
+            f"{s['duration_ms']:.1f}",
+            s["input_tokens"],
+            s["output_tokens"],
+            f"${s['cost_usd']}",
         )
-        for s in state.steps
+        for s in steps
     ]
     headers = ("step", "type", "label/model", "status", "ms", "in", "out", "cost")
     return "\n".join(head) + "\n\n" + table(headers, rows)
 
 
+def builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)
+
+
 @click.group()
 def runs() -> None:
-    """Inspect runs: list, show steps, state at a step."""
+    """Inspect and steer runs: list, show, state, cancel, replay, logs."""
+
+
+@runs.command("list")
+@click.option("--agent", default=None, help="Only this agent's runs.")
+@click.option("--status", default=None, help="Only runs with this status.")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+def list_runs(agent: str | None, status: str | None, limit: int) -> None:
+    """Recent runs."""
+    if api_mode():
+        params = {"agent_id": agent, "status": status, "limit": limit}
+        rows = with_api(lambda c: c.call("GET", "/v1/runs", params=params))["data"]
+    else:
+
+        async def direct(store: PostgresEventStore) -> list[dict[str, Any]]:
+            found = [
+                builtins(run_out_from_summary(s))
+                for _, _, s in await store.summaries("run", limit=10_000)
+            ]
+            return [
+                r
+                for r in found
+                if (agent is None or r["agent_id"] == agent)
+                and (status is None or r["status"] == status)
+            ]
+
+        rows = sorted(with_store(direct), key=lambda r: str(r["created_at"]), reverse=True)[:limit]
+    click.echo(
+        table(
+            ("run", "agent", "status", "steps", "cost", "created"),
+            [
+                (
+                    r["id"],
+                    r["agent_id"],
+                    r["status"],
+                    r["current_step"],
+                    f"${r['cost_usd']}",
+                    r["created_at"],
+                )
+                for r in rows
+            ],
+        )
+    )
 
 
 @runs.command("show")
 @click.argument("run_id")
 def show(run_id: str) -> None:
     """A run with a table of its steps: durations, tokens and costs."""
-    state = with_store(lambda store: Runs(store).load(run_id))
-    click.echo(render_run(state))
+    if api_mode():
+
+        async def via_api(c: Any) -> tuple[Any, Any]:
+            return await c.call("GET", f"/v1/runs/{run_id}"), await c.call(
+                "GET", f"/v1/runs/{run_id}/steps"
+            )
+
+        run, steps = with_api(via_api)
+        steps = steps["data"] if isinstance(steps, dict) else steps
+    else:
+        state = with_store(lambda store: Runs(store).load(run_id))
+        run, steps = builtins(run_out(state)), [builtins(step_out(s)) for s in state.steps]
+    click.echo(render_run(run, steps))
 
 
 @runs.command("state")
@@ -99,5 +157,87 @@ def show(run_id: str) -> None:
 @click.option("--at-step", type=click.IntRange(min=0), required=True, help="Step number.")
 def state(run_id: str, at_step: int) -> None:
     """The run's folded state right after step N, as JSON."""
+    if api_mode():
+        echo_json(with_api(lambda c: c.call("GET", f"/v1/runs/{run_id}/state?at_step={at_step}")))
+        return
     folded = with_store(lambda store: Runs(store).state_at(run_id, at_step))
     click.echo(msgspec.json.format(msgspec.json.encode(folded)).decode())
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+def cancel(run_id: str) -> None:
+    """Cancel a run: a queued one never starts, a running one is stopped."""
+    if api_mode():
+        result = with_api(lambda c: c.call("POST", f"/v1/runs/{run_id}/cancel", {}))
+        click.echo(f"run {run_id} {result['status']}")
+        return
+    ran = with_store(lambda store: Runs(store).execute(run_id, cancel_events))
+    asked = ran.status == "running" and ran.cancel_requested
+    click.echo(f"run {run_id} {ran.status}" + (" (stop requested)" if asked else ""))
+
+
+@runs.command("replay")
+@click.argument("run_id")
+@click.option("--from-step", type=click.IntRange(min=0), required=True)
+@click.option("--input", "input_", default=None, help="New input (JSON or a string).")
+def replay(run_id: str, from_step: int, input_: str | None) -> None:
+    """Start a new run that answers steps before N from RUN_ID's recording."""
+    body: dict[str, Any] = {"from_step": from_step}
+    if input_ is not None:
+        body["input"] = parse_input(input_)
+    if api_mode():
+        click.echo(with_api(lambda c: c.call("POST", f"/v1/runs/{run_id}/replay", body))["id"])
+        return
+
+    async def direct(store: PostgresEventStore) -> str:
+        runs_ = Runs(store)
+        queued = replay_of(
+            await runs_.load(run_id), f"run_{uuid.uuid4().hex}", from_step, parse_input(input_)
+        )
+        return (await runs_.queue(queued)).run_id
+
+    click.echo(with_store(direct))
+
+
+@runs.command("logs")
+@click.argument("run_id")
+@click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing until the run ends.")
+def logs(run_id: str, follow_: bool) -> None:
+    """Print the run's steps; with -f, follow them live."""
+    if api_mode():
+        if follow_:
+            with_api(lambda c: follow(c, run_id))
+        else:
+            for s in with_api(lambda c: c.call("GET", f"/v1/runs/{run_id}/steps"))["data"]:
+                click.echo(step_line(s))
+        return
+
+    async def direct(store: PostgresEventStore) -> None:
+        events = await store.read_stream(run_stream(run_id))
+        state = fold(run_events(events)) if events else await Runs(store).load(run_id)
+        printed = 0
+        for s in state.steps:
+            if s.status != "running":
+                click.echo(step_line(builtins(step_out(s))))
+                printed += 1
+        if not follow_ or state.is_terminal:
+            return
+        sub = store.subscribe(
+            after=events[-1].cursor, filters=Filters.of(streams=run_stream(run_id))
+        )
+        async with sub:
+            async for recorded in sub:
+                event = ev.from_recorded(recorded)
+                assert isinstance(event, ev.RunEvent)
+                state = fold([event], state)
+                for s in state.steps[printed:]:
+                    if s.status == "running":
+                        break
+                    click.echo(step_line(builtins(step_out(s))))
+                    printed += 1
+                if state.is_terminal:
+                    click.echo(f"run {run_id} {state.status}")
+                    return
+
+    with_store(direct)

@@ -1,0 +1,99 @@
+"""A small client of the Papayya HTTP API for the CLI: JSON calls and SSE following."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from papayya.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PapayyaError,
+    PayloadTooLarge,
+    Unauthorized,
+)
+
+_BY_STATUS: dict[int, type[PapayyaError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+}
+
+
+def error_from(status: int, body: Any) -> PapayyaError:
+    message = f"HTTP {status}"
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        message = str(body["error"].get("message") or message)
+    return _BY_STATUS.get(status, PapayyaError)(message)
+
+
+class ApiClient:
+    def __init__(self, base_url: str, api_key: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"X-Api-Key": api_key} if api_key else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ApiClient:
+        self._session = aiohttp.ClientSession(headers=self.headers)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use ApiClient as an async context manager"
+        return self._session
+
+    async def call(
+        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        try:
+            async with self.session.request(
+                method, self.base_url + path, json=body, params=query
+            ) as resp:
+                data = await resp.json(content_type=None) if resp.content_length != 0 else None
+                if resp.status >= 400:
+                    raise error_from(resp.status, data)
+                return data
+        except aiohttp.ClientConnectionError as exc:
+            raise PapayyaError(f"cannot reach {self.base_url}: {exc}") from None
+
+    async def sse(
+        self, path: str, last_event_id: str | None = None
+    ) -> AsyncIterator[tuple[str, str | None, Any]]:
+        """``(event, id, data)`` for each server-sent event until the server closes."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with self.session.get(self.base_url + path, headers=headers, timeout=timeout) as resp:
+            if resp.status >= 400:
+                raise error_from(resp.status, await resp.json(content_type=None))
+            event, event_id = "message", None
+            data: list[str] = []
+            async for raw in resp.content:
+                line = raw.decode().rstrip("\r\n")
+                if not line:
+                    if data:
+                        yield event, event_id, json.loads("\n".join(data))
+                    event, event_id, data = "message", None, []
+                elif line.startswith(":"):
+                    continue
+                else:
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "event":
+                        event = value
+                    elif name == "id":
+                        event_id = value
+                    elif name == "data":
+                        data.append(value)

@@ -1,0 +1,155 @@
+"""CLI commands that talk to the HTTP API (``PAPAYYA_BASE_URL``, ``PAPAYYA_API_KEY``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from papayya.apiclient import ApiClient
+from papayya.errors import PapayyaError
+
+T = TypeVar("T")
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+
+
+def api_mode() -> bool:
+    return bool(os.environ.get("PAPAYYA_BASE_URL"))
+
+
+def with_api(action: Callable[[ApiClient], Awaitable[T]]) -> T:
+    base = os.environ.get("PAPAYYA_BASE_URL") or DEFAULT_BASE_URL
+    key = os.environ.get("PAPAYYA_API_KEY")
+    if not key:
+        raise click.ClickException("set PAPAYYA_API_KEY (the key `papayya server` printed)")
+
+    async def go() -> T:
+        async with ApiClient(base, key) as client:
+            return await action(client)
+
+    try:
+        return asyncio.run(go())
+    except PapayyaError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def parse_input(raw: str | None) -> Any:
+    """``--input`` as JSON if it parses, else the string as given."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def step_line(step: dict[str, Any]) -> str:
+    what = step.get("label") or step.get("model") or ""
+    return (
+        f"step {step['step_number']:>3}  {step['step_type']:<10} {what:<24} "
+        f"{step['status']:<9} {step['duration_ms']:>8.1f} ms  "
+        f"in {step['input_tokens']:>6}  out {step['output_tokens']:>6}  ${step['cost_usd']}"
+    )
+
+
+async def follow(client: ApiClient, run_id: str) -> str:
+    """Print steps as they end until the run is terminal; returns its status."""
+    status = "unknown"
+    async for event, _id, data in client.sse(f"/v1/runs/{run_id}/events"):
+        if event == "step":
+            click.echo(step_line(data))
+        elif event == "terminal":
+            status = str(data.get("status"))
+            click.echo(f"run {run_id} {status}")
+            break
+    return status
+
+
+@click.group()
+def agents() -> None:
+    """Create and inspect agents (through the API)."""
+
+
+@agents.command("create")
+@click.option("--name", required=True)
+@click.option("--slug", required=True, help="Short unique name, used in URLs and `papayya run`.")
+@click.option("--model", default=None)
+@click.option("--instructions", default=None)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None)
+@click.option("--budget-usd", default=None, help="Per-run budget in dollars, e.g. 0.50.")
+def agents_create(
+    name: str,
+    slug: str,
+    model: str | None,
+    instructions: str | None,
+    max_steps: int | None,
+    budget_usd: str | None,
+) -> None:
+    """Create an agent."""
+    config = {
+        k: v
+        for k, v in {
+            "model": model,
+            "instructions": instructions,
+            "max_steps": max_steps,
+            "budget_usd": budget_usd,
+        }.items()
+        if v is not None
+    }
+    body = {"name": name, "slug": slug, "config": config}
+    echo_json(with_api(lambda c: c.call("POST", "/v1/agents", body)))
+
+
+@agents.command("list")
+def agents_list() -> None:
+    """List the project's agents."""
+    page = with_api(lambda c: c.call("GET", "/v1/agents", params={"limit": 200}))
+    for agent in page["data"]:
+        click.echo(f"{agent['id']}  {agent['slug']:<24} {agent['name']}")
+
+
+@agents.command("get")
+@click.argument("agent")
+def agents_get(agent: str) -> None:
+    """Show an agent (id or slug)."""
+    echo_json(with_api(lambda c: c.call("GET", f"/v1/agents/{agent}")))
+
+
+@click.command("run")
+@click.argument("agent")
+@click.option("--input", "input_", default=None, help="JSON, or a plain string.")
+@click.option("--budget-cents", type=click.IntRange(min=0), default=None)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None)
+@click.option("--wait", is_flag=True, help="Follow the run live until it ends.")
+def run(
+    agent: str, input_: str | None, budget_cents: int | None, max_steps: int | None, wait: bool
+) -> None:
+    """Start a run of AGENT (id or slug) and print its id."""
+    body = {
+        k: v
+        for k, v in {
+            "input": parse_input(input_),
+            "budget_cents": budget_cents,
+            "max_steps": max_steps,
+        }.items()
+        if v is not None
+    }
+
+    async def go(client: ApiClient) -> str:
+        created = await client.call("POST", f"/v1/agents/{agent}/runs", body)
+        click.echo(created["id"])
+        if not wait:
+            return "queued"
+        return await follow(client, created["id"])
+
+    status = with_api(go)
+    if wait and status != "completed":
+        raise SystemExit(1)
