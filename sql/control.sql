@@ -34,3 +34,16 @@ SELECT project_id, key_id, last_used_at < now() - interval '1 minute' OR last_us
 -- A write per request would cost a commit per request: last use is kept to the minute.
 -- name: touch_key
 UPDATE api_keys SET last_used_at = now() WHERE key_id = $1;
+
+-- name: secret
+SELECT value FROM server_secrets WHERE name = $1;
+
+-- name: create_secret
+INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING;
+
+-- name: rate_card
+SELECT card::text FROM rate_cards WHERE project_id = $1;
+
+-- name: put_rate_card
+INSERT INTO rate_cards (project_id, card) VALUES ($1, $2::jsonb)
+ON CONFLICT (project_id) DO UPDATE SET card = excluded.card, updated_at = now();

@@ -263,3 +263,18 @@ CREATE TABLE costs (
     PRIMARY KEY (project_id, agent_id, model, day)
 );
 CREATE INDEX costs_project_day_idx ON costs (project_id, day);
+
+-- A project's own prices, which win over the maintained price table.
+CREATE TABLE rate_cards (
+    project_id text PRIMARY KEY REFERENCES projects (project_id),
+    card       jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Secrets the server makes for itself on first start (e.g. the key that signs run tokens),
+-- shared by every process that uses this database.
+CREATE TABLE server_secrets (
+    name       text PRIMARY KEY,
+    value      bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);

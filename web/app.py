@@ -14,6 +14,8 @@ from papayya.config import Config
 from papayya.runs import Runs
 from web import http, keys, tenancy
 from web.auth import auth_middleware
+from web.gateway import gateway_ctx
+from web.metrics import collector as metrics_collector
 from web.middleware import error_middleware
 from web.openapi import api
 from web.routes import (  # noqa: F401  (importing a route module registers its routes)
@@ -25,6 +27,7 @@ from web.routes import (  # noqa: F401  (importing a route module registers its 
     runs,
     usage,
 )
+from web.sse import close_all as close_event_streams
 
 log = logging.getLogger(__name__)
 
@@ -65,5 +68,8 @@ def init_app(config: Config, dsn: str) -> web.Application:
     app[keys.CONFIG] = config
     app[keys.DSN] = dsn
     app.cleanup_ctx.append(_event_store)
+    app.cleanup_ctx.append(gateway_ctx)
+    app.cleanup_ctx.append(metrics_collector)  # needs the store: after _event_store
+    app.on_shutdown.append(close_event_streams)  # open streams must not hold up a shutdown
     api.install(app)
     return app

@@ -6,6 +6,8 @@ from aiohttp import web
 
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
+from papayya.metering.meter import Meter
+from papayya.metering.ratecards import RateCardCache
 from papayya.runs import Runs
 
 CONFIG = web.AppKey("config", Config)
@@ -14,3 +16,7 @@ STORE = web.AppKey("store", PostgresEventStore)
 RUNS = web.AppKey("runs", Runs)
 
 PROJECT_ID = web.RequestKey("project_id", str)
+
+RATE_CARDS = web.AppKey("rate_cards", RateCardCache)
+RUN_TOKEN_SECRET = web.AppKey("run_token_secret", bytes)
+METER = web.AppKey("meter", Meter)

@@ -16,7 +16,7 @@ from web.http import ErrorBody
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Auth = Literal["api_key", "run_token", "none"]
-_PARAM = re.compile(r"\{(\w+)\}")
+_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ class Api:
         refs = dict(zip(ordered, schemas, strict=True))
         paths: dict[str, dict[str, Any]] = {}
         for r in self.routes:
-            paths.setdefault(r.path, {})[r.method.lower()] = _operation(r, refs)
+            path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", r.path)
+            paths.setdefault(path, {})[r.method.lower()] = _operation(r, refs)
         return {
             "openapi": "3.1.0",
             "info": {"title": "Papayya API", "version": __version__},

@@ -76,6 +76,8 @@ class RunQueued(RunEvent, frozen=True):
     replay_from_step: Count | None = None
     deployment_version: str | None = None
     metadata: dict[str, Any] = {}
+    # The same tool with the same arguments this many times in a row fails the run.
+    loop_threshold: Annotated[int, msgspec.Meta(ge=2)] | None = None
 
     def __post_init__(self) -> None:
         # Also runs on decode, so a stored replay link is always complete.
@@ -138,6 +140,8 @@ class LlmCallRecorded(RunEvent, frozen=True):
     error: str | None = None
     duration_ms: Millis = 0.0
     ttft_ms: Millis | None = None
+    # Answered from a recording (a resume or a replay): no provider call, no cost.
+    replayed: bool = False
 
 
 class ToolCallRecorded(RunEvent, frozen=True):

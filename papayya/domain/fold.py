@@ -131,6 +131,7 @@ def _queued(event: ev.RunEvent) -> RunState:
             event.budget_total_tokens,
         ),
         max_steps=event.max_steps,
+        loop_threshold=event.loop_threshold,
         trigger=event.trigger,
         idempotency_key=event.idempotency_key,
         callback_url=event.callback_url,

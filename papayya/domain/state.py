@@ -171,6 +171,7 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     llm_calls: int = 0
     budget: Budget = Budget()
     max_steps: int | None = None
+    loop_threshold: int | None = None
     reserved: Amount = Amount()
     committed: Amount = Amount()
     reservations: tuple[Reservation, ...] = ()

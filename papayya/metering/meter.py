@@ -1,0 +1,407 @@
+"""One metered model call: replay or reserve, forward, record, settle (DESIGN §5-7).
+
+Transport-neutral: the HTTP gateway and the SDK's in-process transport both call
+``Meter.call`` with the raw request and get back a status, headers and a body or a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from eventstore.protocol import EventStore
+from papayya.budget import prompt_token_bound, reserve
+from papayya.domain import events as ev
+from papayya.domain.events import StepType
+from papayya.domain.matcher import Recorded, llm_fingerprint
+from papayya.domain.state import RunState
+from papayya.errors import BudgetExhausted, IllegalTransition
+from papayya.metering import providers as pv
+from papayya.metering.loops import DEFAULT_THRESHOLD, repeated_tool_calls
+from papayya.metering.runcache import RunCache, RunSlot
+from papayya.metering.sse import SseSplitter
+from papayya.pricing import RateCardEntry, UnitPrices, prices_for
+
+RateCards = Callable[[str], Awaitable[Mapping[str, RateCardEntry]]]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    base_url: str
+    api_key: str | None
+
+
+@dataclass
+class MeteredResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+
+@dataclass
+class _Call:
+    """One call's facts as it goes through the meter."""
+
+    run_id: str
+    provider: pv.Provider
+    kind: pv.Kind
+    route: str
+    body: dict[str, Any]
+    fingerprint: str
+    stream: bool
+    started: float = field(default_factory=time.perf_counter)
+    ttft_ms: float | None = None
+
+
+def _refusal(provider: pv.Provider, status: int, code: str, message: str) -> MeteredResponse:
+    body = json.dumps(pv.error_body(provider, status, code, message)).encode()
+    headers = {"Content-Type": "application/json", "x-should-retry": "false"}
+    return MeteredResponse(status, headers, body)
+
+
+class Meter:
+    def __init__(
+        self,
+        store: EventStore,
+        session: aiohttp.ClientSession,
+        upstreams: Mapping[pv.Provider, Upstream],
+        rate_cards: RateCards,
+    ) -> None:
+        self.store = store
+        self.cache = RunCache(store)
+        self.session = session
+        self.upstreams = upstreams
+        self.rate_cards = rate_cards
+
+    async def call(
+        self, run_id: str, provider: pv.Provider, route: str, raw: bytes
+    ) -> MeteredResponse:
+        kind = pv.ROUTES.get((provider, route))
+        if kind is None:
+            return _refusal(provider, 404, "not_found", f"no such route: {route}")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _refusal(provider, 400, "invalid_request_error", "the body is not JSON")
+        if not isinstance(body, dict):
+            return _refusal(provider, 400, "invalid_request_error", "the body is not an object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _refusal(provider, 400, "invalid_request_error", "model is required")
+        stream = bool(body.get("stream"))
+        route_key = f"{provider}/{route}"
+        fingerprint = llm_fingerprint({**body, "__route": route_key, "__stream": stream})
+        call = _Call(run_id, provider, kind, route, body, fingerprint, stream)
+        slot = await self.cache.slot(run_id)
+        if slot.state.status != "running":
+            return _refusal(provider, 409, "run_not_running", f"run is {slot.state.status}")
+        recorded = slot.replayer.match("llm", fingerprint)
+        if slot.replayer.diverged_at_step is not None and slot.state.diverged_at_step is None:
+            step = slot.replayer.diverged_at_step
+            await self.cache.append(
+                slot, lambda s: [] if s.diverged_at_step is not None else
+                [ev.DivergenceDetected(step_number=step, actual_fingerprint=fingerprint)]
+            )  # fmt: skip
+        if recorded is not None:
+            return await self._answer(slot, call, recorded)
+        return await self._live(slot, call, raw)
+
+    # -- answered from a recording --------------------------------------------------------
+
+    async def _answer(self, slot: RunSlot, call: _Call, recorded: Recorded) -> MeteredResponse:
+        content = await self.store.get_payload(recorded.result_ref) if recorded.result_ref else b""
+        if slot.copy_answers:
+            await self.cache.append(
+                slot, lambda s: self._step_events(s, call, pv.CallResult(), None, 0, recorded)
+            )
+        if not call.stream:
+            return MeteredResponse(200, {"Content-Type": "application/json"}, content)
+        _, hide = pv.prepare_stream(call.kind, call.body)
+        observer = pv.StreamObserver(call.kind, hide)
+
+        async def restream() -> AsyncIterator[bytes]:
+            splitter = SseSplitter()
+            for event in [*splitter.feed(content), *splitter.flush()]:
+                if observer.observe(event):
+                    yield event.raw
+
+        return MeteredResponse(200, {"Content-Type": "text/event-stream"}, stream=restream())
+
+    # -- live -----------------------------------------------------------------------------
+
+    async def _live(self, slot: RunSlot, call: _Call, raw: bytes) -> MeteredResponse:
+        state = slot.state
+        prices = await self._prices(state, call)
+        if prices is None and state.budget.micro_usd is not None:
+            return _refusal(
+                call.provider, 400, "unknown_model",
+                f"no price is known for model {call.body['model']!r}; this run has a budget, "
+                "so add the model to the project's rate card (PUT /v1/projects/{id}/rate-card)",
+            )  # fmt: skip
+        if state.max_steps is not None and state.next_step + len(state.reservations) >= (
+            state.max_steps
+        ):
+            message = f"the run reached max_steps={state.max_steps}"
+            await self._end(slot, ev.RunFailed(code="max_steps_exceeded", message=message))
+            return _refusal(call.provider, 400, "max_steps_exceeded", "the run reached max_steps")
+        messages = pv.message_count(call.kind, call.body)
+        prompt = prompt_token_bound(raw, messages)
+        cap = pv.output_cap(call.kind, call.body)
+        reservation_id = uuid.uuid4().hex
+        admitted: list[Any] = []
+
+        def decide(s: RunState) -> list[ev.RunEvent]:
+            admitted.clear()
+            if slot.exceeded is not None:
+                return []
+            held = s.committed + s.reserved
+            r = reserve(prompt, cap, prices, s.budget, held)
+            if r is None:
+                return []
+            admitted.append(r)
+            return [
+                ev.BudgetReserved(
+                    reservation_id=reservation_id,
+                    amount_micro_usd=r.amount.micro_usd,
+                    input_tokens=r.amount.input_tokens,
+                    output_tokens=r.amount.output_tokens,
+                )
+            ]
+
+        try:
+            await self.cache.append(slot, decide)
+        except BudgetExhausted:
+            admitted.clear()
+        if not admitted:
+            await self._exceeded(slot, "the run's budget does not cover this call")
+            return _refusal(
+                call.provider, 402, "budget_exceeded",
+                "the run's budget does not cover this call; resume the run with a larger budget",
+            )  # fmt: skip
+        body = call.body
+        if admitted[0].inject_output_cap is not None:
+            body = pv.with_output_cap(call.kind, body, admitted[0].inject_output_cap)
+        body, hide = pv.prepare_stream(call.kind, body)
+        return await self._forward(slot, call, body, hide, prices, reservation_id)
+
+    async def _prices(self, state: RunState, call: _Call) -> UnitPrices | None:
+        card = await self.rate_cards(state.project_id)
+        return prices_for(call.provider, str(call.body["model"]), card)
+
+    async def _forward(
+        self,
+        slot: RunSlot,
+        call: _Call,
+        body: dict[str, Any],
+        hide_usage: bool,
+        prices: UnitPrices | None,
+        reservation_id: str,
+    ) -> MeteredResponse:
+        upstream = self.upstreams[call.provider]
+        payload = json.dumps(body).encode()
+        request_ref = await self.store.put_payload(payload, "application/json")
+        headers = {"Content-Type": "application/json"}
+        if upstream.api_key:
+            if call.provider == "anthropic":
+                headers["x-api-key"] = upstream.api_key
+                headers["anthropic-version"] = "2023-06-01"
+            else:
+                headers["Authorization"] = f"Bearer {upstream.api_key}"
+        url = f"{upstream.base_url.rstrip('/')}/{call.route}"
+        try:
+            resp = await self.session.post(url, data=payload, headers=headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            await self._settle(
+                slot, call, reservation_id, prices, None, request_ref, None, str(exc)
+            )
+            return _refusal(call.provider, 502, "upstream_unreachable", f"provider: {exc}")
+        if not call.stream or resp.status >= 400:
+            content = await resp.read()
+            resp.release()
+            call.ttft_ms = (time.perf_counter() - call.started) * 1000
+            result = pv.parse_response(call.kind, _json(content)) if resp.status < 400 else None
+            error = None if resp.status < 400 else f"HTTP {resp.status}: {content[:500]!r}"
+            ref = await self.store.put_payload(content, "application/json")
+            await self._settle(slot, call, reservation_id, prices, result, request_ref, ref, error)
+            ctype = resp.headers.get("Content-Type", "application/json")
+            return MeteredResponse(resp.status, {"Content-Type": ctype}, content)
+        return MeteredResponse(
+            200,
+            {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            stream=self._relay(slot, call, resp, hide_usage, prices, reservation_id, request_ref),
+        )
+
+    async def _relay(
+        self,
+        slot: RunSlot,
+        call: _Call,
+        resp: aiohttp.ClientResponse,
+        hide_usage: bool,
+        prices: UnitPrices | None,
+        reservation_id: str,
+        request_ref: str,
+    ) -> AsyncIterator[bytes]:
+        """Pass the stream through event by event; settle exactly once, however it ends."""
+        observer = pv.StreamObserver(call.kind, hide_usage)
+        splitter = SseSplitter()
+        received = bytearray()
+        error: str | None = "the caller went away before the stream ended"
+        try:
+            async for chunk in resp.content.iter_any():
+                if call.ttft_ms is None:
+                    call.ttft_ms = (time.perf_counter() - call.started) * 1000
+                received += chunk
+                for event in splitter.feed(chunk):
+                    if observer.observe(event):
+                        yield event.raw
+            for event in splitter.flush():
+                if observer.observe(event):
+                    yield event.raw
+            error = None
+        finally:
+            resp.release()
+            settle = self._settle_stream(
+                slot, call, reservation_id, prices, observer, request_ref, bytes(received), error
+            )
+            await asyncio.shield(settle)
+
+    async def _settle_stream(
+        self,
+        slot: RunSlot,
+        call: _Call,
+        reservation_id: str,
+        prices: UnitPrices | None,
+        observer: pv.StreamObserver,
+        request_ref: str,
+        received: bytes,
+        error: str | None,
+    ) -> None:
+        ref = await self.store.put_payload(received, "text/event-stream")
+        result = observer.finish()
+        await self._settle(slot, call, reservation_id, prices, result, request_ref, ref, error)
+
+    # -- recording ------------------------------------------------------------------------
+
+    async def _settle(
+        self,
+        slot: RunSlot,
+        call: _Call,
+        reservation_id: str,
+        prices: UnitPrices | None,
+        result: pv.CallResult | None,
+        request_ref: str,
+        response_ref: str | None,
+        error: str | None,
+    ) -> None:
+        result = result or pv.CallResult()
+        cost = prices.cost_micro_usd(result.tokens) if prices is not None else 0
+        refs = (request_ref, response_ref)
+
+        def decide(s: RunState) -> list[ev.RunEvent]:
+            if s.reservation(reservation_id) is None:
+                return []  # settled already (a retry after a lost answer)
+            settled = ev.BudgetSettled(
+                reservation_id=reservation_id,
+                actual_micro_usd=cost,
+                input_tokens=result.tokens.all_input,
+                output_tokens=result.tokens.all_output,
+            )
+            if s.status != "running":
+                return [settled]
+            events = self._step_events(s, call, result, prices, cost, None, refs, error)
+            return [*events, settled, *self._after_step(s, events)]
+
+        await self.cache.append(slot, decide)
+        await self._maybe_end_for_budget(slot)
+
+    def _step_events(
+        self,
+        state: RunState,
+        call: _Call,
+        result: pv.CallResult,
+        prices: UnitPrices | None,
+        cost: int,
+        recorded: Recorded | None,
+        refs: tuple[str | None, str | None] = (None, None),
+        error: str | None = None,
+    ) -> list[ev.RunEvent]:
+        n = state.next_step
+        elapsed = (time.perf_counter() - call.started) * 1000
+        tokens = result.tokens
+        step_type: StepType = "tool_call" if result.tool_calls else "response"
+        version = prices.version if prices is not None else "unpriced"
+        llm = ev.LlmCallRecorded(
+            step_number=n,
+            provider=call.provider,
+            model=str(call.body["model"]),
+            fingerprint=call.fingerprint,
+            input_tokens=tokens.input_tokens,
+            cached_input_tokens=tokens.cached_input_tokens,
+            cache_write_tokens=tokens.cache_write_tokens,
+            output_tokens=tokens.output_tokens,
+            reasoning_tokens=tokens.reasoning_tokens,
+            cost_micro_usd=cost,
+            price_version=None if recorded is not None else version,
+            request_ref=refs[0],
+            response_ref=recorded.result_ref if recorded is not None else refs[1],
+            tool_calls=tuple(result.tool_calls),
+            error=error,
+            duration_ms=0.0 if recorded is not None else elapsed,
+            ttft_ms=call.ttft_ms,
+            replayed=recorded is not None,
+        )
+        end: ev.RunEvent = (
+            ev.StepCompleted(step_number=n, duration_ms=llm.duration_ms)
+            if error is None
+            else ev.StepFailed(step_number=n, error_code="provider_error",
+                               error_message=error[:2000], duration_ms=elapsed)
+        )  # fmt: skip
+        return [ev.StepStarted(step_number=n, step_type=step_type), llm, end]
+
+    def _after_step(self, state: RunState, events: list[ev.RunEvent]) -> list[ev.RunEvent]:
+        """Loop detection on the state the step's events lead to."""
+        from papayya.domain.fold import fold
+
+        after = fold(events, state)
+        threshold = state.loop_threshold or DEFAULT_THRESHOLD
+        if repeated_tool_calls(after.steps) >= threshold:
+            message = f"the same tool call was requested {threshold} times in a row"
+            return [ev.RunFailed(code="loop_detected", message=message)]
+        return []
+
+    async def _exceeded(self, slot: RunSlot, message: str) -> None:
+        slot.exceeded = message
+        await self._maybe_end_for_budget(slot)
+
+    async def _maybe_end_for_budget(self, slot: RunSlot) -> None:
+        message = slot.exceeded
+        if message is None:
+            return
+
+        def decide(s: RunState) -> list[ev.RunEvent]:
+            if s.status != "running" or s.reservations:
+                return []  # ends when the last call in flight has settled
+            return [ev.BudgetExceeded(message=message)]
+
+        await self.cache.append(slot, decide)
+
+    async def _end(self, slot: RunSlot, event: ev.RunEvent) -> None:
+        try:
+            await self.cache.append(slot, lambda s: [event] if s.status == "running" else [])
+        except IllegalTransition:
+            pass
+
+
+def _json(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError:
+        return None

@@ -1,0 +1,31 @@
+"""Projects' rate cards, re-read at most every few seconds: they change rarely, calls are many."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from papayya.pricing import RATE_CARD_DECODER, RateCardEntry
+from sql import queries
+
+Q: Final = queries("control.sql")
+TTL_SECONDS: Final = 5.0
+
+
+class RateCardCache:
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self._cards: dict[str, tuple[float, dict[str, RateCardEntry]]] = {}
+
+    async def __call__(self, project_id: str) -> Mapping[str, RateCardEntry]:
+        hit = self._cards.get(project_id)
+        if hit is not None and time.monotonic() - hit[0] < TTL_SECONDS:
+            return hit[1]
+        raw = await self.pool.fetchval(Q["rate_card"], project_id)
+        card = RATE_CARD_DECODER.decode(raw) if raw else {}
+        self._cards[project_id] = (time.monotonic(), card)
+        return card
+
+    def forget(self, project_id: str) -> None:
+        self._cards.pop(project_id, None)

@@ -1,0 +1,91 @@
+"""Each run's folded state, kept between calls and refreshed from the stream's new events,
+with a lock so that one process appends to a run one batch at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from eventstore.protocol import EventStore
+from papayya.domain import events as ev
+from papayya.domain.fold import fold
+from papayya.domain.matcher import Replayer, recorded_calls
+from papayya.domain.state import RunState
+from papayya.errors import ConcurrencyError, RunNotFound
+from papayya.runs import Runs, run_events, run_stream
+
+MAX_RETRIES = 50
+
+
+class RunSlot:
+    def __init__(self, state: RunState, replayer: Replayer, copy_answers: bool) -> None:
+        self.state = state
+        self.lock = asyncio.Lock()
+        self.replayer = replayer
+        self.copy_answers = copy_answers
+        self.attempt = state.attempt
+        # Set when a call was refused for budget while others were still in flight: the run
+        # ends as budget_exceeded once they have settled.
+        self.exceeded: str | None = None
+
+
+class RunCache:
+    def __init__(self, store: EventStore, size: int = 10_000) -> None:
+        self.store = store
+        self.runs = Runs(store)
+        self._slots: OrderedDict[str, RunSlot] = OrderedDict()
+        self._size = size
+
+    async def slot(self, run_id: str) -> RunSlot:
+        """The run's slot with fresh state; a new attempt gets a new replayer."""
+        slot = self._slots.get(run_id)
+        if slot is None:
+            slot = await self._load(run_id)
+        else:
+            self._slots.move_to_end(run_id)
+            await self.refresh(slot)
+            if slot.state.attempt != slot.attempt:
+                slot = await self._load(run_id)
+        return slot
+
+    async def _load(self, run_id: str) -> RunSlot:
+        events = await self.runs.events(run_id)
+        state = fold(events)
+        own = recorded_calls(events)
+        if not own and state.replayed_from is not None:
+            try:
+                source = recorded_calls(await self.runs.events(state.replayed_from))
+            except RunNotFound:
+                source = []
+            slot = RunSlot(state, Replayer(source, state.replay_from_step), copy_answers=True)
+        else:
+            slot = RunSlot(state, Replayer(own), copy_answers=False)
+        self._slots[run_id] = slot
+        while len(self._slots) > self._size:
+            self._slots.popitem(last=False)
+        return slot
+
+    async def refresh(self, slot: RunSlot) -> None:
+        new = await self.store.read_stream(
+            run_stream(slot.state.run_id), from_version=slot.state.version + 1
+        )
+        if new:
+            slot.state = fold(run_events(new), slot.state)
+
+    async def append(
+        self, slot: RunSlot, decide: Callable[[RunState], Sequence[ev.RunEvent]]
+    ) -> RunState:
+        """Decide against the freshest state and append; another process's write in between
+        makes it refresh and decide again."""
+        async with slot.lock:
+            for _ in range(MAX_RETRIES):
+                events = decide(slot.state)
+                if not events:
+                    return slot.state
+                try:
+                    slot.state = await self.runs.append(slot.state, events)
+                    return slot.state
+                except ConcurrencyError:
+                    await self.refresh(slot)
+        raise ConcurrencyError(f"run {slot.state.run_id} kept changing")

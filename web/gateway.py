@@ -1,0 +1,156 @@
+"""The LLM gateway (DESIGN §7): OpenAI- and Anthropic-shaped routes, authenticated by a run
+token, metered by ``papayya.metering``. Provider keys stay here; agents never see them."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from papayya import runtokens
+from papayya.errors import InvalidInput
+from papayya.metering import providers as pv
+from papayya.metering.meter import Meter, MeteredResponse, Upstream
+from papayya.metering.ratecards import RateCardCache
+from papayya.pricing import RateCardEntry
+from papayya.runs import run_stream
+from web import http, keys, tenancy
+from web.openapi import api
+from web.routes.projects import _own_project
+
+DEFAULT_UPSTREAMS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+
+
+def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[pv.Provider, Upstream]:
+    env = os.environ if env is None else env
+    return {
+        "openai": Upstream(
+            env.get("PAPAYYA_OPENAI_BASE_URL") or DEFAULT_UPSTREAMS["openai"],
+            env.get("PAPAYYA_OPENAI_API_KEY"),
+        ),
+        "anthropic": Upstream(
+            env.get("PAPAYYA_ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAMS["anthropic"],
+            env.get("PAPAYYA_ANTHROPIC_API_KEY"),
+        ),
+    }
+
+
+async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = app[keys.STORE]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600, sock_connect=10))
+    cards = RateCardCache(store.pool)
+    app[keys.RATE_CARDS] = cards
+    app[keys.RUN_TOKEN_SECRET] = await tenancy.server_secret(store.pool)
+    app[keys.METER] = Meter(store, session, upstreams_from_env(), cards)
+    yield
+    await session.close()
+
+
+def _token(request: web.Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+async def running_run(request: web.Request) -> str | None:
+    """The run a valid token belongs to, if that run is running in the token's attempt."""
+    found = runtokens.verify(request.app[keys.RUN_TOKEN_SECRET], _token(request))
+    if found is None:
+        return None
+    run_id, attempt = found
+    summary = await request.app[keys.STORE].summary(run_stream(run_id))
+    if summary is None:
+        return None
+    state = summary[1]
+    if state.get("status") != "running" or state.get("attempt") != attempt:
+        return None
+    return run_id
+
+
+def _error(provider: pv.Provider, status: int, code: str, message: str) -> web.Response:
+    body = pv.error_body(provider, status, code, message)
+    return web.json_response(body, status=status, headers={"x-should-retry": "false"})
+
+
+async def _serve(request: web.Request, provider: pv.Provider) -> web.StreamResponse:
+    run_id = await running_run(request)
+    if run_id is None:
+        message = "invalid or expired run token (it works only while its run is running)"
+        return _error(provider, 401, "authentication_error", message)
+    raw = await request.read()
+    result = await request.app[keys.METER].call(run_id, provider, request.match_info["route"], raw)
+    return await _respond(request, result)
+
+
+async def _respond(request: web.Request, result: MeteredResponse) -> web.StreamResponse:
+    if result.stream is None:
+        return web.Response(status=result.status, body=result.body, headers=result.headers)
+    response = web.StreamResponse(status=result.status, headers=result.headers)
+    await response.prepare(request)
+    async for chunk in result.stream:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+@api.route(
+    "POST", "/v1/llm/openai/{route:.+}",
+    "OpenAI-compatible gateway (chat/completions, responses, embeddings); run-token auth",
+    auth="run_token", tag="gateway",
+)  # fmt: skip
+async def openai_gateway(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, "openai")
+
+
+@api.route(
+    "POST", "/v1/llm/anthropic/{route:.+}",
+    "Anthropic-compatible gateway (v1/messages); run-token auth",
+    auth="run_token", tag="gateway",
+)  # fmt: skip
+async def anthropic_gateway(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, "anthropic")
+
+
+class RateCard(msgspec.Struct):
+    """Prices per model, USD per million tokens; they win over the built-in price table."""
+
+    data: dict[str, RateCardEntry]
+
+
+@api.route(
+    "GET", "/v1/projects/{id}/rate-card", "The project's own prices", response=RateCard,
+    tag="projects",
+)  # fmt: skip
+async def get_rate_card(request: web.Request) -> web.Response:
+    project = _own_project(request)
+    card = await request.app[keys.RATE_CARDS](project)
+    return web.json_response(msgspec.to_builtins(RateCard(dict(card))))
+
+
+@api.route(
+    "PUT", "/v1/projects/{id}/rate-card",
+    "Replace the project's prices: {model: {input_per_million_usd, output_per_million_usd, "
+    "cached_input_per_million_usd?}}",
+    body=dict[str, RateCardEntry], response=RateCard, tag="projects",
+)  # fmt: skip
+async def put_rate_card(request: web.Request) -> web.Response:
+    project = _own_project(request)
+    card = await http.body(request, dict[str, RateCardEntry])
+    if len(card) > 1000 or any(not m or len(m) > 200 for m in card):
+        raise InvalidInput("a rate card holds at most 1000 models with names of 1-200 characters")
+    data: Any = msgspec.to_builtins(card)
+    await request.app[keys.STORE].pool.execute(
+        tenancy.Q["put_rate_card"], project, json.dumps(data)
+    )
+    request.app[keys.RATE_CARDS].forget(project)
+    return web.json_response({"data": data})
