@@ -22,7 +22,7 @@ from papayya.errors import InvalidInput
 PriceStr = Annotated[str, msgspec.Meta(pattern=r"^\d{1,6}(\.\d{1,9})?$")]
 
 
-class RateCardEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class RateCardEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A project's own price of a model, USD per million tokens as decimal strings."""
 
     input_per_million_usd: PriceStr

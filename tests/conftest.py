@@ -136,8 +136,9 @@ class Api:
         return {"X-Api-Key": key or self.key}
 
 
-@pytest.fixture
-async def api(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
+@asynccontextmanager
+async def running_api(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
+    """The control plane on a free loopback port, configured from the environment."""
     from aiohttp import web
 
     from papayya.config import Config
@@ -151,8 +152,16 @@ async def api(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield Api(f"http://127.0.0.1:{port}", key, app)
-    await runner.cleanup()
+    try:
+        yield Api(f"http://127.0.0.1:{port}", key, app)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def api(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
+    async with running_api(dsn, monkeypatch) as running:
+        yield running
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ class _Call:
     fingerprint: str
     stream: bool
     started: float = field(default_factory=time.perf_counter)
+    upstream: Upstream | None = None
     ttft_ms: float | None = None
 
 
@@ -75,6 +76,8 @@ class Meter:
         upstreams: Mapping[pv.Provider, Upstream],
         rate_cards: RateCards,
     ) -> None:
+        """``upstreams`` are the providers the gateway forwards to; a call may name its own
+        (the local SDK forwards with the caller's key)."""
         self.store = store
         self.cache = RunCache(store)
         self.session = session
@@ -82,7 +85,12 @@ class Meter:
         self.rate_cards = rate_cards
 
     async def call(
-        self, run_id: str, provider: pv.Provider, route: str, raw: bytes
+        self,
+        run_id: str,
+        provider: pv.Provider,
+        route: str,
+        raw: bytes,
+        upstream: Upstream | None = None,
     ) -> MeteredResponse:
         kind = pv.ROUTES.get((provider, route))
         if kind is None:
@@ -100,6 +108,7 @@ class Meter:
         route_key = f"{provider}/{route}"
         fingerprint = llm_fingerprint({**body, "__route": route_key, "__stream": stream})
         call = _Call(run_id, provider, kind, route, body, fingerprint, stream)
+        call.upstream = upstream or self.upstreams[provider]
         slot = await self.cache.slot(run_id)
         if slot.state.status != "running":
             return _refusal(provider, 409, "run_not_running", f"run is {slot.state.status}")
@@ -205,7 +214,7 @@ class Meter:
         prices: UnitPrices | None,
         reservation_id: str,
     ) -> MeteredResponse:
-        upstream = self.upstreams[call.provider]
+        upstream = call.upstream or self.upstreams[call.provider]
         payload = json.dumps(body).encode()
         request_ref = await self.store.put_payload(payload, "application/json")
         headers = {"Content-Type": "application/json"}

@@ -35,18 +35,24 @@ class RunCache:
         self.store = store
         self.runs = Runs(store)
         self._slots: OrderedDict[str, RunSlot] = OrderedDict()
+        self._loading: dict[str, asyncio.Lock] = {}
         self._size = size
 
     async def slot(self, run_id: str) -> RunSlot:
         """The run's slot with fresh state; a new attempt gets a new replayer."""
-        slot = self._slots.get(run_id)
-        if slot is None:
-            slot = await self._load(run_id)
-        else:
-            self._slots.move_to_end(run_id)
+        async with self._loading.setdefault(run_id, asyncio.Lock()):
+            # One slot per run, or two locks would guard the same stream.
+            slot = self._slots.get(run_id)
+            if slot is None:
+                return await self._load(run_id)
+        self._slots.move_to_end(run_id)
+        async with slot.lock:
             await self.refresh(slot)
-            if slot.state.attempt != slot.attempt:
-                slot = await self._load(run_id)
+        if slot.state.attempt != slot.attempt:
+            async with self._loading[run_id]:
+                if self._slots.get(run_id) is slot:
+                    return await self._load(run_id)
+                return self._slots[run_id]
         return slot
 
     async def _load(self, run_id: str) -> RunSlot:
@@ -63,10 +69,12 @@ class RunCache:
             slot = RunSlot(state, Replayer(own), copy_answers=False)
         self._slots[run_id] = slot
         while len(self._slots) > self._size:
-            self._slots.popitem(last=False)
+            evicted, _ = self._slots.popitem(last=False)
+            self._loading.pop(evicted, None)
         return slot
 
     async def refresh(self, slot: RunSlot) -> None:
+        """Fold the stream's newer events in; call it holding ``slot.lock``."""
         new = await self.store.read_stream(
             run_stream(slot.state.run_id), from_version=slot.state.version + 1
         )

@@ -1,0 +1,146 @@
+"""Hard budgets, step limits, loop detection and replay through the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+
+from papayya.domain import events as ev
+from papayya.fakellm import FakeConfig, Latency, Reply, ToolCall, Usage
+from tests.integration.gateway_support import Gateway, running_gateway
+
+MODEL = "gpt-4o"
+ASK = [{"role": "user", "content": "how much?"}]
+
+
+@pytest.fixture
+async def gw(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway]:
+    config = FakeConfig(usage=Usage(prompt_tokens=50, completion_tokens=20),
+                        latency=Latency(first_byte=0.3))  # fmt: skip
+    async with running_gateway(dsn, monkeypatch, config) as gateway:
+        yield gateway
+        for client in gateway.clients:
+            await client.close()
+
+
+async def reservation_of_one_call(gw: Gateway) -> int:
+    state, token = await gw.start_run(budget_micro_usd=10**9)
+    await gw.openai(token).chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+    events = await gw.runs.events(state.run_id)
+    return next(e.amount_micro_usd for e in events if isinstance(e, ev.BudgetReserved))
+
+
+async def test_concurrent_calls_never_pass_the_budget(gw: Gateway) -> None:
+    one = await reservation_of_one_call(gw)
+    before = gw.fake.stats.total
+    budget = 10 * one + one // 2
+    state, token = await gw.start_run(budget_micro_usd=budget)
+    client = gw.openai(token)
+    results = await asyncio.gather(
+        *(client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+          for _ in range(50)),
+        return_exceptions=True,
+    )  # fmt: skip
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError) and r.status_code == 402]
+    # Calls that arrive after the run has ended find its token dead (401): refused all the same.
+    late = [r for r in results if isinstance(r, openai.AuthenticationError)]
+    assert len(ok) == 10 and refused and len(refused) + len(late) == 40
+    assert gw.fake.stats.total - before == 10  # exactly the admitted calls reached the provider
+    assert refused[0].response.headers["x-should-retry"] == "false"
+    run = await gw.runs.load(state.run_id)
+    assert run.status == "budget_exceeded"
+    assert run.committed.micro_usd <= budget and run.reservations == ()
+    assert len(run.steps) == 10
+
+
+async def test_refused_call_then_resume_with_a_larger_budget(gw: Gateway) -> None:
+    one = await reservation_of_one_call(gw)
+    before = gw.fake.stats.total
+    state, token = await gw.start_run(budget_micro_usd=one - 1)
+    with pytest.raises(openai.APIStatusError) as refused:
+        await gw.openai(token).chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+    assert refused.value.status_code == 402
+    assert gw.fake.stats.total == before  # never sent upstream
+    run = await gw.runs.load(state.run_id)
+    assert run.status == "budget_exceeded"
+    run = await gw.runs.append(run, [ev.RunResumed(budget_micro_usd=10 * one)])
+    run = await gw.runs.append(run, [ev.RunStarted(attempt=2)])
+    client = gw.openai(gw.token(state.run_id, 2))
+    await client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+    run = await gw.runs.load(state.run_id)
+    run = await gw.runs.append(run, [ev.RunCompleted(output="ok")])
+    assert run.status == "completed" and len(run.steps) == 1
+
+
+async def test_token_budget_injects_an_output_cap(gw: Gateway) -> None:
+    state, token = await gw.start_run(budget_output_tokens=40)
+    await gw.openai(token).chat.completions.create(model=MODEL, messages=ASK)
+    sent = gw.fake.stats.last
+    assert sent is not None and sent.body["max_completion_tokens"] == 40
+
+
+async def test_max_steps_ends_the_run(gw: Gateway) -> None:
+    state, token = await gw.start_run(max_steps=2)
+    client = gw.openai(token)
+    for _ in range(2):
+        await client.chat.completions.create(model=MODEL, messages=ASK)
+    with pytest.raises(openai.BadRequestError, match="max_steps"):
+        await client.chat.completions.create(model=MODEL, messages=ASK)
+    run = await gw.runs.load(state.run_id)
+    assert run.status == "failed" and run.error_code == "max_steps_exceeded"
+
+
+async def test_the_same_tool_call_five_times_is_a_loop(gw: Gateway) -> None:
+    state, token = await gw.start_run()
+    client = gw.openai(token)
+    for _ in range(5):
+        gw.fake.script.append(Reply(tool_calls=[ToolCall("search", {"q": "same"})]))
+    tools = [{"type": "function", "function": {"name": "search", "parameters": {}}}]
+    for _ in range(5):
+        await client.chat.completions.create(model=MODEL, messages=ASK, tools=tools)
+    run = await gw.runs.load(state.run_id)
+    assert run.status == "failed" and run.error_code == "loop_detected"
+    with pytest.raises(openai.AuthenticationError):  # the token died with the run
+        await client.chat.completions.create(model=MODEL, messages=ASK, tools=tools)
+
+
+async def test_replay_answers_steps_before_n_without_the_provider(gw: Gateway) -> None:
+    source, token = await gw.start_run()
+    client = gw.openai(token)
+    questions = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
+    originals = [
+        (await client.chat.completions.create(model=MODEL, messages=q)).model_dump_json()
+        for q in questions
+    ]
+    await gw.runs.append(await gw.runs.load(source.run_id), [ev.RunCompleted()])
+    before = gw.fake.stats.total
+    replay, replay_token = await gw.start_run(replayed_from=source.run_id, replay_from_step=2)
+    again = gw.openai(replay_token)
+    answers = [
+        (await again.chat.completions.create(model=MODEL, messages=q)).model_dump_json()
+        for q in questions
+    ]
+    assert gw.fake.stats.total - before == 1  # only step 2 ran live
+    assert answers[:2] == originals[:2]  # the same bytes, from the recording
+    run = await gw.runs.load(replay.run_id)
+    assert [s.usage.cost_micro_usd > 0 for s in run.steps] == [False, False, True]
+    assert len(run.steps) == 3
+
+
+async def test_resume_after_a_crash_does_not_repeat_finished_calls(gw: Gateway) -> None:
+    state, token = await gw.start_run()
+    client = gw.openai(token)
+    for q in ("a", "b"):
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": q}])
+    before = gw.fake.stats.total
+    run = await gw.runs.append(await gw.runs.load(state.run_id), [ev.RunStarted(attempt=2)])
+    again = gw.openai(gw.token(state.run_id, 2))
+    for q in ("a", "b", "c"):
+        await again.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": q}])
+    assert gw.fake.stats.total - before == 1
+    run = await gw.runs.load(state.run_id)
+    assert len(run.steps) == 3 and run.diverged_at_step is None
