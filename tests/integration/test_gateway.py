@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
-import anthropic
 import openai
 import pytest
 
@@ -112,7 +111,7 @@ async def test_anthropic_messages_streamed_and_not(gw: Gateway) -> None:
 
 
 async def test_bad_requests_are_refused_without_calling_upstream(gw: Gateway) -> None:
-    state, token = await gw.start_run()
+    _state, token = await gw.start_run()
     client = gw.openai(token)
     with pytest.raises(openai.BadRequestError):
         await client.chat.completions.create(model="", messages=[])

@@ -77,7 +77,7 @@ async def test_refused_call_then_resume_with_a_larger_budget(gw: Gateway) -> Non
 
 
 async def test_token_budget_injects_an_output_cap(gw: Gateway) -> None:
-    state, token = await gw.start_run(budget_output_tokens=40)
+    _state, token = await gw.start_run(budget_output_tokens=40)
     await gw.openai(token).chat.completions.create(model=MODEL, messages=ASK)
     sent = gw.fake.stats.last
     assert sent is not None and sent.body["max_completion_tokens"] == 40
