@@ -10,6 +10,7 @@ import click
 
 from papayya import __version__
 from papayya.cli_api import agents, run
+from papayya.cli_dev import dev
 from papayya.cli_runs import runs
 from papayya.config import Config
 from papayya.database import database_url
@@ -67,6 +68,7 @@ def db_migrate() -> None:
 main.add_command(runs)
 main.add_command(agents)
 main.add_command(run)
+main.add_command(dev)
 
 
 if __name__ == "__main__":

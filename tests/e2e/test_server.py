@@ -105,3 +105,24 @@ def test_cli_bad_input_exits_non_zero() -> None:
     )
     assert unreachable.returncode == 1 and "cannot reach the database" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+def test_dev_fake_llm_serves_the_openai_sdk() -> None:
+    import openai
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "papayya.cli", "dev", "fake-llm", "--port", str(port),
+         "--text", "canned"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, proc)
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-x") as client:
+            reply = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert reply.choices[0].message.content == "canned"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,0 +1,3 @@
+from papayya.fakellm.server import main
+
+main()

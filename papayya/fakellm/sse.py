@@ -1,0 +1,55 @@
+"""Server-sent events, paced by the configured per-chunk latency."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+# An event is (name, data): OpenAI chat sends no name, the Responses API and Anthropic do.
+Event = tuple[str | None, Any]
+
+
+def encode(name: str | None, data: Any) -> bytes:
+    payload = data if isinstance(data, str) else msgspec.json.encode(data).decode()
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+async def stream(
+    request: web.Request,
+    events: Iterable[Event],
+    per_chunk: float,
+    interruption: tuple[int, Event] | None = None,
+) -> web.StreamResponse:
+    """Send ``events``; with ``interruption`` (n, error event), only n of them, then the error."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    try:
+        for i, event in enumerate(events):
+            if i and per_chunk > 0:
+                await asyncio.sleep(per_chunk)
+            if interruption is not None and i == interruption[0]:
+                await response.write(encode(*interruption[1]))
+                break
+            await response.write(encode(*event))
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client hung up mid-stream, as clients may
+    return response
+
+
+def words(text: str) -> list[str]:
+    """``text`` cut after each run of spaces, as streamed text deltas usually are."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def slices(text: str, size: int = 8) -> list[str]:
+    """``text`` in pieces of ``size`` characters (tool-call arguments stream like this)."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
