@@ -134,6 +134,7 @@ def replay_of(source: RunState, new_run_id: str, from_step: int, input: Any = No
         budget_output_tokens=budget.output_tokens,
         budget_total_tokens=budget.total_tokens,
         max_steps=source.max_steps,
+        loop_threshold=source.loop_threshold,
         trigger="replay",
         callback_url=source.callback_url,
         replayed_from=source.run_id,

@@ -126,6 +126,8 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
             },
             "400": {"description": "bad input", "content": error},
             "404": {"description": "not found", "content": error},
+            "409": {"description": "conflicts with the current state", "content": error},
+            "413": {"description": "body too large", "content": error},
         },
     }
     if route.auth == "api_key":
