@@ -130,6 +130,12 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
             "413": {"description": "body too large", "content": error},
         },
     }
+    if route.status == 201:
+        # Creating endpoints are safe to retry: a repeat answers 200 with what exists.
+        op["responses"]["200"] = {
+            "description": "already existed (an idempotent repeat)",
+            "content": op["responses"]["201"]["content"],
+        }
     if route.auth == "api_key":
         op["security"] = [{"apiKey": []}, {"bearer": []}]
         op["responses"]["401"] = {"description": "no valid API key", "content": error}
