@@ -158,6 +158,9 @@ class InMemoryEventStore:
         end = self._keys[-1] if self._keys else after
         return ReadPage(found, max(after, end))
 
+    async def wait_visible(self, timeout: float = 10.0) -> None:
+        """Appends are visible at once here."""
+
     async def head(self) -> Cursor:
         return self._keys[-1] if self._keys else Cursor(0, 0)
 

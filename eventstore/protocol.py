@@ -47,6 +47,8 @@ class EventStore(Protocol):
 
     async def head(self) -> Cursor: ...
 
+    async def wait_visible(self, timeout: float = 10.0) -> None: ...
+
     def subscribe(
         self,
         after: Cursor | str | None = None,

@@ -106,8 +106,11 @@ class Hub:
             if len(page.events) >= self.batch_size:
                 continue
             timeout = self.fast_poll_interval if self._pending(page.cursor) else self.poll_interval
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancellation
+            # that lands just as the wake-up fires, and close() would then wait forever.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
 import uuid
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -155,6 +157,16 @@ class PreparedEvent(msgspec.Struct, frozen=True):
     metadata_json: str
 
 
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): new ids land at the right edge of the
+    ``event_id`` index instead of all over it, which keeps batch appends fast as it grows."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (2**62 - 1)
+    return uuid.UUID(int=value)
+
+
 def category_of(stream_id: str) -> str:
     """A stream's category is its id up to the first ``-`` (``run-42`` → ``run``)."""
     return stream_id.split("-", 1)[0]
@@ -218,7 +230,7 @@ def prepare(events: Any) -> list[PreparedEvent]:
             raise PayloadTooLarge(
                 f"event is larger than {MAX_EVENT_BYTES} bytes; store bulky content as a payload"
             )
-        event_id = event.event_id or uuid.uuid4()
+        event_id = event.event_id or uuid7()
         if not isinstance(event_id, uuid.UUID):
             raise InvalidEvent("event_id must be a UUID")
         if event_id in seen:

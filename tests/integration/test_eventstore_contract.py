@@ -67,6 +67,7 @@ async def test_wrong_expected_version_writes_nothing(store: EventStore) -> None:
         await store.append("run-2", ev(), 1)
     assert await store.stream_version("run-1") == 1
     assert await store.stream_version("run-2") == 0
+    await store.wait_visible()
     page = await store.read_all()
     assert len(page.events) == 1
 
@@ -115,6 +116,7 @@ async def test_bad_input_is_refused_and_writes_nothing(
 ) -> None:
     with pytest.raises(error):
         await store.append(stream_id, events)  # type: ignore[arg-type]
+    await store.wait_visible()
     assert (await store.read_all()).events == []
 
 
@@ -128,6 +130,7 @@ async def test_bad_expected_version_and_limits(store: EventStore) -> None:
     for bad_cursor in ("nonsense", "c_", "cZZ_1", "c-1_2"):
         with pytest.raises(InvalidCursor):
             await store.read_all(after=bad_cursor)
+    await store.wait_visible()
     assert (await store.read_all()).events == []
 
 
@@ -150,6 +153,7 @@ async def test_read_all_pages_with_opaque_cursor(store: EventStore) -> None:
         await store.append(f"run-{i % 3}", ev(n=i))
     seen: list[int] = []
     cursor: str | None = None
+    await store.wait_visible()
     while True:
         page = await store.read_all(after=cursor, limit=7)
         seen.extend(e.data["n"] for e in page.events)
@@ -164,6 +168,7 @@ async def test_read_all_filters(store: EventStore) -> None:
     await store.append("run-1", [ev("Started"), ev("Stepped")])
     await store.append("agent-1", ev("Defined"))
     await store.append("run-2", ev("Started"))
+    await store.wait_visible()
     runs = await store.read_all(filters=Filters.of(categories=["run"]))
     assert [e.stream_id for e in runs.events] == ["run-1", "run-1", "run-2"]
     started = await store.read_all(filters=Filters.of(types=["Started"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -14,6 +15,13 @@ from papayya.errors import ConcurrencyError
 
 def ev(**data: object) -> NewEvent:
     return NewEvent("Happened", dict(data))
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait for ``condition``: the fence also waits for unrelated transactions on the server."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def collect(sub_iter: object, count: int) -> list[RecordedEvent]:
@@ -110,8 +118,8 @@ async def test_held_open_transaction_holds_readers_back(
         assert got == [0]
         assert await pg_store.visibility_lag() > 0
         await tx.commit()
-        await asyncio.sleep(0.5)
-        assert got == [0, 1, 2, 3]
+        await eventually(lambda: got == [0, 1, 2, 3])
+        await pg_store.wait_visible()
         assert [e.data["n"] for e in (await pg_store.read_all()).events] == [0, 1, 2, 3]
 
         # A rolled-back writer holds readers only while it is open.
@@ -126,8 +134,7 @@ async def test_held_open_transaction_holds_readers_back(
         await asyncio.sleep(0.3)
         assert got == [0, 1, 2, 3]
         await tx.rollback()
-        await asyncio.sleep(0.5)
-        assert got == [0, 1, 2, 3, 4]
+        await eventually(lambda: got == [0, 1, 2, 3, 4])
     finally:
         await slow.close()
         consumer.cancel()
@@ -188,6 +195,7 @@ async def test_serialized_mode_orders_by_position(dsn: str) -> None:
     store = await PostgresEventStore.connect(dsn, serialized=True)
     try:
         await asyncio.gather(*(store.append(f"run-{i % 4}", ev(n=i)) for i in range(40)))
+        await store.wait_visible()
         events = (await store.read_all()).events
         positions = [e.global_position for e in events]
         assert positions == sorted(positions) and len(events) == 40

@@ -119,4 +119,5 @@ async def test_bad_input(pg_store: PostgresEventStore) -> None:
         await runs.append(None, ["not an event"])  # type: ignore[list-item]
     with pytest.raises(IllegalTransition):
         await runs.append(None, [ev.RunStarted(attempt=1)])  # no RunQueued first
+    await pg_store.wait_visible()
     assert (await pg_store.read_all()).events == []
