@@ -21,8 +21,15 @@ from papayya.database import database_url
 def main() -> None:
     """Papayya: durable execution and cost control for AI agents.
 
-    Configuration comes from the environment: PAPAYYA_DATABASE_URL (unset: an embedded
-    Postgres under PAPAYYA_DATA_DIR, default .papayya/), PAPAYYA_REDIS_URL.
+    \b
+    Server side (papayya server, db, runs in direct mode):
+      PAPAYYA_DATABASE_URL   Postgres (unset: an embedded one under PAPAYYA_DATA_DIR)
+      PAPAYYA_DATA_DIR       default .papayya/
+      PAPAYYA_OPENAI_BASE_URL, PAPAYYA_OPENAI_API_KEY,
+      PAPAYYA_ANTHROPIC_BASE_URL, PAPAYYA_ANTHROPIC_API_KEY   where the LLM gateway forwards
+      PAPAYYA_BOOTSTRAP_API_KEY   the first project's API key (else one is printed once)
+    Client side (agents, run, runs through the API, the SDK's HTTP mode):
+      PAPAYYA_BASE_URL, PAPAYYA_API_KEY
     """
 
 
