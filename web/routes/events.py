@@ -1,1 +1,198 @@
-"""events routes (being built)."""
+"""Event streams over SSE: a run's steps as they end, and a project's raw store events.
+
+``GET /v1/runs/{id}/events`` joins the run's feed (``web.sse.RunFeed``): one store
+subscription, one fold and one encoding per step for every watcher of the run in this
+process. ``GET /v1/events`` follows every event of the caller's project through a store
+subscription of its own (a queue fed by the store's single shared tailer), resumable from a
+cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+
+from eventstore.postgres import PostgresEventStore
+from eventstore.types import Cursor, Filters, RecordedEvent
+from papayya.errors import InvalidInput, RunNotFound
+from papayya.runs import run_stream
+from projections.lru import Lru
+from web import http, keys, sse
+from web.models import StepOut
+from web.openapi import api
+
+OWNER_CACHE_SIZE: Final = 100_000
+_NO_PROJECT: Final = ""  # cached answer for a stream whose first event names no project
+
+
+class StoreEventOut(msgspec.Struct):
+    """One stored event as ``GET /v1/events`` sends it; ``cursor`` resumes after it."""
+
+    stream_id: str
+    stream_version: int
+    event_id: str
+    event_type: str
+    data: Any
+    recorded_at: datetime
+    cursor: str
+
+
+# -- a run's steps ------------------------------------------------------------------------
+
+
+def _after_step(request: web.Request) -> int:
+    raw = sse.last_event_id(request)
+    if raw is None:
+        return -1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput("Last-Event-ID must be a step number") from None
+    if value < -1:
+        raise InvalidInput("Last-Event-ID must be a step number")
+    return value
+
+
+@api.route(
+    "GET", "/v1/runs/{id}/events",
+    "A run's steps as server-sent events: `step` (id = step number) when each step ends or "
+    "changes after, then `terminal` with the final status. Resumable with Last-Event-ID.",
+    response=StepOut, content_type=sse.CONTENT_TYPE, tag="runs",
+)  # fmt: skip
+async def run_events_stream(request: web.Request) -> web.StreamResponse:
+    run_id = http.path_id(request)
+    after_step = _after_step(request)
+    run_stream(run_id)  # a malformed id is bad input, before anything is read
+    feeds = sse.run_feeds(request.app[keys.STORE])
+    feed = await feeds.open(run_id)
+    listener = None
+    try:
+        if feed.state.project_id != http.project_id(request):
+            raise RunNotFound(f"run {run_id} not found")
+        listener = feed.join(after_step)
+        return await sse.stream(request, listener.pump)
+    finally:
+        feeds.leave(run_id, feed, listener)
+
+
+# -- a project's store events -------------------------------------------------------------
+
+
+def _owner_in(data: Any) -> str:
+    project = data.get("project_id") if isinstance(data, dict) else None
+    return project if isinstance(project, str) and project else _NO_PROJECT
+
+
+class StreamOwners:
+    """Which project a stream belongs to: the ``project_id`` of its first event (RunQueued,
+    AgentDefined, …), which never changes, so the memo never goes stale. Streams whose first
+    event names no project belong to none and are never sent to anyone."""
+
+    def __init__(self, store: PostgresEventStore, capacity: int = OWNER_CACHE_SIZE) -> None:
+        self._store = store
+        self._known: Lru[str, str] = Lru(capacity)
+        self._loading: dict[str, asyncio.Task[str]] = {}
+
+    async def project_of(self, event: RecordedEvent) -> str:
+        known = self._known.get(event.stream_id)
+        if known is not None:
+            return known
+        if event.stream_version == 1:
+            owner = _owner_in(event.data)
+        else:
+            owner = await self._load(event.stream_id)
+        self._known.put(event.stream_id, owner)
+        return owner
+
+    async def _load(self, stream_id: str) -> str:
+        # Subscribers that meet the same unknown stream at once share one read, made by a
+        # task of its own so that one of them leaving does not fail the others.
+        task = self._loading.get(stream_id)
+        if task is None:
+            task = asyncio.create_task(self._first_owner(stream_id))
+            self._loading[stream_id] = task
+            task.add_done_callback(lambda t: self._loaded(stream_id, t))
+        return await asyncio.shield(task)
+
+    async def _first_owner(self, stream_id: str) -> str:
+        first = await self._store.read_stream(stream_id, 1, 1)
+        return _owner_in(first[0].data) if first else _NO_PROJECT
+
+    def _loaded(self, stream_id: str, task: asyncio.Task[str]) -> None:
+        del self._loading[stream_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: its awaiters have it, or nobody wants it
+
+
+# The memo is per store: a store is one database, and its owners hold for its lifetime.
+_owners: weakref.WeakKeyDictionary[PostgresEventStore, StreamOwners] = weakref.WeakKeyDictionary()
+
+
+def owners_of(store: PostgresEventStore) -> StreamOwners:
+    owners = _owners.get(store)
+    if owners is None:
+        owners = _owners[store] = StreamOwners(store)
+    return owners
+
+
+def _names(request: web.Request, name: str) -> list[str] | None:
+    """A filter given as repeated parameters and/or comma-separated lists."""
+    values = [v.strip() for raw in request.query.getall(name, []) for v in raw.split(",")]
+    values = [v for v in values if v]
+    return values or None
+
+
+async def _start_cursor(request: web.Request, store: PostgresEventStore) -> Cursor:
+    """``Last-Event-ID`` (a reconnect) wins over ``?cursor=``; ``now`` means the head."""
+    raw = sse.last_event_id(request) or request.query.get("cursor") or None
+    if raw == "now":
+        return await store.head()
+    return Cursor.parse(raw)
+
+
+def store_event_out(event: RecordedEvent) -> StoreEventOut:
+    return StoreEventOut(
+        stream_id=event.stream_id,
+        stream_version=event.stream_version,
+        event_id=str(event.event_id),
+        event_type=event.event_type,
+        data=event.data,
+        recorded_at=event.recorded_at,
+        cursor=str(event.cursor),
+    )
+
+
+@api.route(
+    "GET", "/v1/events",
+    "The project's stored events as server-sent events (event = its type, id = an opaque "
+    "cursor), from `cursor` (default: the start; `now`: only new ones) or Last-Event-ID",
+    response=StoreEventOut, content_type=sse.CONTENT_TYPE, tag="events",
+    query=(("cursor", "string"), ("category", "string"), ("type", "string"),
+           ("stream", "string")),
+)  # fmt: skip
+async def store_events_stream(request: web.Request) -> web.StreamResponse:
+    store = request.app[keys.STORE]
+    project = http.project_id(request)
+    after = await _start_cursor(request, store)
+    filters = Filters.of(
+        categories=_names(request, "category"),
+        types=_names(request, "type"),
+        streams=_names(request, "stream"),
+    )
+    owners = owners_of(store)
+
+    async def produce(source: sse.EventSource) -> None:
+        async with store.subscribe(after=after, filters=filters) as events:
+            async for event in events:
+                if await owners.project_of(event) != project:
+                    continue
+                await source.send_json(
+                    store_event_out(event), event=event.event_type, id=str(event.cursor)
+                )
+
+    return await sse.stream(request, produce)
