@@ -24,7 +24,7 @@ def with_projections(action: Callable[[Projections], Awaitable[T]]) -> T:
     """Run ``action`` on the configured database; failures become one-line CLI errors."""
 
     async def go(dsn: str) -> T:
-        store = await PostgresEventStore.connect(dsn, min_size=1, max_size=4)
+        store = await PostgresEventStore.connect(dsn, min_size=1, max_size=8)
         try:
             return await action(Projections(store, dsn))
         finally:
@@ -70,25 +70,17 @@ def rebuild(name: str | None) -> None:
 @click.command()
 def projector() -> None:
     """Run every projector, following new events, until SIGINT or SIGTERM."""
+    from eventstore.migrations import migrate
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def serve(service: Projections) -> None:
+        await migrate(service.dsn)  # a service start, like `papayya server`
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, service.stop)
         click.echo(f"projecting {', '.join(service.runners)}; stop with Ctrl-C")
         await service.run()
 
-    with_migrated(serve)
+    with_projections(serve)
     click.echo("projector stopped")
-
-
-def with_migrated(action: Callable[[Projections], Awaitable[None]]) -> None:
-    """Like ``with_projections``, after applying pending migrations (a service start)."""
-    from eventstore.migrations import migrate
-
-    async def go(service: Projections) -> None:
-        await migrate(service.dsn)
-        await action(service)
-
-    with_projections(go)

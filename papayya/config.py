@@ -14,6 +14,8 @@ class Config:
     data_dir: Path = field(default_factory=lambda: Path(".papayya"))
     host: str = "127.0.0.1"
     port: int = 8080
+    # Keep the read models up to date inside this process (off for `papayya api` scale-out).
+    run_projectors: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:

@@ -36,7 +36,11 @@ def run_events(recorded: Sequence[RecordedEvent]) -> list[ev.RunEvent]:
 
 def run_summary(state: RunState) -> dict[str, Any]:
     """The run as listed and shown before its steps: status, totals, links, times."""
-    data: dict[str, Any] = msgspec.to_builtins(state)
+    # Drop the steps before converting: converting them only to drop them made every append
+    # of a long run slower than the last.
+    data: dict[str, Any] = msgspec.to_builtins(
+        msgspec.structs.replace(state, steps=(), reservations=(), metadata={})
+    )
     for key in _SUMMARY_SKIP:
         data.pop(key, None)
     data["current_step"] = state.next_step

@@ -5,8 +5,14 @@
 INSERT INTO projection_checkpoints (name, cursor) VALUES ($1, $2)
 ON CONFLICT (name) DO NOTHING;
 
--- Every batch transaction locks its checkpoint row first: a rebuild's swap locks it too, so
--- the two serialise, and a batch read before a swap sees the moved checkpoint and retries.
+-- The first statement of every batch transaction: moves the checkpoint only if it is still
+-- where the runner left it, in one round trip. Its row lock serialises the batch with a
+-- rebuild's swap (which locks the row too); a batch read before a swap updates no row.
+-- name: advance_checkpoint
+UPDATE projection_checkpoints SET cursor = $3, updated_at = now()
+ WHERE name = $1 AND cursor = $2
+RETURNING true;
+
 -- name: lock_checkpoint
 SELECT cursor FROM projection_checkpoints WHERE name = $1 FOR UPDATE;
 
@@ -29,12 +35,12 @@ SELECT pg_advisory_unlock(7293, hashtext($1));
 -- name: indexes
 SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
- WHERE i.indrelid = $1::regclass;
+ WHERE i.indrelid = $1::text::regclass;
 
 -- name: constraints
 SELECT conname AS name, contype::text || pg_get_constraintdef(oid) AS definition
   FROM pg_constraint
- WHERE conrelid = $1::regclass AND conindid = 0;
+ WHERE conrelid = $1::text::regclass AND conindid = 0;
 
 -- name: upsert_runs
 INSERT INTO {runs} AS r
@@ -121,3 +127,24 @@ SELECT coalesce(sum(cost_micro_usd) FILTER (WHERE day = $2), 0)::bigint AS today
        coalesce(sum(cost_micro_usd), 0)::bigint AS last_7_days
   FROM costs
  WHERE project_id = $1 AND day > $2 - 7 AND day <= $2;
+
+-- Rebuild DDL. {table} and {shadow} are plain identifiers checked by the projector.
+-- name: create_shadow
+DROP TABLE IF EXISTS {shadow};
+CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL);
+
+-- name: drop_shadow
+DROP TABLE IF EXISTS {shadow};
+
+-- name: analyze_shadow
+ANALYZE {shadow};
+
+-- name: swap_table
+DROP TABLE {table};
+ALTER TABLE {shadow} RENAME TO {table};
+
+-- name: rename_index
+ALTER INDEX {old} RENAME TO {new};
+
+-- name: rename_constraint
+ALTER TABLE {table} RENAME CONSTRAINT {old} TO {new};

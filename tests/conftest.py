@@ -137,7 +137,9 @@ class Api:
 
 
 @asynccontextmanager
-async def running_api(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
+async def running_api(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, projectors: bool = False
+) -> AsyncIterator[Api]:
     """The control plane on a free loopback port, configured from the environment."""
     from aiohttp import web
 
@@ -146,7 +148,8 @@ async def running_api(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
 
     key = "cpk_test_" + uuid.uuid4().hex
     monkeypatch.setenv("PAPAYYA_BOOTSTRAP_API_KEY", key)
-    app = init_app(Config(database_url=dsn), dsn)
+    # Tests drive the projectors themselves (catch_up) unless they ask for live ones.
+    app = init_app(Config(database_url=dsn, run_projectors=projectors), dsn)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

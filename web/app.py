@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
 from papayya.runs import Runs
+from projections.service import Projections
 from web import http, keys, tenancy
 from web.auth import auth_middleware
 from web.gateway import gateway_ctx
@@ -61,6 +63,22 @@ async def openapi(request: web.Request) -> web.Response:
     return http.json(api.spec())
 
 
+async def _projectors(app: web.Application) -> AsyncIterator[None]:
+    """The read models (runs list, usage, dashboard) kept up to date in this process; with
+    several servers one leader per projector is elected and the others stand by."""
+    if not app[keys.CONFIG].run_projectors:
+        yield
+        return
+    projections = Projections(app[keys.STORE], app[keys.DSN], poll_interval=0.5)
+    task = asyncio.create_task(projections.run(), name="projectors")
+    yield
+    projections.stop()
+    try:
+        await asyncio.wait_for(task, 10)
+    except (TimeoutError, asyncio.CancelledError):
+        task.cancel()
+
+
 def init_app(config: Config, dsn: str) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=http.MAX_BODY_BYTES
@@ -69,6 +87,7 @@ def init_app(config: Config, dsn: str) -> web.Application:
     app[keys.DSN] = dsn
     app.cleanup_ctx.append(_event_store)
     app.cleanup_ctx.append(gateway_ctx)
+    app.cleanup_ctx.append(_projectors)
     app.cleanup_ctx.append(metrics_collector)  # needs the store: after _event_store
     app.on_shutdown.append(close_event_streams)  # open streams must not hold up a shutdown
     api.install(app)

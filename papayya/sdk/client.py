@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Coroutine
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from eventstore.embedded import EmbeddedPostgres
 from eventstore.migrations import migrate
@@ -14,23 +16,67 @@ from papayya.config import Config
 from papayya.errors import InvalidInput
 from papayya.money import usd_to_micro
 from papayya.sdk.direct import DirectBackend
-from papayya.sdk.run import Run
+from papayya.sdk.http import HttpBackend
+from papayya.sdk.run import Backend, Run
+
+T = TypeVar("T")
 
 
 class Papayya:
-    """Opens runs. Writes go straight to Postgres: ``database_url``, else
-    ``PAPAYYA_DATABASE_URL``, else an embedded Postgres under ``PAPAYYA_DATA_DIR``."""
+    """Opens runs, in one of two modes (``mode``):
 
-    def __init__(self, database_url: str | None = None) -> None:
-        config = Config.from_env()
+    - ``"http"``: through a Papayya server's API, given ``base_url`` and ``api_key``, else
+      ``PAPAYYA_BASE_URL`` and ``PAPAYYA_API_KEY`` (unless ``database_url`` is passed);
+    - ``"direct"``: straight to Postgres: ``database_url``, else ``PAPAYYA_DATABASE_URL``,
+      else an embedded Postgres under ``PAPAYYA_DATA_DIR``.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        if database_url is not None and (base_url is not None or api_key is not None):
+            raise InvalidInput("pass database_url (direct mode) or base_url and api_key, not both")
+        if database_url is None and base_url is None and api_key is None:
+            # As the CLI does: a base URL in the environment means "through the API".
+            base_url = os.environ.get("PAPAYYA_BASE_URL") or None
+            if base_url is not None:
+                api_key = os.environ.get("PAPAYYA_API_KEY") or None
         self._embedded: EmbeddedPostgres | None = None
+        self._store: PostgresEventStore | None = None
+        self._http: HttpBackend | None = None
+        self._backend: Backend
+        if base_url is not None or api_key is not None:
+            if not base_url or not api_key:
+                raise InvalidInput(
+                    "HTTP mode needs a base URL and an API key (base_url and api_key, or "
+                    "PAPAYYA_BASE_URL and PAPAYYA_API_KEY)"
+                )
+            self.mode = "http"
+            self._loop = BackgroundLoop()
+            self._backend = self._http = self._start(HttpBackend.connect(base_url, api_key))
+            return
+        self.mode = "direct"
+        config = Config.from_env()
         dsn = database_url or config.database_url
         if dsn is None:
             self._embedded = EmbeddedPostgres(config.data_dir)
             dsn = self._embedded.start()
         self._loop = BackgroundLoop()
-        self._store = self._loop.call(self._connect(dsn))
+        self._store = self._start(self._connect(dsn))
         self._backend = DirectBackend(self._store)
+
+    def _start(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return self._loop.call(coro)
+        except BaseException:
+            self._loop.stop()
+            if self._embedded is not None:
+                self._embedded.stop()
+            raise
 
     @staticmethod
     async def _connect(dsn: str) -> PostgresEventStore:
@@ -78,7 +124,10 @@ class Papayya:
         return Run(self._loop, self._backend, opened)
 
     def close(self) -> None:
-        self._loop.call(self._store.close())
+        if self._http is not None:
+            self._loop.call(self._http.close())
+        if self._store is not None:
+            self._loop.call(self._store.close())
         self._loop.stop()
         if self._embedded is not None:
             self._embedded.stop()
@@ -90,6 +139,12 @@ class Papayya:
         self.close()
 
 
-def papayya(database_url: str | None = None) -> Papayya:
-    """The Papayya client: ``client = papayya(); run = client.run("my-agent")``."""
-    return Papayya(database_url)
+def papayya(
+    database_url: str | None = None, *, base_url: str | None = None, api_key: str | None = None
+) -> Papayya:
+    """The Papayya client: ``client = papayya(); run = client.run("my-agent")``.
+
+    With ``base_url`` and ``api_key`` (or ``PAPAYYA_BASE_URL`` and ``PAPAYYA_API_KEY``) it
+    works through a Papayya server; otherwise it writes to Postgres directly.
+    """
+    return Papayya(database_url, base_url=base_url, api_key=api_key)

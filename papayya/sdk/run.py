@@ -8,15 +8,46 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from papayya.background import BackgroundLoop
 from papayya.domain.matcher import Recorded, Replayer, task_fingerprint, task_label
 from papayya.domain.state import RunState
 from papayya.errors import Conflict, InvalidInput
-from papayya.sdk.direct import DirectBackend, Opened, encode_result
+from papayya.sdk.direct import Opened, encode_result
 
 T = TypeVar("T")
+
+
+class Backend(Protocol):
+    """Where a run's steps are written: ``DirectBackend`` (Postgres) or ``HttpBackend`` (the
+    durable checkpoints API). Each write takes the run's state and returns the new one."""
+
+    async def open(
+        self,
+        run_id: str,
+        agent: str,
+        *,
+        input: Any,
+        metadata: dict[str, Any] | None,
+        budget_micro_usd: int | None,
+        replay_of: str | None,
+        from_step: int | None,
+    ) -> Opened: ...
+
+    async def record_task(
+        self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float
+    ) -> RunState: ...
+
+    async def record_task_error(
+        self, state: RunState, label: str, error: BaseException, duration_ms: float
+    ) -> RunState: ...
+
+    async def complete(self, state: RunState, raw: bytes) -> RunState: ...
+
+    async def fail(self, state: RunState, code: str, message: str) -> RunState: ...
+
+    async def result_of(self, recorded: Recorded) -> Any: ...
 
 
 class Run:
@@ -28,7 +59,7 @@ class Run:
     Recorded results come back as JSON values (a tuple comes back as a list).
     """
 
-    def __init__(self, loop: BackgroundLoop, backend: DirectBackend, opened: Opened) -> None:
+    def __init__(self, loop: BackgroundLoop, backend: Backend, opened: Opened) -> None:
         self._loop = loop
         self._backend = backend
         self._state = opened.state
