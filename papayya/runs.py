@@ -62,6 +62,23 @@ class Runs:
     async def load(self, run_id: str) -> RunState:
         return fold(await self.events(run_id))
 
+    async def refresh(self, state: RunState) -> RunState:
+        """``state`` with the events appended since it was folded."""
+        new = await self.store.read_stream(run_stream(state.run_id), state.version + 1)
+        return fold(run_events(new), state) if new else state
+
+    async def append_fresh(
+        self, state: RunState, build: Callable[[RunState], Sequence[ev.RunEvent]]
+    ) -> RunState:
+        """Append what ``build`` makes of the freshest state: another writer of the run (the
+        meter, for one) moves it on, so rebuild after each lost race."""
+        for _ in range(MAX_RETRIES):
+            try:
+                return await self.append(state, build(state))
+            except ConcurrencyError:
+                state = await self.refresh(state)
+        raise ConcurrencyError(f"run {state.run_id} kept changing; gave up after {MAX_RETRIES}")
+
     async def state_at(self, run_id: str, step: int) -> RunState:
         return state_at(await self.events(run_id), step)
 

@@ -84,18 +84,26 @@ def task_label(label: str, seen_counts: MutableMapping[str, int]) -> str:
     return label if seen == 1 else f"{label}#{seen}"
 
 
-def recorded_calls(events: Iterable[ev.RunEvent]) -> list[Recorded]:
+def recorded_calls(
+    events: Iterable[ev.RunEvent], kinds: frozenset[str] = CALL_KINDS
+) -> list[Recorded]:
     """The calls a run recorded, in order, from its steps that completed.
 
     A step cut short (failed, or in flight at a crash) is not trusted as a recording: its
-    calls run again. Tool calls that ran after their step completed still count.
+    calls run again. Tool calls that ran after their step completed still count. ``kinds``
+    picks the calls one matcher answers: the SDK answers tasks, the meter model calls, each
+    in its own sequence.
     """
     if isinstance(events, str | bytes | dict) or not isinstance(events, Iterable):
         raise InvalidInput("events must be an iterable of run events")
     events = list(events)
     done = {e.step_number for e in events if isinstance(e, ev.StepCompleted)}
     calls = (_as_recorded(e) for e in events)
-    return [call for call in calls if call is not None and call.step_number in done]
+    return [
+        call
+        for call in calls
+        if call is not None and call.step_number in done and call.kind in kinds
+    ]
 
 
 def _as_recorded(event: ev.RunEvent) -> Recorded | None:

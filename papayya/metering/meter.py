@@ -111,6 +111,10 @@ class Meter:
         call.upstream = upstream or self.upstreams[provider]
         slot = await self.cache.slot(run_id)
         if slot.state.status != "running":
+            # A finished run re-executed locally still gets its recorded answers.
+            recorded = slot.replayer.match("llm", fingerprint)
+            if recorded is not None and not slot.copy_answers:
+                return await self._answer(slot, call, recorded)
             return _refusal(provider, 409, "run_not_running", f"run is {slot.state.status}")
         recorded = slot.replayer.match("llm", fingerprint)
         if slot.replayer.diverged_at_step is not None and slot.state.diverged_at_step is None:

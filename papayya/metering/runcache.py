@@ -16,6 +16,7 @@ from papayya.errors import ConcurrencyError, RunNotFound
 from papayya.runs import Runs, run_events, run_stream
 
 MAX_RETRIES = 50
+LLM_CALLS = frozenset({"llm"})
 
 
 class RunSlot:
@@ -58,10 +59,10 @@ class RunCache:
     async def _load(self, run_id: str) -> RunSlot:
         events = await self.runs.events(run_id)
         state = fold(events)
-        own = recorded_calls(events)
+        own = recorded_calls(events, LLM_CALLS)
         if not own and state.replayed_from is not None:
             try:
-                source = recorded_calls(await self.runs.events(state.replayed_from))
+                source = recorded_calls(await self.runs.events(state.replayed_from), LLM_CALLS)
             except RunNotFound:
                 source = []
             slot = RunSlot(state, Replayer(source, state.replay_from_step), copy_answers=True)

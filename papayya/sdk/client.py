@@ -126,6 +126,8 @@ class Papayya:
     def close(self) -> None:
         if self._http is not None:
             self._loop.call(self._http.close())
+        if isinstance(self._backend, DirectBackend):
+            self._loop.call(self._backend.close())
         if self._store is not None:
             self._loop.call(self._store.close())
         self._loop.stop()

@@ -6,6 +6,7 @@ import os
 import socket
 from typing import Any, Final
 
+import aiohttp
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
@@ -14,12 +15,15 @@ from papayya.domain.fold import fold
 from papayya.domain.matcher import Recorded, recorded_calls
 from papayya.domain.state import RunState
 from papayya.errors import InvalidInput, RunNotFound
+from papayya.metering.meter import Meter
+from papayya.metering.ratecards import RateCardCache
 from papayya.runs import Runs
 
 LOCAL_PROJECT: Final = "local"
 # Results larger than this go to the payloads table; the event keeps a reference.
 INLINE_RESULT_BYTES: Final = 4096
 _encoder = msgspec.json.Encoder()
+TASKS: Final = frozenset({"task"})
 
 
 def worker_name() -> str:
@@ -48,6 +52,8 @@ class DirectBackend:
     def __init__(self, store: PostgresEventStore) -> None:
         self.store = store
         self.runs = Runs(store)
+        self._meter: Meter | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def open(
         self,
@@ -68,7 +74,7 @@ class DirectBackend:
             return await self._resume(run_id, agent, events)
         recording: list[Recorded] = []
         if replay_of is not None:
-            recording = recorded_calls(await self.runs.events(replay_of))
+            recording = recorded_calls(await self.runs.events(replay_of), TASKS)
         queued = ev.RunQueued(
             run_id=run_id,
             project_id=LOCAL_PROJECT,
@@ -93,10 +99,10 @@ class DirectBackend:
             # A new attempt: after a crash the fold gives up the step that was in flight.
             attempt = ev.RunStarted(attempt=state.attempt + 1, worker=worker_name())
             state = await self.runs.append(state, [attempt])
-        own = recorded_calls(events)
+        own = recorded_calls(events, TASKS)
         if not own and state.replayed_from is not None:
             # A replay queued through the API runs here first: answer from its source.
-            source = recorded_calls(await self.runs.events(state.replayed_from))
+            source = recorded_calls(await self.runs.events(state.replayed_from), TASKS)
             return Opened(state, source, state.replay_from_step, copy_answers=True)
         return Opened(state, own, None, copy_answers=False)
 
@@ -104,10 +110,10 @@ class DirectBackend:
         self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float
     ) -> RunState:
         result, ref = await self._inline_or_payload(raw)
-        n = state.next_step
-        return await self.runs.append(
-            state,
-            [
+
+        def events(s: RunState) -> list[ev.RunEvent]:
+            n = s.next_step
+            return [
                 ev.StepStarted(step_number=n, step_type="checkpoint", label=label),
                 ev.CheckpointSaved(
                     step_number=n,
@@ -118,16 +124,16 @@ class DirectBackend:
                     duration_ms=duration_ms,
                 ),
                 ev.StepCompleted(step_number=n, duration_ms=duration_ms),
-            ],
-        )
+            ]
+
+        return await self.runs.append_fresh(state, events)
 
     async def record_task_error(
         self, state: RunState, label: str, error: BaseException, duration_ms: float
     ) -> RunState:
-        n = state.next_step
-        return await self.runs.append(
-            state,
-            [
+        def events(s: RunState) -> list[ev.RunEvent]:
+            n = s.next_step
+            return [
                 ev.StepStarted(step_number=n, step_type="checkpoint", label=label),
                 ev.StepFailed(
                     step_number=n,
@@ -135,15 +141,30 @@ class DirectBackend:
                     error_message=f"{type(error).__name__}: {error}"[:2000],
                     duration_ms=duration_ms,
                 ),
-            ],
-        )
+            ]
+
+        return await self.runs.append_fresh(state, events)
 
     async def complete(self, state: RunState, raw: bytes) -> RunState:
         output, ref = await self._inline_or_payload(raw)
-        return await self.runs.append(state, [ev.RunCompleted(output=output, output_ref=ref)])
+        completed = ev.RunCompleted(output=output, output_ref=ref)
+        return await self.runs.append_fresh(state, lambda s: [completed])
 
     async def fail(self, state: RunState, code: str, message: str) -> RunState:
-        return await self.runs.append(state, [ev.RunFailed(code=code, message=message[:4000])])
+        failed = ev.RunFailed(code=code, message=message[:4000])
+        return await self.runs.append_fresh(state, lambda s: [failed])
+
+    async def meter(self) -> Meter:
+        """The metering core for this client's runs' model calls (made once, on first use)."""
+        if self._meter is None:
+            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
+            self._session = session
+            self._meter = Meter(self.store, session, {}, RateCardCache(self.store.pool))
+        return self._meter
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def result_of(self, recorded: Recorded) -> Any:
         if recorded.result_ref is not None:

@@ -11,7 +11,10 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-import httpx
+try:  # the provider SDKs moved to the httpx2 fork; older releases use httpx itself
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx  # type: ignore[no-redef]
 
 from papayya.background import BackgroundLoop
 from papayya.metering import providers as pv
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def _route(request: httpx.Request, base_path: str) -> str:
-    path = request.url.path
+    path = str(request.url.path)
     prefix = base_path.rstrip("/") + "/"
     return path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
 

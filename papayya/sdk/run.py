@@ -187,6 +187,54 @@ class Run:
         elapsed = (time.perf_counter() - started) * 1000
         self._state = await self._backend.record_task_error(self._state, label, error, elapsed)
 
+    # -- model calls ------------------------------------------------------------------
+
+    def wrap(self, client: Any) -> Any:
+        """A copy of an official ``openai`` or ``anthropic`` client (sync or async) whose calls
+        are steps of this run: recorded, priced, held to the run's budget and answered from
+        the recording when the run resumes or replays. Calls go to the client's own
+        provider with its own key."""
+        meter = getattr(self._backend, "meter", None)
+        if meter is None:
+            raise Conflict(
+                "metered clients need direct mode; in HTTP mode, point the SDK at the "
+                "server's gateway (/v1/llm/openai, /v1/llm/anthropic) with a run token"
+            )
+        from papayya.sdk.llm import wrap
+
+        return wrap(self, self._loop, self._loop.call(meter()), client)
+
+    def openai(self, **options: Any) -> Any:
+        """``openai.OpenAI(**options)``, metered into this run."""
+        import openai
+
+        return self.wrap(openai.OpenAI(**options))
+
+    def async_openai(self, **options: Any) -> Any:
+        """``openai.AsyncOpenAI(**options)``, metered into this run."""
+        import openai
+
+        return self.wrap(openai.AsyncOpenAI(**options))
+
+    def anthropic(self, **options: Any) -> Any:
+        """``anthropic.Anthropic(**options)``, metered into this run."""
+        import anthropic
+
+        return self.wrap(anthropic.Anthropic(**options))
+
+    def async_anthropic(self, **options: Any) -> Any:
+        """``anthropic.AsyncAnthropic(**options)``, metered into this run."""
+        import anthropic
+
+        return self.wrap(anthropic.AsyncAnthropic(**options))
+
+    def refresh(self) -> RunState:
+        """Re-read the run (after model calls, which the meter appends)."""
+        refresh = getattr(self._backend, "runs", None)
+        if refresh is not None:
+            self._state = self._loop.call(refresh.refresh(self._state))
+        return self._state
+
     # -- the end ----------------------------------------------------------------------
 
     def complete(self, output: Any = None) -> None:
