@@ -165,6 +165,7 @@ async def test_rebuild_while_live_runner_runs_counts_every_call_once(dsn: str) -
         await writer
         live.stop()
         await asyncio.wait_for(task, 10)
+        await store.wait_visible()  # the fence also waits for other sessions' transactions
         await live.catch_up()
         tables = await snapshot(dsn)
         assert len(tables["runs"]) == written
