@@ -109,8 +109,10 @@ def _from_table(provider: str, model: str, input_tokens: int) -> UnitPrices | No
     prices = info.get_prices(datetime.now(UTC))
     base = _unit(getattr(prices, "input_mtok", None), input_tokens)
     output = _unit(getattr(prices, "output_mtok", None), input_tokens)
-    if base is None or output is None:
-        return None  # a model not priced per token (images, audio…): unknown to us
+    if base is None:
+        return None  # a model not priced per input token (images, audio…): unknown to us
+    if output is None:
+        output = Decimal(0)  # embeddings have no output tokens
     cached = _unit(getattr(prices, "cache_read_mtok", None), input_tokens)
     write = _unit(getattr(prices, "cache_write_mtok", None), input_tokens)
     return UnitPrices(

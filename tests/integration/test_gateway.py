@@ -169,3 +169,20 @@ async def test_rate_card_wins_over_the_table(gw: Gateway) -> None:
     step = (await gw.runs.load(state.run_id)).steps[0]
     # 1,200 input tokens at $1/M and 300 output at $2/M: 1,200 + 600 micro-dollars.
     assert step.usage.cost_micro_usd == int(Decimal(1200) * 1 + Decimal(300) * 2)
+
+
+async def test_responses_api_and_embeddings(gw: Gateway) -> None:
+    state, token = await gw.start_run()
+    client = gw.openai(token)
+    response = await client.responses.create(model=MODEL, input="hello")
+    assert response.output_text
+    stream = await client.responses.create(model=MODEL, input="again", stream=True)
+    kinds = [event.type async for event in stream]
+    assert kinds[-1] == "response.completed"
+    vectors = await client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert len(vectors.data) == 2
+    run = await gw.runs.load(state.run_id)
+    assert [s.status for s in run.steps] == ["completed"] * 3
+    assert run.steps[1].usage.output_tokens == 250  # usage read from response.completed
+    assert run.steps[2].model == "text-embedding-3-small" and run.steps[2].usage.input_tokens > 0
+    assert all(s.usage.cost_micro_usd > 0 for s in run.steps)
