@@ -67,8 +67,18 @@ async def test_refused_call_then_resume_with_a_larger_budget(gw: Gateway) -> Non
     assert gw.fake.stats.total == before  # never sent upstream
     run = await gw.runs.load(state.run_id)
     assert run.status == "budget_exceeded"
-    run = await gw.runs.append(run, [ev.RunResumed(budget_micro_usd=10 * one)])
-    run = await gw.runs.append(run, [ev.RunStarted(attempt=2)])
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        url = f"{gw.api.url}/v1/runs/{state.run_id}/resume"
+        async with http.post(url, json={"budget_cents": 0}, headers=gw.api.headers()) as resp:
+            assert resp.status in (400, 409)  # not above what is already held
+        cents = 10 * one // 10_000 + 1
+        async with http.post(url, json={"budget_cents": cents}, headers=gw.api.headers()) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["status"] == "queued"
+    run = await gw.runs.load(state.run_id)
+    run = await gw.runs.append(run, [ev.RunStarted(attempt=2)])  # a worker picks it up
     client = gw.openai(gw.token(state.run_id, 2))
     await client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
     run = await gw.runs.load(state.run_id)
