@@ -195,7 +195,7 @@ async def caught_up(done: dict[str, dict[Any, float]], total: int, within: float
     """Wait until every projector has committed ``total`` events (or give up)."""
     deadline = time.monotonic() + within
     # Polls: the counters are filled by callbacks that have no event to wait on.
-    while any(len(seen) < total for seen in done.values()) and time.monotonic() < deadline:  # noqa: ASYNC110
+    while any(len(seen) < total for seen in done.values()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
 
 

@@ -55,7 +55,7 @@ async def append_run(
     ``catch_up()`` only processes what is visible."""
     stored = stored_form(events)
     result = await store.append(f"run-{run_id}", stored)
-    while await store.head() <= result.cursor:  # noqa: ASYNC110 - polling the database
+    while await store.head() <= result.cursor:
         await asyncio.sleep(0.005)
     return stored
 
