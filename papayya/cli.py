@@ -11,6 +11,7 @@ import click
 from papayya import __version__
 from papayya.cli_api import agents, run
 from papayya.cli_dev import dev
+from papayya.cli_keys import keys
 from papayya.cli_projections import projections, projector
 from papayya.cli_runs import runs
 from papayya.config import Config
@@ -77,6 +78,7 @@ main.add_command(runs)
 main.add_command(agents)
 main.add_command(run)
 main.add_command(dev)
+main.add_command(keys)
 main.add_command(projections)
 main.add_command(projector)
 

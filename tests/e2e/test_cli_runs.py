@@ -68,3 +68,38 @@ def test_bad_input_exits_non_zero(dsn: str) -> None:
     assert too_far.returncode == 1 and "step" in too_far.stderr
     replay_far = cli(dsn, "replay", "short", "--from-step", "9")
     assert replay_far.returncode == 1 and "only 1 steps" in replay_far.stderr
+
+
+def test_keys_create_prints_a_working_key(dsn: str) -> None:
+    import asyncio
+
+    from web import tenancy
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
+    env["PAPAYYA_DATABASE_URL"] = dsn
+
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "papayya.cli", "keys", "create", *args],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+
+    made = keys("--project", "ops", "--name", "laptop")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert key.startswith("cpk_") and "created project 'ops'" in made.stderr
+    again = keys("--project", "ops")
+    assert again.returncode == 0 and again.stdout.strip() != key and "created" not in again.stderr
+    bad = keys("--project", "")
+    assert bad.returncode == 2
+
+    async def check() -> str | None:
+        import asyncpg
+
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            return await tenancy.authenticate(pool, key)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(check()) is not None
