@@ -51,16 +51,22 @@ def embedded_server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
     env["PAPAYYA_DATA_DIR"] = str(tmp_path / "data")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "papayya.cli", "server", "--port", str(port)], env=env
-    )
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "papayya.cli", "server", "--port", str(port)],
+            env=env,
+            stdout=out,
+        )
+        try:
+            wait_for_port(port, proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0
     assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+    # First start on an empty database: a default project and its key, printed once.
+    assert "API key (shown once): cpk_" in log.read_text()
 
 
 @pytest.mark.slow
