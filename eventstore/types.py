@@ -23,6 +23,7 @@ ANY: Final = "any"
 NO_STREAM: Final = "no_stream"
 ExpectedVersion = int | Literal["any", "no_stream"]
 
+_STREAM_ID_BAD = re.compile(r"\s")
 _EVENT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]*$")
 _encoder = msgspec.json.Encoder()
 
@@ -177,7 +178,7 @@ def validate_stream_id(stream_id: Any) -> str:
         raise InvalidInput("stream_id must be a non-empty string")
     if len(stream_id) > MAX_STREAM_ID_LENGTH:
         raise InvalidInput(f"stream_id is longer than {MAX_STREAM_ID_LENGTH} characters")
-    if any(ch.isspace() or not ch.isprintable() for ch in stream_id):
+    if _STREAM_ID_BAD.search(stream_id) or not stream_id.isprintable():
         raise InvalidInput("stream_id must not contain whitespace or control characters")
     return stream_id
 

@@ -83,12 +83,17 @@ def _error(provider: pv.Provider, status: int, code: str, message: str) -> web.R
 
 
 async def _serve(request: web.Request, provider: pv.Provider) -> web.StreamResponse:
-    run_id = await running_run(request)
-    if run_id is None:
+    # The signature is checked here; whether the run is running in the token's attempt is
+    # checked by the meter against the run state it refreshes anyway (one read, not two).
+    found = runtokens.verify(request.app[keys.RUN_TOKEN_SECRET], _token(request))
+    if found is None:
         message = "invalid or expired run token (it works only while its run is running)"
         return _error(provider, 401, "authentication_error", message)
+    run_id, attempt = found
     raw = await request.read()
-    result = await request.app[keys.METER].call(run_id, provider, request.match_info["route"], raw)
+    meter = request.app[keys.METER]
+    route = request.match_info["route"]
+    result = await meter.call(run_id, provider, route, raw, attempt=attempt)
     return await _respond(request, result)
 
 

@@ -22,7 +22,7 @@ from papayya.domain import events as ev
 from papayya.domain.events import StepType
 from papayya.domain.matcher import Recorded, llm_fingerprint
 from papayya.domain.state import RunState
-from papayya.errors import BudgetExhausted, IllegalTransition
+from papayya.errors import BudgetExhausted, IllegalTransition, RunNotFound
 from papayya.metering import providers as pv
 from papayya.metering.loops import DEFAULT_THRESHOLD, repeated_tool_calls
 from papayya.metering.runcache import RunCache, RunSlot
@@ -91,7 +91,10 @@ class Meter:
         route: str,
         raw: bytes,
         upstream: Upstream | None = None,
+        attempt: int | None = None,
     ) -> MeteredResponse:
+        """Meter one call of run ``run_id``. ``attempt``, if given (the gateway passes the run
+        token's), must be the run's current attempt and the run must be running."""
         kind = pv.ROUTES.get((provider, route))
         if kind is None:
             return _refusal(provider, 404, "not_found", f"no such route: {route}")
@@ -109,7 +112,17 @@ class Meter:
         fingerprint = llm_fingerprint({**body, "__route": route_key, "__stream": stream})
         call = _Call(run_id, provider, kind, route, body, fingerprint, stream)
         call.upstream = upstream or self.upstreams[provider]
-        slot = await self.cache.slot(run_id)
+        try:
+            slot = await self.cache.slot(run_id)
+        except RunNotFound:
+            slot = None
+        if attempt is not None and (
+            slot is None or slot.state.status != "running" or slot.state.attempt != attempt
+        ):
+            message = "invalid or expired run token (it works only while its run is running)"
+            return _refusal(provider, 401, "authentication_error", message)
+        if slot is None:
+            return _refusal(provider, 404, "not_found", f"run {run_id} not found")
         if slot.state.status != "running":
             # A finished run re-executed locally still gets its recorded answers.
             recorded = slot.replayer.match("llm", fingerprint)
