@@ -1195,9 +1195,10 @@ def report(s: Settings, r: Results) -> str:
         "\nCalls within one run serialise on that run: RunCache holds the run's lock for the "
         "refresh read, the reservation append and the settlement append (expected-version "
         "appends to the run's stream), so one run takes at most ~1/(those round trips) calls "
-        "a second whatever the concurrency; the single-run variant also grows by thousands of "
-        "steps in the window, which makes each append dearer (section 5). Client, gateway and "
-        "fake share one event loop, so the process can use one core at most."
+        "a second whatever the concurrency, and its run grows by thousands of steps in the "
+        "window (the fold and loop check are O(steps), section 5). Client, gateway and fake "
+        "share one event loop, so the process can use one core at most; direct calls show "
+        "what the client and fake cost."
     )
 
     ph = r.phases
