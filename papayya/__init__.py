@@ -1,6 +1,7 @@
 """Papayya: durable execution and cost control for AI agents.
 
-``from papayya import papayya`` gives the SDK client. It is imported lazily so that the
+``from papayya import papayya`` gives the SDK client; ``agent``, ``tool`` and ``current_run``
+the agent code API (``papayya.agentapi``, standard library only). It is imported lazily so that the
 in-container pieces of this package stay importable with the standard library alone.
 """
 
@@ -14,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from papayya.sdk import papayya
 
         return papayya
+    if name in ("agent", "tool", "current_run"):
+        from papayya import agentapi
+
+        return getattr(agentapi, name)
     raise AttributeError(f"module 'papayya' has no attribute {name!r}")

@@ -27,6 +27,7 @@ from web.routes import (  # noqa: F401  (importing a route module registers its 
     metrics,
     projects,
     runs,
+    runtime,
     usage,
 )
 from web.sse import close_all as close_event_streams

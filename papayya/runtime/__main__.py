@@ -1,0 +1,5 @@
+import sys
+
+from papayya.runtime.main import main
+
+sys.exit(main())

@@ -1,0 +1,206 @@
+"""Load the agent, wire it to the control plane, run it once, report how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any, TypeVar
+
+from papayya.agentapi import AGENTS, AgentSpec, ToolSpec, install
+from papayya.runtime.client import RuntimeClient
+
+T = TypeVar("T")
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TERMINATED = 143
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+DEFAULT_GRACE_SECONDS = 10.0
+
+
+class ConfigError(Exception):
+    """The runtime's environment does not say which agent to run, or how to reach the API."""
+
+
+class RecordedToolError(Exception):
+    """A tool call answered from the recording of a call that raised."""
+
+
+def _json(value: Any) -> Any:
+    """``value`` as JSON has it (what a replay will answer), unrepresentable parts as text."""
+    return json.loads(json.dumps(value, default=str))
+
+
+class RemoteRun:
+    """``current_run()`` inside the runtime: tasks and tool calls go through the runtime API."""
+
+    def __init__(self, client: RuntimeClient, run_id: str) -> None:
+        self._client = client
+        self._id = run_id
+        self._labels: dict[str, int] = {}
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def task(self, label: str, fn: Callable[[], T]) -> T:
+        """``fn()``, checkpointed: a resumed run gets the recorded result without calling it."""
+        seen = self._labels[label] = self._labels.get(label, 0) + 1
+        numbered = label if seen == 1 else f"{label}#{seen}"
+        found = self._client.post("tasks", {"label": numbered})
+        if found["recorded"]:
+            return found["result"]  # type: ignore[no-any-return]
+        started = time.monotonic()
+        try:
+            result = fn()
+        except Exception as exc:
+            took = (time.monotonic() - started) * 1000
+            body = {"label": numbered, "error": repr(exc), "duration_ms": took}
+            self._client.post("tasks/result", body)
+            raise
+        took = (time.monotonic() - started) * 1000
+        body = {"label": numbered, "result": _json(result), "duration_ms": took}
+        self._client.post("tasks/result", body)
+        return result
+
+    def call_tool(self, spec: ToolSpec, arguments: dict[str, Any]) -> Any:
+        """Run a tool, or answer it from the recording; either way its call is recorded."""
+        arguments = _json(arguments)
+        found = self._client.post("tool-calls", {"tool": spec.name, "arguments": arguments})
+        if found["recorded"]:
+            if found.get("error") is not None:
+                raise RecordedToolError(found["error"])
+            return found["output"]
+        started = time.monotonic()
+        body: dict[str, Any] = {"tool": spec.name, "arguments": arguments}
+        try:
+            output = spec.fn(**arguments)
+        except Exception as exc:
+            body |= {"error": repr(exc), "duration_ms": (time.monotonic() - started) * 1000}
+            self._client.post("tool-calls/result", body)
+            raise
+        body |= {"output": _json(output), "duration_ms": (time.monotonic() - started) * 1000}
+        self._client.post("tool-calls/result", body)
+        return output
+
+
+def load_module(target: str) -> ModuleType:
+    """An agent module by file path (``./agent.py``) or by module name (``pkg.agent``)."""
+    path = Path(target)
+    if target.endswith(".py") or path.is_file():
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"cannot load an agent module from {target}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        sys.path.insert(0, str(path.resolve().parent))
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(target)
+
+
+def pick_agent(agents: Mapping[str, AgentSpec], name: str | None) -> AgentSpec:
+    """The agent called ``name``, or the only one there is."""
+    if name:
+        if name not in agents:
+            known = ", ".join(sorted(agents)) or "none"
+            raise ConfigError(f"no @agent named {name!r} (agents: {known})")
+        return agents[name]
+    if len(agents) != 1:
+        known = ", ".join(sorted(agents)) or "none"
+        raise ConfigError(f"set PAPAYYA_AGENT_FUNCTION to pick one @agent (agents: {known})")
+    return next(iter(agents.values()))
+
+
+def run_agent(spec: AgentSpec, input: Any) -> Any:
+    """Call the agent with the run's input (none if it takes no parameters); await it if async."""
+    takes_input = bool(inspect.signature(spec.fn).parameters)
+    result = spec.fn(input) if takes_input else spec.fn()
+    if inspect.isawaitable(result):
+        result = asyncio.run(_awaited(result))
+    return result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _heartbeats(client: RuntimeClient, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        try:
+            answer = client.post("heartbeat", {})
+        except Exception as exc:  # a missed beat is the lease's business, not the agent's
+            print(f"papayya runtime: heartbeat failed: {exc}", file=sys.stderr)
+            continue
+        if answer.get("cancel_requested"):
+            # Stopping is the same path as the worker's SIGTERM: interrupt, then the grace timer.
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def _on_sigterm(grace: float) -> Callable[[int, FrameType | None], None]:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        # Interrupt the agent; if it swallows the exit, end the process after the grace period.
+        # The worker records the outcome (cancelled, or a new attempt), so nothing is reported.
+        timer = threading.Timer(grace, os._exit, (EXIT_TERMINATED,))
+        timer.daemon = True
+        timer.start()
+        raise SystemExit(EXIT_TERMINATED)
+
+    return handle
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    try:
+        url, token = env["PAPAYYA_RUNTIME_URL"].rstrip("/"), env["PAPAYYA_RUN_TOKEN"]
+        module = env["PAPAYYA_AGENT_MODULE"]
+    except KeyError as missing:
+        print(f"papayya runtime: {missing.args[0]} is not set", file=sys.stderr)
+        return EXIT_USAGE
+    os.environ.update({
+        "OPENAI_BASE_URL": f"{url}/v1/llm/openai",
+        "OPENAI_API_KEY": token,
+        "ANTHROPIC_BASE_URL": f"{url}/v1/llm/anthropic",
+        "ANTHROPIC_API_KEY": token,
+    })  # fmt: skip
+    try:
+        load_module(module)
+        spec = pick_agent(AGENTS, env.get("PAPAYYA_AGENT_FUNCTION"))
+    except ConfigError as exc:
+        print(f"papayya runtime: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    client = RuntimeClient(url, token)
+    grace = float(env.get("PAPAYYA_GRACE_SECONDS", DEFAULT_GRACE_SECONDS))
+    signal.signal(signal.SIGTERM, _on_sigterm(grace))
+    run = client.get("run")
+    remote = RemoteRun(client, run["run_id"])
+    install(remote, remote.call_tool)
+    stop = threading.Event()
+    every = float(env.get("PAPAYYA_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS))
+    beats = threading.Thread(target=_heartbeats, args=(client, every, stop), daemon=True)
+    beats.start()
+    try:
+        output = run_agent(spec, run["input"])
+    except Exception as exc:
+        client.post("fail", {
+            "error_type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": traceback.format_exc(),
+        })  # fmt: skip
+        return EXIT_FAILED
+    finally:
+        stop.set()
+    client.post("complete", {"output": _json(output)})
+    return 0

@@ -1,0 +1,6 @@
+-- Named queries of the runtime API (web/routes/runtime.py).
+
+-- name: heartbeat
+INSERT INTO run_heartbeats (run_id, attempt, at) VALUES ($1, $2, now())
+ON CONFLICT (run_id) DO UPDATE SET attempt = EXCLUDED.attempt, at = EXCLUDED.at
+RETURNING at;
