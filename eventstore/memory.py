@@ -121,6 +121,14 @@ class InMemoryEventStore:
             e for e in self._streams.get(stream_id, []) if from_version <= e.stream_version <= upper
         ]
 
+    async def read_stream_data(
+        self, stream_id: str, from_version: int = 1
+    ) -> list[tuple[str, str, datetime]]:
+        return [
+            (e.event_type, msgspec.json.encode(e.data).decode(), e.recorded_at)
+            for e in await self.read_stream(stream_id, from_version)
+        ]
+
     async def summary(self, stream_id: str) -> tuple[int, Any] | None:
         return self._summaries.get(validate_stream_id(stream_id))
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
@@ -279,6 +280,16 @@ class PostgresEventStore:
                 Q["read_stream"], stream_id, max(from_version, 1), upper, 1_000_000
             )
         return [_event(row) for row in rows]
+
+    async def read_stream_data(
+        self, stream_id: str, from_version: int = 1
+    ) -> list[tuple[str, str, datetime]]:
+        """``(event_type, data JSON, recorded_at)`` of a stream's events, undecoded: the
+        fast path for callers that decode straight into their own types."""
+        stream_id = validate_stream_id(stream_id)
+        with _translate_errors():
+            rows = await self._pool.fetch(Q["read_stream_data"], stream_id, from_version)
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def summary(self, stream_id: str) -> tuple[int, Any] | None:
         """The stream's latest summary and the version it reflects, or None."""

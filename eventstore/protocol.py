@@ -3,6 +3,7 @@ pass the same contract tests."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 from eventstore.subscriptions import Subscription
@@ -25,6 +26,10 @@ class EventStore(Protocol):
         expected_version: ExpectedVersion = "any",
         summary: Any = None,
     ) -> AppendResult: ...
+
+    async def read_stream_data(
+        self, stream_id: str, from_version: int = 1
+    ) -> list[tuple[str, str, datetime]]: ...
 
     async def summary(self, stream_id: str) -> tuple[int, Any] | None: ...
 

@@ -54,10 +54,11 @@ class Runs:
         self.store = store
 
     async def events(self, run_id: str) -> list[ev.RunEvent]:
-        recorded = await self.store.read_stream(run_stream(run_id))
-        if not recorded:
+        rows = await self.store.read_stream_data(run_stream(run_id))
+        if not rows:
             raise RunNotFound(f"run {run_id} not found")
-        return run_events(recorded)
+        events = [ev.decode_stored(t, data, at) for t, data, at in rows]
+        return [e for e in events if isinstance(e, ev.RunEvent)]
 
     async def load(self, run_id: str) -> RunState:
         return fold(await self.events(run_id))

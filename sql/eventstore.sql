@@ -81,3 +81,10 @@ SELECT version, summary::text FROM stream_summaries WHERE stream_id = $1;
 SELECT stream_id, version, summary::text FROM stream_summaries
  WHERE category = $1 AND ($2::text IS NULL OR stream_id > $2)
  ORDER BY stream_id LIMIT $3;
+
+-- The bare minimum to rebuild a stream's state: type, data and time, in version order.
+-- name: read_stream_data
+SELECT event_type, data::text, recorded_at
+  FROM events
+ WHERE stream_id = $1 AND stream_version >= $2
+ ORDER BY stream_version;
