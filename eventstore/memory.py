@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from eventstore import payloads
+from eventstore.payloads import check_ref, payload_ref
 from eventstore.subscriptions import Hub, Subscription
 from eventstore.types import (
     ANY,
@@ -54,6 +55,7 @@ class InMemoryEventStore:
         events: list[NewEvent] | NewEvent,
         expected_version: ExpectedVersion = ANY,
         summary: Any = None,
+        payloads: Sequence[tuple[bytes, str]] = (),
     ) -> AppendResult:
         stream_id = validate_stream_id(stream_id)
         expected = expected_to_int(expected_version)
@@ -106,6 +108,8 @@ class InMemoryEventStore:
         self._streams[stream_id] = stream
         if summary_json is not None:
             self._summaries[stream_id] = (version, _decode(summary_json))
+        for content, _ in payloads:
+            self._payloads.setdefault(payload_ref(content), bytes(content))
         self.hub.wake()
         return AppendResult(version, self._events[-1].cursor)
 
@@ -186,12 +190,12 @@ class InMemoryEventStore:
     async def put_payload(
         self, content: bytes, content_type: str = "application/octet-stream"
     ) -> str:
-        ref = payloads.payload_ref(content)
+        ref = payload_ref(content)
         self._payloads.setdefault(ref, bytes(content))
         return ref
 
     async def get_payload(self, ref: str) -> bytes:
-        payloads.check_ref(ref)
+        check_ref(ref)
         try:
             return self._payloads[ref]
         except KeyError:

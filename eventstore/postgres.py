@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 from prometheus_client import Gauge, Histogram
 
-from eventstore import payloads
+from eventstore.payloads import check_ref, payload_ref
 from eventstore.subscriptions import Hub, Subscription
 from eventstore.types import (
     ANY,
@@ -197,18 +197,22 @@ class PostgresEventStore:
         events: list[NewEvent] | NewEvent,
         expected_version: ExpectedVersion = ANY,
         summary: Any = None,
+        payloads: Sequence[tuple[bytes, str]] = (),
     ) -> AppendResult:
         """Append a batch to one stream in one round trip.
 
         ``summary``, if given, replaces the stream's summary in the same transaction, so
-        ``summary()`` reads your own writes. Raises ``ConcurrencyError`` (nothing written) if
-        the stream is not at ``expected_version``. Retrying an append with the same event ids
-        returns the first result; reusing an id for another event raises ``IdempotencyConflict``.
+        ``summary()`` reads your own writes. ``payloads`` (content, content type) are stored
+        in the same commit; refer to them by ``payload_ref(content)``. Raises
+        ``ConcurrencyError`` (nothing written) if the stream is not at ``expected_version``.
+        Retrying with the same event ids returns the first result; reusing an id for another
+        event raises ``IdempotencyConflict``.
         """
         stream_id = validate_stream_id(stream_id)
         expected = expected_to_int(expected_version)
         prepared = prepare(events)
         summary_json = None if summary is None else encode_summary(summary)
+        refs = [payload_ref(content) for content, _ in payloads]
         started = time.perf_counter()
         try:
             with _translate_errors():
@@ -224,6 +228,9 @@ class PostgresEventStore:
                     [e.data_json for e in prepared],
                     [e.metadata_json for e in prepared],
                     summary_json,
+                    refs or None,
+                    [ctype for _, ctype in payloads] or None,
+                    [bytes(content) for content, _ in payloads] or None,
                 )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_event_id_key":
@@ -387,7 +394,7 @@ class PostgresEventStore:
     async def put_payload(
         self, content: bytes, content_type: str = "application/octet-stream"
     ) -> str:
-        ref = payloads.payload_ref(content)
+        ref = payload_ref(content)
         with _translate_errors():
             await self._pool.execute(
                 Q["put_payload"], ref, len(content), content_type, bytes(content)
@@ -395,7 +402,7 @@ class PostgresEventStore:
         return ref
 
     async def get_payload(self, ref: str) -> bytes:
-        payloads.check_ref(ref)
+        check_ref(ref)
         with _translate_errors():
             content = await self._pool.fetchval(Q["get_payload"], ref)
         if content is None:

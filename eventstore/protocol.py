@@ -3,6 +3,7 @@ pass the same contract tests."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ class EventStore(Protocol):
         events: list[NewEvent] | NewEvent,
         expected_version: ExpectedVersion = "any",
         summary: Any = None,
+        payloads: Sequence[tuple[bytes, str]] = (),
     ) -> AppendResult: ...
 
     async def read_stream_data(

@@ -83,7 +83,12 @@ class Runs:
     async def state_at(self, run_id: str, step: int) -> RunState:
         return state_at(await self.events(run_id), step)
 
-    async def append(self, state: RunState | None, events: Sequence[ev.RunEvent]) -> RunState:
+    async def append(
+        self,
+        state: RunState | None,
+        events: Sequence[ev.RunEvent],
+        payloads: Sequence[tuple[bytes, str]] = (),
+    ) -> RunState:
         """Append ``events`` after ``state`` (``None``: a new run starting with RunQueued).
 
         The fold validates first, so an illegal event appends nothing; the expected version
@@ -100,6 +105,7 @@ class Runs:
             [ev.to_new_event(e) for e in events],
             state.version if state is not None else "no_stream",
             summary=run_summary(new_state),
+            payloads=payloads,
         )
         return new_state
 

@@ -3,7 +3,7 @@
 -- name: append
 SELECT stream_version, transaction_id, global_position
   FROM papayya_append($1, $2, $3, $4, $5::uuid[], $6::text[], $7::integer[], $8::jsonb[], $9::jsonb[],
-                      $10::jsonb);
+                      $10::jsonb, $11::text[], $12::text[], $13::bytea[]);
 
 -- name: events_by_id
 SELECT stream_id, stream_version, event_id, event_type, data::text AS data,

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from eventstore.payloads import payload_ref
 from eventstore.protocol import EventStore
 from papayya.budget import prompt_token_bound, reserve
 from papayya.domain import events as ev
@@ -60,6 +61,12 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     upstream: Upstream | None = None
     ttft_ms: float | None = None
+    # Request and response bodies, stored by the settlement append itself (one commit).
+    payloads: list[tuple[bytes, str]] = field(default_factory=list)
+
+    def stage(self, content: bytes, content_type: str) -> str:
+        self.payloads.append((content, content_type))
+        return payload_ref(content)
 
 
 def _refusal(provider: pv.Provider, status: int, code: str, message: str) -> MeteredResponse:
@@ -233,7 +240,7 @@ class Meter:
     ) -> MeteredResponse:
         upstream = call.upstream or self.upstreams[call.provider]
         payload = json.dumps(body).encode()
-        request_ref = await self.store.put_payload(payload, "application/json")
+        request_ref = call.stage(payload, "application/json")
         headers = {"Content-Type": "application/json"}
         if upstream.api_key:
             if call.provider == "anthropic":
@@ -255,7 +262,7 @@ class Meter:
             call.ttft_ms = (time.perf_counter() - call.started) * 1000
             result = pv.parse_response(call.kind, _json(content)) if resp.status < 400 else None
             error = None if resp.status < 400 else f"HTTP {resp.status}: {content[:500]!r}"
-            ref = await self.store.put_payload(content, "application/json")
+            ref = call.stage(content, "application/json")
             await self._settle(slot, call, reservation_id, prices, result, request_ref, ref, error)
             ctype = resp.headers.get("Content-Type", "application/json")
             return MeteredResponse(resp.status, {"Content-Type": ctype}, content)
@@ -310,7 +317,7 @@ class Meter:
         received: bytes,
         error: str | None,
     ) -> None:
-        ref = await self.store.put_payload(received, "text/event-stream")
+        ref = call.stage(received, "text/event-stream")
         result = observer.finish()
         await self._settle(slot, call, reservation_id, prices, result, request_ref, ref, error)
 
@@ -345,7 +352,7 @@ class Meter:
             events = self._step_events(s, call, result, prices, cost, None, refs, error)
             return [*events, settled, *self._after_step(s, events)]
 
-        await self.cache.append(slot, decide)
+        await self.cache.append(slot, decide, call.payloads)
         await self._maybe_end_for_budget(slot)
 
     def _step_events(

@@ -83,7 +83,10 @@ class RunCache:
             slot.state = fold(run_events(new), slot.state)
 
     async def append(
-        self, slot: RunSlot, decide: Callable[[RunState], Sequence[ev.RunEvent]]
+        self,
+        slot: RunSlot,
+        decide: Callable[[RunState], Sequence[ev.RunEvent]],
+        payloads: Sequence[tuple[bytes, str]] = (),
     ) -> RunState:
         """Decide against the freshest state and append; another process's write in between
         makes it refresh and decide again."""
@@ -93,7 +96,7 @@ class RunCache:
                 if not events:
                     return slot.state
                 try:
-                    slot.state = await self.runs.append(slot.state, events)
+                    slot.state = await self.runs.append(slot.state, events, payloads)
                     return slot.state
                 except ConcurrencyError:
                     await self.refresh(slot)

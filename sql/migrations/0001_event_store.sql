@@ -75,7 +75,10 @@ CREATE FUNCTION papayya_append(
     p_schema_versions integer[],
     p_data jsonb[],
     p_metadata jsonb[],
-    p_summary jsonb DEFAULT NULL
+    p_summary jsonb DEFAULT NULL,
+    p_payload_hashes text[] DEFAULT NULL,
+    p_payload_types text[] DEFAULT NULL,
+    p_payload_contents bytea[] DEFAULT NULL
 ) RETURNS TABLE (stream_version bigint, transaction_id text, global_position bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -107,6 +110,15 @@ BEGIN
     IF v_new IS NULL THEN
         RAISE EXCEPTION 'stream % is not at the expected version %', p_stream_id, p_expected
             USING ERRCODE = 'PY001';
+    END IF;
+    -- Bulky content the events refer to, in the same commit (after the stream is claimed, so
+    -- the first write, which assigns the transaction id, is still the stream's).
+    IF p_payload_hashes IS NOT NULL THEN
+        INSERT INTO payloads (hash, size, content_type, content)
+        SELECT u.hash, length(u.content), u.content_type, u.content
+          FROM unnest(p_payload_hashes, p_payload_types, p_payload_contents)
+               AS u(hash, content_type, content)
+        ON CONFLICT (hash) DO NOTHING;
     END IF;
     IF p_summary IS NOT NULL THEN
         INSERT INTO stream_summaries AS s (stream_id, category, version, summary)

@@ -244,3 +244,15 @@ async def test_summary_is_written_with_the_append(store: EventStore) -> None:
     listed = await store.summaries("run")
     assert [sid for sid, _, _ in listed] == ["run-0", "run-1"]
     assert [sid for sid, _, _ in await store.summaries("run", after="run-0")] == ["run-1"]
+
+
+async def test_payloads_can_ride_with_an_append(store: EventStore) -> None:
+    from eventstore.payloads import payload_ref
+
+    body = b'{"messages": ["a long prompt"]}'
+    await store.append("run-1", ev(ref=payload_ref(body)), payloads=[(body, "application/json")])
+    assert await store.get_payload(payload_ref(body)) == body
+    with pytest.raises(ConcurrencyError):
+        await store.append("run-1", ev(), 7, payloads=[(b"lost", "text/plain")])
+    with pytest.raises(NotFound):
+        await store.get_payload(payload_ref(b"lost"))
