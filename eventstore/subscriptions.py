@@ -36,6 +36,7 @@ class Hub:
         batch_size: int = 1000,
         poll_interval: float = 0.5,
         fast_poll_interval: float = 0.005,
+        min_read_interval: float = 0.002,
         pending: Callable[[Cursor], bool] = lambda cursor: False,
         on_start: Callable[[], None] = lambda: None,
     ) -> None:
@@ -44,6 +45,7 @@ class Hub:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.fast_poll_interval = fast_poll_interval
+        self.min_read_interval = min_read_interval
         self._pending = pending
         self._on_start = on_start
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
@@ -111,6 +113,9 @@ class Hub:
             try:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+                # Under a stream of commits every one would wake a read: gather them for a
+                # few milliseconds so one read serves many (bench/gateway.py: a read per call).
+                await asyncio.sleep(self.min_read_interval)
             except TimeoutError:
                 pass
 
