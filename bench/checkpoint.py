@@ -281,37 +281,58 @@ async def build_big_run(store: Any, run_id: str, steps: int) -> float:
 
 
 async def state_at_bench(dsn: str, run_id: str, repeats: int) -> dict[str, Any]:
+    """Time ``Runs.state_at`` end to end, then its parts: ``Runs.events`` (read + decode the
+    whole run), the store's read alone, the decode alone and the pure fold."""
     from eventstore.postgres import PostgresEventStore
+    from papayya.domain import events as ev
     from papayya.domain.fold import fold, state_at
     from papayya.runs import Runs, run_events, run_stream
 
     store = await PostgresEventStore.connect(dsn, min_size=1, max_size=4)
+    stream = run_stream(run_id)
+    # The lean read (type, data JSON, recorded_at) where the store has it, else RecordedEvents.
+    lean = hasattr(store, "read_stream_data") and hasattr(ev, "decode_stored")
+
+    async def read() -> Any:
+        return await (store.read_stream_data(stream) if lean else store.read_stream(stream))
+
+    def decode(rows: Any) -> list[Any]:
+        if not lean:
+            return run_events(rows)
+        events = [ev.decode_stored(t, data, at) for t, data, at in rows]
+        return [e for e in events if isinstance(e, ev.RunEvent)]
+
     try:
         build = await build_big_run(store, run_id, BIG_RUN_STEPS)
         runs = Runs(store)
-        result: dict[str, list[float]] = {
-            k: [] for k in ("e2e", "read", "decode", "state_at", "fold_all")
-        }
+        keys = ("e2e", "events", "read", "decode", "state_at", "fold_all", "read_recorded")
+        result: dict[str, list[float]] = {k: [] for k in keys}
         check = await runs.state_at(run_id, STATE_AT_STEP)  # warm the statement cache
         assert check.next_step == STATE_AT_STEP + 1, check.next_step
+        clock = time.perf_counter
         for _ in range(repeats):
-            t = time.perf_counter()
+            t = clock()
             await runs.state_at(run_id, STATE_AT_STEP)
-            result["e2e"].append(time.perf_counter() - t)
-
-            t = time.perf_counter()
-            recorded = await store.read_stream(run_stream(run_id))
-            result["read"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            events = run_events(recorded)
-            result["decode"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            result["e2e"].append(clock() - t)
+            t = clock()
+            await runs.events(run_id)
+            result["events"].append(clock() - t)
+            t = clock()
+            rows = await read()
+            result["read"].append(clock() - t)
+            t = clock()
+            events = decode(rows)
+            result["decode"].append(clock() - t)
+            t = clock()
             state_at(events, STATE_AT_STEP)
-            result["state_at"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            result["state_at"].append(clock() - t)
+            t = clock()
             fold(events)
-            result["fold_all"].append(time.perf_counter() - t)
-        return {"build": build, "events": len(events), **result}
+            result["fold_all"].append(clock() - t)
+            t = clock()
+            await store.read_stream(stream)
+            result["read_recorded"].append(clock() - t)
+        return {"build": build, "count": len(events), "lean": lean, **result}
     finally:
         await store.close()
 
@@ -380,9 +401,11 @@ def profile_components(client: Any, dsn: str, n: int) -> list[tuple[str, float, 
         (
             "`SELECT 1` via `loop.call(pool.fetchval)`",
             med(time_calls(lambda: loop.call(store.pool.fetchval("SELECT 1")), n)),
-            "hop + pool acquire + query + release (asyncpg sends its reset query on release)",
+            "hop + pool acquire + query + release",
         )
     )
+
+    parts_run = client.run("bench-parts")
 
     async def on_loop() -> dict[str, float]:
         # Every variant gets one call per iteration, round-robin, so that load from other
@@ -393,13 +416,16 @@ def profile_components(client: Any, dsn: str, n: int) -> list[tuple[str, float, 
         )
         await conn.execute("CREATE TABLE IF NOT EXISTS bench_commit (x int)")
         reset = conn.get_reset_query()
-        stores = {}
-        # The same store code on pools without the reset query, and/or without waiting for the
-        # commit's WAL flush (synchronous_commit=off: for measuring only, it is not durable).
+        # The store as connect() builds it (the SDK's own pool, without its NOTIFY task), then
+        # the same store code on pools with and without asyncpg's reset query on release, and
+        # without waiting for the commit's WAL flush (synchronous_commit=off: measuring only,
+        # it is not durable).
+        stores = {
+            "store": await PostgresEventStore.connect(dsn, min_size=1, max_size=4, notify=False)
+        }
         for key, settings, pool_reset in (
-            ("default", SERVER_SETTINGS, None),
+            ("reset", SERVER_SETTINGS, None),
             ("noreset", SERVER_SETTINGS, _noop_reset),
-            ("async", {**SERVER_SETTINGS, "synchronous_commit": "off"}, None),
             ("async_noreset", {**SERVER_SETTINGS, "synchronous_commit": "off"}, _noop_reset),
         ):
             pool = await asyncpg.create_pool(
@@ -416,16 +442,22 @@ def profile_components(client: Any, dsn: str, n: int) -> list[tuple[str, float, 
 
             return call
 
+        backend = client._backend
+        state = [parts_run.state]
+
+        async def record_task() -> None:
+            state[0] = await backend.record_task(state[0], "noop", "f" * 64, b"null", 0.0)
+
         variants: dict[str, Callable[[], Any]] = {
+            "record_task": record_task,
             "pool_select1": lambda: store.pool.fetchval("SELECT 1"),
             "conn_select1": lambda: conn.fetchval("SELECT 1"),
             "reset_query": lambda: conn.execute(reset),
             "insert_sync": lambda: conn.execute("INSERT INTO bench_commit VALUES (1)"),
             "insert_async": lambda: lax.execute("INSERT INTO bench_commit VALUES (1)"),
-            "notify": lambda: stores["default"].pool.execute(Q["notify"]),
-            "append_default": append(stores["default"]),
-            "append_summary": append(stores["default"], {"status": "running", "n": 1}),
-            **{f"append_{key}": append(other) for key, other in stores.items() if key != "default"},
+            "notify": lambda: conn.execute(Q["notify"]),
+            "append_summary": append(stores["store"], {"status": "running", "n": 1}),
+            **{f"append_{key}": append(other) for key, other in stores.items()},
         }
         times: dict[str, list[float]] = {key: [] for key in variants}
         clock = time.perf_counter
@@ -448,13 +480,18 @@ def profile_components(client: Any, dsn: str, n: int) -> list[tuple[str, float, 
     found = loop.call(on_loop())
     rows += [
         (
+            "`DirectBackend.record_task` on the loop",
+            found["record_task"],
+            "a task's whole write without the hop: Python work + append (in a fresh run)",
+        ),
+        (
             "`SELECT 1` on the loop, pool",
             found["pool_select1"],
-            "no hop; acquire + query + release/reset",
+            "no hop: pool acquire + query + release",
         ),
         ("`SELECT 1` on the loop, own connection", found["conn_select1"], "one round trip"),
         (
-            "pool reset query alone",
+            "asyncpg's pool reset query alone",
             found["reset_query"],
             "`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`",
         ),
@@ -465,19 +502,23 @@ def profile_components(client: Any, dsn: str, n: int) -> list[tuple[str, float, 
             "round trip, no flush wait (measuring only)",
         ),
         (
-            "NOTIFY via the pool (sent after each append)",
+            "NOTIFY, one round trip",
             found["notify"],
-            "`pg_notify` via the pool; the store sends it concurrently with the next task",
+            "the store sends it after appends, off the caller's path",
         ),
-        ("`store.append` 3 small events (on loop)", found["append_default"], "no summary"),
-        ("`store.append` 3 events + summary", found["append_summary"], "as `Runs.append` does"),
+        (
+            "`store.append` 3 small events",
+            found["append_store"],
+            "the store as `connect()` builds it; no summary",
+        ),
+        ("`store.append` 3 events + summary", found["append_summary"], "as `Runs.append` calls it"),
+        ("  append, pool with asyncpg's reset query", found["append_reset"], "no summary"),
         ("  append, pool without reset query", found["append_noreset"], "no summary"),
         (
-            "  append, synchronous_commit=off",
-            found["append_async"],
-            "no wait for WAL flush (measuring only)",
+            "  append, no reset, synchronous_commit=off",
+            found["append_async_noreset"],
+            "no wait for the WAL flush: SQL + round trip (measuring only)",
         ),
-        ("  append, both", found["append_async_noreset"], "~ SQL + round trip"),
     ]
 
     # Python work on the path, at a run of 0 and of BIG_RUN_STEPS steps.
@@ -697,17 +738,28 @@ def task_table(
 
 
 def state_at_table(args: argparse.Namespace, sa: dict[str, Any]) -> list[str]:
+    read = (
+        "`store.read_stream_data` (type, data JSON, recorded_at)"
+        if sa["lean"]
+        else "`store.read_stream` (rows -> RecordedEvent)"
+    )
+    decode = "`ev.decode_stored` per row" if sa["lean"] else "`run_events` (via dicts)"
+    n = sa["count"]
     return [
         f"### 3. `state_at(run, {STATE_AT_STEP})` on a {BIG_RUN_STEPS}-step run "
-        f"({sa['events']} events; {args.state_repeats} repeats; median (min-max))",
+        f"({n} events; {args.state_repeats} repeats; median (min-max))",
         "",
         "| part | ms |",
         "|---|---|",
-        f"| end to end: `Runs(store).state_at` | {spread(sa['e2e'])} |",
-        f"| `store.read_stream` (all events, rows -> RecordedEvent) | {spread(sa['read'])} |",
-        f"| `run_events` (decode to domain events) | {spread(sa['decode'])} |",
-        f"| pure `state_at(events, {STATE_AT_STEP})` (fold) | {spread(sa['state_at'])} |",
-        f"| (for reference) `fold` of all {sa['events']} events | {spread(sa['fold_all'])} |",
+        f"| **end to end: `Runs(store).state_at(run_id, {STATE_AT_STEP})`** | "
+        f"{spread(sa['e2e'])} |",
+        f"| `Runs.events` (read + decode all {n} events) | {spread(sa['events'])} |",
+        f"| - read alone: {read}, all events | {spread(sa['read'])} |",
+        f"| - decode alone: {decode} | {spread(sa['decode'])} |",
+        f"| **pure fold: `state_at(events, {STATE_AT_STEP})`** | {spread(sa['state_at'])} |",
+        f"| (reference) `fold` of all {n} events | {spread(sa['fold_all'])} |",
+        f"| (reference) `store.read_stream` of all events (RecordedEvents) | "
+        f"{spread(sa['read_recorded'])} |",
         f"| (setup) building the run, {BUILD_BATCH_STEPS} steps per append | {ms(sa['build'])} |",
         "",
         f"- target <= 100 ms end to end: {'met' if med(sa['e2e']) <= 0.1 else 'MISSED'}",

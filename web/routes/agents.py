@@ -215,7 +215,7 @@ async def _write(
             await conn.fetchrow(
                 APPEND, stream, AGENT_CATEGORY, expected, store.serialized,
                 [event.event_id], [event.type], [event.schema_version],
-                [event.data_json], [event.metadata_json], None,
+                [event.data_json], [event.metadata_json], None, None, None, None,
             )  # fmt: skip
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", None) == CONCURRENCY_SQLSTATE:
