@@ -126,11 +126,11 @@ class InMemoryEventStore:
         ]
 
     async def read_stream_data(
-        self, stream_id: str, from_version: int = 1
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
     ) -> list[tuple[str, str, datetime]]:
         return [
             (e.event_type, msgspec.json.encode(e.data).decode(), e.recorded_at)
-            for e in await self.read_stream(stream_id, from_version)
+            for e in await self.read_stream(stream_id, from_version, to_version)
         ]
 
     async def summary(self, stream_id: str) -> tuple[int, Any] | None:

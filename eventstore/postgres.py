@@ -289,13 +289,17 @@ class PostgresEventStore:
         return [_event(row) for row in rows]
 
     async def read_stream_data(
-        self, stream_id: str, from_version: int = 1
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
     ) -> list[tuple[str, str, datetime]]:
         """``(event_type, data JSON, recorded_at)`` of a stream's events, undecoded: the
         fast path for callers that decode straight into their own types."""
         stream_id = validate_stream_id(stream_id)
+        for value in (from_version, to_version):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidInput("stream versions must be integers")
+        upper = to_version if to_version is not None else 2**62
         with _translate_errors():
-            rows = await self._pool.fetch(Q["read_stream_data"], stream_id, from_version)
+            rows = await self._pool.fetch(Q["read_stream_data"], stream_id, from_version, upper)
         return [(row[0], row[1], row[2]) for row in rows]
 
     async def summary(self, stream_id: str) -> tuple[int, Any] | None:

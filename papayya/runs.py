@@ -18,6 +18,8 @@ from papayya.errors import ConcurrencyError, Conflict, InvalidInput, RunNotFound
 
 RUN_CATEGORY: Final = "run"
 MAX_RETRIES: Final = 20
+# Events per read while state_at looks for the end of its step.
+STATE_AT_PAGE: Final = 2000
 # Summary fields copied from RunState; the steps are left out so the summary stays small
 # however long the run gets.
 _SUMMARY_SKIP: Final = frozenset(("steps", "reservations", "metadata"))
@@ -31,6 +33,11 @@ def run_stream(run_id: str) -> str:
 
 def run_events(recorded: Sequence[RecordedEvent]) -> list[ev.RunEvent]:
     events = [ev.from_recorded(r) for r in recorded]
+    return [e for e in events if isinstance(e, ev.RunEvent)]
+
+
+def _decode_run_events(rows: Sequence[tuple[str, str, datetime]]) -> list[ev.RunEvent]:
+    events = [ev.decode_stored(t, data, at) for t, data, at in rows]
     return [e for e in events if isinstance(e, ev.RunEvent)]
 
 
@@ -57,8 +64,7 @@ class Runs:
         rows = await self.store.read_stream_data(run_stream(run_id))
         if not rows:
             raise RunNotFound(f"run {run_id} not found")
-        events = [ev.decode_stored(t, data, at) for t, data, at in rows]
-        return [e for e in events if isinstance(e, ev.RunEvent)]
+        return _decode_run_events(rows)
 
     async def load(self, run_id: str) -> RunState:
         return fold(await self.events(run_id))
@@ -81,7 +87,24 @@ class Runs:
         raise ConcurrencyError(f"run {state.run_id} kept changing; gave up after {MAX_RETRIES}")
 
     async def state_at(self, run_id: str, step: int) -> RunState:
-        return state_at(await self.events(run_id), step)
+        """The state after step ``step``. Reads the run only as far as that needs: up to the
+        first event that starts a later step, which ``state_at`` never folds past."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise InvalidInput("step must be an integer >= 0")
+        stream = run_stream(run_id)
+        events: list[ev.RunEvent] = []
+        start = 1
+        while True:
+            rows = await self.store.read_stream_data(stream, start, start + STATE_AT_PAGE - 1)
+            if not rows and start == 1:
+                raise RunNotFound(f"run {run_id} not found")
+            page = _decode_run_events(rows)
+            events += page
+            if len(rows) < STATE_AT_PAGE or any(
+                isinstance(e, ev.StepStarted) and e.step_number > step for e in page
+            ):
+                return state_at(events, step)
+            start += STATE_AT_PAGE
 
     async def append(
         self,

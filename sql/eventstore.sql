@@ -86,5 +86,5 @@ SELECT stream_id, version, summary::text FROM stream_summaries
 -- name: read_stream_data
 SELECT event_type, data::text, recorded_at
   FROM events
- WHERE stream_id = $1 AND stream_version >= $2
+ WHERE stream_id = $1 AND stream_version >= $2 AND stream_version <= $3
  ORDER BY stream_version;

@@ -121,3 +121,29 @@ async def test_bad_input(pg_store: PostgresEventStore) -> None:
         await runs.append(None, [ev.RunStarted(attempt=1)])  # no RunQueued first
     await pg_store.wait_visible()
     assert (await pg_store.read_all()).events == []
+
+
+async def test_paged_state_at_equals_the_full_fold(
+    pg_store: PostgresEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """state_at reads only as far as its step ends; with tiny pages, every step must still
+    fold exactly as the whole stream does (a crash-interrupted step included)."""
+    import papayya.runs as runs_module
+    from papayya.domain.fold import state_at
+
+    runs = Runs(pg_store)
+    state = await started_run(runs)
+    for n in range(4):
+        state = await runs.append(state, checkpoint(n))
+    state = await runs.append(
+        state,
+        [ev.StepStarted(step_number=4, step_type="checkpoint"), ev.RunStarted(attempt=2)],
+    )
+    state = await runs.append(state, checkpoint(5))
+    everything = await runs.events("r1")
+    for page in (1, 2, 3, 5, 2000):
+        monkeypatch.setattr(runs_module, "STATE_AT_PAGE", page)
+        for step in range(6):
+            assert await runs.state_at("r1", step) == state_at(everything, step), (page, step)
+    with pytest.raises(RunNotFound):
+        await runs.state_at("nope", 0)
