@@ -13,6 +13,7 @@ from eventstore.protocol import EventStore
 from eventstore.types import RecordedEvent
 from papayya.domain import events as ev
 from papayya.domain.fold import fold, state_at
+from papayya.domain.matcher import Recorded, recorded_calls
 from papayya.domain.state import RunState
 from papayya.errors import ConcurrencyError, Conflict, InvalidInput, RunNotFound
 
@@ -54,6 +55,16 @@ def run_summary(state: RunState) -> dict[str, Any]:
     return data
 
 
+class Recording(msgspec.Struct, frozen=True):
+    """The calls an attempt answers instead of making: its own earlier ones, or for a replay
+    that has not run yet, its source's before ``until_step`` (then ``copied``: the answers
+    are recorded again as the replay's own steps)."""
+
+    calls: list[Recorded]
+    until_step: int | None = None
+    copied: bool = False
+
+
 class Runs:
     """Commands on runs over any event store."""
 
@@ -85,6 +96,19 @@ class Runs:
             except ConcurrencyError:
                 state = await self.refresh(state)
         raise ConcurrencyError(f"run {state.run_id} kept changing; gave up after {MAX_RETRIES}")
+
+    async def recording(
+        self, state: RunState, events: Sequence[ev.RunEvent], kinds: frozenset[str]
+    ) -> Recording:
+        """What re-executed calls of ``kinds`` are answered from (DESIGN §5)."""
+        own = recorded_calls(events, kinds)
+        if own or state.replayed_from is None:
+            return Recording(own)
+        try:
+            source = await self.events(state.replayed_from)
+        except RunNotFound:  # the source is gone: the replay runs live
+            return Recording([])
+        return Recording(recorded_calls(source, kinds), state.replay_from_step, copied=True)
 
     async def state_at(self, run_id: str, step: int) -> RunState:
         """The state after step ``step``. Reads the run only as far as that needs: up to the

@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from eventstore.protocol import EventStore
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
-from papayya.domain.matcher import Replayer, recorded_calls
+from papayya.domain.matcher import Replayer
 from papayya.domain.state import RunState
-from papayya.errors import ConcurrencyError, RunNotFound
+from papayya.errors import ConcurrencyError
 from papayya.runs import Runs, run_events, run_stream
 
 MAX_RETRIES = 50
@@ -59,15 +59,8 @@ class RunCache:
     async def _load(self, run_id: str) -> RunSlot:
         events = await self.runs.events(run_id)
         state = fold(events)
-        own = recorded_calls(events, LLM_CALLS)
-        if not own and state.replayed_from is not None:
-            try:
-                source = recorded_calls(await self.runs.events(state.replayed_from), LLM_CALLS)
-            except RunNotFound:
-                source = []
-            slot = RunSlot(state, Replayer(source, state.replay_from_step), copy_answers=True)
-        else:
-            slot = RunSlot(state, Replayer(own), copy_answers=False)
+        found = await self.runs.recording(state, events, LLM_CALLS)
+        slot = RunSlot(state, Replayer(found.calls, found.until_step), found.copied)
         self._slots[run_id] = slot
         while len(self._slots) > self._size:
             evicted, _ = self._slots.popitem(last=False)

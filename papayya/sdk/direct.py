@@ -99,12 +99,9 @@ class DirectBackend:
             # A new attempt: after a crash the fold gives up the step that was in flight.
             attempt = ev.RunStarted(attempt=state.attempt + 1, worker=worker_name())
             state = await self.runs.append(state, [attempt])
-        own = recorded_calls(events, TASKS)
-        if not own and state.replayed_from is not None:
-            # A replay queued through the API runs here first: answer from its source.
-            source = recorded_calls(await self.runs.events(state.replayed_from), TASKS)
-            return Opened(state, source, state.replay_from_step, copy_answers=True)
-        return Opened(state, own, None, copy_answers=False)
+        # A replay queued through the API runs here first: answered from its source.
+        found = await self.runs.recording(state, events, TASKS)
+        return Opened(state, found.calls, found.until_step, copy_answers=found.copied)
 
     async def record_task(
         self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float

@@ -27,7 +27,6 @@ from papayya.domain.matcher import (
     CallKind,
     Recorded,
     Replayer,
-    recorded_calls,
     task_fingerprint,
     tool_fingerprint,
 )
@@ -122,7 +121,9 @@ class Replayers:
                 found = self._cache.get(key)
                 if found is None:
                     events = await self.runs.events(state.run_id)
-                    found = self._cache[key] = Replayer(recorded_calls(events, frozenset({kind})))
+                    # A replay's tool calls before its from_step come from its source too.
+                    rec = await self.runs.recording(state, events, frozenset({kind}))
+                    found = self._cache[key] = Replayer(rec.calls, rec.until_step)
                     while len(self._cache) > CACHED_ATTEMPTS:
                         self._cache.popitem(last=False)
             self._building.pop(key, None)
