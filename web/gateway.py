@@ -21,7 +21,7 @@ from papayya.pricing import RateCardEntry
 from papayya.runs import run_stream
 from web import http, keys, tenancy
 from web.openapi import api
-from web.routes.projects import _own_project
+from web.routes.projects import own_project
 
 DEFAULT_UPSTREAMS = {
     "openai": "https://api.openai.com/v1",
@@ -137,7 +137,7 @@ class RateCard(msgspec.Struct):
     tag="projects",
 )  # fmt: skip
 async def get_rate_card(request: web.Request) -> web.Response:
-    project = _own_project(request)
+    project = own_project(request)
     card = await request.app[keys.RATE_CARDS](project)
     return web.json_response(msgspec.to_builtins(RateCard(dict(card))))
 
@@ -149,7 +149,7 @@ async def get_rate_card(request: web.Request) -> web.Response:
     body=dict[str, RateCardEntry], response=RateCard, tag="projects",
 )  # fmt: skip
 async def put_rate_card(request: web.Request) -> web.Response:
-    project = _own_project(request)
+    project = own_project(request)
     card = await http.body(request, dict[str, RateCardEntry])
     if len(card) > 1000 or any(not m or len(m) > 200 for m in card):
         raise InvalidInput("a rate card holds at most 1000 models with names of 1-200 characters")

@@ -21,6 +21,7 @@ from eventstore.protocol import EventStore
 from papayya.budget import prompt_token_bound, reserve
 from papayya.domain import events as ev
 from papayya.domain.events import StepType
+from papayya.domain.fold import fold
 from papayya.domain.matcher import Recorded, llm_fingerprint
 from papayya.domain.state import RunState
 from papayya.errors import BudgetExhausted, IllegalTransition, RunNotFound
@@ -401,8 +402,6 @@ class Meter:
 
     def _after_step(self, state: RunState, events: list[ev.RunEvent]) -> list[ev.RunEvent]:
         """Loop detection on the state the step's events lead to."""
-        from papayya.domain.fold import fold
-
         after = fold(events, state)
         threshold = state.loop_threshold or DEFAULT_THRESHOLD
         if repeated_tool_calls(after.steps) >= threshold:

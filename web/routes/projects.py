@@ -46,7 +46,7 @@ class KeyList(msgspec.Struct):
     data: list[tenancy.ApiKey]
 
 
-def _own_project(request: web.Request) -> str:
+def own_project(request: web.Request) -> str:
     """The path's project id, which must be the caller's: any other answers 404."""
     wanted = http.path_id(request)
     if wanted != http.project_id(request):
@@ -80,7 +80,7 @@ async def list_projects(request: web.Request) -> web.Response:
     body=CreateKey, response=tenancy.NewApiKey, status=201, tag="projects",
 )  # fmt: skip
 async def create_key(request: web.Request) -> web.Response:
-    project = _own_project(request)
+    project = own_project(request)
     req = await http.body(request, CreateKey)
     key = await tenancy.create_key(request.app[keys.STORE].pool, project, req.name)
     return http.json(key, 201)
@@ -91,7 +91,7 @@ async def create_key(request: web.Request) -> web.Response:
     response=KeyList, tag="projects",
 )  # fmt: skip
 async def list_keys(request: web.Request) -> web.Response:
-    project = _own_project(request)
+    project = own_project(request)
     return http.json(KeyList(await tenancy.list_keys(request.app[keys.STORE].pool, project)))
 
 
@@ -100,6 +100,6 @@ async def list_keys(request: web.Request) -> web.Response:
     response=tenancy.ApiKey, tag="projects",
 )  # fmt: skip
 async def revoke_key(request: web.Request) -> web.Response:
-    project = _own_project(request)
+    project = own_project(request)
     key_id = http.path_id(request, "key_id")
     return http.json(await tenancy.revoke_key(request.app[keys.STORE].pool, project, key_id))
