@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install services run test lint bench clean
 
 install: $(STAMP)
 
@@ -12,6 +12,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Docker engine, base image, registry and S3 for the cloud path (root, Debian; idempotent).
+services: install
+	bash scripts/services.sh
 
 run: install
 	$(VENV)/bin/papayya server

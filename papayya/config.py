@@ -16,6 +16,25 @@ class Config:
     port: int = 8080
     # Keep the read models up to date inside this process (off for `papayya api` scale-out).
     run_projectors: bool = True
+    # Fire cron schedules inside this process (several processes may: each fire runs once).
+    run_scheduler: bool = True
+    # The dispatcher (store → Redis), the recovery sweeper and callbacks (`papayya scheduler`).
+    run_dispatcher: bool = True
+    # A worker with the process runtime (`papayya worker`).
+    run_worker: bool = True
+    worker_concurrency: int = 4
+    # Where agents reach the runtime API and the gateway: over TCP, and over a Unix socket.
+    control_url: str | None = None
+    # The Redis stream runs are queued on: separate names let deployments share one Redis.
+    queue_name: str = "papayya:runs"
+    runtime_socket: Path | None = None
+    # Deploys (DESIGN §8): bundles in S3 (else under data_dir), images from base_image,
+    # pushed to registry (else kept in the local engine); builds run in this process.
+    s3_endpoint: str | None = None
+    s3_bucket: str | None = None
+    registry: str | None = None
+    base_image: str = "papayya/python-base:bookworm"
+    run_builder: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -24,6 +43,15 @@ class Config:
             "database_url": env.get("PAPAYYA_DATABASE_URL") or None,
             "redis_url": env.get("PAPAYYA_REDIS_URL") or None,
             "data_dir": Path(env.get("PAPAYYA_DATA_DIR") or ".papayya"),
+            "s3_endpoint": env.get("PAPAYYA_S3_ENDPOINT") or None,
+            "s3_bucket": env.get("PAPAYYA_S3_BUCKET") or None,
+            "registry": env.get("PAPAYYA_REGISTRY") or None,
+            "base_image": env.get("PAPAYYA_BASE_IMAGE") or cls.base_image,
+            "control_url": env.get("PAPAYYA_CONTROL_URL") or None,
+            "queue_name": env.get("PAPAYYA_QUEUE_NAME") or "papayya:runs",
+            "runtime_socket": Path(env["PAPAYYA_RUNTIME_SOCKET"])
+            if env.get("PAPAYYA_RUNTIME_SOCKET")
+            else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

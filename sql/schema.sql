@@ -298,3 +298,130 @@ CREATE TABLE run_heartbeats (
     attempt integer NOT NULL,
     at      timestamptz NOT NULL DEFAULT now()
 );
+
+
+-- What a worker starts for a run of an agent: a module path for the `process` runtime, or a
+-- bundle built into an image for `docker`. History is in the deployment-<id> streams; this row
+-- is written in the same transaction as each of its events.
+CREATE TABLE deployments (
+    deployment_id  text PRIMARY KEY,
+    project_id     text NOT NULL REFERENCES projects (project_id),
+    agent_id       text NOT NULL REFERENCES agents (agent_id),
+    version        integer NOT NULL CHECK (version >= 1),
+    runtime        text NOT NULL CHECK (runtime IN ('process', 'docker')),
+    status         text NOT NULL CHECK (status IN ('building', 'ready', 'failed')),
+    entrypoint     text NOT NULL,
+    agent_function text,
+    source         text,
+    bundle_sha256  text,
+    image          text,
+    error_message  text,
+    build_log      text NOT NULL DEFAULT '',
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT deployments_agent_version_key UNIQUE (agent_id, version)
+);
+CREATE INDEX deployments_ready_idx ON deployments (agent_id, version DESC) WHERE status = 'ready';
+
+-- A worker's hold on the attempt it runs: renewed every heartbeat, and when it expires the
+-- recovery sweeper queues the run again (AttemptLost) or fails it (worker_lost).
+CREATE TABLE run_leases (
+    run_id     text PRIMARY KEY,
+    attempt    integer NOT NULL,
+    worker     text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX run_leases_expiry_idx ON run_leases (expires_at);
+
+-- The sweeper's look for queued runs that Redis may have lost.
+CREATE INDEX stream_summaries_queued_idx ON stream_summaries (updated_at)
+    WHERE category = 'run' AND summary->>'status' = 'queued';
+
+-- Callbacks owed: one row per terminal event of a run with a callback_url, written by the
+-- callbacks projector in the transaction of its checkpoint, so each is owed exactly once.
+CREATE TABLE callback_deliveries (
+    webhook_id      text PRIMARY KEY,
+    run_id          text NOT NULL,
+    project_id      text NOT NULL,
+    url             text NOT NULL,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz,
+    gave_up_at      timestamptz,
+    last_error      text
+);
+CREATE INDEX callback_deliveries_due_idx ON callback_deliveries (next_attempt_at)
+    WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+
+-- Per-project secrets, e.g. the whsec_ key that signs callbacks.
+CREATE TABLE project_secrets (
+    project_id text NOT NULL REFERENCES projects (project_id),
+    name       text NOT NULL,
+    value      bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, name)
+);
+
+-- A cron schedule of an agent. next_fire_at is the earliest fire not yet handled: the
+-- scheduler locks due rows (FOR UPDATE SKIP LOCKED), fires them and moves it on.
+CREATE TABLE schedules (
+    schedule_id     text PRIMARY KEY,
+    project_id      text NOT NULL REFERENCES projects (project_id),
+    agent_id        text NOT NULL REFERENCES agents (agent_id),
+    cron_expression text NOT NULL,
+    timezone        text NOT NULL,
+    input           text,
+    max_steps       integer,
+    budget_cents    bigint,
+    overlap_policy  text NOT NULL CHECK (overlap_policy IN ('skip', 'allow')),
+    catchup_policy  text NOT NULL CHECK (catchup_policy IN ('latest', 'all', 'none')),
+    enabled         boolean NOT NULL,
+    next_fire_at    timestamptz NOT NULL,
+    last_fire_at    timestamptz,
+    last_run_id     text,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL
+);
+CREATE INDEX schedules_project_created_idx ON schedules (project_id, created_at DESC, schedule_id);
+CREATE INDEX schedules_due_idx ON schedules (next_fire_at) WHERE enabled;
+
+-- Every fire of a schedule: the run it started, or why it was skipped. The primary key is
+-- what makes a fire happen once however many schedulers run.
+CREATE TABLE schedule_fires (
+    schedule_id text NOT NULL REFERENCES schedules (schedule_id) ON DELETE CASCADE,
+    fire_at     timestamptz NOT NULL,
+    project_id  text NOT NULL,
+    status      text NOT NULL CHECK (status IN ('started', 'skipped')),
+    run_id      text,
+    reason      text,
+    detail      text,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schedule_id, fire_at),
+    CHECK ((status = 'started') = (run_id IS NOT NULL))
+);
+
+-- A webhook endpoint of an agent. The secret (whsec_…) is kept as it is: verifying a
+-- signature needs the key (unlike an API key, which is only compared, so stored hashed).
+CREATE TABLE webhooks (
+    webhook_id            text PRIMARY KEY,
+    project_id            text NOT NULL REFERENCES projects (project_id),
+    agent_id              text NOT NULL REFERENCES agents (agent_id),
+    name                  text NOT NULL,
+    description           text,
+    secret                text NOT NULL,
+    rate_limit_per_minute integer NOT NULL,
+    created_at            timestamptz NOT NULL,
+    secret_rotated_at     timestamptz NOT NULL
+);
+CREATE INDEX webhooks_project_agent_idx ON webhooks (project_id, agent_id, created_at DESC);
+
+-- Accepted webhook requests by webhook-id: a repeat answers the run of the first, and the
+-- recent rows are the per-webhook rate limit's sliding window.
+CREATE TABLE webhook_deliveries (
+    webhook_id  text NOT NULL REFERENCES webhooks (webhook_id) ON DELETE CASCADE,
+    message_id  text NOT NULL,
+    run_id      text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (webhook_id, message_id)
+);
+CREATE INDEX webhook_deliveries_recent_idx ON webhook_deliveries (webhook_id, received_at);

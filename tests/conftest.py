@@ -138,7 +138,7 @@ class Api:
 
 @asynccontextmanager
 async def running_api(
-    dsn: str, monkeypatch: pytest.MonkeyPatch, projectors: bool = False
+    dsn: str, monkeypatch: pytest.MonkeyPatch, projectors: bool = False, scheduler: bool = False
 ) -> AsyncIterator[Api]:
     """The control plane on a free loopback port, configured from the environment."""
     from aiohttp import web
@@ -148,8 +148,10 @@ async def running_api(
 
     key = "cpk_test_" + uuid.uuid4().hex
     monkeypatch.setenv("PAPAYYA_BOOTSTRAP_API_KEY", key)
-    # Tests drive the projectors themselves (catch_up) unless they ask for live ones.
-    app = init_app(Config(database_url=dsn, run_projectors=projectors), dsn)
+    # Tests drive the projectors (catch_up) and the cron scheduler (tick, with a clock of
+    # their own) themselves unless they ask for live ones.
+    config = Config(database_url=dsn, run_projectors=projectors, run_scheduler=scheduler)
+    app = init_app(config, dsn)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

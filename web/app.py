@@ -22,13 +22,18 @@ from web.middleware import error_middleware
 from web.openapi import api
 from web.routes import (  # noqa: F401  (importing a route module registers its routes)
     agents,
+    callbacks,
+    deploy,
+    deployments,
     durable,
     events,
     metrics,
     projects,
     runs,
     runtime,
+    schedules,
     usage,
+    webhooks,
 )
 from web.sse import close_all as close_event_streams
 
@@ -80,6 +85,34 @@ async def _projectors(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
 
 
+async def _cloud(app: web.Application) -> AsyncIterator[None]:
+    """The dispatcher, sweeper, callbacks and a worker in this process, as configured (they
+    need Redis: ``papayya server`` starts an embedded one when none is configured)."""
+    config = app[keys.CONFIG]
+    if not config.redis_url or not (config.run_dispatcher or config.run_worker):
+        yield
+        return
+    from workers.services import background
+    from workers.worker import WorkerConfig
+
+    worker_config = None
+    if config.run_worker:
+        # The API stops listening before this exits, so agents could not report during a
+        # drain: hand running attempts back to the queue at once (they resume next time).
+        worker_config = WorkerConfig.from_env(
+            control_url=config.control_url or f"http://127.0.0.1:{config.port}",
+            control_socket=config.runtime_socket,
+            concurrency=config.worker_concurrency,
+            drain_seconds=0.0,
+        )
+    async with background(
+        app[keys.STORE], app[keys.DSN], config, config.redis_url,
+        scheduler=config.run_dispatcher, worker=config.run_worker, worker_config=worker_config,
+    ) as services:  # fmt: skip
+        app[keys.SERVICES] = services
+        yield
+
+
 def init_app(config: Config, dsn: str) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=http.MAX_BODY_BYTES
@@ -89,6 +122,9 @@ def init_app(config: Config, dsn: str) -> web.Application:
     app.cleanup_ctx.append(_event_store)
     app.cleanup_ctx.append(gateway_ctx)
     app.cleanup_ctx.append(_projectors)
+    app.cleanup_ctx.append(_cloud)
+    app.cleanup_ctx.append(schedules.scheduler_ctx)  # Config.run_scheduler
+    app.cleanup_ctx.append(deploy.builds_ctx)  # image builds; Config.run_builder
     app.cleanup_ctx.append(metrics_collector)  # needs the store: after _event_store
     app.on_shutdown.append(close_event_streams)  # open streams must not hold up a shutdown
     api.install(app)

@@ -15,7 +15,8 @@ from papayya import __version__
 from web.http import ErrorBody
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Auth = Literal["api_key", "run_token", "none"]
+# "signature": a Standard Webhooks signature, checked by the handler (webhook triggers).
+Auth = Literal["api_key", "run_token", "signature", "none"]
 _PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
@@ -142,6 +143,13 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
     elif route.auth == "run_token":
         op["security"] = [{"bearer": []}]
         op["responses"]["401"] = {"description": "no valid run token", "content": error}
+    elif route.auth == "signature":
+        op["responses"]["401"] = {"description": "no valid signature", "content": error}
+        op["responses"]["429"] = {"description": "rate limited", "content": error}
+        op["responses"]["200"] = {
+            "description": "a repeated webhook-id: the first request's answer",
+            "content": op["responses"][str(route.status)]["content"],
+        }
     if route.body is not None:
         op["requestBody"] = {
             "required": True,

@@ -244,6 +244,53 @@ class RunResumed(RunEvent, frozen=True):
     budget_total_tokens: Count | None = None
 
 
+class AttemptLost(RunEvent, frozen=True):
+    """The worker running ``attempt`` is gone (its lease expired) or let the run go (it shut
+    down): the step in flight is interrupted and the run is queued again for a new attempt,
+    which resumes from its recording (DESIGN §5, §8)."""
+
+    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    reason: Name = "lease_expired"
+    worker: str | None = None
+
+
+class CallbackAttempted(RunEvent, frozen=True):
+    """One POST of the run's summary to its ``callback_url`` after a terminal status."""
+
+    url: str
+    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    delivered: bool
+    status_code: int | None = None
+    error: str | None = None
+    webhook_id: str | None = None
+    final: bool = False
+
+
+class DeploymentCreated(Event, frozen=True):
+    """A deployable version of an agent (stream ``deployment-<id>``): a module the
+    ``process`` runtime starts, or a bundle that becomes a ``docker`` image."""
+
+    deployment_id: Name
+    project_id: Name
+    agent_id: Name
+    version: Annotated[int, msgspec.Meta(ge=1)]
+    runtime: Literal["process", "docker"]
+    entrypoint: str
+    agent_function: str | None = None
+    source: str | None = None
+    bundle_sha256: str | None = None
+
+
+class DeploymentReady(Event, frozen=True):
+    deployment_id: Name
+    image: str | None = None
+
+
+class DeploymentFailed(Event, frozen=True):
+    deployment_id: Name
+    error: str = ""
+
+
 EVENT_CLASSES: Final[tuple[type[Event], ...]] = (
     AgentDefined,
     RunQueued,
@@ -263,6 +310,11 @@ EVENT_CLASSES: Final[tuple[type[Event], ...]] = (
     RunCancelled,
     BudgetExceeded,
     RunResumed,
+    AttemptLost,
+    CallbackAttempted,
+    DeploymentCreated,
+    DeploymentReady,
+    DeploymentFailed,
 )
 EVENT_TYPES: Final[Mapping[str, type[Event]]] = MappingProxyType(
     {cls.__name__: cls for cls in EVENT_CLASSES}
@@ -287,6 +339,11 @@ AnyEvent: TypeAlias = (
     | RunCancelled
     | BudgetExceeded
     | RunResumed
+    | AttemptLost
+    | CallbackAttempted
+    | DeploymentCreated
+    | DeploymentReady
+    | DeploymentFailed
 )
 EVENT_DECODER: Final = msgspec.json.Decoder(AnyEvent)
 _json_encoder = msgspec.json.Encoder()

@@ -339,6 +339,18 @@ def _resumed(state: RunState, steps: list[StepState], event: ev.RunResumed) -> R
     )
 
 
+def _attempt_lost(state: RunState, steps: list[StepState], event: ev.AttemptLost) -> RunState:
+    why = f"attempt {event.attempt} was lost ({event.reason})"
+    _end_in_flight(steps, INTERRUPTED, why, event.at)
+    return replace(state, status="queued", recoveries=state.recoveries + 1)
+
+
+def _callback(state: RunState, steps: list[StepState], event: ev.CallbackAttempted) -> RunState:
+    if event.delivered:
+        return replace(state, callback_status="delivered")
+    return replace(state, callback_status="failed" if event.final else "retrying")
+
+
 _HANDLERS: dict[type[Any], Handler] = {
     ev.RunStarted: _started,
     ev.StepStarted: _step_started,
@@ -356,4 +368,6 @@ _HANDLERS: dict[type[Any], Handler] = {
     ev.RunCancelled: _cancelled,
     ev.BudgetExceeded: _budget_exceeded,
     ev.RunResumed: _resumed,
+    ev.AttemptLost: _attempt_lost,
+    ev.CallbackAttempted: _callback,
 }

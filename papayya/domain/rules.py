@@ -159,6 +159,17 @@ def _resumed(state: RunState, steps: Steps, event: ev.RunResumed) -> None:
             _refuse(event, f"{name} {limit} does not exceed the {used} already spent or held")
 
 
+def _attempt_lost(state: RunState, steps: Steps, event: ev.AttemptLost) -> None:
+    _require(state, event, "running")
+    if event.attempt != state.attempt:
+        _refuse(event, f"the run is in attempt {state.attempt}, not {event.attempt}")
+
+
+def _callback(state: RunState, steps: Steps, event: ev.CallbackAttempted) -> None:
+    if not state.is_terminal:
+        _refuse(event, f"run {state.run_id} is {state.status}: callbacks follow a terminal status")
+
+
 def _unknown(state: RunState, steps: Steps, event: ev.RunEvent) -> None:
     raise InvalidInput(f"{type(event).__name__} is not a known run event")
 
@@ -181,4 +192,6 @@ _RULES: dict[type[Any], Callable[[RunState, Steps, Any], None]] = {
     ev.RunCancelled: _ended,
     ev.BudgetExceeded: _ended,
     ev.RunResumed: _resumed,
+    ev.AttemptLost: _attempt_lost,
+    ev.CallbackAttempted: _callback,
 }

@@ -187,6 +187,10 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     diverged_at_step: int | None = None
     last_tool_fingerprint: str | None = None
     tool_repeats: int = 0
+    # Attempts lost with their worker and queued again (AttemptLost).
+    recoveries: int = 0
+    # The callback's delivery: "retrying", "delivered" or "failed" (None: none attempted).
+    callback_status: str | None = None
     queued_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None

@@ -6,11 +6,13 @@ Standard library only (urllib), like the rest of ``papayya.runtime``.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 TIMEOUT_SECONDS = 30.0
+RETRY_SECONDS = 60.0
 
 
 class RuntimeApiError(Exception):
@@ -33,6 +35,23 @@ class RuntimeClient:
         return self._call("POST", path, body)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        """One call, retried while the control plane is unreachable or answers 5xx (a
+        restart of it or of its database), for up to ``RETRY_SECONDS``."""
+        deadline = time.monotonic() + RETRY_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                return self._once(method, path, body)
+            except RuntimeApiError as exc:
+                if exc.status < 500 or time.monotonic() > deadline:
+                    raise
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _once(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             f"{self.base_url}/v1/runtime/{path}",

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from papayya.agentapi import AGENTS, AgentSpec, ToolSpec, install
 from papayya.runtime.client import RuntimeClient
+from papayya.runtime.forward import forward
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -164,8 +165,12 @@ def _on_sigterm(grace: float) -> Callable[[int, FrameType | None], None]:
 def main(env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     try:
-        url, token = env["PAPAYYA_RUNTIME_URL"].rstrip("/"), env["PAPAYYA_RUN_TOKEN"]
-        module = env["PAPAYYA_AGENT_MODULE"]
+        token, module = env["PAPAYYA_RUN_TOKEN"], env["PAPAYYA_AGENT_MODULE"]
+        if env.get("PAPAYYA_RUNTIME_SOCKET"):
+            # No network but the control plane's socket: reach it through a loopback port.
+            url = forward(env["PAPAYYA_RUNTIME_SOCKET"])
+        else:
+            url = env["PAPAYYA_RUNTIME_URL"].rstrip("/")
     except KeyError as missing:
         print(f"papayya runtime: {missing.args[0]} is not set", file=sys.stderr)
         return EXIT_USAGE

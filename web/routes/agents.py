@@ -137,6 +137,7 @@ class Agent(msgspec.Struct, frozen=True):
     version: int
     created_at: datetime
     updated_at: datetime
+    deployment: int | None = None  # the latest ready deployment's version (``find`` only)
 
     @property
     def settings(self) -> AgentConfig:
@@ -144,7 +145,7 @@ class Agent(msgspec.Struct, frozen=True):
 
     @property
     def deployment_version(self) -> str | None:
-        value = self.config.get("deployment_version")
+        value = self.deployment or self.config.get("deployment_version")
         return None if value is None else str(value)
 
     def out(self) -> AgentOut:
@@ -180,6 +181,7 @@ def _agent(row: asyncpg.Record, version: int | None = None) -> Agent:
         row["version"] if version is None else version,
         row["created_at"],
         row["updated_at"],
+        row.get("deployment"),
     )
 
 

@@ -8,7 +8,7 @@ Commands go through ``Runs``, whose fold judges every event before it is appende
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Final, get_args
 
 import asyncpg
@@ -16,13 +16,14 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
+from eventstore.postgres import PostgresEventStore
 from eventstore.types import prepare
 from papayya.domain import events as ev
 from papayya.domain.fold import fold, state_at
 from papayya.domain.state import RunState, RunStatus
 from papayya.errors import Conflict, InvalidInput, NotFound, RunNotFound
 from papayya.money import cents_to_micro, cents_up, usd_string, usd_to_micro
-from papayya.runs import cancel_events, replay_of, run_stream
+from papayya.runs import Runs, cancel_events, replay_of, run_stream
 from sql import queries
 from web import http, keys
 from web.models import RunOut, StepOut, run_out, run_out_from_summary, step_out
@@ -127,7 +128,9 @@ def _storable(queued: ev.RunQueued) -> None:
 # -- create ---------------------------------------------------------------------------------
 
 
-def _queued(run_id: str, agent: agents.Agent, req: RunOptions) -> ev.RunQueued:
+def _queued(
+    run_id: str, agent: agents.Agent, req: RunOptions, trigger: str = "api"
+) -> ev.RunQueued:
     config = agent.settings
     if any(k.startswith(RESERVED_PREFIX) for k in req.metadata):
         raise InvalidInput(f"metadata keys starting with {RESERVED_PREFIX!r} are reserved")
@@ -155,7 +158,7 @@ def _queued(run_id: str, agent: agents.Agent, req: RunOptions) -> ev.RunQueued:
         budget_total_tokens=pick(req.budget_total_tokens, config.budget_total_tokens),
         max_steps=pick(req.max_steps, config.max_steps),
         loop_threshold=config.loop_threshold,
-        trigger="api",
+        trigger=trigger,
         idempotency_key=req.idempotency_key,
         callback_url=req.callback_url,
         deployment_version=agent.deployment_version,
@@ -163,24 +166,50 @@ def _queued(run_id: str, agent: agents.Agent, req: RunOptions) -> ev.RunQueued:
     )
 
 
-async def _create(request: web.Request, agent_ref: str, req: RunOptions) -> web.Response:
-    """201 with the new run; with an ``idempotency_key`` already used, 200 with the run that
-    the key's first request created (whatever this request's other fields say)."""
-    project = http.project_id(request)
-    pool = request.app[keys.STORE].pool
-    runs = request.app[keys.RUNS]
+def check_run(agent: agents.Agent, req: RunOptions, trigger: str = "api") -> None:
+    """Raise now if a run of ``agent`` with ``req`` could not be queued (a schedule checks
+    its run options when it is created, not at its first fire)."""
+    _storable(_queued(f"run_{uuid.uuid4().hex}", agent, req, trigger))
+
+
+async def queue_run(
+    store: PostgresEventStore,
+    project: str,
+    agent_ref: str,
+    req: RunOptions,
+    *,
+    trigger: str = "api",
+    run_id: str | None = None,
+    trigger_metadata: Mapping[str, Any] | None = None,
+) -> tuple[RunState, bool]:
+    """Queue a run of the project's agent ``agent_ref`` (id or slug) as ``POST /v1/runs``
+    does; schedules and webhooks start theirs through here too. Returns the run and whether
+    this call created it: with an ``idempotency_key`` already used, the run that the key's
+    first caller created (whatever this call's other fields say). ``trigger_metadata`` goes
+    into the run's metadata after the check that keeps callers out of the reserved keys."""
+    pool = store.pool
+    runs = Runs(store)
     agent = await agents.find(pool, project, agent_ref)
-    queued = _queued(f"run_{uuid.uuid4().hex}", agent, req)
+    queued = _queued(run_id or f"run_{uuid.uuid4().hex}", agent, req, trigger)
+    if trigger_metadata:
+        queued = msgspec.structs.replace(queued, metadata={**queued.metadata, **trigger_metadata})
     _storable(queued)
     key = req.idempotency_key
     if key is None or await pool.fetchval(Q["claim_idempotency_key"], project, key, queued.run_id):
-        return http.json(run_out(await runs.queue(queued)), 201)
+        return await runs.queue(queued), True
     existing = await pool.fetchval(Q["idempotent_run"], project, key)
     # The first request may still be appending, or may have died between its claim and its
     # append: queueing under its run id completes it, and Runs.queue returns the run as it
     # is if it exists. Either way the key names exactly one run.
-    state = await runs.queue(msgspec.structs.replace(queued, run_id=existing))
-    return http.json(run_out(state), 200)
+    return await runs.queue(msgspec.structs.replace(queued, run_id=existing)), False
+
+
+async def _create(request: web.Request, agent_ref: str, req: RunOptions) -> web.Response:
+    """201 with the new run; with an ``idempotency_key`` already used, 200 with the run that
+    the key's first request created."""
+    store = request.app[keys.STORE]
+    state, created = await queue_run(store, http.project_id(request), agent_ref, req)
+    return http.json(run_out(state), 201 if created else 200)
 
 
 @api.route(

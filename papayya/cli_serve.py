@@ -1,0 +1,187 @@
+"""The server processes: ``papayya server`` runs everything in one process on embedded
+defaults; ``api``, ``worker`` and ``scheduler`` (with ``projector``) run the parts apart, to
+scale out over machines that share one Postgres and one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from papayya import __version__
+from papayya.config import Config
+from papayya.database import database_url
+from papayya.redisdb import redis_url
+
+# A Unix socket path must fit in sun_path (108 bytes on Linux).
+MAX_SOCKET_PATH = 100
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+
+def default_socket(config: Config) -> Path:
+    """Where the runtime API listens for agents: under the data dir if the path is short
+    enough for a Unix socket, else in a directory of its own under the temp dir."""
+    if config.runtime_socket is not None:
+        return config.runtime_socket
+    path = (config.data_dir / "papayya.sock").resolve()
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"papayya-{os.getuid()}-{digest}.sock"
+
+
+@contextlib.contextmanager
+def _backends(config: Config, redis: bool) -> Iterator[Config]:
+    """``config`` with a database URL and (if wanted) a Redis URL, embedded ones started."""
+    with database_url(config) as dsn, contextlib.ExitStack() as stack:
+        config = dataclasses.replace(config, database_url=dsn)
+        if redis:
+            config = dataclasses.replace(config, redis_url=stack.enter_context(redis_url(config)))
+        yield config
+
+
+def _serve(config: Config, host: str, port: int, what: str) -> None:
+    from aiohttp import web
+
+    from web.app import init_app
+
+    dsn = config.database_url
+    assert dsn is not None
+    socket = default_socket(config)
+    socket.parent.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config, runtime_socket=socket)
+    click.echo(f"papayya {__version__} {what} listening on http://{host}:{port} and {socket}")
+    web.run_app(init_app(config, dsn), host=host, port=port, path=str(socket), print=None)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Runs the built-in worker runs at once (0: no worker).")  # fmt: skip
+def server(host: str, port: int, concurrency: int) -> None:
+    """Run everything in one process: the API and gateway, projectors, the dispatcher,
+    sweeper and callbacks, and a worker (process runtime). Unset PAPAYYA_DATABASE_URL /
+    PAPAYYA_REDIS_URL start embedded Postgres / Redis under PAPAYYA_DATA_DIR."""
+    _logging()
+    config = Config.from_env(
+        host=host, port=port, worker_concurrency=concurrency, run_worker=concurrency > 0
+    )
+    with _backends(config, redis=True) as config:
+        _serve(config, host, port, "server")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+def api(host: str, port: int) -> None:
+    """Serve only the API, the gateway and the runtime API (scale out behind a balancer;
+    run `papayya projector`, `papayya scheduler` and `papayya worker` elsewhere)."""
+    _logging()
+    config = Config.from_env(
+        host=host, port=port, run_projectors=False, run_dispatcher=False, run_worker=False,
+        run_scheduler=False,
+    )  # fmt: skip
+    with _backends(config, redis=False) as config:
+        _serve(config, host, port, "api")
+
+
+async def _background(config: Config, *, scheduler: bool, worker: bool, burst: bool,
+                      runtime: str) -> None:  # fmt: skip
+    from eventstore.migrations import migrate
+    from eventstore.postgres import PostgresEventStore
+    from web.routes.schedules import running_scheduler
+    from workers.docker import DockerRuntime
+    from workers.process import ProcessRuntime
+    from workers.runtime import Runtime
+    from workers.services import background
+    from workers.worker import WorkerConfig
+
+    assert config.database_url is not None and config.redis_url is not None
+    await migrate(config.database_url)
+    store = await PostgresEventStore.connect(config.database_url)
+    base = os.environ.get("PAPAYYA_BASE_URL") or f"http://127.0.0.1:{config.port}"
+    worker_config = WorkerConfig.from_env(
+        control_url=config.control_url or base,
+        control_socket=config.runtime_socket,
+        concurrency=config.worker_concurrency,
+        burst=burst,
+    )
+    runtimes: dict[str, Runtime] = {}
+    if runtime in ("process", "all"):
+        runtimes["process"] = ProcessRuntime(config.data_dir)
+    if runtime in ("docker", "all"):
+        runtimes["docker"] = DockerRuntime()
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if scheduler:  # cron schedules fire here too
+                await stack.enter_async_context(running_scheduler(store))
+            services = await stack.enter_async_context(background(
+                store, config.database_url, config, config.redis_url,
+                scheduler=scheduler, worker=worker, worker_config=worker_config,
+                runtimes=runtimes,
+            ))  # fmt: skip
+            waiting = [asyncio.create_task(done.wait())]
+            if burst and services.worker is not None:
+                waiting.append(asyncio.create_task(services.worker.run_finished.wait()))
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in waiting:
+                task.cancel()
+            if done.is_set():
+                click.echo("stopping: draining running work", err=True)
+    finally:
+        for each in runtimes.values():
+            await each.close()
+        await store.close()
+
+
+@click.command()
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--runtime", type=click.Choice(["all", "process", "docker"]), default="all",
+              show_default=True,
+              help="Runtimes offered: a deployment says which one its runs need.")  # fmt: skip
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty (for tests, batch jobs).")
+def worker(concurrency: int, runtime: str, burst: bool) -> None:
+    """Claim queued runs from Redis and run them (SIGTERM drains: running runs finish first).
+
+    \b
+    PAPAYYA_CONTROL_URL or PAPAYYA_BASE_URL   where agents reach the API (TCP)
+    PAPAYYA_RUNTIME_SOCKET                    ...or its Unix socket
+    PAPAYYA_HEARTBEAT_SECONDS (15), PAPAYYA_LEASE_SECONDS (60), PAPAYYA_GRACE_SECONDS (10),
+    PAPAYYA_DRAIN_SECONDS (30), PAPAYYA_MAX_ATTEMPTS (3), PAPAYYA_AGENT_ENV (names passed on)
+    """
+    _logging()
+    config = Config.from_env(worker_concurrency=concurrency)
+    with _backends(config, redis=True) as config:
+        try:
+            asyncio.run(_background(config, scheduler=False, worker=True, burst=burst,
+                                    runtime=runtime))  # fmt: skip
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.command()
+def scheduler() -> None:
+    """Run cron schedules, the dispatcher (queued runs → Redis), the recovery sweeper and
+    callbacks. Any number may run: each fire, enqueue and recovery happens once."""
+    _logging()
+    config = Config.from_env()
+    with _backends(config, redis=True) as config:
+        asyncio.run(_background(config, scheduler=True, worker=False, burst=False,
+                                runtime="none"))  # fmt: skip

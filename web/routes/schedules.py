@@ -1,0 +1,388 @@
+"""Cron schedules over HTTP, and the glue that lets the scheduler queue their runs the way
+``POST /v1/runs`` does (``start_scheduled_run``, ``scheduler_ctx``).
+
+Times are UTC, except ``next_fire_times``, which are in the schedule's timezone (with its
+offset), so that DST changes show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+import asyncpg
+import msgspec
+from aiohttp import web
+from msgspec import UNSET, UnsetType
+
+from eventstore.postgres import PostgresEventStore
+from papayya.errors import InvalidInput, NotFound
+from papayya.triggers.policy import CatchupPolicy, OverlapPolicy
+from papayya.triggers.scheduler import Clock, Schedule, Scheduler, StartRun, fire_key, utcnow
+from papayya.triggers.zone import CronSchedule
+from sql import queries
+from web import http, keys, tenancy
+from web.openapi import api
+from web.routes import agents, runs
+from web.routes.agents import MaxSteps
+from web.routes.runs import Cents, RunOptions
+
+Q: Final = queries("triggers.sql")
+NEXT_FIRES: Final = 5
+_NO_NUL = r"^[^\x00]*$"
+CronText = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
+TimezoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_NUL)]
+_encode = msgspec.json.Encoder().encode
+
+
+class CreateSchedule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Runs of the agent in the path at the times of a 5-field cron expression in an IANA
+    timezone. ``input``, ``max_steps`` and ``budget_cents`` are each run's (limits not sent
+    come from the agent's config)."""
+
+    cron_expression: CronText
+    timezone: TimezoneName
+    input: Any = None
+    max_steps: MaxSteps | None = None
+    budget_cents: Cents | None = None
+    overlap_policy: OverlapPolicy = "skip"
+    catchup_policy: CatchupPolicy = "latest"
+    enabled: bool = True
+
+
+class PatchSchedule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Fields sent replace the schedule's; ``enabled`` pauses and resumes it (a resumed
+    schedule does not catch up the fires it was paused for)."""
+
+    cron_expression: CronText | UnsetType = UNSET
+    timezone: TimezoneName | UnsetType = UNSET
+    input: Any | UnsetType = UNSET
+    max_steps: MaxSteps | UnsetType | None = UNSET
+    budget_cents: Cents | UnsetType | None = UNSET
+    overlap_policy: OverlapPolicy | UnsetType = UNSET
+    catchup_policy: CatchupPolicy | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+
+
+class ScheduleOut(msgspec.Struct):
+    id: str
+    project_id: str
+    agent_id: str
+    cron_expression: str
+    timezone: str
+    input: Any
+    max_steps: int | None
+    budget_cents: int | None
+    overlap_policy: str
+    catchup_policy: str
+    enabled: bool
+    next_fire_times: list[datetime]  # the next 5, in the schedule's timezone; [] if paused
+    last_fire_at: datetime | None
+    last_run_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScheduleList(msgspec.Struct):
+    data: list[ScheduleOut]
+    next_cursor: str | None
+
+
+class FireOut(msgspec.Struct):
+    """A fire: ``started`` with its run, or ``skipped`` with a ``reason`` (``missed``: due
+    while no scheduler ran; ``overlap``: the previous run was still going; ``error``: the
+    run could not be queued) and a ``detail``."""
+
+    fire_at: datetime
+    status: str
+    run_id: str | None
+    reason: str | None
+    detail: str | None
+    recorded_at: datetime
+
+
+class FireList(msgspec.Struct):
+    data: list[FireOut]
+    next_cursor: str | None
+
+
+def schedule_out(schedule: Schedule, now: datetime) -> ScheduleOut:
+    fires: list[datetime] = []
+    if schedule.enabled:
+        cron = schedule.cron
+        fires = [cron.local(f) for f in cron.next_fires(now, NEXT_FIRES)]
+    return ScheduleOut(
+        schedule.schedule_id, schedule.project_id, schedule.agent_id, schedule.cron_expression,
+        schedule.timezone, schedule.input, schedule.max_steps, schedule.budget_cents,
+        schedule.overlap_policy, schedule.catchup_policy, schedule.enabled, fires,
+        schedule.last_fire_at, schedule.last_run_id, schedule.created_at, schedule.updated_at,
+    )  # fmt: skip
+
+
+def _ref(request: web.Request) -> str:
+    """The path's id; one no row could have (control characters) answers 404 at once."""
+    value = http.path_id(request)
+    if not value.isprintable():
+        raise NotFound(f"{value!r} not found")
+    return value
+
+
+def _input_json(value: Any) -> str | None:
+    if value is None:
+        return None
+    raw = _encode(value)
+    if b"\\u0000" in raw:
+        raise InvalidInput("input contains a NUL character, which Postgres cannot hold")
+    return raw.decode()
+
+
+def _checked(agent: agents.Agent, schedule: Schedule) -> CronSchedule:
+    """The schedule's cron, after checking that it and its runs' options are valid."""
+    cron = schedule.cron
+    _input_json(schedule.input)
+    options = RunOptions(
+        input=schedule.input, max_steps=schedule.max_steps, budget_cents=schedule.budget_cents
+    )
+    runs.check_run(agent, options, "schedule")
+    return cron
+
+
+async def _find(db: tenancy.Db, project: str, schedule_id: str, lock: bool = False) -> Schedule:
+    row = await db.fetchrow(Q["lock_schedule" if lock else "schedule"], project, schedule_id)
+    if row is None:
+        raise NotFound(f"schedule {schedule_id} not found")
+    return Schedule.from_row(row)
+
+
+@api.route(
+    "POST", "/v1/agents/{id}/schedules", "Schedule runs of this agent with a cron expression",
+    body=CreateSchedule, response=ScheduleOut, status=201, tag="schedules",
+)  # fmt: skip
+async def create_schedule(request: web.Request) -> web.Response:
+    ref = _ref(request)
+    req = await http.body(request, CreateSchedule)
+    project = http.project_id(request)
+    pool = request.app[keys.STORE].pool
+    agent = await agents.find(pool, project, ref)
+    now = datetime.now(UTC)
+    draft = Schedule(
+        schedule_id=tenancy.new_id("sch"), project_id=project, agent_id=agent.id,
+        cron_expression=req.cron_expression, timezone=req.timezone, input=req.input,
+        max_steps=req.max_steps, budget_cents=req.budget_cents,
+        overlap_policy=req.overlap_policy, catchup_policy=req.catchup_policy,
+        enabled=req.enabled, next_fire_at=now, last_fire_at=None, last_run_id=None,
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+    cron = _checked(agent, draft)
+    row = await pool.fetchrow(
+        Q["insert_schedule"], project, draft.schedule_id, agent.id, req.cron_expression,
+        req.timezone, _input_json(req.input), req.max_steps, req.budget_cents,
+        req.overlap_policy, req.catchup_policy, req.enabled, cron.next_fire(now), now,
+    )  # fmt: skip
+    assert row is not None  # INSERT … RETURNING
+    return http.json(schedule_out(Schedule.from_row(row), now), 201)
+
+
+async def _list(request: web.Request, agent_id: str | None) -> web.Response:
+    limit = http.limit(request)
+    after_time, after_id = agents.page_after(request)
+    rows = await request.app[keys.STORE].pool.fetch(
+        Q["list_schedules"], http.project_id(request), agent_id, after_time, after_id, limit + 1
+    )
+    now = datetime.now(UTC)
+    found = [Schedule.from_row(r) for r in rows[:limit]]
+    cursor = None
+    if len(rows) > limit:
+        cursor = http.encode_cursor([found[-1].created_at.isoformat(), found[-1].schedule_id])
+    return http.json(ScheduleList([schedule_out(s, now) for s in found], cursor))
+
+
+PAGE: Final = (("limit", "integer"), ("cursor", "string"))
+
+
+@api.route(
+    "GET", "/v1/agents/{id}/schedules", "This agent's schedules, newest first",
+    response=ScheduleList, query=PAGE, tag="schedules",
+)  # fmt: skip
+async def list_agent_schedules(request: web.Request) -> web.Response:
+    ref = _ref(request)
+    agent = await agents.find(request.app[keys.STORE].pool, http.project_id(request), ref)
+    return await _list(request, agent.id)
+
+
+@api.route(
+    "GET", "/v1/schedules", "The project's schedules, newest first",
+    response=ScheduleList, query=(*PAGE, ("agent_id", "string")), tag="schedules",
+)  # fmt: skip
+async def list_schedules(request: web.Request) -> web.Response:
+    ref = request.query.get("agent_id") or None
+    if ref is None:
+        return await _list(request, None)
+    if len(ref) > 200 or not ref.isprintable():
+        raise InvalidInput("agent_id is not an agent id or slug")
+    try:
+        agent = await agents.find(request.app[keys.STORE].pool, http.project_id(request), ref)
+    except NotFound:
+        return http.json(ScheduleList([], None))
+    return await _list(request, agent.id)
+
+
+@api.route("GET", "/v1/schedules/{id}", "A schedule", response=ScheduleOut, tag="schedules")
+async def get_schedule(request: web.Request) -> web.Response:
+    pool = request.app[keys.STORE].pool
+    schedule = await _find(pool, http.project_id(request), _ref(request))
+    return http.json(schedule_out(schedule, datetime.now(UTC)))
+
+
+@api.route(
+    "PATCH", "/v1/schedules/{id}",
+    "Change a schedule; enabled pauses and resumes it",
+    body=PatchSchedule, response=ScheduleOut, tag="schedules",
+)  # fmt: skip
+async def patch_schedule(request: web.Request) -> web.Response:
+    schedule_id = _ref(request)
+    req = await http.body(request, PatchSchedule)
+    project = http.project_id(request)
+    pool = request.app[keys.STORE].pool
+    async with pool.acquire() as conn, conn.transaction():
+        # Locked: a scheduler firing it finishes first, and then sees the change.
+        current = await _find(conn, project, schedule_id, lock=True)
+        changed = _patched(current, req)
+        agent = await agents.find(pool, project, current.agent_id)
+        cron = _checked(agent, changed)
+        now = datetime.now(UTC)
+        moved = (changed.cron_expression, changed.timezone) != (
+            current.cron_expression,
+            current.timezone,
+        )
+        resumed = changed.enabled and not current.enabled
+        next_fire = cron.next_fire(now) if moved or resumed else current.next_fire_at
+        row = await conn.fetchrow(
+            Q["update_schedule"], project, schedule_id, changed.cron_expression,
+            changed.timezone, _input_json(changed.input), changed.max_steps,
+            changed.budget_cents, changed.overlap_policy, changed.catchup_policy,
+            changed.enabled, next_fire, now if changed != current else current.updated_at,
+        )  # fmt: skip
+        assert row is not None  # the row is locked: it is still there
+    return http.json(schedule_out(Schedule.from_row(row), now))
+
+
+def _patched(schedule: Schedule, req: PatchSchedule) -> Schedule:
+    sent = {
+        name: value
+        for name in PatchSchedule.__struct_fields__
+        if not isinstance(value := getattr(req, name), UnsetType)
+    }
+    return msgspec.structs.replace(schedule, **sent)
+
+
+@api.route(
+    "DELETE", "/v1/schedules/{id}", "Delete a schedule and its fires (its runs stay)",
+    response=ScheduleOut, tag="schedules",
+)  # fmt: skip
+async def delete_schedule(request: web.Request) -> web.Response:
+    schedule_id = _ref(request)
+    pool = request.app[keys.STORE].pool
+    row = await pool.fetchrow(Q["delete_schedule"], http.project_id(request), schedule_id)
+    if row is None:
+        raise NotFound(f"schedule {schedule_id} not found")
+    deleted = msgspec.structs.replace(Schedule.from_row(row), enabled=False)
+    return http.json(schedule_out(deleted, datetime.now(UTC)))
+
+
+@api.route(
+    "GET", "/v1/schedules/{id}/fires",
+    "A schedule's fires, newest first: the run each started or why it was skipped",
+    response=FireList, query=PAGE, tag="schedules",
+)  # fmt: skip
+async def list_fires(request: web.Request) -> web.Response:
+    schedule_id = _ref(request)
+    project = http.project_id(request)
+    pool = request.app[keys.STORE].pool
+    limit = http.limit(request)
+    before = _fire_cursor(request)
+    await _find(pool, project, schedule_id)
+    rows = await pool.fetch(Q["list_fires"], project, schedule_id, before, limit + 1)
+    fires = [_fire(r) for r in rows[:limit]]
+    cursor = None
+    if len(rows) > limit:
+        cursor = http.encode_cursor([fires[-1].fire_at.isoformat()])
+    return http.json(FireList(fires, cursor))
+
+
+def _fire(row: asyncpg.Record) -> FireOut:
+    return FireOut(
+        row["fire_at"], row["status"], row["run_id"], row["reason"], row["detail"],
+        row["recorded_at"],
+    )  # fmt: skip
+
+
+def _fire_cursor(request: web.Request) -> datetime | None:
+    values = http.decode_cursor(request)
+    if values is None:
+        return None
+    try:
+        [moment] = values
+        when = datetime.fromisoformat(moment)
+        if when.tzinfo is None:
+            raise ValueError
+        return when
+    except (ValueError, TypeError):
+        raise InvalidInput("cursor is not one this API issued") from None
+
+
+# -- firing -------------------------------------------------------------------------------
+
+
+def start_scheduled_run(store: PostgresEventStore) -> StartRun:
+    """The scheduler's way to queue a fire's run: ``POST /v1/runs``'s, with
+    ``trigger="schedule"`` and the fire's idempotency key."""
+
+    async def start(schedule: Schedule, fire_at: datetime, run_id: str) -> str:
+        options = RunOptions(
+            input=schedule.input,
+            max_steps=schedule.max_steps,
+            budget_cents=schedule.budget_cents,
+            idempotency_key=fire_key(schedule.schedule_id, fire_at),
+        )
+        state, _ = await runs.queue_run(
+            store, schedule.project_id, schedule.agent_id, options,
+            trigger="schedule", run_id=run_id,
+            trigger_metadata={
+                "papayya.schedule_id": schedule.schedule_id,
+                "papayya.fire_at": fire_at.astimezone(UTC).isoformat(),
+            },
+        )  # fmt: skip
+        return state.run_id
+
+    return start
+
+
+@contextlib.asynccontextmanager
+async def running_scheduler(
+    store: PostgresEventStore, clock: Clock = utcnow
+) -> AsyncIterator[Scheduler]:
+    """A scheduler firing in the background until the block ends (then it finishes its
+    tick). Any number may run against one database."""
+    scheduler = Scheduler(store, start_scheduled_run(store), clock=clock)
+    task = asyncio.create_task(scheduler.run(), name="scheduler")
+    try:
+        yield scheduler
+    finally:
+        scheduler.stop()
+        try:
+            await asyncio.wait_for(task, 10)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The cron scheduler inside the server (``Config.run_scheduler``)."""
+    if not app[keys.CONFIG].run_scheduler:
+        yield
+        return
+    async with running_scheduler(app[keys.STORE]):
+        yield

@@ -1,0 +1,257 @@
+"""The ``process`` runtime: an attempt's agent in a local OS process of its own.
+
+Each process gets the run's environment and nothing of the worker's secrets (a short list of
+harmless variables, plus those named in ``PAPAYYA_AGENT_ENV``), a scratch directory that is
+removed afterwards, resource limits, a session of its own (so stopping it stops what it
+started) and death with the worker (``PR_SET_PDEATHSIG``).
+
+Warm start: per deployment, a fork server (``papayya.runtime.forkserver``) keeps an
+interpreter with the agent's imports loaded and forks one child per run, so a run's agent
+code starts within milliseconds. A fork server that died is replaced at the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from workers.runtime import Deployment, Launch
+
+log = logging.getLogger(__name__)
+
+OUTPUT_LINES: Final = 200
+# Passed through to agents; everything else of the worker's environment stays behind.
+SAFE_ENV: Final = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "SSL_CERT_FILE")
+# Never passed, even if named in PAPAYYA_AGENT_ENV: credentials the gateway holds.
+FORBIDDEN_SUFFIXES: Final = ("_API_KEY", "_SECRET", "_TOKEN", "_PASSWORD")
+
+
+def agent_environment(worker_env: Mapping[str, str]) -> dict[str, str]:
+    """What of the worker's environment an agent may see."""
+    names = list(SAFE_ENV)
+    names += [n.strip() for n in worker_env.get("PAPAYYA_AGENT_ENV", "").split(",") if n.strip()]
+    env = {}
+    for name in names:
+        if name.upper().endswith(FORBIDDEN_SUFFIXES) or name.startswith("PAPAYYA_"):
+            continue
+        if name in worker_env:
+            env[name] = worker_env[name]
+    return env
+
+
+class ProcessHandle:
+    """A forked agent process: its exit comes from the fork server, its output from a pipe."""
+
+    def __init__(self, pid: int, exited: asyncio.Future[int], output: int, scratch: Path) -> None:
+        self.pid = pid
+        self.scratch = scratch
+        self._exited = exited
+        self._lines: deque[str] = deque(maxlen=OUTPUT_LINES)
+        self._reader = asyncio.create_task(self._read(output))
+
+    async def _read(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb")
+        )
+        try:
+            while line := await reader.readline():
+                self._lines.append(line.decode(errors="replace").rstrip("\n"))
+        finally:
+            transport.close()
+
+    async def wait(self) -> int:
+        code = await asyncio.shield(self._exited)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._reader), 2)
+        with contextlib.suppress(OSError):  # whatever it started goes with it
+            os.killpg(self.pid, signal.SIGKILL)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return code
+
+    async def stop(self, grace: float) -> None:
+        if not self._exited.done():
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), grace)
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    os.killpg(self.pid, signal.SIGKILL)
+        await self.wait()
+
+    def output(self) -> str:
+        return "\n".join(self._lines)
+
+
+class ForkServer:
+    """One deployment's fork server, seen from the worker."""
+
+    def __init__(self, process: asyncio.subprocess.Process, control: socket.socket) -> None:
+        self.process = process
+        self.control = control
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pids: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._lock = asyncio.Lock()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, python: str, env: dict[str, str], cwd: Path) -> ForkServer:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                python, "-m", "papayya.runtime.forkserver",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=None, env={**env, "PAPAYYA_FORKSERVER_FD": str(theirs.fileno())},
+                cwd=str(cwd), start_new_session=True,
+                pass_fds=(theirs.fileno(),),
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return cls(process, ours)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None and not self._reader.done()
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await loop.sock_recv(self.control, 65536)
+                if not data:
+                    break
+                message = json.loads(data)
+                if "exit" in message:
+                    found = self._exits.setdefault(int(message["exit"]), loop.create_future())
+                    if not found.done():
+                        found.set_result(int(message["code"]))
+                elif "ready" in message:
+                    if not self.ready.done():
+                        self.ready.set_result(None)
+                else:
+                    await self._pids.put(message)
+        except (OSError, ValueError) as exc:
+            log.warning("fork server %s: %s", self.process.pid, exc)
+        finally:
+            if not self.ready.done():
+                self.ready.set_exception(RuntimeError("the fork server exited while starting"))
+            await self._pids.put({"error": "the fork server exited"})
+            for future in self._exits.values():  # its children died with it
+                if not future.done():
+                    future.set_result(-signal.SIGKILL)
+
+    async def fork(self, job: bytes, output: int) -> tuple[int, asyncio.Future[int]]:
+        await self.ready
+        async with self._lock:  # one request at a time: answers come back in order
+            socket.send_fds(self.control, [job], [output])
+            answer = await asyncio.wait_for(self._pids.get(), 30)
+        if "pid" not in answer:
+            raise RuntimeError(str(answer.get("error") or answer))
+        pid = int(answer["pid"])  # type: ignore[call-overload]
+        future = self._exits.setdefault(pid, asyncio.get_running_loop().create_future())
+        return pid, future
+
+    async def close(self) -> None:
+        self.control.close()
+        if self.process.returncode is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        await self.process.wait()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+class ProcessRuntime:
+    name = "process"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        python: str = sys.executable,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.scratch_root = (data_dir / "scratch").resolve()
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        self.python = python
+        self.base_env = agent_environment(os.environ if env is None else env)
+        self._servers: dict[str, ForkServer] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
+
+    async def server(self, deployment: Deployment) -> ForkServer:
+        """The deployment's fork server, started (or replaced, if it died) as needed."""
+        key = deployment.deployment_id
+        async with self._starting.setdefault(key, asyncio.Lock()):
+            found = self._servers.get(key)
+            if found is None or not found.alive:
+                if found is not None:
+                    await found.close()
+                env = {**self.base_env, "PAPAYYA_AGENT_MODULE": deployment.entrypoint}
+                found = self._servers[key] = await ForkServer.start(
+                    self.python, env, self.scratch_root
+                )
+        return found
+
+    async def prewarm(self, deployment: Deployment) -> None:
+        """Start the deployment's fork server now, before its first run."""
+        await (await self.server(deployment)).ready
+
+    async def start(self, launch: Launch) -> ProcessHandle:
+        deployment = launch.deployment
+        scratch = launch.scratch or self.scratch_root / f"{launch.run_id}-{launch.attempt}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PAPAYYA_RUN_TOKEN": launch.token,
+            "PAPAYYA_AGENT_MODULE": deployment.entrypoint,
+            "PAPAYYA_HEARTBEAT_SECONDS": str(launch.heartbeat_seconds),
+            "PAPAYYA_GRACE_SECONDS": str(launch.grace_seconds),
+            "HOME": str(scratch),
+            "TMPDIR": str(scratch),
+        }
+        if launch.control_socket is not None:
+            env["PAPAYYA_RUNTIME_SOCKET"] = str(launch.control_socket)
+        else:
+            env["PAPAYYA_RUNTIME_URL"] = launch.control_url
+        if deployment.agent_function:
+            env["PAPAYYA_AGENT_FUNCTION"] = deployment.agent_function
+        limits: dict[str, int] = {"open_files": 1024}
+        if launch.limits.memory_mb:
+            limits["memory_mb"] = launch.limits.memory_mb
+        if launch.limits.timeout_seconds:
+            limits["cpu_seconds"] = int(launch.limits.timeout_seconds)
+        job = json.dumps({"env": env, "cwd": str(scratch), "limits": limits}).encode()
+        for tries in range(3):
+            server = await self.server(deployment)
+            read_end, write_end = os.pipe()
+            try:
+                pid, exited = await server.fork(job, write_end)
+            except (OSError, RuntimeError):
+                os.close(read_end)
+                if tries == 2:
+                    raise
+                continue  # the fork server died: the next try replaces it
+            finally:
+                os.close(write_end)
+            return ProcessHandle(pid, exited, read_end, scratch)
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        for server in self._servers.values():
+            await server.close()
+        self._servers.clear()

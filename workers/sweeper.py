@@ -1,0 +1,105 @@
+"""The recovery sweeper (DESIGN §8): runs whose worker is gone, and queued runs Redis lost.
+
+- A lease that expired means the worker stopped heartbeating (it died, or lost Postgres for
+  longer than the lease). Its attempt is over: the run is queued again (``AttemptLost``) and
+  its next attempt resumes from the recording; after ``max_attempts`` it fails with
+  ``worker_lost``; a run being cancelled ends ``cancelled``.
+- Every queued run that has waited a while is enqueued again unless Redis still marks it as
+  in the stream, so a Redis that lost its data (FLUSHALL, a restart without persistence)
+  loses no run. Several sweepers may run: every decision is an append at the run's version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final
+
+from eventstore.postgres import PostgresEventStore
+from papayya.domain import events as ev
+from papayya.domain.state import RunState
+from papayya.errors import RunNotFound
+from papayya.runs import Runs
+from sql import queries
+from workers.queue import RunQueue
+
+log = logging.getLogger(__name__)
+
+Q: Final = queries("workers.sql")
+BATCH: Final = 200
+
+
+class Sweeper:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        queue: RunQueue,
+        *,
+        max_attempts: int = 3,
+        interval: float = 5.0,
+        requeue_after: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.runs = Runs(store)
+        self.queue = queue
+        self.max_attempts = max_attempts
+        self.interval = interval
+        self.requeue_after = requeue_after
+        self.recovered = 0
+        self.requeued = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("sweeper: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+    async def sweep(self) -> None:
+        await self.recover_expired()
+        await self.requeue_waiting()
+
+    async def recover_expired(self) -> int:
+        rows = await self.store.pool.fetch(Q["expired_leases"], BATCH)
+        for row in rows:
+            run_id, attempt, worker = row["run_id"], row["attempt"], row["worker"]
+
+            def decide(
+                state: RunState, attempt: int = attempt, worker: str = worker
+            ) -> list[ev.RunEvent]:
+                if state.status != "running" or state.attempt != attempt:
+                    return []
+                if state.cancel_requested:
+                    return [ev.RunCancelled(reason=state.cancel_reason)]
+                if attempt >= self.max_attempts:
+                    message = (
+                        f"the worker of attempt {attempt} stopped heartbeating "
+                        f"({worker}); gave up after {self.max_attempts} attempts"
+                    )
+                    return [ev.RunFailed(code="worker_lost", message=message)]
+                return [ev.AttemptLost(attempt=attempt, reason="lease_expired", worker=worker)]
+
+            with contextlib.suppress(RunNotFound):
+                before = await self.runs.load(run_id)
+                after = await self.runs.execute(run_id, decide)
+                if after.version != before.version:
+                    self.recovered += 1
+                    log.info("run %s: attempt %s lost with worker %s", run_id, attempt, worker)
+            await self.store.pool.execute(Q["drop_expired_lease"], run_id, attempt)
+        return len(rows)
+
+    async def requeue_waiting(self) -> int:
+        rows = await self.store.pool.fetch(Q["waiting_runs"], self.requeue_after, BATCH * 5)
+        added = await self.queue.enqueue_unmarked([r["run_id"] for r in rows])
+        if added:
+            await self.queue.ensure_group()
+            log.info("sweeper: enqueued %d queued runs Redis did not have", len(added))
+        self.requeued += len(added)
+        return len(added)

@@ -1,0 +1,408 @@
+"""The worker: claims queued runs from Redis, runs each attempt in a runtime, records how it
+ended (DESIGN §8).
+
+Claiming is an append of ``RunStarted`` at the run's expected version, so two workers that
+got the same message (a duplicate, a reclaimed delivery) cannot both start it, and a message
+of a run that is no longer queued is dropped. The worker holds a lease on each attempt it
+runs, renewed every heartbeat; the sweeper recovers runs whose lease expired.
+
+The worker relays what happens to a run while its agent runs: a cancellation request stops
+the agent (killed after the grace period) and ends the run as ``cancelled``; a run that ended
+without the agent (its budget ran out at the gateway, say) has its agent stopped too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from eventstore.postgres import PostgresEventStore
+from eventstore.types import Filters
+from papayya import runtokens
+from papayya.domain import events as ev
+from papayya.domain.state import RunState
+from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
+from papayya.runs import Runs, run_stream
+from sql import queries
+from workers.queue import RunQueue
+from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
+
+log = logging.getLogger(__name__)
+
+Q: Final = queries("workers.sql")
+EXIT_USAGE: Final = 2  # the runtime could not find or load the agent: retrying will not help
+OUTPUT_TAIL: Final = 4000
+# Events after which an attempt's agent must stop.
+STOPPING: Final = frozenset(
+    ("CancelRequested", "RunCompleted", "RunFailed", "RunCancelled", "BudgetExceeded",
+     "AttemptLost")
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    control_url: str = "http://127.0.0.1:8080"
+    control_socket: Path | None = None
+    concurrency: int = 4
+    heartbeat_seconds: float = 15.0
+    lease_seconds: float = 60.0
+    grace_seconds: float = 10.0
+    drain_seconds: float = 30.0
+    max_attempts: int = 3
+    burst: bool = False
+    block_ms: int = 1000
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> WorkerConfig:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, key, kind in (
+            ("heartbeat_seconds", "PAPAYYA_HEARTBEAT_SECONDS", float),
+            ("lease_seconds", "PAPAYYA_LEASE_SECONDS", float),
+            ("grace_seconds", "PAPAYYA_GRACE_SECONDS", float),
+            ("drain_seconds", "PAPAYYA_DRAIN_SECONDS", float),
+            ("max_attempts", "PAPAYYA_MAX_ATTEMPTS", int),
+        ):
+            if env.get(key):
+                try:
+                    values[name] = kind(env[key])
+                except ValueError:
+                    raise ValueError(f"{key} must be a number, not {env[key]!r}") from None
+        if env.get("PAPAYYA_CONTROL_URL"):
+            values["control_url"] = env["PAPAYYA_CONTROL_URL"]
+        if env.get("PAPAYYA_RUNTIME_SOCKET"):
+            values["control_socket"] = Path(env["PAPAYYA_RUNTIME_SOCKET"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)  # type: ignore[arg-type]
+        if config.lease_seconds <= config.heartbeat_seconds:
+            raise ValueError("the lease must be longer than the heartbeat interval")
+        return config
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Attempt:
+    run_id: str
+    attempt: int
+    handle: AgentHandle | None = None
+    stop_reason: str | None = None  # cancel, ended, lease_lost, shutdown
+    stopping: asyncio.Task[None] | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        queue: RunQueue,
+        runtimes: Mapping[str, Runtime],
+        secret: bytes,
+        config: WorkerConfig,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.runs = Runs(store)
+        self.queue = queue
+        self.runtimes = runtimes
+        self.secret = secret
+        self.config = config
+        self.name = name or worker_name()
+        self.completed = 0  # attempts this worker saw to an end, for tests and benchmarks
+        self._active: dict[str, Attempt] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self.run_finished = asyncio.Event()  # run() returned (burst mode: the queue is empty)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def stop(self) -> None:
+        """Drain: take no more runs, let the running ones finish (``drain_seconds``), then
+        stop their agents and hand the runs back to the queue."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        helpers = [
+            asyncio.create_task(self._heartbeats(), name="worker-heartbeats"),
+            asyncio.create_task(self._relay(), name="worker-relay"),
+        ]
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            self.run_finished.set()
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _claim_loop(self) -> None:
+        idle = 0
+        reclaim_every = max(1.0, self.config.heartbeat_seconds)
+        last_reclaim = 0.0
+        grouped = False
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            free = self.config.concurrency - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(self._tasks, timeout=1, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            messages: list[tuple[str, str]] = []
+            try:
+                if not grouped:
+                    await self.queue.ensure_group()
+                    grouped = True
+                if loop.time() - last_reclaim >= reclaim_every:
+                    last_reclaim = loop.time()
+                    idle_ms = int(self.config.lease_seconds * 1000)
+                    messages = await self.queue.reclaim(self.name, idle_ms, free)
+                if not messages:
+                    messages = await self.queue.read(self.name, free, self.config.block_ms)
+            except Exception as exc:  # Redis away: keep the running attempts, retry
+                log.warning("worker %s: queue read failed: %s", self.name, exc)
+                await self._pause(1.0)
+                continue
+            if not messages:
+                idle += 1
+                if self.config.burst and not self._tasks and idle >= 2:
+                    return
+                continue
+            idle = 0
+            for message_id, run_id in messages:
+                task = asyncio.create_task(self._process(message_id, run_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.config.drain_seconds)
+        for attempt in list(self._active.values()):
+            self._stop(attempt, "shutdown")
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.config.grace_seconds + 5)
+
+    # -- one run ------------------------------------------------------------------------
+
+    async def _process(self, message_id: str, run_id: str) -> None:
+        try:
+            state = await self._claim(run_id)
+            await self.queue.ack(message_id, run_id)
+            if state is not None:
+                await self._execute(state)
+        except Exception:
+            log.exception("worker %s: run %s failed in the worker", self.name, run_id)
+
+    async def _claim(self, run_id: str) -> RunState | None:
+        """Start the run's next attempt, or ``None`` if it is not ours to start."""
+        for _ in range(5):
+            try:
+                state = await self.runs.load(run_id)
+            except RunNotFound:
+                return None
+            if state.status != "queued":
+                return None
+            if await self._deployment(state) is None:
+                await self._fail_undeployed(state)
+                return None
+            attempt = state.attempt + 1
+            await self.store.pool.execute(
+                Q["take_lease"], run_id, attempt, self.name, self.config.lease_seconds
+            )
+            try:
+                return await self.runs.append(
+                    state, [ev.RunStarted(attempt=attempt, worker=self.name)]
+                )
+            except (ConcurrencyError, IllegalTransition):
+                await self.store.pool.execute(Q["drop_lease"], run_id, self.name)
+        return None
+
+    async def _deployment(self, state: RunState) -> Deployment | None:
+        version = state.deployment_version
+        number = int(version) if version is not None and version.isdigit() else None
+        row = await self.store.pool.fetchrow(Q["deployment_for_run"], state.agent_id, number)
+        return None if row is None else Deployment.from_row(row)
+
+    async def _fail_undeployed(self, state: RunState) -> None:
+        message = (
+            f"agent {state.agent_id} has no ready deployment"
+            + (f" at version {state.deployment_version}" if state.deployment_version else "")
+            + ": register one (papayya agents register) or deploy (papayya deploy)"
+        )
+        with contextlib.suppress(ConcurrencyError, IllegalTransition):
+            await self.runs.append(state, [ev.RunFailed(code="no_deployment", message=message)])
+
+    async def _execute(self, state: RunState) -> None:
+        deployment = await self._deployment(state)
+        assert deployment is not None
+        current = Attempt(state.run_id, state.attempt)
+        self._active[state.run_id] = current
+        code: int | None = None
+        output = ""
+        try:
+            runtime = self.runtimes.get(deployment.runtime)
+            if runtime is None:
+                output = f"this worker has no {deployment.runtime} runtime"
+            else:
+                launch = Launch(
+                    run_id=state.run_id,
+                    attempt=state.attempt,
+                    deployment=deployment,
+                    token=runtokens.mint(self.secret, state.run_id, state.attempt),
+                    control_url=self.config.control_url,
+                    control_socket=self.config.control_socket,
+                    heartbeat_seconds=self.config.heartbeat_seconds,
+                    grace_seconds=self.config.grace_seconds,
+                    limits=self.config.limits,
+                )
+                log.info("run %s: starting attempt %s", state.run_id, state.attempt)
+                try:
+                    current.handle = await runtime.start(launch)
+                    log.info("run %s: started attempt %s", state.run_id, state.attempt)
+                except Exception as exc:
+                    log.warning("run %s: the runtime did not start: %s", state.run_id, exc)
+                    output = f"the {runtime.name} runtime did not start: {exc}"
+                if current.handle is not None:
+                    if current.stop_reason is not None:  # asked to stop while starting
+                        self._stop(current, current.stop_reason)
+                    code = await current.handle.wait()
+                    log.info("run %s: attempt %s exited %s", state.run_id, state.attempt, code)
+                    output = current.handle.output()
+                    if current.stopping is not None:
+                        await current.stopping
+            await self._record(current, code, output)
+        finally:
+            self._active.pop(state.run_id, None)
+            await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
+            self.completed += 1
+
+    async def _record(self, current: Attempt, code: int | None, output: str) -> None:
+        """Append how the attempt ended, unless the run already says so."""
+        tail = output[-OUTPUT_TAIL:]
+        max_attempts = self.config.max_attempts
+
+        def decide(state: RunState) -> list[ev.RunEvent]:
+            if state.status != "running" or state.attempt != current.attempt:
+                return []  # ended by the agent's report, the gateway or the sweeper
+            if state.cancel_requested:
+                return [ev.RunCancelled(reason=state.cancel_reason)]
+            if current.stop_reason == "shutdown":
+                return [ev.AttemptLost(attempt=current.attempt, reason="worker_shutdown",
+                                       worker=self.name)]  # fmt: skip
+            if current.stop_reason == "lease_lost":
+                return []
+            if code is None and current.attempt < max_attempts:
+                return [ev.AttemptLost(attempt=current.attempt, reason="runtime_start_failed",
+                                       worker=self.name)]  # fmt: skip
+            if code is None or code in (0, EXIT_USAGE):
+                why = "the agent could not be started" if code is None else (
+                    "the agent exited without reporting an outcome" if code == 0
+                    else "the runtime could not load the agent"
+                )  # fmt: skip
+                return [ev.RunFailed(code="runtime_error", message=f"{why}\n{tail}".strip())]
+            if current.attempt >= max_attempts:
+                message = (
+                    f"attempt {current.attempt} of {max_attempts} ended with exit code {code}"
+                    f"\n{tail}"
+                ).strip()
+                return [ev.RunFailed(code="agent_crashed", message=message)]
+            return [ev.AttemptLost(attempt=current.attempt, reason=f"agent_exit_{code}",
+                                   worker=self.name)]  # fmt: skip
+
+        with contextlib.suppress(RunNotFound):
+            await self.runs.execute(current.run_id, decide)
+
+    # -- relays -------------------------------------------------------------------------
+
+    def _stop(self, current: Attempt, reason: str) -> None:
+        if current.stop_reason is None or reason == "shutdown":
+            current.stop_reason = reason
+        if current.handle is None or current.stopping is not None:
+            return
+        grace = self.config.grace_seconds
+        if reason == "ended":
+            # The agent reported its own end (or the gateway ended the run): let it exit
+            # by itself first.
+            current.stopping = asyncio.create_task(self._stop_after(current.handle, grace))
+        else:
+            current.stopping = asyncio.create_task(current.handle.stop(grace))
+
+    async def _stop_after(self, handle: AgentHandle, grace: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(handle.wait()), grace)
+            return
+        await handle.stop(grace)
+
+    async def _heartbeats(self) -> None:
+        """Renew the leases; stop agents whose lease is gone or whose run was asked to stop
+        (the relay's fallback when an event was missed)."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_seconds)
+            held = list(self._active)
+            if not held:
+                continue
+            try:
+                rows = await self.store.pool.fetch(
+                    Q["renew_leases"], self.name, held, self.config.lease_seconds
+                )
+                stopping = await self.store.pool.fetch(
+                    Q["stopping_runs"], [run_stream(r) for r in held]
+                )
+            except Exception as exc:
+                log.warning("worker %s: lease renewal failed: %s", self.name, exc)
+                continue
+            renewed = {r["run_id"] for r in rows}
+            for run_id in held:
+                current = self._active.get(run_id)
+                if current is not None and run_id not in renewed and current.handle is not None:
+                    log.warning("run %s: lease lost; stopping its agent", run_id)
+                    self._stop(current, "lease_lost")
+            for row in stopping:
+                current = self._active.get(row["run_id"])
+                if current is not None:
+                    await self._relay_state(current)
+
+    async def _relay(self) -> None:
+        """Follow cancellations and ends of the runs this worker runs, as they commit."""
+        filters = Filters.of(categories=["run"], types=sorted(STOPPING))
+        while True:
+            try:
+                head = await self.store.head()
+                async with self.store.subscribe(after=head, filters=filters) as events:
+                    async for recorded in events:
+                        current = self._active.get(recorded.stream_id.removeprefix("run-"))
+                        if current is not None:
+                            await self._relay_state(current)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("worker %s: relay restarts: %s", self.name, exc)
+                await asyncio.sleep(1)
+
+    async def _relay_state(self, current: Attempt) -> None:
+        try:
+            state = await self.runs.load(current.run_id)
+        except RunNotFound:
+            return
+        if state.attempt != current.attempt or state.status in ("queued",):
+            self._stop(current, "lease_lost")
+        elif state.is_terminal:
+            self._stop(current, "ended")
+        elif state.cancel_requested:
+            self._stop(current, "cancel")
