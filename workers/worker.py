@@ -120,6 +120,7 @@ class Worker:
         self.name = name or worker_name()
         self.completed = 0  # attempts this worker saw to an end, for tests and benchmarks
         self._active: dict[str, Attempt] = {}
+        self._deployments: dict[tuple[str, int | None], Deployment] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.run_finished = asyncio.Event()  # run() returned (burst mode: the queue is empty)
@@ -202,14 +203,14 @@ class Worker:
 
     async def _process(self, message_id: str, run_id: str) -> None:
         try:
-            state = await self._claim(run_id)
+            claimed = await self._claim(run_id)
             await self.queue.ack(message_id, run_id)
-            if state is not None:
-                await self._execute(state)
+            if claimed is not None:
+                await self._execute(*claimed)
         except Exception:
             log.exception("worker %s: run %s failed in the worker", self.name, run_id)
 
-    async def _claim(self, run_id: str) -> RunState | None:
+    async def _claim(self, run_id: str) -> tuple[RunState, Deployment] | None:
         """Start the run's next attempt, or ``None`` if it is not ours to start."""
         for _ in range(5):
             try:
@@ -218,7 +219,8 @@ class Worker:
                 return None
             if state.status != "queued":
                 return None
-            if await self._deployment(state) is None:
+            deployment = await self._deployment(state)
+            if deployment is None:
                 await self._fail_undeployed(state)
                 return None
             attempt = state.attempt + 1
@@ -226,9 +228,10 @@ class Worker:
                 Q["take_lease"], run_id, attempt, self.name, self.config.lease_seconds
             )
             try:
-                return await self.runs.append(
+                started = await self.runs.append(
                     state, [ev.RunStarted(attempt=attempt, worker=self.name)]
                 )
+                return started, deployment
             except (ConcurrencyError, IllegalTransition):
                 await self.store.pool.execute(Q["drop_lease"], run_id, self.name)
         return None
@@ -236,8 +239,16 @@ class Worker:
     async def _deployment(self, state: RunState) -> Deployment | None:
         version = state.deployment_version
         number = int(version) if version is not None and version.isdigit() else None
-        row = await self.store.pool.fetchrow(Q["deployment_for_run"], state.agent_id, number)
-        return None if row is None else Deployment.from_row(row)
+        key = (state.agent_id, number)
+        found = self._deployments.get(key) if number is not None else None
+        if found is None:
+            row = await self.store.pool.fetchrow(Q["deployment_for_run"], *key)
+            if row is None:
+                return None
+            found = Deployment.from_row(row)
+            if number is not None:  # a ready version never changes: keep it
+                self._deployments[key] = found
+        return found
 
     async def _fail_undeployed(self, state: RunState) -> None:
         message = (
@@ -248,9 +259,7 @@ class Worker:
         with contextlib.suppress(ConcurrencyError, IllegalTransition):
             await self.runs.append(state, [ev.RunFailed(code="no_deployment", message=message)])
 
-    async def _execute(self, state: RunState) -> None:
-        deployment = await self._deployment(state)
-        assert deployment is not None
+    async def _execute(self, state: RunState, deployment: Deployment) -> None:
         current = Attempt(state.run_id, state.attempt)
         self._active[state.run_id] = current
         code: int | None = None

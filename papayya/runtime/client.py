@@ -1,14 +1,15 @@
 """The runtime API seen from inside the agent's process: JSON over HTTP with the run token.
 
-Standard library only (urllib), like the rest of ``papayya.runtime``.
+Standard library only (http.client), like the rest of ``papayya.runtime``.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from typing import Any
 
 TIMEOUT_SECONDS = 30.0
@@ -24,9 +25,16 @@ class RuntimeApiError(Exception):
 
 
 class RuntimeClient:
+    """One keep-alive connection per thread (the agent's and the heartbeat's)."""
+
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        parts = urllib.parse.urlsplit(self.base_url)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 80
+        self._prefix = parts.path.rstrip("/") + "/v1/runtime/"
+        self._local = threading.local()
 
     def get(self, path: str) -> Any:
         return self._call("GET", path, None)
@@ -53,14 +61,19 @@ class RuntimeClient:
 
     def _once(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{self.base_url}/v1/runtime/{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT_SECONDS)
+            self._local.conn = conn
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raise RuntimeApiError(exc.code, exc.read().decode(errors="replace")) from None
+            conn.request(method, self._prefix + path, body=data, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()  # a fresh connection next time
+            self._local.conn = None
+            raise OSError(f"runtime API unreachable: {exc}") from exc
+        if response.status >= 400:
+            raise RuntimeApiError(response.status, raw.decode(errors="replace"))
+        return json.loads(raw or b"null")
