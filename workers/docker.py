@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -251,6 +252,22 @@ class DockerRuntime:
                 await container.delete(force=True)
             raise
         return DockerHandle(container, launch.limits.timeout_seconds)
+
+    async def reap(self, current: Callable[[str, int], Awaitable[bool]]) -> int:
+        """Remove containers of attempts that are over: left behind by a worker that died,
+        or by an attempt the sweeper replaced. ``current(run, attempt)`` says whether that
+        attempt is still the run's running one. Returns how many were removed."""
+        removed = 0
+        containers = await self.docker.containers.list(all=True, filters={"label": ["papayya.run"]})
+        for container in containers:
+            labels = container._container.get("Labels") or {}
+            run_id, attempt = labels.get("papayya.run"), labels.get("papayya.attempt", "")
+            if not run_id or not attempt.isdigit() or await current(run_id, int(attempt)):
+                continue
+            with contextlib.suppress(aiodocker.DockerError):
+                await container.delete(force=True)
+                removed += 1
+        return removed
 
     async def close(self) -> None:
         for task in self._pulls.values():

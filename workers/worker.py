@@ -40,11 +40,19 @@ log = logging.getLogger(__name__)
 Q: Final = queries("workers.sql")
 EXIT_USAGE: Final = 2  # the runtime could not find or load the agent: retrying will not help
 OUTPUT_TAIL: Final = 4000
+REAP_SECONDS: Final = 30.0  # how often leftover containers of finished attempts are removed
 # Events after which an attempt's agent must stop.
 STOPPING: Final = frozenset(
     ("CancelRequested", "RunCompleted", "RunFailed", "RunCancelled", "BudgetExceeded",
      "AttemptLost")
 )  # fmt: skip
+
+
+def runtime_available(runtime: Runtime) -> bool:
+    """Docker is worth asking only where an engine is configured or its socket exists."""
+    if runtime.name != "docker":
+        return True
+    return bool(os.environ.get("DOCKER_HOST")) or Path("/var/run/docker.sock").exists()
 
 
 @dataclass(frozen=True)
@@ -361,8 +369,13 @@ class Worker:
     async def _heartbeats(self) -> None:
         """Renew the leases; stop agents whose lease is gone or whose run was asked to stop
         (the relay's fallback when an event was missed)."""
+        beats = 0
+        reap_every = max(1, round(REAP_SECONDS / self.config.heartbeat_seconds))
         while True:
             await asyncio.sleep(self.config.heartbeat_seconds)
+            if beats % reap_every == 0:
+                await self._reap()
+            beats += 1
             held = list(self._active)
             if not held:
                 continue
@@ -386,6 +399,26 @@ class Worker:
                 current = self._active.get(row["run_id"])
                 if current is not None:
                     await self._relay_state(current)
+
+    async def _reap(self) -> None:
+        """Have runtimes that can (Docker) remove what over attempts left behind."""
+
+        async def current(run_id: str, attempt: int) -> bool:
+            row = await self.store.pool.fetchrow(Q["run_attempt"], run_stream(run_id))
+            return row is not None and row["status"] == "running" and row["attempt"] == attempt
+
+        for runtime in self.runtimes.values():
+            reap = getattr(runtime, "reap", None)
+            if reap is None or not runtime_available(runtime):
+                continue
+            try:
+                removed = await reap(current)
+            except Exception as exc:  # an engine that is away is the runs' problem, not ours
+                log.debug("worker %s: reaping %s failed: %s", self.name, runtime.name, exc)
+                continue
+            if removed:
+                log.info("worker %s: removed %d leftover %s agents", self.name, removed,
+                         runtime.name)  # fmt: skip
 
     async def _relay(self) -> None:
         """Follow cancellations and ends of the runs this worker runs, as they commit."""

@@ -3,6 +3,7 @@ a killed container's run resumed by a new one, and cancellation."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,30 @@ def test_the_container_config_holds_nothing_but_the_runs_own() -> None:
     assert "NanoCpus" not in config["HostConfig"]
     with pytest.raises(ValueError, match="Unix socket"):
         container_config(Launch("r", 1, deployment, "t", "http://x"))
+
+
+async def test_containers_of_attempts_that_are_over_are_reaped(
+    quiet_cloud: DockerCloud, sample_image: str, docker: aiodocker.Docker
+) -> None:
+    """A worker that died leaves its containers; any worker on the engine removes those whose
+    attempt is no longer the run's running one, and leaves the others alone."""
+    labels = {"papayya.run": "run_reap_test", "papayya.attempt": "1"}
+    config = {"Image": sample_image, "Cmd": ["sleep", "60"], "Labels": labels,
+              "HostConfig": {"NetworkMode": "none"}}  # fmt: skip
+    stale = await docker.containers.create(config, name="papayya-reap-stale")
+    kept = await docker.containers.create(
+        {**config, "Labels": {**labels, "papayya.run": "run_reap_kept"}}, name="papayya-reap-kept"
+    )
+    runtime = DockerRuntime(docker)
+    try:
+
+        async def current(run_id: str, attempt: int) -> bool:
+            return run_id == "run_reap_kept"
+
+        assert await runtime.reap(current) >= 1
+        names = {c._container["Names"][0] for c in await docker.containers.list(all=True)}
+        assert "/papayya-reap-stale" not in names and "/papayya-reap-kept" in names
+    finally:
+        for container in (stale, kept):
+            with contextlib.suppress(aiodocker.DockerError):
+                await container.delete(force=True)
