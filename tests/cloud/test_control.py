@@ -334,3 +334,43 @@ async def test_papayya_agents_register_then_run(cloud: Cloud) -> None:
     assert code != 0 and "not a Python file" in out
     code, out = await cli("agents", "register", str(cloud.tmp / "missing.py"), "--agent", "r")
     assert code != 0 and "does not exist" in out
+
+
+GREEDY = """
+import os, signal, time
+from openai import OpenAI
+from papayya import agent
+
+@agent
+def greedy():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # and it will not stop politely either
+    client = OpenAI(max_retries=0)
+    while True:
+        try:
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "more " * 50}])
+        except Exception:
+            pass  # swallows the 402 the budget answers
+        with open(os.environ["SIDE_EFFECTS"], "a") as f:
+            f.write("call\\n")
+        time.sleep(0.1)
+"""
+
+
+async def test_agent_code_that_swallows_the_budget_402_is_stopped(cloud: Cloud) -> None:
+    await cloud.register("greedy", GREEDY)
+    run_id = await cloud.start("greedy", budget_total_tokens=200)
+    run = await cloud.wait(run_id, timeout=30)
+    assert run.status == "budget_exceeded"
+    ended = time.monotonic()
+    assert cloud.services.worker is not None
+
+    async def stopped() -> bool:
+        return cloud.services.worker is not None and cloud.services.worker.active == 0
+
+    await wait_for(stopped, timeout=15)
+    assert time.monotonic() - ended < 2 * 2 + 3  # grace to exit, grace after SIGTERM, then KILL
+    calls = len(cloud.side_effects())
+    await asyncio.sleep(0.5)
+    assert len(cloud.side_effects()) == calls  # nothing runs any more
+    assert run.committed.total_tokens <= 200
