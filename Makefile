@@ -28,9 +28,10 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Every benchmark in bench/, one after another, into bench/REPORT.md (BENCH_ARGS=--quick).
 bench: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	for b in bench/*.py; do $(PY) $$b || exit 1; done
+	$(PY) bench/report.py $(BENCH_ARGS)
 
 # A steady load through the whole stack with workers, agents, Redis, Postgres and the provider
 # failing at random; checks no run is lost and nothing finished runs twice. Not part of test.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 
@@ -78,22 +78,57 @@ class ApiClient:
         async with self.session.get(self.base_url + path, headers=headers, timeout=timeout) as resp:
             if resp.status >= 400:
                 raise error_from(resp.status, await resp.json(content_type=None))
-            event, event_id = "message", None
-            data: list[str] = []
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\r\n")
-                if not line:
-                    if data:
-                        yield event, event_id, json.loads("\n".join(data))
-                    event, event_id, data = "message", None, []
-                elif line.startswith(":"):
-                    continue
-                else:
-                    name, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if name == "event":
-                        event = value
-                    elif name == "id":
-                        event_id = value
-                    elif name == "data":
-                        data.append(value)
+            parser = SseParser()
+            async for chunk in resp.content.iter_any():
+                for item in parser.feed(chunk):
+                    yield item
+
+
+class SseParser:
+    """``(event, id, data)`` of each event of a stream of this API, from its bytes fed in
+    chunks of any size. Its data is JSON; a stream that is not UTF-8, holds data that is not
+    JSON or a line longer than ``MAX_LINE`` raises ``PapayyaError`` ("malformed event stream")."""
+
+    MAX_LINE: Final = 8 << 20
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event: str = "message"
+        self._id: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str, str | None, Any]]:
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        if len(self._buffer) > self.MAX_LINE:
+            raise PapayyaError(f"malformed event stream: a line over {self.MAX_LINE} bytes")
+        events = []
+        for raw in lines:
+            try:
+                line = raw.decode().rstrip("\r")
+            except UnicodeDecodeError:
+                raise PapayyaError("malformed event stream: not UTF-8") from None
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> tuple[str, str | None, Any] | None:
+        if not line:
+            found = None
+            if self._data:
+                try:
+                    found = (self._event, self._id, json.loads("\n".join(self._data)))
+                except (ValueError, RecursionError):
+                    raise PapayyaError("malformed event stream: data is not JSON") from None
+            self._event, self._id, self._data = "message", None, []
+            return found
+        if not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                self._event = value
+            elif name == "id":
+                self._id = value
+            elif name == "data":
+                self._data.append(value)
+        return None

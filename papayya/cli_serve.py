@@ -63,7 +63,14 @@ def _serve(config: Config, host: str, port: int, what: str) -> None:
     socket.parent.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, runtime_socket=socket)
     click.echo(f"papayya {__version__} {what} listening on http://{host}:{port} and {socket}")
-    web.run_app(init_app(config, dsn), host=host, port=port, path=str(socket), print=None)
+    app = init_app(config, dsn)
+    if what == "server":  # the one-command path: print a one-time dashboard login link
+        from web.routes.login import announce
+
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        app.on_startup.append(announce(f"http://{shown}:{port}"))
+    web.run_app(app, host=host, port=port, path=str(socket), print=None)
 
 
 @click.command()

@@ -35,6 +35,12 @@ class Config:
     registry: str | None = None
     base_image: str = "papayya/python-base:bookworm"
     run_builder: bool = True
+    # Security (docs/security.md): callbacks to private, loopback and link-local addresses
+    # are refused unless allowed; an address with auth_failure_limit failed API-key checks
+    # within auth_failure_window_seconds gets 429 (0 turns that off).
+    callback_allow_private: bool = False
+    auth_failure_limit: int = 20
+    auth_failure_window_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -52,6 +58,15 @@ class Config:
             "runtime_socket": Path(env["PAPAYYA_RUNTIME_SOCKET"])
             if env.get("PAPAYYA_RUNTIME_SOCKET")
             else None,
+            "callback_allow_private": _flag(env.get("PAPAYYA_CALLBACK_ALLOW_PRIVATE")),
+            "auth_failure_limit": int(env.get("PAPAYYA_AUTH_FAILURE_LIMIT") or 20),
+            "auth_failure_window_seconds": float(
+                env.get("PAPAYYA_AUTH_FAILURE_WINDOW_SECONDS") or 60.0
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")

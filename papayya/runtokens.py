@@ -21,7 +21,8 @@ def mint(secret: bytes, run_id: str, attempt: int) -> str:
 
 def verify(secret: bytes, token: str | None) -> tuple[str, int] | None:
     """The token's (run id, attempt) if its signature holds, else ``None``."""
-    if not token or not token.startswith(PREFIX) or len(token) > 400:
+    # Tokens are ASCII, and compare_digest refuses (TypeError) a str that is not.
+    if not token or not token.startswith(PREFIX) or len(token) > 400 or not token.isascii():
         return None
     run_id, _, rest = token[len(PREFIX) :].rpartition(".")
     run_id, _, attempt_text = run_id.rpartition(".")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the cloud path needs on a Debian machine, as root (DESIGN §11):
-# Docker engine, a Python base image built by debootstrap, a local registry and an S3 server.
+# Docker engine, a Python base image built by debootstrap, a local registry and an S3 server,
+# and Chromium for the dashboard's browser tests.
 # Idempotent: each step is skipped when its result is already there. Writes the variables
 # that point Papayya at these services to .papayya/services.env.
 set -euo pipefail
@@ -34,7 +35,10 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 
 install_packages() {
     local missing=()
-    for cmd_pkg in dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap; do
+    # chromium: the dashboard's browser tests (tests/browser) drive Debian's build with
+    # Playwright; Playwright never downloads a browser of its own.
+    for cmd_pkg in dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap \
+        chromium:chromium; do
         command -v "${cmd_pkg%%:*}" >/dev/null || missing+=("${cmd_pkg#*:}")
     done
     ((${#missing[@]})) || return 0

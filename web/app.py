@@ -20,15 +20,21 @@ from web.gateway import gateway_ctx
 from web.metrics import collector as metrics_collector
 from web.middleware import error_middleware
 from web.openapi import api
+from web.ratelimit import AuthLimiter
 from web.routes import (  # noqa: F401  (importing a route module registers its routes)
     agents,
     callbacks,
+    cost,
+    dashboard,
     deploy,
     deployments,
     durable,
     events,
+    login,
     metrics,
+    overview,
     projects,
+    run_detail,
     runs,
     runtime,
     schedules,
@@ -119,6 +125,9 @@ def init_app(config: Config, dsn: str) -> web.Application:
     )
     app[keys.CONFIG] = config
     app[keys.DSN] = dsn
+    app[keys.AUTH_LIMITER] = AuthLimiter(
+        config.auth_failure_limit, config.auth_failure_window_seconds
+    )
     app.cleanup_ctx.append(_event_store)
     app.cleanup_ctx.append(gateway_ctx)
     app.cleanup_ctx.append(_projectors)
@@ -128,4 +137,5 @@ def init_app(config: Config, dsn: str) -> web.Application:
     app.cleanup_ctx.append(metrics_collector)  # needs the store: after _event_store
     app.on_shutdown.append(close_event_streams)  # open streams must not hold up a shutdown
     api.install(app)
+    dashboard.install(app)  # HTML and assets: not part of the JSON API's description
     return app

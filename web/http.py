@@ -94,6 +94,7 @@ def decode_cursor(request: web.Request) -> list[Any] | None:
         values = msgspec.json.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (ValueError, msgspec.DecodeError):
         raise InvalidInput("cursor is not one this API issued") from None
-    if not isinstance(values, list):
+    # A NUL would reach Postgres (which cannot hold one) as an error.
+    if not isinstance(values, list) or any(isinstance(v, str) and "\x00" in v for v in values):
         raise InvalidInput("cursor is not one this API issued")
     return values

@@ -9,11 +9,14 @@ from papayya.config import Config
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
 from papayya.runs import Runs
+from web.ratelimit import AuthLimiter
 
 CONFIG = web.AppKey("config", Config)
 DSN = web.AppKey("dsn", str)
 STORE = web.AppKey("store", PostgresEventStore)
 RUNS = web.AppKey("runs", Runs)
+# Failed API-key checks per remote address (web.auth).
+AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)
 
 PROJECT_ID = web.RequestKey("project_id", str)
 

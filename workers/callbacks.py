@@ -22,10 +22,12 @@ import msgspec
 from eventstore.postgres import PostgresEventStore
 from papayya import signing
 from papayya.domain import events as ev
+from papayya.errors import InvalidInput
 from papayya.runs import Runs
 from projections.projector import Envelope, Projector
 from sql import queries
 from web.models import run_out
+from workers import urlguard
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class Deliverer:
         retries: int = RETRIES,
         poll_interval: float = 0.5,
         timeout: float = TIMEOUT_SECONDS,
+        allow_private: bool = False,
     ) -> None:
         self.store = store
         self.runs = Runs(store)
@@ -81,6 +84,8 @@ class Deliverer:
         self.retries = retries
         self.poll_interval = poll_interval
         self.timeout = timeout
+        # Whether callbacks may go to private, loopback and link-local addresses (urlguard).
+        self.allow_private = allow_private
         self.attempted = 0
         self._stopping = asyncio.Event()
 
@@ -89,7 +94,7 @@ class Deliverer:
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with urlguard.session(timeout, allow_private=self.allow_private) as session:
             while not self._stopping.is_set():
                 try:
                     sent = await self.deliver_due(session)
@@ -112,20 +117,30 @@ class Deliverer:
         secret = await project_secret(self.store.pool, row["project_id"])
         status: int | None = None
         error: str | None = None
+        refused = False  # a refused address is final: retrying cannot make it allowed
         try:
+            # Checked again at every delivery: the name may resolve elsewhere by now.
+            await urlguard.check_url(row["url"], allow_private=self.allow_private)
             async with session.post(
                 row["url"],
                 data=body,
                 headers={"Content-Type": "application/json"}
                 | signing.headers(secret, webhook_id, body),
+                # A redirect would lead the POST to a URL that was never checked.
+                allow_redirects=False,
             ) as response:
                 status = response.status
                 if not 200 <= status < 300:
                     error = f"HTTP {status}: {(await response.text())[:ERROR_TEXT]}"
+        except InvalidInput as exc:  # UnsafeCallbackUrl, or a URL without a host
+            error, refused = f"refused: {exc}"[:ERROR_TEXT], True
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT] or "request failed"
+            cause = getattr(exc, "os_error", None)  # the connect's resolver refused it
+            refused = isinstance(cause, urlguard.RefusedAddress)
+            error = f"refused: {cause}" if refused else f"{type(exc).__name__}: {exc}"
+            error = error[:ERROR_TEXT] or "request failed"
         delivered = error is None
-        final = delivered or attempt > self.retries
+        final = delivered or refused or attempt > self.retries
         event = ev.CallbackAttempted(
             url=row["url"], attempt=attempt, delivered=delivered, status_code=status,
             error=error, webhook_id=webhook_id, final=final,

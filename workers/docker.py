@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -122,7 +123,7 @@ class DockerHandle:
     def __init__(self, container: Any, timeout: float | None) -> None:
         self.container = container
         self.id: str = container.id
-        self._lines: deque[str] = deque(maxlen=OUTPUT_LINES)
+        self._lines: deque[tuple[float, str]] = deque(maxlen=OUTPUT_LINES)
         self._partial = ""
         self._killed: int | None = None
         self._reader = asyncio.create_task(self._read())
@@ -140,12 +141,13 @@ class DockerHandle:
             log.debug("container %s: output stream ended: %s", self.id[:12], exc)
 
     def _append(self, chunk: str) -> None:
+        now = time.time()
         text = self._partial + chunk
         *lines, self._partial = text.split("\n")
         for line in lines:
-            self._lines.append(line[:OUTPUT_LINE_CHARS])
+            self._lines.append((now, line[:OUTPUT_LINE_CHARS]))
         if len(self._partial) > OUTPUT_LINE_CHARS:
-            self._lines.append(self._partial[:OUTPUT_LINE_CHARS])
+            self._lines.append((now, self._partial[:OUTPUT_LINE_CHARS]))
             self._partial = ""
 
     async def _wait(self) -> int:
@@ -156,7 +158,7 @@ class DockerHandle:
                 await asyncio.wait_for(asyncio.shield(self._reader), 2)
             info = await self.container.show()
             if info["State"].get("OOMKilled"):
-                self._lines.append("papayya: the agent was killed: out of memory")
+                self._lines.append((time.time(), "papayya: the agent was killed: out of memory"))
                 self._killed = signal.SIGKILL
         finally:
             if self._timer is not None:
@@ -192,12 +194,16 @@ class DockerHandle:
             await self.container.kill(signal=signal.Signals(signum).name)
 
     def _on_timeout(self) -> None:
-        self._lines.append("papayya: the attempt ran out of time")
+        self._lines.append((time.time(), "papayya: the attempt ran out of time"))
         if self._stopping is None:
             self._stopping = asyncio.create_task(self._stop(STOP_WAIT_SECONDS))
 
+    def lines(self) -> list[tuple[float, str]]:
+        found = list(self._lines)
+        return [*found, (time.time(), self._partial)] if self._partial else found
+
     def output(self) -> str:
-        return "\n".join([*self._lines, self._partial] if self._partial else self._lines)
+        return "\n".join(text for _, text in self.lines())
 
 
 class DockerRuntime:

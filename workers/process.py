@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,10 +32,12 @@ from workers.runtime import Deployment, Launch
 log = logging.getLogger(__name__)
 
 OUTPUT_LINES: Final = 200
+OUTPUT_LINE_CHARS: Final = 2000
 # Passed through to agents; everything else of the worker's environment stays behind.
 SAFE_ENV: Final = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "SSL_CERT_FILE")
-# Never passed, even if named in PAPAYYA_AGENT_ENV: credentials the gateway holds.
-FORBIDDEN_SUFFIXES: Final = ("_API_KEY", "_SECRET", "_TOKEN", "_PASSWORD")
+# Never passed, even if named in PAPAYYA_AGENT_ENV: credentials the gateway holds, and the
+# server's own (AWS_SECRET_ACCESS_KEY for the bundle store ends in neither _API_KEY nor _SECRET).
+FORBIDDEN_SUFFIXES: Final = ("_KEY", "_SECRET", "_TOKEN", "_PASSWORD", "_CREDENTIALS")
 
 
 def agent_environment(worker_env: Mapping[str, str]) -> dict[str, str]:
@@ -57,7 +60,7 @@ class ProcessHandle:
         self.pid = pid
         self.scratch = scratch
         self._exited = exited
-        self._lines: deque[str] = deque(maxlen=OUTPUT_LINES)
+        self._lines: deque[tuple[float, str]] = deque(maxlen=OUTPUT_LINES)
         self._reader = asyncio.create_task(self._read(output))
 
     async def _read(self, fd: int) -> None:
@@ -68,7 +71,8 @@ class ProcessHandle:
         )
         try:
             while line := await reader.readline():
-                self._lines.append(line.decode(errors="replace").rstrip("\n"))
+                text = line.decode(errors="replace").rstrip("\n")[:OUTPUT_LINE_CHARS]
+                self._lines.append((time.time(), text))
         finally:
             transport.close()
 
@@ -92,8 +96,11 @@ class ProcessHandle:
                     os.killpg(self.pid, signal.SIGKILL)
         await self.wait()
 
+    def lines(self) -> list[tuple[float, str]]:
+        return list(self._lines)
+
     def output(self) -> str:
-        return "\n".join(self._lines)
+        return "\n".join(text for _, text in self._lines)
 
 
 class ForkServer:

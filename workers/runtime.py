@@ -76,6 +76,10 @@ class AgentHandle(Protocol):
         """The last lines the agent wrote to stdout and stderr (bounded)."""
         ...
 
+    def lines(self) -> list[tuple[float, str]]:
+        """The same lines, each with when it was read (Unix time)."""
+        ...
+
 
 class Runtime(Protocol):
     name: str

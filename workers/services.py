@@ -70,7 +70,9 @@ async def background(
                                    interval=min(5.0, wc.lease_seconds / 4))  # fmt: skip
         start("sweeper", services.sweeper.run, services.sweeper.stop)
         backoff = float(os.environ.get("PAPAYYA_CALLBACK_BACKOFF_SECONDS") or 1.0)
-        services.deliverer = Deliverer(store, backoff_seconds=backoff)
+        services.deliverer = Deliverer(
+            store, backoff_seconds=backoff, allow_private=config.callback_allow_private
+        )
         start("callbacks", services.deliverer.run, services.deliverer.stop)
     own_runtimes: list[Runtime] = []
     if worker:

@@ -40,12 +40,28 @@ log = logging.getLogger(__name__)
 Q: Final = queries("workers.sql")
 EXIT_USAGE: Final = 2  # the runtime could not find or load the agent: retrying will not help
 OUTPUT_TAIL: Final = 4000
+OUTPUT_EVENT_CHARS: Final = 64_000
 REAP_SECONDS: Final = 30.0  # how often leftover containers of finished attempts are removed
 # Events after which an attempt's agent must stop.
 STOPPING: Final = frozenset(
     ("CancelRequested", "RunCompleted", "RunFailed", "RunCancelled", "BudgetExceeded",
      "AttemptLost")
 )  # fmt: skip
+
+
+def agent_output(attempt: int, lines: list[tuple[float, str]]) -> list[ev.RunEvent]:
+    """The attempt's output as an event: its last lines, at most ``OUTPUT_EVENT_CHARS``."""
+    kept: list[tuple[float, str]] = []
+    size = 0
+    for at, text in reversed(lines):
+        size += len(text) + 1
+        if size > OUTPUT_EVENT_CHARS:
+            break
+        kept.append((at, text))
+    if not kept:
+        return []
+    kept.reverse()
+    return [ev.AgentOutput(attempt=attempt, lines=tuple(kept), truncated=len(kept) < len(lines))]
 
 
 def runtime_available(runtime: Runtime) -> bool:
@@ -272,6 +288,7 @@ class Worker:
         self._active[state.run_id] = current
         code: int | None = None
         output = ""
+        lines: list[tuple[float, str]] = []
         try:
             runtime = self.runtimes.get(deployment.runtime)
             if runtime is None:
@@ -300,21 +317,29 @@ class Worker:
                         self._stop(current, current.stop_reason)
                     code = await current.handle.wait()
                     log.info("run %s: attempt %s exited %s", state.run_id, state.attempt, code)
-                    output = current.handle.output()
                     if current.stopping is not None:
                         await current.stopping
-            await self._record(current, code, output)
+                    output = current.handle.output()
+                    lines = current.handle.lines()
+            await self._record(current, code, output, lines)
         finally:
             self._active.pop(state.run_id, None)
             await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
             self.completed += 1
 
-    async def _record(self, current: Attempt, code: int | None, output: str) -> None:
-        """Append how the attempt ended, unless the run already says so."""
+    async def _record(
+        self, current: Attempt, code: int | None, output: str, lines: list[tuple[float, str]]
+    ) -> None:
+        """Append the agent's output and how the attempt ended (unless the run already says
+        so: the agent reported it, the gateway ended the run or the sweeper moved on)."""
         tail = output[-OUTPUT_TAIL:]
         max_attempts = self.config.max_attempts
+        logged = agent_output(current.attempt, lines)
 
         def decide(state: RunState) -> list[ev.RunEvent]:
+            return logged + outcome(state)
+
+        def outcome(state: RunState) -> list[ev.RunEvent]:
             if state.status != "running" or state.attempt != current.attempt:
                 return []  # ended by the agent's report, the gateway or the sweeper
             if state.cancel_requested:

@@ -266,6 +266,15 @@ class CallbackAttempted(RunEvent, frozen=True):
     final: bool = False
 
 
+class AgentOutput(RunEvent, frozen=True):
+    """What an attempt's agent wrote to stdout and stderr (its last lines, bounded), each
+    line with the Unix time it was read: the run's container log."""
+
+    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    lines: tuple[tuple[float, str], ...] = ()
+    truncated: bool = False
+
+
 class DeploymentCreated(Event, frozen=True):
     """A deployable version of an agent (stream ``deployment-<id>``): a module the
     ``process`` runtime starts, or a bundle that becomes a ``docker`` image."""
@@ -312,6 +321,7 @@ EVENT_CLASSES: Final[tuple[type[Event], ...]] = (
     RunResumed,
     AttemptLost,
     CallbackAttempted,
+    AgentOutput,
     DeploymentCreated,
     DeploymentReady,
     DeploymentFailed,
@@ -341,6 +351,7 @@ AnyEvent: TypeAlias = (
     | RunResumed
     | AttemptLost
     | CallbackAttempted
+    | AgentOutput
     | DeploymentCreated
     | DeploymentReady
     | DeploymentFailed
@@ -372,7 +383,7 @@ def decode_event(event_type: str, data: Mapping[str, Any]) -> Event:
     # would resolve the union again on every call (about 40 times slower).
     try:
         return msgspec.convert(data, EVENT_TYPES[event_type])
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, UnicodeError) as exc:  # UnicodeError: a lone surrogate
         raise InvalidEvent(f"{event_type}: {exc}") from None
 
 
@@ -382,7 +393,7 @@ def decode_event_json(raw: bytes | str) -> Event:
         raise InvalidEvent("an event in JSON must be bytes or str")
     try:
         event: Event = EVENT_DECODER.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeError) as exc:  # also: not UTF-8, a lone surrogate
         raise InvalidEvent(f"not a known event: {exc}") from None
     return event
 
@@ -429,7 +440,7 @@ def decode_stored(event_type: str, data: str | bytes, recorded_at: datetime) -> 
         raise InvalidEvent(f"unknown event type {event_type!r}")
     try:
         event = msgspec.json.decode(data, type=cls)
-    except msgspec.ValidationError as exc:
+    except (msgspec.DecodeError, UnicodeError) as exc:  # also: not UTF-8, a lone surrogate
         raise InvalidEvent(f"{event_type}: {exc}") from None
     if event.at is None:
         event = msgspec.structs.replace(event, at=recorded_at)

@@ -370,4 +370,5 @@ _HANDLERS: dict[type[Any], Handler] = {
     ev.RunResumed: _resumed,
     ev.AttemptLost: _attempt_lost,
     ev.CallbackAttempted: _callback,
+    ev.AgentOutput: lambda state, steps, event: state,
 }

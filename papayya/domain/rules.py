@@ -170,6 +170,11 @@ def _callback(state: RunState, steps: Steps, event: ev.CallbackAttempted) -> Non
         _refuse(event, f"run {state.run_id} is {state.status}: callbacks follow a terminal status")
 
 
+def _output(state: RunState, steps: Steps, event: ev.AgentOutput) -> None:
+    if event.attempt > state.attempt:  # reported after the fact, in any state
+        _refuse(event, f"attempt {event.attempt} has not started")
+
+
 def _unknown(state: RunState, steps: Steps, event: ev.RunEvent) -> None:
     raise InvalidInput(f"{type(event).__name__} is not a known run event")
 
@@ -194,4 +199,5 @@ _RULES: dict[type[Any], Callable[[RunState, Steps, Any], None]] = {
     ev.RunResumed: _resumed,
     ev.AttemptLost: _attempt_lost,
     ev.CallbackAttempted: _callback,
+    ev.AgentOutput: _output,
 }

@@ -17,7 +17,9 @@ Event = tuple[str | None, Any]
 def encode(name: str | None, data: Any) -> bytes:
     payload = data if isinstance(data, str) else msgspec.json.encode(data).decode()
     head = f"event: {name}\n" if name else ""
-    return f"{head}data: {payload}\n\n".encode()
+    # Text with line breaks is one data line per line, as the SSE format has it.
+    lines = "".join(f"data: {line}\n" for line in re.split(r"\r\n|\r|\n", payload))
+    return f"{head}{lines}\n".encode()
 
 
 async def stream(

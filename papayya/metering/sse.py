@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Final
+
+_LINES: Final = re.compile(r"\r\n|\r|\n")
 
 
 class SseEvent:
@@ -17,7 +20,7 @@ class SseEvent:
     def json(self) -> Any:
         try:
             return json.loads(self.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             return None
 
 
@@ -53,7 +56,9 @@ def _boundary(buffer: bytes) -> tuple[int, int] | None:
 def _parse(raw: bytes) -> SseEvent:
     event = None
     data = []
-    for line in raw.decode("utf-8", "replace").splitlines():
+    # Only CR, LF and CRLF end a line (str.splitlines would also cut at U+2028, U+0085, …,
+    # which JSON text may hold as they are).
+    for line in _LINES.split(raw.decode("utf-8", "replace")):
         if not line or line.startswith(":"):
             continue
         name, _, value = line.partition(":")

@@ -40,7 +40,8 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> 
         )
     expected = sign(secret, message_id, timestamp, body).encode()
     for candidate in signatures.split():
-        # Compared as text ("v1,<base64>"), so nothing the sender sent is decoded.
-        if hmac.compare_digest(candidate.encode(), expected):
+        # Compared as text ("v1,<base64>"), so nothing the sender sent is decoded; a header
+        # that was not UTF-8 holds lone surrogates, which "surrogatepass" encodes all the same.
+        if hmac.compare_digest(candidate.encode("utf-8", "surrogatepass"), expected):
             return message_id
     raise InvalidSignature("no webhook-signature matches this webhook's secret")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from papayya.domain import events as ev
 from papayya.fakellm import FakeConfig, Usage
 from tests.integration.cloud_support import Cloud, running_cloud
 from tests.integration.test_runtime import AGENT
@@ -65,3 +66,36 @@ async def test_a_run_of_an_agent_without_deployment_fails_clearly(cloud: Cloud) 
     run = await cloud.wait(await cloud.start("bare"))
     assert run.status == "failed" and run.error_code == "no_deployment"
     assert "papayya agents register" in (run.error_message or "")
+
+
+CHATTY = """
+import sys, time
+from papayya import agent, current_run
+
+@agent
+def chatty(task):
+    def work():
+        print("working on", task, flush=True)
+        print("a warning", file=sys.stderr, flush=True)
+        time.sleep(0.3)
+        return 1
+    current_run().task("work", work)
+    time.sleep(1.5)
+    print("after the step", flush=True)
+    return "done"
+"""
+
+
+async def test_the_agents_output_is_kept_and_shown_around_its_step(cloud: Cloud) -> None:
+    await cloud.register("chatty", CHATTY)
+    run_id = await cloud.wait(await cloud.start("chatty", input="x"))
+    assert run_id.status == "completed"
+    events = await cloud.runs.events(run_id.run_id)
+    (output,) = [e for e in events if isinstance(e, ev.AgentOutput)]
+    texts = [text for _, text in output.lines]
+    assert "working on x" in texts and "a warning" in texts and "after the step" in texts
+    status, step = await cloud.call("GET", f"/v1/runs/{run_id.run_id}/steps/0")
+    assert status == 200, step
+    shown = [line["text"] for line in step["log"]]
+    assert "working on x" in shown and "a warning" in shown
+    assert "after the step" not in shown  # written 1.5 s after the step ended

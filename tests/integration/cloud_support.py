@@ -182,6 +182,8 @@ async def running_cloud(
         monkeypatch.setenv("PAPAYYA_BOOTSTRAP_API_KEY", key)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
+        # Tests receive callbacks on loopback; tests/security turns this back off.
+        config.setdefault("callback_allow_private", True)
         settings = Config(
             database_url=dsn, redis_url=redis_url, data_dir=tmp / "data", port=port,
             control_url=url, queue_name=f"papayya:test:{uuid.uuid4().hex}",

@@ -53,6 +53,8 @@ def _strategy(info: mi.Type) -> st.SearchStrategy[Any]:
         return st.dictionaries(st.text(max_size=5), json_values, max_size=3)
     if isinstance(info, mi.VarTupleType):
         return st.lists(_strategy(info.item_type), max_size=3).map(tuple)
+    if isinstance(info, mi.TupleType):
+        return st.tuples(*(_strategy(t) for t in info.item_types))
     if isinstance(info, mi.AnyType):
         return json_values
     raise NotImplementedError(f"no strategy for {info!r}")

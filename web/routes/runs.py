@@ -30,6 +30,7 @@ from web.models import RunOut, StepOut, run_out, run_out_from_summary, step_out
 from web.openapi import api
 from web.routes import agents
 from web.routes.agents import MaxSteps, Model, Tokens
+from workers import urlguard
 
 Q: Final = queries("api.sql")
 STATUSES: Final = frozenset(get_args(RunStatus))
@@ -207,6 +208,9 @@ async def queue_run(
 async def _create(request: web.Request, agent_ref: str, req: RunOptions) -> web.Response:
     """201 with the new run; with an ``idempotency_key`` already used, 200 with the run that
     the key's first request created."""
+    if req.callback_url is not None:  # refused before anything is written (docs/security.md)
+        allow = request.app[keys.CONFIG].callback_allow_private
+        await urlguard.check_url(req.callback_url, allow_private=allow)
     store = request.app[keys.STORE]
     state, created = await queue_run(store, http.project_id(request), agent_ref, req)
     return http.json(run_out(state), 201 if created else 200)
