@@ -37,7 +37,7 @@ install_packages() {
     local missing=()
     # chromium: the dashboard's browser tests (tests/browser) drive Debian's build with
     # Playwright; Playwright never downloads a browser of its own.
-    for cmd_pkg in dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap \
+    for cmd_pkg in curl:curl dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap \
         chromium:chromium; do
         command -v "${cmd_pkg%%:*}" >/dev/null || missing+=("${cmd_pkg#*:}")
     done
