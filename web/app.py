@@ -114,8 +114,7 @@ async def _cloud(app: web.Application) -> AsyncIterator[None]:
     async with background(
         app[keys.STORE], app[keys.DSN], config, config.redis_url,
         scheduler=config.run_dispatcher, worker=config.run_worker, worker_config=worker_config,
-    ) as services:  # fmt: skip
-        app[keys.SERVICES] = services
+    ):  # fmt: skip
         yield
 
 

@@ -23,6 +23,3 @@ PROJECT_ID = web.RequestKey("project_id", str)
 RATE_CARDS = web.AppKey("rate_cards", RateCardCache)
 RUN_TOKEN_SECRET = web.AppKey("run_token_secret", bytes)
 METER = web.AppKey("meter", Meter)
-
-# The background services of cloud execution running in this process (workers.services).
-SERVICES = web.AppKey("services", object)

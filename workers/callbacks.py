@@ -86,7 +86,6 @@ class Deliverer:
         self.timeout = timeout
         # Whether callbacks may go to private, loopback and link-local addresses (urlguard).
         self.allow_private = allow_private
-        self.attempted = 0
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -146,7 +145,6 @@ class Deliverer:
             error=error, webhook_id=webhook_id, final=final,
         )  # fmt: skip
         await self.runs.append_fresh(state, lambda _state: [event])
-        self.attempted += 1
         if delivered:
             await self.store.pool.execute(Q["callback_delivered"], webhook_id)
         elif final:

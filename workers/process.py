@@ -215,10 +215,6 @@ class ProcessRuntime:
                 )
         return found
 
-    async def prewarm(self, deployment: Deployment) -> None:
-        """Start the deployment's fork server now, before its first run."""
-        await (await self.server(deployment)).ready
-
     async def start(self, launch: Launch) -> ProcessHandle:
         deployment = launch.deployment
         scratch = launch.scratch or self.scratch_root / f"{launch.run_id}-{launch.attempt}"

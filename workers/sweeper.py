@@ -46,8 +46,6 @@ class Sweeper:
         self.max_attempts = max_attempts
         self.interval = interval
         self.requeue_after = requeue_after
-        self.recovered = 0
-        self.requeued = 0
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -69,31 +67,21 @@ class Sweeper:
     async def recover_expired(self) -> int:
         rows = await self.store.pool.fetch(Q["expired_leases"], BATCH)
         for row in rows:
-            run_id, attempt, worker = row["run_id"], row["attempt"], row["worker"]
-
-            def decide(
-                state: RunState, attempt: int = attempt, worker: str = worker
-            ) -> list[ev.RunEvent]:
-                if state.status != "running" or state.attempt != attempt:
-                    return []
-                if state.cancel_requested:
-                    return [ev.RunCancelled(reason=state.cancel_reason)]
-                if attempt >= self.max_attempts:
-                    message = (
-                        f"the worker of attempt {attempt} stopped heartbeating "
-                        f"({worker}); gave up after {self.max_attempts} attempts"
-                    )
-                    return [ev.RunFailed(code="worker_lost", message=message)]
-                return [ev.AttemptLost(attempt=attempt, reason="lease_expired", worker=worker)]
-
-            with contextlib.suppress(RunNotFound):
-                before = await self.runs.load(run_id)
-                after = await self.runs.execute(run_id, decide)
-                if after.version != before.version:
-                    self.recovered += 1
-                    log.info("run %s: attempt %s lost with worker %s", run_id, attempt, worker)
-            await self.store.pool.execute(Q["drop_expired_lease"], run_id, attempt)
+            await self._recover(row["run_id"], row["attempt"], row["worker"])
         return len(rows)
+
+    async def _recover(self, run_id: str, attempt: int, worker: str) -> None:
+        decided: list[ev.RunEvent] = []
+
+        def decide(state: RunState) -> list[ev.RunEvent]:
+            decided[:] = recovery(state, attempt, worker, self.max_attempts)
+            return decided
+
+        with contextlib.suppress(RunNotFound):
+            await self.runs.execute(run_id, decide)
+            if decided:
+                log.info("run %s: attempt %s lost with worker %s", run_id, attempt, worker)
+        await self.store.pool.execute(Q["drop_expired_lease"], run_id, attempt)
 
     async def requeue_waiting(self) -> int:
         rows = await self.store.pool.fetch(Q["waiting_runs"], self.requeue_after, BATCH * 5)
@@ -101,5 +89,19 @@ class Sweeper:
         if added:
             await self.queue.ensure_group()
             log.info("sweeper: enqueued %d queued runs Redis did not have", len(added))
-        self.requeued += len(added)
         return len(added)
+
+
+def recovery(state: RunState, attempt: int, worker: str, max_attempts: int) -> list[ev.RunEvent]:
+    """What ends an attempt whose worker stopped heartbeating (nothing if it already ended)."""
+    if state.status != "running" or state.attempt != attempt:
+        return []
+    if state.cancel_requested:
+        return [ev.RunCancelled(reason=state.cancel_reason)]
+    if attempt >= max_attempts:
+        message = (
+            f"the worker of attempt {attempt} stopped heartbeating ({worker}); "
+            f"gave up after {max_attempts} attempts"
+        )
+        return [ev.RunFailed(code="worker_lost", message=message)]
+    return [ev.AttemptLost(attempt=attempt, reason="lease_expired", worker=worker)]

@@ -31,6 +31,7 @@ from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
 from papayya.runs import Runs, run_stream
+from papayya.runtime.main import EXIT_USAGE  # could not load the agent: retrying is futile
 from sql import queries
 from workers.queue import RunQueue
 from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
@@ -38,7 +39,6 @@ from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
 log = logging.getLogger(__name__)
 
 Q: Final = queries("workers.sql")
-EXIT_USAGE: Final = 2  # the runtime could not find or load the agent: retrying will not help
 OUTPUT_TAIL: Final = 4000
 OUTPUT_EVENT_CHARS: Final = 64_000
 REAP_SECONDS: Final = 30.0  # how often leftover containers of finished attempts are removed
@@ -142,7 +142,6 @@ class Worker:
         self.secret = secret
         self.config = config
         self.name = name or worker_name()
-        self.completed = 0  # attempts this worker saw to an end, for tests and benchmarks
         self._active: dict[str, Attempt] = {}
         self._deployments: dict[tuple[str, int | None], Deployment] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -325,7 +324,6 @@ class Worker:
         finally:
             self._active.pop(state.run_id, None)
             await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
-            self.completed += 1
 
     async def _record(
         self, current: Attempt, code: int | None, output: str, lines: list[tuple[float, str]]

@@ -15,17 +15,70 @@ Standard library only.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import ctypes
+import importlib
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
-from papayya.runtime.warm import apply_limits, die_with_parent, preload
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: be killed when the worker that started us dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def imported_names(path: Path) -> list[str]:
+    """The absolute modules a source file imports at its top level."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def preload(module: str) -> None:
+    """Import the agent module's imports; failures are left for the run to report."""
+    path = Path(module)
+    if path.suffix == ".py":
+        sys.path.insert(0, str(path.resolve().parent))
+        names = imported_names(path)
+    else:
+        names = [module.rpartition(".")[0]] if "." in module else []
+    for name in names:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+
+def apply_limits(limits: dict[str, Any]) -> None:
+    memory = limits.get("memory_mb")
+    if memory:
+        size = int(memory) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+    cpu = limits.get("cpu_seconds")
+    if cpu:
+        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 5))
+    files = limits.get("open_files")
+    if files:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (int(files), int(files)))
 
 
 def _child(job: dict[str, Any], output: int, control: socket.socket, wakeup: int) -> None:
