@@ -1,12 +1,18 @@
-"""Find the database: the configured URL, or an embedded Postgres under the data dir."""
+"""Find the database (the configured URL, or an embedded Postgres under the data dir), and
+the secrets a server makes for itself in it."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, Final
 
 from eventstore.embedded import EmbeddedPostgres
 from papayya.config import Config
+from sql import queries
+
+Q: Final = queries("control.sql")
 
 
 @contextmanager
@@ -20,3 +26,12 @@ def database_url(config: Config) -> Iterator[str]:
         yield embedded.start()
     finally:
         embedded.stop()
+
+
+async def server_secret(pool: Any, name: str = "run_tokens") -> bytes:
+    """A secret made once per database and shared by every server process using it."""
+    value = await pool.fetchval(Q["secret"], name)
+    if value is None:
+        await pool.execute(Q["create_secret"], name, secrets.token_bytes(32))
+        value = await pool.fetchval(Q["secret"], name)
+    return bytes(value)

@@ -127,3 +127,28 @@ class RebuildInProgress(Conflict):
     """A rebuild of this projection is already running."""
 
     code = "rebuild_in_progress"
+
+
+class InvalidCron(InvalidInput):
+    """The cron expression is not valid."""
+
+    code = "invalid_cron"
+
+
+class InvalidTimezone(InvalidInput):
+    """The timezone is not an IANA timezone name."""
+
+    code = "invalid_timezone"
+
+
+class InvalidSignature(Unauthorized):
+    """The request is not signed with this webhook's secret (Standard Webhooks)."""
+
+    code = "invalid_signature"
+
+
+class RateLimited(PapayyaError):
+    """Too many requests; try again later."""
+
+    code = "rate_limited"
+    http_status = 429

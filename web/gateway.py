@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from papayya import runtokens
+from papayya.database import server_secret
 from papayya.errors import InvalidInput
 from papayya.metering import providers as pv
 from papayya.metering.meter import Meter, MeteredResponse, Upstream
@@ -48,7 +49,7 @@ async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600, sock_connect=10))
     cards = RateCardCache(store.pool)
     app[keys.RATE_CARDS] = cards
-    app[keys.RUN_TOKEN_SECRET] = await tenancy.server_secret(store.pool)
+    app[keys.RUN_TOKEN_SECRET] = await server_secret(store.pool)
     app[keys.METER] = Meter(store, session, upstreams_from_env(), cards)
     yield
     await session.close()

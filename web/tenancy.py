@@ -142,12 +142,3 @@ async def bootstrap(pool: Db, key: str | None = None) -> NewApiKey | None:
     except Conflict:  # another server bootstrapped at the same moment
         return None
     return await create_key(pool, project.id, "bootstrap", key)
-
-
-async def server_secret(pool: Db, name: str = "run_tokens") -> bytes:
-    """A secret made once per database and shared by every server process using it."""
-    value = await pool.fetchval(Q["secret"], name)
-    if value is None:
-        await pool.execute(Q["create_secret"], name, secrets.token_bytes(32))
-        value = await pool.fetchval(Q["secret"], name)
-    return bytes(value)

@@ -16,8 +16,8 @@ from typing import Any
 
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
+from papayya.database import server_secret
 from projections.runner import ProjectionRunner
-from web import tenancy
 from workers.callbacks import CallbackOutbox, Deliverer
 from workers.dispatcher import Dispatcher
 from workers.process import ProcessRuntime
@@ -88,7 +88,7 @@ async def background(
             control_socket=config.runtime_socket,
             concurrency=config.worker_concurrency,
         )
-        secret = await tenancy.server_secret(store.pool)
+        secret = await server_secret(store.pool)
         services.worker = Worker(store, queue, runtimes, secret, wc)
         start("worker", services.worker.run, services.worker.stop)
     try:

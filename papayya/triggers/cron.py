@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Final
 
-from papayya.triggers.errors import InvalidCron
+from papayya.errors import InvalidCron
 
 MAX_LENGTH: Final = 200
 # Feb 29 with no weekday restriction recurs at most every 8 years (2096 -> 2104); an

@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
+from papayya.errors import InvalidSignature
 from papayya.signing import sign
-from papayya.triggers.errors import InvalidSignature
 
 TOLERANCE_SECONDS: Final = 5 * 60
 MAX_ID_LENGTH: Final = 255

@@ -22,8 +22,8 @@ from functools import cache
 from typing import Final
 from zoneinfo import ZoneInfo, available_timezones
 
+from papayya.errors import InvalidTimezone
 from papayya.triggers.cron import CronExpression
-from papayya.triggers.errors import InvalidTimezone
 
 MAX_TIMEZONE_LENGTH: Final = 64
 

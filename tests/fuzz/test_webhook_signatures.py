@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from papayya.errors import InvalidSignature
 from papayya.signing import headers as signed_headers
 from papayya.signing import new_secret
-from papayya.triggers.errors import InvalidSignature
 from papayya.triggers.verify import TOLERANCE_SECONDS, verify
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

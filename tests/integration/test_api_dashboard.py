@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from eventstore import PostgresEventStore
+from papayya.database import server_secret
 from papayya.domain import events as ev
 from papayya.runs import Runs
 from tests.conftest import Api
@@ -27,7 +28,7 @@ from tests.integration.test_api_sse import (
     start_run,
 )
 from tests.integration.test_api_usage import old_run
-from web import keys, tenancy
+from web import keys
 from web.routes import dashboard, login
 
 DASHBOARD = Path(dashboard.__file__).parents[1] / "dashboard"
@@ -309,7 +310,7 @@ async def test_a_login_link_signs_in_once(api: Api, http: aiohttp.ClientSession,
         assert status == 400 and answer["error"]["code"] == "invalid_input", (body, answer)
     status, _ = await call(api, http, "POST", "/v1/dashboard/login", key=None, data=b"{no")
     assert status == 400
-    secret = await tenancy.server_secret(pool, login.SECRET_NAME)
+    secret = await server_secret(pool, login.SECRET_NAME)
     project = (await db_fetch(dsn, "SELECT project_id FROM projects"))[0]["project_id"]
     for bad in (
         token[:-2] + ("AA" if not token.endswith("AA") else "BB"),  # tampered

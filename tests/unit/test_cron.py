@@ -9,8 +9,8 @@ from croniter import croniter
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from papayya.errors import InvalidCron
 from papayya.triggers.cron import CronExpression
-from papayya.triggers.errors import InvalidCron
 
 MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]

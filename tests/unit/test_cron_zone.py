@@ -17,8 +17,8 @@ from croniter import croniter
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from papayya.errors import InvalidCron, InvalidTimezone
 from papayya.triggers.cron import CronExpression
-from papayya.triggers.errors import InvalidCron, InvalidTimezone
 from papayya.triggers.zone import CronSchedule, first_instant, timezone, wall
 from tests.unit.test_cron import croniter_reads_otherwise, expressions
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
+from papayya.errors import InvalidSignature
 from papayya.signing import new_secret, sign
-from papayya.triggers.errors import InvalidSignature
 from papayya.triggers.verify import TOLERANCE_SECONDS, verify
 
 NOW = 1_714_564_800  # 2024-05-01T12:00:00Z

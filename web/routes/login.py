@@ -24,6 +24,7 @@ import msgspec
 from aiohttp import web
 
 from eventstore.types import NO_STREAM, NewEvent
+from papayya.database import server_secret
 from papayya.errors import ConcurrencyError, InvalidInput, NotFound
 from sql import queries
 from web import http, keys, tenancy
@@ -101,7 +102,7 @@ async def login_link(pool: tenancy.Db, base_url: str, now: float | None = None) 
     row = await pool.fetchrow(Q["first_project"])
     if row is None:
         return None
-    secret = await tenancy.server_secret(pool, SECRET_NAME)
+    secret = await server_secret(pool, SECRET_NAME)
     token = make_token(secret, row["project_id"], time.time() if now is None else now)
     return f"{base_url.rstrip('/')}/login#token={token}"
 
@@ -126,7 +127,7 @@ def announce(base_url: str) -> Callable[[web.Application], Awaitable[None]]:
 async def exchange(request: web.Request) -> web.Response:
     req = await http.body(request, LoginExchange)
     store = request.app[keys.STORE]
-    secret = await tenancy.server_secret(store.pool, SECRET_NAME)
+    secret = await server_secret(store.pool, SECRET_NAME)
     claims = read_token(secret, req.token, time.time())
     try:
         project = await tenancy.get_project(store.pool, claims.project_id)

@@ -25,10 +25,9 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from papayya.errors import InvalidInput, NotFound, PayloadTooLarge
+from papayya.errors import InvalidInput, NotFound, PayloadTooLarge, RateLimited
 from papayya.runs import run_stream
 from papayya.signing import new_secret
-from papayya.triggers.errors import RateLimited
 from papayya.triggers.verify import verify
 from sql import queries
 from web import http, keys, tenancy
