@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import Gauge, Histogram
 
 from eventstore.payloads import check_ref, payload_ref
@@ -248,7 +249,7 @@ class PostgresEventStore:
 
     async def append_on(
         self,
-        conn: asyncpg.Connection,
+        conn: asyncpg.Connection | PoolConnectionProxy,
         stream_id: str,
         events: list[NewEvent] | NewEvent,
         expected_version: ExpectedVersion = ANY,

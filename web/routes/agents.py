@@ -20,8 +20,6 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from eventstore.postgres import CONCURRENCY_SQLSTATE
-from eventstore.types import prepare
 from papayya.domain import events as ev
 from papayya.errors import ConcurrencyError, Conflict, InvalidInput, NotFound
 from sql import queries
@@ -29,7 +27,6 @@ from web import http, keys, tenancy
 from web.openapi import api
 
 Q: Final = queries("api.sql")
-APPEND: Final = queries("eventstore.sql")["append"]
 AGENT_CATEGORY: Final = "agent"
 MAX_RETRIES: Final = 10
 MAX_BUDGET_USD: Final = Decimal(1_000_000)
@@ -210,19 +207,10 @@ async def _write(
         config=agent.config,
     )
     event_id = uuid.uuid5(_EVENT_NAMESPACE, f"{agent.id}:{version}")
-    (event,) = prepare([ev.to_new_event(defined, event_id=event_id)])
+    event = ev.to_new_event(defined, event_id=event_id)
     stream = f"{AGENT_CATEGORY}-{agent.id}"
     async with store.pool.acquire() as conn, conn.transaction():
-        try:
-            await conn.fetchrow(
-                APPEND, stream, AGENT_CATEGORY, expected, store.serialized,
-                [event.event_id], [event.type], [event.schema_version],
-                [event.data_json], [event.metadata_json], None, None, None, None,
-            )  # fmt: skip
-        except asyncpg.PostgresError as exc:
-            if getattr(exc, "sqlstate", None) == CONCURRENCY_SQLSTATE:
-                raise ConcurrencyError(f"agent {agent.id} changed concurrently") from None
-            raise
+        await store.append_on(conn, stream, event, expected)  # ConcurrencyError if it moved
         try:
             row = await conn.fetchrow(
                 query, agent.project_id, agent.id, agent.name, agent.slug, agent.description,
@@ -232,7 +220,7 @@ async def _write(
             raise Conflict(f"an agent with slug {agent.slug!r} exists") from None
         if row is None:  # raised inside the transaction, so the event goes too
             raise NotFound(f"agent {agent.id} not found")
-    store.hub.wake()  # local subscribers; other processes find it by their poll
+    store.committed()  # local subscribers; other processes find it by their poll
     return _agent(row, version)
 
 

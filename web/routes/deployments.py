@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 
 from eventstore.postgres import PostgresEventStore
+from eventstore.types import ExpectedVersion
 from papayya.domain import events as ev
 from papayya.errors import InvalidInput, NotFound
 from sql import queries
@@ -80,7 +81,7 @@ async def record(
     store: PostgresEventStore,
     deployment_id: str,
     events: Sequence[ev.Event],
-    expected: int | str,
+    expected: ExpectedVersion,
     query: str,
     *args: Any,
 ) -> asyncpg.Record:
@@ -88,7 +89,7 @@ async def record(
     update, returning the row) in one transaction."""
     new = [ev.to_new_event(e) for e in events]
     async with store.pool.acquire() as conn, conn.transaction():
-        await store.append_on(conn, _stream(deployment_id), new, expected)  # type: ignore[arg-type]
+        await store.append_on(conn, _stream(deployment_id), new, expected)
         row = await conn.fetchrow(query, *args)
     store.committed()
     if row is None:

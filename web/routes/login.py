@@ -137,7 +137,7 @@ async def exchange(request: web.Request) -> web.Response:
     try:
         async with store.pool.acquire() as conn, conn.transaction():
             stream = f"{CATEGORY}-{claims.nonce}"
-            await store.append_on(conn, stream, used, NO_STREAM)  # type: ignore[arg-type]
+            await store.append_on(conn, stream, used, NO_STREAM)
             key = await tenancy.create_key(conn, project.id, "dashboard")
     except ConcurrencyError:
         raise InvalidInput(INVALID) from None
