@@ -158,6 +158,16 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
         await store.close()
 
 
+def _check_timing() -> None:
+    """Refuse bad PAPAYYA_*_SECONDS / PAPAYYA_MAX_ATTEMPTS before anything starts."""
+    from workers.worker import WorkerConfig
+
+    try:
+        WorkerConfig.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @click.command()
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--runtime", type=click.Choice(["all", "process", "docker"]), default="all",
@@ -173,20 +183,19 @@ def worker(concurrency: int, runtime: str, burst: bool) -> None:
     PAPAYYA_HEARTBEAT_SECONDS (15), PAPAYYA_LEASE_SECONDS (60), PAPAYYA_GRACE_SECONDS (10),
     PAPAYYA_DRAIN_SECONDS (30), PAPAYYA_MAX_ATTEMPTS (3), PAPAYYA_AGENT_ENV (names passed on)
     """
+    _check_timing()
     _logging()
     config = Config.from_env(worker_concurrency=concurrency)
     with _backends(config, redis=True) as config:
-        try:
-            asyncio.run(_background(config, scheduler=False, worker=True, burst=burst,
-                                    runtime=runtime))  # fmt: skip
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from exc
+        asyncio.run(_background(config, scheduler=False, worker=True, burst=burst,
+                                runtime=runtime))  # fmt: skip
 
 
 @click.command()
 def scheduler() -> None:
     """Run cron schedules, the dispatcher (queued runs → Redis), the recovery sweeper and
     callbacks. Any number may run: each fire, enqueue and recovery happens once."""
+    _check_timing()
     _logging()
     config = Config.from_env()
     with _backends(config, redis=True) as config:

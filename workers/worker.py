@@ -98,9 +98,12 @@ class WorkerConfig:
         ):
             if env.get(key):
                 try:
-                    values[name] = kind(env[key])
+                    value = kind(env[key])
                 except ValueError:
                     raise ValueError(f"{key} must be a number, not {env[key]!r}") from None
+                if not (value >= 0 if name == "drain_seconds" else value > 0) or value != value:
+                    raise ValueError(f"{key} must be a positive number, not {env[key]!r}")
+                values[name] = value
         if env.get("PAPAYYA_CONTROL_URL"):
             values["control_url"] = env["PAPAYYA_CONTROL_URL"]
         if env.get("PAPAYYA_RUNTIME_SOCKET"):
