@@ -26,6 +26,14 @@ async def gw(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway
             await client.close()
 
 
+async def last_reservation(gw: Gateway) -> ev.BudgetReserved:
+    """The reservation of the call ``reservation_of_one_call`` made (its run is the last)."""
+    state, token = await gw.start_run(budget_micro_usd=10**9)
+    await gw.openai(token).chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+    events = await gw.runs.events(state.run_id)
+    return next(e for e in events if isinstance(e, ev.BudgetReserved))
+
+
 async def reservation_of_one_call(gw: Gateway) -> int:
     state, token = await gw.start_run(budget_micro_usd=10**9)
     await gw.openai(token).chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
@@ -35,6 +43,13 @@ async def reservation_of_one_call(gw: Gateway) -> int:
 
 async def test_concurrent_calls_never_pass_the_budget(gw: Gateway) -> None:
     one = await reservation_of_one_call(gw)
+    # Each call then costs exactly what it reserved, so a call that settles frees nothing
+    # and exactly 10 fit however the 50 interleave (else an 11th may rightly fit once some
+    # settled below their reservation: a timing the machine's load decides).
+    reserved = await last_reservation(gw)
+    gw.fake.configure(
+        usage={"prompt_tokens": reserved.input_tokens, "completion_tokens": reserved.output_tokens}
+    )
     before = gw.fake.stats.total
     budget = 10 * one + one // 2
     state, token = await gw.start_run(budget_micro_usd=budget)
@@ -54,6 +69,7 @@ async def test_concurrent_calls_never_pass_the_budget(gw: Gateway) -> None:
     run = await gw.runs.load(state.run_id)
     assert run.status == "budget_exceeded"
     assert run.committed.micro_usd <= budget and run.reservations == ()
+    assert run.committed.micro_usd == 10 * one  # each cost exactly its reservation
     assert len(run.steps) == 10
 
 
