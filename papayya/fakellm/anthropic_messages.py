@@ -44,7 +44,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         if turn.interruption is not None:
             after, error = turn.interruption
             cut = after, ("error", error_body("anthropic", error))
-        return await sse.stream(request, _events(message), fake.config.latency.per_chunk, cut)
+        per_chunk = fake.config.latency.per_chunk
+        return await sse.stream(request, _events(message), per_chunk, cut, turn.cut)
     return http.json(message)
 
 

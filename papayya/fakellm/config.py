@@ -6,7 +6,7 @@ validation as in-process code (unknown fields are refused, like any Papayya requ
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -109,14 +109,27 @@ class Failure(msgspec.Struct, forbid_unknown_fields=True):
     after_events: int | None = None
 
 
+class Cut(msgspec.Struct, forbid_unknown_fields=True):
+    """A stream that stops after ``after_events`` events, with no error event and no usage:
+    ``end`` finishes the HTTP response there, ``reset`` drops the connection, ``stall`` sends
+    nothing more until the client gives up."""
+
+    after_events: int = 1
+    how: Literal["end", "reset", "stall"] = "end"
+
+
 class Reply(msgspec.Struct, forbid_unknown_fields=True):
     """One scripted model turn, used by the next generation request instead of the defaults.
 
     ``text`` and ``tool_calls`` may both be set (text first). With neither, the turn is the
     default one, so a ``Reply(usage=...)`` only changes the counts. ``failure`` wins over all.
+    ``cut`` cuts a streamed answer short. ``past_cap``: the output is not cut at the request's
+    ``max_tokens`` and ``usage`` is reported as set (a provider that over-reports).
     """
 
     text: str | None = None
     tool_calls: list[ToolCall] = []
     usage: Usage | None = None
     failure: Failure | None = None
+    cut: Cut | None = None
+    past_cap: bool = False

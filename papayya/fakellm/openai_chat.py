@@ -35,13 +35,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if prompt.stream:
         options = body.get("stream_options")
         with_usage = isinstance(options, dict) and options.get("include_usage") is True
-        events = _chunks(head, turn, calls, with_usage)
+        events = _chunks(head, turn, calls, with_usage, prompt.choices)
         cut = None
         if turn.interruption is not None:
             # Mid-stream, OpenAI sends an error object where a chunk would be.
             after, error = turn.interruption
             cut = after, (None, error_body("openai", error))
-        return await sse.stream(request, events, fake.config.latency.per_chunk, cut)
+        return await sse.stream(request, events, fake.config.latency.per_chunk, cut, turn.cut)
     message: dict[str, Any] = {
         "role": "assistant",
         "content": turn.text if turn.text or not calls else None,
@@ -50,9 +50,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     }
     if calls:
         message["tool_calls"] = calls
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(turn)}
+    choices = [
+        {"index": i, "message": message, "logprobs": None, "finish_reason": _finish(turn)}
+        for i in range(prompt.choices)
+    ]
     return http.json(
-        {**head, "object": "chat.completion", "choices": [choice], "usage": usage(turn.tokens)}
+        {**head, "object": "chat.completion", "choices": choices, "usage": usage(turn.tokens)}
     )
 
 
@@ -93,26 +96,31 @@ def _finish(turn: Turn) -> str:
 
 
 def _chunks(
-    head: dict[str, Any], turn: Turn, calls: list[dict[str, Any]], with_usage: bool
+    head: dict[str, Any],
+    turn: Turn,
+    calls: list[dict[str, Any]],
+    with_usage: bool,
+    choices: int = 1,
 ) -> Iterator[sse.Event]:
     base = {**head, "object": "chat.completion.chunk"}
     if with_usage:
         base["usage"] = None  # every chunk carries the key; only the extra last one a value
+    for n in range(choices):
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> sse.Event:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return None, {**base, "choices": [choice]}
+        def chunk(delta: dict[str, Any], finish: str | None = None, n: int = n) -> sse.Event:
+            choice = {"index": n, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return None, {**base, "choices": [choice]}
 
-    yield chunk({"role": "assistant", "content": "" if turn.text else None, "refusal": None})
-    for piece in sse.words(turn.text):
-        yield chunk({"content": piece})
-    for index, call in enumerate(calls):
-        function = call["function"]
-        opening = {**call, "index": index, "function": {**function, "arguments": ""}}
-        yield chunk({"tool_calls": [opening]})
-        for piece in sse.slices(function["arguments"]):
-            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-    yield chunk({}, _finish(turn))
+        yield chunk({"role": "assistant", "content": "" if turn.text else None, "refusal": None})
+        for piece in sse.words(turn.text):
+            yield chunk({"content": piece})
+        for index, call in enumerate(calls):
+            function = call["function"]
+            opening = {**call, "index": index, "function": {**function, "arguments": ""}}
+            yield chunk({"tool_calls": [opening]})
+            for piece in sse.slices(function["arguments"]):
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        yield chunk({}, _finish(turn))
     if with_usage:
         yield None, {**base, "choices": [], "usage": usage(turn.tokens)}
     yield None, "[DONE]"

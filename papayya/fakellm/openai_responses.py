@@ -27,7 +27,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     items = _output(turn)
     if prompt.stream:
         events = _events(shell, turn, items)
-        return await sse.stream(request, events, fake.config.latency.per_chunk, _cut(turn))
+        per_chunk = fake.config.latency.per_chunk
+        return await sse.stream(request, events, per_chunk, _cut(turn), turn.cut)
     return http.json(_finished(shell, turn, items))
 
 

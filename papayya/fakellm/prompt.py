@@ -31,6 +31,8 @@ class Prompt:
     has_tool_result: bool
     max_tokens: int | None
     stream: bool
+    # How many answers to write (chat ``n``); each counts its output tokens.
+    choices: int = 1
 
 
 def chat_prompt(body: dict[str, Any]) -> Prompt:
@@ -60,6 +62,7 @@ def chat_prompt(body: dict[str, Any]) -> Prompt:
         has_tool_result=any(m.get("role") in ("tool", "function") for m in _dicts(messages)),
         max_tokens=_int(body.get("max_completion_tokens", body.get("max_tokens"))),
         stream=body.get("stream") is True,
+        choices=_int(body.get("n")) or 1,
     )
 
 

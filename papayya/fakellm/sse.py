@@ -10,6 +10,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from papayya.fakellm.config import Cut
+
 # An event is (name, data): OpenAI chat sends no name, the Responses API and Anthropic do.
 Event = tuple[str | None, Any]
 
@@ -27,8 +29,10 @@ async def stream(
     events: Iterable[Event],
     per_chunk: float,
     interruption: tuple[int, Event] | None = None,
+    cut: Cut | None = None,
 ) -> web.StreamResponse:
-    """Send ``events``; with ``interruption`` (n, error event), only n of them, then the error."""
+    """Send ``events``; with ``interruption`` (n, error event), only n of them, then the error;
+    with ``cut``, only ``cut.after_events`` of them, then nothing (see ``config.Cut``)."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
     )
@@ -40,11 +44,24 @@ async def stream(
             if interruption is not None and i == interruption[0]:
                 await response.write(encode(*interruption[1]))
                 break
+            if cut is not None and i == cut.after_events:
+                await _cut_off(request, cut)
+                break
             await response.write(encode(*event))
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client hung up mid-stream, as clients may
     return response
+
+
+async def _cut_off(request: web.Request, cut: Cut) -> None:
+    if cut.how == "reset" and request.transport is not None:
+        request.transport.abort()  # the connection drops: no end of the chunked body
+        raise ConnectionResetError("cut: reset")
+    if cut.how == "stall":
+        while request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(0.05)  # until the client gives up
+        raise ConnectionResetError("cut: stalled until the client hung up")
 
 
 def words(text: str) -> list[str]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from papayya.fakellm.config import FakeConfig, Reply, ToolCall, Usage
+from papayya.fakellm.config import Cut, FakeConfig, Reply, ToolCall, Usage
 from papayya.fakellm.errors import ProviderError
 from papayya.fakellm.prompt import Prompt, Tool
 
@@ -53,6 +53,7 @@ class Turn:
     tokens: Tokens
     truncated: bool = False
     interruption: tuple[int, ProviderError] | None = None
+    cut: Cut | None = None
 
 
 def count_tokens(text: str) -> int:
@@ -75,19 +76,26 @@ def decide(prompt: Prompt, config: FakeConfig, reply: Reply | None = None) -> Tu
         text = "" if tool else (prompt.last_user_text if config.echo else config.text)
         calls = (Call(None, tool.name, _arguments(tool, config)),) if tool else ()
     usage = reply.usage.over(config.usage) if reply and reply.usage else config.usage
-    return _bounded(prompt, text, calls, usage, config)
+    turn = _bounded(prompt, text, calls, usage, config, reply is not None and reply.past_cap)
+    return turn if reply is None or reply.cut is None else replace(turn, cut=reply.cut)
 
 
 def _bounded(
-    prompt: Prompt, text: str, calls: tuple[Call, ...], usage: Usage, config: FakeConfig
+    prompt: Prompt,
+    text: str,
+    calls: tuple[Call, ...],
+    usage: Usage,
+    config: FakeConfig,
+    past_cap: bool = False,
 ) -> Turn:
-    """Counts for the turn; output over ``max_tokens`` is cut there, as the real APIs do."""
+    """Counts for the turn; output over ``max_tokens`` is cut there, as the real APIs do
+    (unless ``past_cap``). ``choices`` answers (chat ``n``) each count their output."""
     reasoning = usage.reasoning_tokens or 0
     produced = count_tokens(text) + sum(count_tokens(c.name + c.arguments) for c in calls)
     completion = usage.completion_tokens
     if completion is None:
         completion = max(1, produced) + reasoning
-    truncated = prompt.max_tokens is not None and completion > prompt.max_tokens
+    truncated = not past_cap and prompt.max_tokens is not None and completion > prompt.max_tokens
     if truncated and prompt.max_tokens is not None:
         completion = prompt.max_tokens
         text = text[: max(0, completion - reasoning) * CHARS_PER_TOKEN]
@@ -96,7 +104,7 @@ def _bounded(
     computed_prompt = max(prompt_tokens(prompt, config), cached + cache_write)
     tokens = Tokens(
         prompt=usage.prompt_tokens if usage.prompt_tokens is not None else computed_prompt,
-        completion=completion,
+        completion=completion * prompt.choices,
         cached=cached,
         reasoning=min(reasoning, completion),
         cache_write=cache_write,
