@@ -142,6 +142,13 @@ class LlmCallRecorded(RunEvent, frozen=True):
     ttft_ms: Millis | None = None
     # Answered from a recording (a resume or a replay): no provider call, no cost.
     replayed: bool = False
+    # The provider's usage never arrived (a stream cut short, a timeout): the counts and cost
+    # are the call's reservation, the worst case it was admitted with.
+    usage_estimated: bool = False
+    # The provider reported more than was reserved; the counts are what it reported.
+    over_reservation: bool = False
+    # The budget lowered (or set) the output cap the provider was sent to this many tokens.
+    output_capped: Count | None = None
 
 
 class ToolCallRecorded(RunEvent, frozen=True):
@@ -184,13 +191,17 @@ class BudgetReserved(RunEvent, frozen=True):
 
 class BudgetSettled(RunEvent, frozen=True):
     """Actual usage of a reservation; ``stale`` when the sweeper settled it at the reserved
-    amount. Input tokens count every input bucket, output tokens include reasoning."""
+    amount. Input tokens count every input bucket, output tokens include reasoning.
+    ``usage_estimated``: no usage arrived, so the reservation itself was counted;
+    ``over_reservation``: the provider reported more than was reserved."""
 
     reservation_id: Name
     actual_micro_usd: Count
     input_tokens: Count = 0
     output_tokens: Count = 0
     stale: bool = False
+    usage_estimated: bool = False
+    over_reservation: bool = False
 
 
 class CancelRequested(RunEvent, frozen=True):

@@ -208,6 +208,9 @@ def _llm_call(state: RunState, steps: list[StepState], event: ev.LlmCallRecorded
         requested_tools=step.requested_tools + event.tool_calls,
         # A checkpoint step is named by its task's fingerprint, even if the task called a model.
         fingerprint=step.fingerprint if step.step_type == "checkpoint" else event.fingerprint,
+        usage_estimated=step.usage_estimated or event.usage_estimated,
+        over_reservation=step.over_reservation or event.over_reservation,
+        output_capped=step.output_capped if event.output_capped is None else event.output_capped,
     )
     return replace(state, usage=state.usage.plus(event), llm_calls=state.llm_calls + 1)
 
@@ -248,7 +251,7 @@ def _checkpoint(state: RunState, steps: list[StepState], event: ev.CheckpointSav
 
 def _reserved(state: RunState, steps: list[StepState], event: ev.BudgetReserved) -> RunState:
     amount = Amount(event.amount_micro_usd, event.input_tokens, event.output_tokens)
-    held = Reservation(event.reservation_id, amount, event.step_number)
+    held = Reservation(event.reservation_id, amount, event.step_number, event.at)
     return replace(
         state, reservations=(*state.reservations, held), reserved=state.reserved + amount
     )

@@ -106,6 +106,9 @@ class Reservation(msgspec.Struct, frozen=True):
     reservation_id: str
     amount: Amount
     step_number: int | None = None
+    # When it was made (the event's time); the sweeper settles reservations left open longer
+    # than any call may last.
+    reserved_at: datetime | None = None
 
 
 class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,6 +147,11 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: float = 0.0
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # A model call of the step was counted at its reservation (its usage never arrived), or
+    # above it (the provider reported more); ``output_capped``: the budget capped its output.
+    usage_estimated: bool = False
+    over_reservation: bool = False
+    output_capped: int | None = None
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):
