@@ -3,6 +3,7 @@ token, metered by ``papayya.metering``. Provider keys stay here; agents never se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -16,7 +17,7 @@ from papayya import runtokens
 from papayya.database import server_secret
 from papayya.errors import InvalidInput
 from papayya.metering import providers as pv
-from papayya.metering.meter import Meter, MeteredResponse, Upstream
+from papayya.metering.meter import CALL_TIMEOUT_SECONDS, Meter, MeteredResponse, Upstream
 from papayya.metering.ratecards import RateCardCache
 from papayya.pricing import RateCardEntry
 from papayya.runs import run_stream
@@ -44,9 +45,30 @@ def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[pv.Provider
     }
 
 
+def call_timeout(env: Mapping[str, str] | None = None) -> float:
+    """Seconds a model call may take, first byte to last (``PAPAYYA_GATEWAY_TIMEOUT_SECONDS``).
+    A call cut off by it is counted at its reservation, like any call whose usage is lost."""
+    env = os.environ if env is None else env
+    raw = env.get("PAPAYYA_GATEWAY_TIMEOUT_SECONDS")
+    if not raw:
+        return CALL_TIMEOUT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= CALL_TIMEOUT_SECONDS:
+        # The sweeper settles reservations older than the default: no call may outlive it.
+        raise InvalidInput(
+            f"PAPAYYA_GATEWAY_TIMEOUT_SECONDS must be a number of seconds in (0, "
+            f"{CALL_TIMEOUT_SECONDS:g}], not {raw!r}"
+        )
+    return seconds
+
+
 async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[keys.STORE]
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600, sock_connect=10))
+    timeout = aiohttp.ClientTimeout(total=call_timeout(), sock_connect=10)
+    session = aiohttp.ClientSession(timeout=timeout)
     cards = RateCardCache(store.pool)
     app[keys.RATE_CARDS] = cards
     app[keys.RUN_TOKEN_SECRET] = await server_secret(store.pool)
@@ -103,9 +125,16 @@ async def _respond(request: web.Request, result: MeteredResponse) -> web.StreamR
         return web.Response(status=result.status, body=result.body, headers=result.headers)
     response = web.StreamResponse(status=result.status, headers=result.headers)
     await response.prepare(request)
-    async for chunk in result.stream:
-        await response.write(chunk)
-    await response.write_eof()
+    # Closing the stream settles the call at once, also when the caller went away.
+    async with contextlib.aclosing(result.stream) as stream:
+        try:
+            async for chunk in stream:
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:
+            # The caller hung up: mid-stream (the call is settled as cut short), or right
+            # after the last event, as a synchronous SDK does. Not an error of ours.
+            pass
     return response
 
 

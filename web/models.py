@@ -69,6 +69,11 @@ class StepOut(msgspec.Struct):
     error_code: str | None
     started_at: datetime | None
     completed_at: datetime | None
+    # A model call of the step counted at its reservation (its usage never arrived), or above
+    # it (the provider reported more); the output cap the budget set, if it lowered one.
+    usage_estimated: bool = False
+    over_reservation: bool = False
+    output_capped: int | None = None
 
 
 def run_out(state: RunState) -> RunOut:
@@ -137,4 +142,7 @@ def step_out(step: StepState) -> StepOut:
         error_code=step.error_code,
         started_at=step.started_at,
         completed_at=step.completed_at,
+        usage_estimated=step.usage_estimated,
+        over_reservation=step.over_reservation,
+        output_capped=step.output_capped,
     )

@@ -10,26 +10,33 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 
 from eventstore.payloads import payload_ref
 from eventstore.protocol import EventStore
-from papayya.budget import prompt_token_bound, reserve
+from papayya.budget import exhausted, prompt_token_bound, reserve
 from papayya.domain import events as ev
 from papayya.domain.events import StepType
 from papayya.domain.fold import fold
 from papayya.domain.matcher import Recorded, llm_fingerprint
-from papayya.domain.state import RunState
+from papayya.domain.state import Amount, RunState
 from papayya.errors import BudgetExhausted, IllegalTransition, RunNotFound
 from papayya.metering import providers as pv
 from papayya.metering.loops import DEFAULT_THRESHOLD, repeated_tool_calls
 from papayya.metering.runcache import RunCache, RunSlot
 from papayya.metering.sse import SseSplitter
-from papayya.pricing import RateCardEntry, UnitPrices, prices_for
+from papayya.pricing import RateCardEntry, Tokens, UnitPrices, prices_for
+
+# The longest a model call may take at the gateway, first byte to last. A reservation open
+# for longer than this (and a margin) belongs to a call nobody will settle: the sweeper
+# settles it at its reserved amount.
+CALL_TIMEOUT_SECONDS: Final = 600.0
+CAPPED_HEADER: Final = "x-papayya-output-capped"
+CALLER_GONE: Final = "the caller went away before the stream ended"
 
 RateCards = Callable[[str], Awaitable[Mapping[str, RateCardEntry]]]
 
@@ -45,7 +52,7 @@ class MeteredResponse:
     status: int
     headers: dict[str, str]
     body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
+    stream: AsyncGenerator[bytes, None] | None = None
 
 
 @dataclass
@@ -62,6 +69,10 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     upstream: Upstream | None = None
     ttft_ms: float | None = None
+    # The reservation the call was admitted with, and the output cap the budget forced on it.
+    reservation_id: str = ""
+    held: Amount = field(default_factory=Amount)
+    capped: int | None = None
     # Request and response bodies, stored by the settlement append itself (one commit).
     payloads: list[tuple[bytes, str]] = field(default_factory=list)
 
@@ -70,10 +81,24 @@ class _Call:
         return payload_ref(content)
 
 
+@dataclass(frozen=True)
+class _Flags:
+    """How a call's recorded usage came about (see ``ev.LlmCallRecorded``)."""
+
+    estimated: bool
+    over: bool
+    capped: int | None
+
+
 def _refusal(provider: pv.Provider, status: int, code: str, message: str) -> MeteredResponse:
     body = json.dumps(pv.error_body(provider, status, code, message)).encode()
     headers = {"Content-Type": "application/json", "x-should-retry": "false"}
     return MeteredResponse(status, headers, body)
+
+
+def _budget_refusal(provider: pv.Provider) -> MeteredResponse:
+    message = "the run's budget does not cover this call; resume the run with a larger budget"
+    return _refusal(provider, 402, "budget_exceeded", message)
 
 
 class Meter:
@@ -127,6 +152,12 @@ class Meter:
         if attempt is not None and (
             slot is None or slot.state.status != "running" or slot.state.attempt != attempt
         ):
+            if (
+                slot is not None
+                and slot.state.attempt == attempt
+                and (slot.state.status == "budget_exceeded")
+            ):
+                return _budget_refusal(provider)
             message = "invalid or expired run token (it works only while its run is running)"
             return _refusal(provider, 401, "authentication_error", message)
         if slot is None:
@@ -161,7 +192,7 @@ class Meter:
         _, hide = pv.prepare_stream(call.kind, call.body)
         observer = pv.StreamObserver(call.kind, hide)
 
-        async def restream() -> AsyncIterator[bytes]:
+        async def restream() -> AsyncGenerator[bytes, None]:
             splitter = SseSplitter()
             for event in [*splitter.feed(content), *splitter.flush()]:
                 if observer.observe(event):
@@ -173,6 +204,11 @@ class Meter:
 
     async def _live(self, slot: RunSlot, call: _Call, raw: bytes) -> MeteredResponse:
         state = slot.state
+        try:
+            cap = pv.output_cap(call.kind, call.body)
+            choices = pv.choices(call.kind, call.body)
+        except pv.BadRequest as exc:
+            return _refusal(call.provider, 400, "invalid_request_error", str(exc))
         prices = await self._prices(state, call)
         if prices is None and state.budget.micro_usd is not None:
             return _refusal(
@@ -188,16 +224,18 @@ class Meter:
             return _refusal(call.provider, 400, "max_steps_exceeded", "the run reached max_steps")
         messages = pv.message_count(call.kind, call.body)
         prompt = prompt_token_bound(raw, messages)
-        cap = pv.output_cap(call.kind, call.body)
         reservation_id = uuid.uuid4().hex
         admitted: list[Any] = []
+        # Anthropic requires max_tokens, so it says little about the output the caller wants:
+        # clamp it to what the budget affords, as an injected cap would be.
+        clamp = call.kind == "messages"
 
         def decide(s: RunState) -> list[ev.RunEvent]:
             admitted.clear()
             if slot.exceeded is not None:
                 return []
             held = s.committed + s.reserved
-            r = reserve(prompt, cap, prices, s.budget, held)
+            r = reserve(prompt, cap, prices, s.budget, held, choices=choices, clamp=clamp)
             if r is None:
                 return []
             admitted.append(r)
@@ -216,15 +254,13 @@ class Meter:
             admitted.clear()
         if not admitted:
             await self._exceeded(slot, "the run's budget does not cover this call")
-            return _refusal(
-                call.provider, 402, "budget_exceeded",
-                "the run's budget does not cover this call; resume the run with a larger budget",
-            )  # fmt: skip
-        body = call.body
-        if admitted[0].inject_output_cap is not None:
-            body = pv.with_output_cap(call.kind, body, admitted[0].inject_output_cap)
+            return _budget_refusal(call.provider)
+        call.reservation_id, call.held = reservation_id, admitted[0].amount
+        call.capped = admitted[0].inject_output_cap
+        # The provider sees exactly the one cap reserved for (or none, if nothing needs one).
+        body = pv.with_output_cap(call.kind, call.body, call.capped or cap or None)
         body, hide = pv.prepare_stream(call.kind, body)
-        return await self._forward(slot, call, body, hide, prices, reservation_id)
+        return await self._forward(slot, call, body, hide, prices)
 
     async def _prices(self, state: RunState, call: _Call) -> UnitPrices | None:
         card = await self.rate_cards(state.project_id)
@@ -237,7 +273,6 @@ class Meter:
         body: dict[str, Any],
         hide_usage: bool,
         prices: UnitPrices | None,
-        reservation_id: str,
     ) -> MeteredResponse:
         upstream = call.upstream or self.upstreams[call.provider]
         payload = json.dumps(body).encode()
@@ -250,27 +285,39 @@ class Meter:
             else:
                 headers["Authorization"] = f"Bearer {upstream.api_key}"
         url = f"{upstream.base_url.rstrip('/')}/{call.route}"
+        answer = {} if call.capped is None else {CAPPED_HEADER: str(call.capped)}
         try:
             resp = await self.session.post(url, data=payload, headers=headers)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            await self._settle(
-                slot, call, reservation_id, prices, None, request_ref, None, str(exc)
-            )
+        except aiohttp.ClientConnectorError as exc:  # the request never reached the provider
+            await self._settle(slot, call, prices, None, (request_ref, None), str(exc))
             return _refusal(call.provider, 502, "upstream_unreachable", f"provider: {exc}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Sent, perhaps answered and billed: what it used is unknown.
+            why = f"provider: {exc!r}"
+            await self._settle(slot, call, prices, None, (request_ref, None), why, True)
+            return _refusal(call.provider, 502, "upstream_error", why)
         if not call.stream or resp.status >= 400:
-            content = await resp.read()
-            resp.release()
+            try:
+                content = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                why = f"provider: {exc!r}"
+                await self._settle(slot, call, prices, None, (request_ref, None), why, True)
+                return _refusal(call.provider, 502, "upstream_error", why)
+            finally:
+                resp.release()
             call.ttft_ms = (time.perf_counter() - call.started) * 1000
             result = pv.parse_response(call.kind, _json(content)) if resp.status < 400 else None
             error = None if resp.status < 400 else f"HTTP {resp.status}: {content[:500]!r}"
-            ref = call.stage(content, "application/json")
-            await self._settle(slot, call, reservation_id, prices, result, request_ref, ref, error)
+            # A refusal is not billed; an answer without usage is counted at its reservation.
+            estimated = result is not None and not result.usage_reported
+            refs = (request_ref, call.stage(content, "application/json"))
+            await self._settle(slot, call, prices, result, refs, error, estimated)
             ctype = resp.headers.get("Content-Type", "application/json")
-            return MeteredResponse(resp.status, {"Content-Type": ctype}, content)
+            return MeteredResponse(resp.status, {"Content-Type": ctype, **answer}, content)
         return MeteredResponse(
             200,
-            {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-            stream=self._relay(slot, call, resp, hide_usage, prices, reservation_id, request_ref),
+            {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **answer},
+            stream=self._relay(slot, call, resp, hide_usage, prices, request_ref),
         )
 
     async def _relay(
@@ -280,38 +327,52 @@ class Meter:
         resp: aiohttp.ClientResponse,
         hide_usage: bool,
         prices: UnitPrices | None,
-        reservation_id: str,
         request_ref: str,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Pass the stream through event by event; settle exactly once, however it ends."""
         observer = pv.StreamObserver(call.kind, hide_usage)
         splitter = SseSplitter()
         received = bytearray()
-        error: str | None = "the caller went away before the stream ended"
+        error: str | None = CALLER_GONE
+        settled = False
+
+        async def settle() -> None:
+            nonlocal settled
+            settled = True
+            await self._settle_stream(
+                slot, call, prices, observer, request_ref, bytes(received), error
+            )
+
         try:
-            async for chunk in resp.content.iter_any():
-                if call.ttft_ms is None:
-                    call.ttft_ms = (time.perf_counter() - call.started) * 1000
-                received += chunk
-                for event in splitter.feed(chunk):
+            try:
+                async for chunk in resp.content.iter_any():
+                    if call.ttft_ms is None:
+                        call.ttft_ms = (time.perf_counter() - call.started) * 1000
+                    received += chunk
+                    for event in splitter.feed(chunk):
+                        if observer.observe(event):
+                            yield event.raw
+                for event in splitter.flush():
                     if observer.observe(event):
                         yield event.raw
-            for event in splitter.flush():
-                if observer.observe(event):
-                    yield event.raw
-            error = None
+                error = None if observer.ended else "the stream ended before its last event"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = f"the provider's stream broke off: {exc!r}"
+            if error is not None:
+                # Settled before the caller hears of it, so that what it reads next is true.
+                await asyncio.shield(settle())
+                yield pv.stream_error(call.kind, error)
         finally:
             resp.release()
-            settle = self._settle_stream(
-                slot, call, reservation_id, prices, observer, request_ref, bytes(received), error
-            )
-            await asyncio.shield(settle)
+            if not settled:
+                if error == CALLER_GONE and observer.ended:
+                    error = None  # a caller may hang up after the last event (sync SDKs do)
+                await asyncio.shield(settle())
 
     async def _settle_stream(
         self,
         slot: RunSlot,
         call: _Call,
-        reservation_id: str,
         prices: UnitPrices | None,
         observer: pv.StreamObserver,
         request_ref: str,
@@ -320,7 +381,8 @@ class Meter:
     ) -> None:
         ref = call.stage(received, "text/event-stream")
         result = observer.finish()
-        await self._settle(slot, call, reservation_id, prices, result, request_ref, ref, error)
+        estimated = not result.usage_reported
+        await self._settle(slot, call, prices, result, (request_ref, ref), error, estimated)
 
     # -- recording ------------------------------------------------------------------------
 
@@ -328,33 +390,68 @@ class Meter:
         self,
         slot: RunSlot,
         call: _Call,
-        reservation_id: str,
         prices: UnitPrices | None,
         result: pv.CallResult | None,
-        request_ref: str,
-        response_ref: str | None,
+        refs: tuple[str | None, str | None],
         error: str | None,
+        estimated: bool = False,
     ) -> None:
+        """Settle the call's reservation and record its step. A call whose usage never
+        arrived (``estimated``) counts as its reservation, the worst case it was admitted
+        with; one that used more than that counts as reported, marked ``over_reservation``.
+        Either may exhaust the budget, which then ends the run."""
         result = result or pv.CallResult()
-        cost = prices.cost_micro_usd(result.tokens) if prices is not None else 0
-        refs = (request_ref, response_ref)
+        held = call.held
+        if estimated:
+            tokens = Tokens(input_tokens=held.input_tokens, output_tokens=held.output_tokens)
+            result = pv.CallResult(tokens, result.tool_calls, usage_reported=False)
+            cost = held.micro_usd
+        else:
+            cost = prices.cost_micro_usd(result.tokens) if prices is not None else 0
+        actual = Amount(cost, result.tokens.all_input, result.tokens.all_output)
+        over = not estimated and any(
+            a > h
+            for a, h in zip(
+                (actual.micro_usd, actual.input_tokens, actual.output_tokens),
+                (held.micro_usd, held.input_tokens, held.output_tokens),
+                strict=True,
+            )
+        )
+        flags = _Flags(estimated, over, call.capped)
 
         def decide(s: RunState) -> list[ev.RunEvent]:
-            if s.reservation(reservation_id) is None:
-                return []  # settled already (a retry after a lost answer)
+            if s.reservation(call.reservation_id) is None:
+                return []  # settled already (a retry after a lost answer, or the sweeper)
             settled = ev.BudgetSettled(
-                reservation_id=reservation_id,
+                reservation_id=call.reservation_id,
                 actual_micro_usd=cost,
-                input_tokens=result.tokens.all_input,
-                output_tokens=result.tokens.all_output,
+                input_tokens=actual.input_tokens,
+                output_tokens=actual.output_tokens,
+                usage_estimated=estimated,
+                over_reservation=over,
             )
             if s.status != "running":
                 return [settled]
-            events = self._step_events(s, call, result, prices, cost, None, refs, error)
-            return [*events, settled, *self._after_step(s, events)]
+            events = self._step_events(s, call, result, prices, cost, None, refs, error, flags)
+            ending = self._after_step(s, events)
+            if not ending and (estimated or over):
+                ending = self._spent(slot, s, s.committed + actual)
+            return [*events, settled, *ending]
 
         await self.cache.append(slot, decide, call.payloads)
         await self._maybe_end_for_budget(slot)
+
+    def _spent(self, slot: RunSlot, state: RunState, committed: Amount) -> list[ev.RunEvent]:
+        """End the run if what it has now spent leaves nothing of a limit; once the other
+        calls in flight have settled, if there are any."""
+        limit = exhausted(state.budget, committed)
+        if limit is None:
+            return []
+        message = f"the run's {limit} budget is spent (a call counted at or above its reservation)"
+        if len(state.reservations) > 1:
+            slot.exceeded = message
+            return []
+        return [ev.BudgetExceeded(message=message, limit=limit)]
 
     def _step_events(
         self,
@@ -366,6 +463,7 @@ class Meter:
         recorded: Recorded | None,
         refs: tuple[str | None, str | None] = (None, None),
         error: str | None = None,
+        flags: _Flags | None = None,
     ) -> list[ev.RunEvent]:
         n = state.next_step
         elapsed = (time.perf_counter() - call.started) * 1000
@@ -391,6 +489,9 @@ class Meter:
             duration_ms=0.0 if recorded is not None else elapsed,
             ttft_ms=call.ttft_ms,
             replayed=recorded is not None,
+            usage_estimated=flags is not None and flags.estimated,
+            over_reservation=flags is not None and flags.over,
+            output_capped=None if flags is None else flags.capped,
         )
         end: ev.RunEvent = (
             ev.StepCompleted(step_number=n, duration_ms=llm.duration_ms)

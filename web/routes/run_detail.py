@@ -59,6 +59,9 @@ class LlmCallOut(msgspec.Struct, kw_only=True):
     request: PayloadOut | None
     response: PayloadOut | None
     at: datetime | None
+    usage_estimated: bool = False
+    over_reservation: bool = False
+    output_capped: int | None = None
 
 
 class ToolCallDetail(msgspec.Struct, kw_only=True):
@@ -190,8 +193,17 @@ def describe(event: ev.RunEvent) -> str:
         case ev.BudgetReserved():
             return f"reserved ${usd_string(event.amount_micro_usd)}"
         case ev.BudgetSettled():
+            notes = [
+                note
+                for note, on in (
+                    ("stale", event.stale),
+                    ("usage never arrived: counted at the reservation", event.usage_estimated),
+                    ("above the reservation", event.over_reservation),
+                )
+                if on
+            ]
             return f"settled ${usd_string(event.actual_micro_usd)}" + (
-                " (stale)" if event.stale else ""
+                f" ({'; '.join(notes)})" if notes else ""
             )
         case ev.DivergenceDetected():
             return "the code stopped matching the recording here; it runs live from now on"
@@ -284,6 +296,9 @@ def _llm(e: ev.LlmCallRecorded, payloads: dict[str, PayloadOut]) -> LlmCallOut:
         request=payloads.get(e.request_ref) if e.request_ref else None,
         response=payloads.get(e.response_ref) if e.response_ref else None,
         at=e.at,
+        usage_estimated=e.usage_estimated,
+        over_reservation=e.over_reservation,
+        output_capped=e.output_capped,
     )
 
 
