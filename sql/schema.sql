@@ -337,6 +337,10 @@ CREATE INDEX run_leases_expiry_idx ON run_leases (expires_at);
 CREATE INDEX stream_summaries_queued_idx ON stream_summaries (updated_at)
     WHERE category = 'run' AND summary->>'status' = 'queued';
 
+-- The sweeper's look for budget reservations nobody settled (a gateway that died mid-call).
+CREATE INDEX stream_summaries_reserving_idx ON stream_summaries (updated_at)
+    WHERE category = 'run' AND summary->'reserved'->>'input_tokens' <> '0';
+
 -- Callbacks owed: one row per terminal event of a run with a callback_url, written by the
 -- callbacks projector in the transaction of its checkpoint, so each is owed exactly once.
 CREATE TABLE callback_deliveries (

@@ -37,6 +37,14 @@ SELECT substr(stream_id, 5) AS run_id FROM stream_summaries
    AND updated_at < now() - make_interval(secs => $1)
  ORDER BY updated_at LIMIT $2;
 
+-- Runs holding a budget reservation and quiet for $1 seconds: a reservation older than any
+-- call may last belongs to a call nobody will settle.
+-- name: reserving_runs
+SELECT substr(stream_id, 5) AS run_id FROM stream_summaries
+ WHERE category = 'run' AND summary->'reserved'->>'input_tokens' <> '0'
+   AND updated_at < now() - make_interval(secs => $1)
+ ORDER BY updated_at LIMIT $2;
+
 -- name: deployment_for_run
 SELECT * FROM deployments
  WHERE agent_id = $1 AND status = 'ready' AND ($2::integer IS NULL OR version = $2)

@@ -7,6 +7,10 @@
 - Every queued run that has waited a while is enqueued again unless Redis still marks it as
   in the stream, so a Redis that lost its data (FLUSHALL, a restart without persistence)
   loses no run. Several sweepers may run: every decision is an append at the run's version.
+- A budget reservation open for longer than any model call may last belongs to a call that
+  nobody will settle (its gateway died mid-call): it is settled at its reserved amount, the
+  worst case it was admitted with, marked ``stale`` and ``usage_estimated`` (DESIGN §6). If
+  that spends the run's budget, a running run ends ``budget_exceeded``.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from eventstore.postgres import PostgresEventStore
+from papayya.budget import exhausted
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.errors import RunNotFound
+from papayya.metering.meter import CALL_TIMEOUT_SECONDS
 from papayya.runs import Runs
 from sql import queries
 from workers.queue import RunQueue
@@ -28,6 +35,8 @@ log = logging.getLogger(__name__)
 
 Q: Final = queries("workers.sql")
 BATCH: Final = 200
+# Past the gateway's call timeout, with room for clocks that disagree a little.
+STALE_RESERVATION_SECONDS: Final = CALL_TIMEOUT_SECONDS + 60
 
 
 class Sweeper:
@@ -39,6 +48,7 @@ class Sweeper:
         max_attempts: int = 3,
         interval: float = 5.0,
         requeue_after: float = 10.0,
+        stale_reservation_after: float = STALE_RESERVATION_SECONDS,
     ) -> None:
         self.store = store
         self.runs = Runs(store)
@@ -46,6 +56,7 @@ class Sweeper:
         self.max_attempts = max_attempts
         self.interval = interval
         self.requeue_after = requeue_after
+        self.stale_reservation_after = stale_reservation_after
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -63,6 +74,31 @@ class Sweeper:
     async def sweep(self) -> None:
         await self.recover_expired()
         await self.requeue_waiting()
+        await self.settle_stale_reservations()
+
+    async def settle_stale_reservations(self) -> int:
+        """Settle every reservation older than ``stale_reservation_after``; how many."""
+        after = self.stale_reservation_after
+        rows = await self.store.pool.fetch(Q["reserving_runs"], after, BATCH)
+        settled = 0
+        for row in rows:
+            settled += await self._settle_stale(row["run_id"])
+        return settled
+
+    async def _settle_stale(self, run_id: str) -> int:
+        decided: list[ev.RunEvent] = []
+
+        def decide(state: RunState) -> list[ev.RunEvent]:
+            cutoff = datetime.now(UTC) - timedelta(seconds=self.stale_reservation_after)
+            decided[:] = stale_settlements(state, cutoff)
+            return decided
+
+        with contextlib.suppress(RunNotFound):
+            await self.runs.execute(run_id, decide)
+        count = sum(isinstance(e, ev.BudgetSettled) for e in decided)
+        if count:
+            log.info("run %s: settled %d stale reservations at their amounts", run_id, count)
+        return count
 
     async def recover_expired(self) -> int:
         rows = await self.store.pool.fetch(Q["expired_leases"], BATCH)
@@ -105,3 +141,30 @@ def recovery(state: RunState, attempt: int, worker: str, max_attempts: int) -> l
         )
         return [ev.RunFailed(code="worker_lost", message=message)]
     return [ev.AttemptLost(attempt=attempt, reason="lease_expired", worker=worker)]
+
+
+def stale_settlements(state: RunState, cutoff: datetime) -> list[ev.RunEvent]:
+    """Settle the reservations made before ``cutoff`` at their reserved amounts; end a running
+    run whose budget that spends (once no other call of it is in flight)."""
+    stale = [r for r in state.reservations if r.reserved_at is not None and r.reserved_at < cutoff]
+    events: list[ev.RunEvent] = [
+        ev.BudgetSettled(
+            reservation_id=r.reservation_id,
+            actual_micro_usd=r.amount.micro_usd,
+            input_tokens=r.amount.input_tokens,
+            output_tokens=r.amount.output_tokens,
+            stale=True,
+            usage_estimated=True,
+        )
+        for r in stale
+    ]
+    if not stale or state.status != "running" or len(stale) < len(state.reservations):
+        return events
+    committed = sum((r.amount for r in stale), state.committed)
+    limit = exhausted(state.budget, committed)
+    if limit is not None:
+        message = (
+            f"the run's {limit} budget is spent (calls whose usage never arrived count in full)"
+        )
+        events.append(ev.BudgetExceeded(message=message, limit=limit))
+    return events
