@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from papayya.budget import prompt_token_bound, reserve
+from papayya.budget import DEFAULT_OUTPUT_CAP, exhausted, prompt_token_bound, reserve
 from papayya.domain.state import Amount, Budget
 from papayya.errors import InvalidInput
 from papayya.pricing import RateCardEntry, Tokens, UnitPrices, prices_for
@@ -107,3 +107,38 @@ def test_a_reservation_never_lets_spend_pass_the_limit(
 
 def test_prompt_bound_is_at_least_the_bytes() -> None:
     assert prompt_token_bound(b"x" * 100, 3) >= 100
+
+
+def test_no_budget_on_output_injects_no_cap() -> None:
+    r = reserve(100, None, PRICES, Budget(), Amount())
+    assert r is not None and r.inject_output_cap is None
+    assert r.amount.output_tokens == DEFAULT_OUTPUT_CAP  # the estimate kept for a lost usage
+    only_input = reserve(100, None, None, Budget(input_tokens=1000), Amount())
+    assert only_input is not None and only_input.inject_output_cap is None
+
+
+def test_choices_multiply_the_output_reserved() -> None:
+    r = reserve(10, 20, None, Budget(output_tokens=100), Amount(), choices=3)
+    assert r is not None and r.amount.output_tokens == 60
+    assert reserve(10, 20, None, Budget(output_tokens=50), Amount(), choices=3) is None
+    injected = reserve(10, None, None, Budget(output_tokens=50), Amount(), choices=3)
+    assert injected is not None and injected.inject_output_cap == 16
+    assert injected.amount.output_tokens == 48
+
+
+def test_clamp_lowers_a_cap_to_what_remains() -> None:
+    budget = Budget(output_tokens=30)
+    assert reserve(10, 1000, None, budget, Amount()) is None
+    r = reserve(10, 1000, None, budget, Amount(), clamp=True)
+    assert r is not None and r.inject_output_cap == 30 and r.amount.output_tokens == 30
+    kept = reserve(10, 20, None, budget, Amount(), clamp=True)
+    assert kept is not None and kept.inject_output_cap is None  # affordable: the caller's own
+    assert reserve(10, 1000, None, budget, Amount(output_tokens=30), clamp=True) is None
+
+
+def test_exhausted_names_a_limit_reached_or_passed() -> None:
+    budget = Budget(micro_usd=100, output_tokens=10)
+    assert exhausted(budget, Amount(micro_usd=99, output_tokens=9)) is None
+    assert exhausted(budget, Amount(micro_usd=100)) == "usd"
+    assert exhausted(budget, Amount(output_tokens=11)) == "output_tokens"
+    assert exhausted(Budget(), Amount(micro_usd=10**12)) is None

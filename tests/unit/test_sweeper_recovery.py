@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.state import RunState
 from tests.unit.strategies import queued
-from workers.sweeper import recovery
+from workers.sweeper import recovery, stale_settlements
 
 
 def running(*more: ev.RunEvent, attempt: int = 1) -> RunState:
@@ -31,3 +33,23 @@ def test_nothing_for_an_attempt_that_already_moved_on() -> None:
     assert recovery(running(attempt=2), 1, "w1", max_attempts=3) == []
     done = running(ev.RunCompleted(output=1))
     assert recovery(done, 1, "w1", max_attempts=3) == []
+
+
+def test_stale_reservations_settle_at_their_amount_and_may_end_the_run() -> None:
+    old = datetime(2026, 1, 1, tzinfo=UTC)
+    cutoff = old + timedelta(minutes=11)
+    young = old + timedelta(minutes=20)
+    state = fold(
+        [
+            queued(budget_micro_usd=100),
+            ev.RunStarted(attempt=1),
+            ev.BudgetReserved(reservation_id="a", amount_micro_usd=60, input_tokens=5, at=old),
+            ev.BudgetReserved(reservation_id="b", amount_micro_usd=40, input_tokens=5, at=young),
+        ]
+    )
+    (settled,) = stale_settlements(state, cutoff)  # "b" may still be in flight: the run goes on
+    assert isinstance(settled, ev.BudgetSettled) and settled.reservation_id == "a"
+    assert settled.actual_micro_usd == 60 and settled.stale and settled.usage_estimated
+    later = stale_settlements(state, young + timedelta(minutes=11))
+    assert [type(e) for e in later] == [ev.BudgetSettled, ev.BudgetSettled, ev.BudgetExceeded]
+    assert stale_settlements(state, old) == []
