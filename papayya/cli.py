@@ -32,6 +32,7 @@ def main() -> None:
       PAPAYYA_DATA_DIR       default .papayya/
       PAPAYYA_OPENAI_BASE_URL, PAPAYYA_OPENAI_API_KEY,
       PAPAYYA_ANTHROPIC_BASE_URL, PAPAYYA_ANTHROPIC_API_KEY   where the LLM gateway forwards
+      PAPAYYA_GATEWAY_TIMEOUT_SECONDS   the longest a model call may take (default, max 600)
       PAPAYYA_BOOTSTRAP_API_KEY   the first project's API key (else one is printed once)
     Client side (agents, run, runs through the API, the SDK's HTTP mode):
       PAPAYYA_BASE_URL, PAPAYYA_API_KEY
