@@ -26,10 +26,11 @@ from papayya.domain.matcher import Recorded, llm_fingerprint
 from papayya.domain.state import Amount, RunState
 from papayya.errors import BudgetExhausted, IllegalTransition, RunNotFound
 from papayya.metering import providers as pv
+from papayya.metering.charge import charge
 from papayya.metering.loops import DEFAULT_THRESHOLD, repeated_tool_calls
 from papayya.metering.runcache import RunCache, RunSlot
 from papayya.metering.sse import SseSplitter
-from papayya.pricing import RateCardEntry, Tokens, UnitPrices, prices_for
+from papayya.pricing import RateCardEntry, UnitPrices, prices_for
 
 # The longest a model call may take at the gateway, first byte to last. A reservation open
 # for longer than this (and a margin) belongs to a call nobody will settle: the sweeper
@@ -400,23 +401,9 @@ class Meter:
         arrived (``estimated``) counts as its reservation, the worst case it was admitted
         with; one that used more than that counts as reported, marked ``over_reservation``.
         Either may exhaust the budget, which then ends the run."""
-        result = result or pv.CallResult()
-        held = call.held
-        if estimated:
-            tokens = Tokens(input_tokens=held.input_tokens, output_tokens=held.output_tokens)
-            result = pv.CallResult(tokens, result.tool_calls, usage_reported=False)
-            cost = held.micro_usd
-        else:
-            cost = prices.cost_micro_usd(result.tokens) if prices is not None else 0
-        actual = Amount(cost, result.tokens.all_input, result.tokens.all_output)
-        over = not estimated and any(
-            a > h
-            for a, h in zip(
-                (actual.micro_usd, actual.input_tokens, actual.output_tokens),
-                (held.micro_usd, held.input_tokens, held.output_tokens),
-                strict=True,
-            )
-        )
+        paid = charge(result, call.held, prices, estimated)
+        result, cost, actual = paid.result, paid.cost, paid.amount
+        estimated, over = paid.estimated, paid.over_reservation
         flags = _Flags(estimated, over, call.capped)
 
         def decide(s: RunState) -> list[ev.RunEvent]:

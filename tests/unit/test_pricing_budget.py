@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from papayya.budget import DEFAULT_OUTPUT_CAP, exhausted, prompt_token_bound, reserve
 from papayya.domain.state import Amount, Budget
 from papayya.errors import InvalidInput
+from papayya.metering.charge import charge
+from papayya.metering.providers import CallResult
 from papayya.pricing import RateCardEntry, Tokens, UnitPrices, prices_for
 from papayya.usage import anthropic_usage, merge_anthropic_stream, openai_usage
 
@@ -142,3 +144,14 @@ def test_exhausted_names_a_limit_reached_or_passed() -> None:
     assert exhausted(budget, Amount(micro_usd=100)) == "usd"
     assert exhausted(budget, Amount(output_tokens=11)) == "output_tokens"
     assert exhausted(Budget(), Amount(micro_usd=10**12)) is None
+
+
+def test_a_charge_is_the_usage_reported_or_else_the_reservation() -> None:
+    held = Amount(micro_usd=500, input_tokens=100, output_tokens=40)
+    reported = CallResult(Tokens(input_tokens=20, output_tokens=10), usage_reported=True)
+    paid = charge(reported, held, PRICES, estimated=False)
+    assert paid.cost == PRICES.cost_micro_usd(reported.tokens) and not paid.over_reservation
+    lost = charge(None, held, PRICES, estimated=True)
+    assert lost.estimated and lost.amount == held
+    over = charge(CallResult(Tokens(output_tokens=41)), held, None, estimated=False)
+    assert over.over_reservation and over.amount.output_tokens == 41
