@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from eventstore.postgres import PostgresEventStore
-from papayya.budget import exhausted
+from papayya.budget import exhausted, settled_in_full
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.errors import RunNotFound
@@ -147,17 +147,7 @@ def stale_settlements(state: RunState, cutoff: datetime) -> list[ev.RunEvent]:
     """Settle the reservations made before ``cutoff`` at their reserved amounts; end a running
     run whose budget that spends (once no other call of it is in flight)."""
     stale = [r for r in state.reservations if r.reserved_at is not None and r.reserved_at < cutoff]
-    events: list[ev.RunEvent] = [
-        ev.BudgetSettled(
-            reservation_id=r.reservation_id,
-            actual_micro_usd=r.amount.micro_usd,
-            input_tokens=r.amount.input_tokens,
-            output_tokens=r.amount.output_tokens,
-            stale=True,
-            usage_estimated=True,
-        )
-        for r in stale
-    ]
+    events: list[ev.RunEvent] = [*settled_in_full(stale)]
     if not stale or state.status != "running" or len(stale) < len(state.reservations):
         return events
     committed = sum((r.amount for r in stale), state.committed)

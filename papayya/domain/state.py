@@ -106,8 +106,7 @@ class Reservation(msgspec.Struct, frozen=True):
     reservation_id: str
     amount: Amount
     step_number: int | None = None
-    # When it was made (the event's time); the sweeper settles reservations left open longer
-    # than any call may last.
+    # When it was taken: a lost attempt waits this long at most for its calls to settle.
     reserved_at: datetime | None = None
 
 

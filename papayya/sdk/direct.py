@@ -10,6 +10,7 @@ import aiohttp
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
+from papayya.budget import settled_in_full
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.matcher import Recorded, recorded_calls
@@ -96,9 +97,10 @@ class DirectBackend:
         if state.agent_id != agent:
             raise InvalidInput(f"run {run_id} belongs to agent {state.agent_id!r}, not {agent!r}")
         if state.status in ("queued", "running"):
-            # A new attempt: after a crash the fold gives up the step that was in flight.
+            # A new attempt: after a crash the fold gives up the step that was in flight, and
+            # the model calls it had in flight count in full (their usage is lost with it).
             attempt = ev.RunStarted(attempt=state.attempt + 1, worker=worker_name())
-            state = await self.runs.append(state, [attempt])
+            state = await self.runs.append(state, [*settled_in_full(state.reservations), attempt])
         # A replay queued through the API runs here first: answered from its source.
         found = await self.runs.recording(state, events, TASKS)
         return Opened(state, found.calls, found.until_step, copy_answers=found.copied)

@@ -1,5 +1,6 @@
 """Direct mode (``run.openai()``): a synchronous stream read to its end is a completed step,
-answered from the recording on resume, not paid again (issue 14 §6)."""
+answered from the recording on resume, not paid again (issue 14 §6); a call in flight when
+the process died counts in full when the run resumes (§3)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 
 from eventstore import PostgresEventStore
 from papayya import papayya
+from papayya.domain import events as ev
 from papayya.fakellm import FakeConfig, Usage
 from papayya.fakellm.testing import running_fake
 from papayya.runs import Runs
@@ -37,3 +39,27 @@ async def test_a_finished_sync_stream_is_recorded_and_not_paid_again(dsn: str) -
         await store.close()
     assert [s.status for s in state.steps] == ["completed"]
     assert state.steps[0].usage.output_tokens == 40 and not state.steps[0].usage_estimated
+
+
+async def test_a_call_in_flight_when_the_process_died_counts_in_full_on_resume(dsn: str) -> None:
+    def start() -> None:
+        with papayya(dsn) as client:
+            client.run("local-llm", run_id="died-mid-call", budget_usd="1")
+
+    await asyncio.to_thread(start)
+    store = await PostgresEventStore.connect(dsn)
+    try:
+        runs = Runs(store)
+        # What the process left when it died mid-call: a reservation and nothing else.
+        held = ev.BudgetReserved(
+            reservation_id="lost", amount_micro_usd=250_000, input_tokens=300, output_tokens=40
+        )
+        await runs.append(await runs.load("died-mid-call"), [held])
+        await asyncio.to_thread(start)  # the process restarts: a resume
+        state = await runs.load("died-mid-call")
+        settled = [e for e in await runs.events("died-mid-call") if isinstance(e, ev.BudgetSettled)]
+    finally:
+        await store.close()
+    assert state.reservations == () and state.committed.micro_usd == 250_000
+    assert len(settled) == 1 and settled[0].stale and settled[0].usage_estimated
+    assert state.status == "running" and state.attempt == 2
