@@ -32,7 +32,8 @@ def main() -> None:
       PAPAYYA_DATA_DIR       default .papayya/
       PAPAYYA_OPENAI_BASE_URL, PAPAYYA_OPENAI_API_KEY,
       PAPAYYA_ANTHROPIC_BASE_URL, PAPAYYA_ANTHROPIC_API_KEY   where the LLM gateway forwards
-      PAPAYYA_BOOTSTRAP_API_KEY   the first project's API key (else one is printed once)
+      PAPAYYA_BOOTSTRAP_API_KEY   the first project's API key (else one is printed once):
+                             cpk_ then letters, digits, _ or -, 20 to 200 characters
     Client side (agents, run, runs through the API, the SDK's HTTP mode):
       PAPAYYA_BASE_URL, PAPAYYA_API_KEY
     """

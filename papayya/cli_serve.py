@@ -83,6 +83,7 @@ def server(host: str, port: int, concurrency: int) -> None:
     sweeper and callbacks, and a worker (process runtime). Unset PAPAYYA_DATABASE_URL /
     PAPAYYA_REDIS_URL start embedded Postgres / Redis under PAPAYYA_DATA_DIR."""
     _logging()
+    _check_bootstrap_key()
     config = Config.from_env(
         host=host, port=port, worker_concurrency=concurrency, run_worker=concurrency > 0
     )
@@ -97,6 +98,7 @@ def api(host: str, port: int) -> None:
     """Serve only the API, the gateway and the runtime API (scale out behind a balancer;
     run `papayya projector`, `papayya scheduler` and `papayya worker` elsewhere)."""
     _logging()
+    _check_bootstrap_key()
     config = Config.from_env(
         host=host, port=port, run_projectors=False, run_dispatcher=False, run_worker=False,
         run_scheduler=False,
@@ -156,6 +158,17 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
         for each in runtimes.values():
             await each.close()
         await store.close()
+
+
+def _check_bootstrap_key() -> None:
+    """Refuse a malformed PAPAYYA_BOOTSTRAP_API_KEY before any database is started or written."""
+    from papayya.errors import InvalidInput
+    from web.tenancy import BOOTSTRAP_ENV, check_bootstrap_key
+
+    try:
+        check_bootstrap_key(os.environ.get(BOOTSTRAP_ENV) or None)
+    except InvalidInput as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _check_timing() -> None:

@@ -13,6 +13,10 @@ SELECT project_id, name, created_at FROM projects WHERE name = $1;
 -- name: count_projects
 SELECT count(*) FROM projects;
 
+-- name: keyless_default_project
+SELECT project_id FROM projects p
+ WHERE name = 'default' AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.project_id = p.project_id);
+
 -- name: create_key
 INSERT INTO api_keys (key_id, project_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)
 RETURNING key_id, project_id, name, prefix, created_at, last_used_at, revoked_at;

@@ -47,12 +47,18 @@ log = logging.getLogger(__name__)
 
 
 async def _event_store(app: web.Application) -> AsyncIterator[None]:
+    bootstrap_key = os.environ.get(tenancy.BOOTSTRAP_ENV) or None
+    tenancy.check_bootstrap_key(bootstrap_key)  # before anything is written
     await migrate(app[keys.DSN])
     store = await PostgresEventStore.connect(app[keys.DSN])
     app[keys.STORE] = store
     app[keys.RUNS] = Runs(store)
-    created = await tenancy.bootstrap(store.pool, os.environ.get("PAPAYYA_BOOTSTRAP_API_KEY"))
-    if created is not None and not os.environ.get("PAPAYYA_BOOTSTRAP_API_KEY"):
+    try:
+        created = await tenancy.bootstrap(store.pool, bootstrap_key)
+    except BaseException:
+        await store.close()
+        raise
+    if created is not None and not bootstrap_key:
         # Shown once: only its hash is stored.
         print(f"Created project 'default'. API key (shown once): {created.key}", flush=True)
     yield
