@@ -21,6 +21,7 @@ from web.metrics import collector as metrics_collector
 from web.middleware import error_middleware
 from web.openapi import api
 from web.ratelimit import AuthLimiter
+from web.revocation import key_watch_ctx
 from web.routes import (  # noqa: F401  (importing a route module registers its routes)
     agents,
     callbacks,
@@ -134,6 +135,7 @@ def init_app(config: Config, dsn: str) -> web.Application:
         config.auth_failure_limit, config.auth_failure_window_seconds
     )
     app.cleanup_ctx.append(_event_store)
+    app.cleanup_ctx.append(key_watch_ctx)  # revoked keys end their streams
     app.cleanup_ctx.append(gateway_ctx)
     app.cleanup_ctx.append(_projectors)
     app.cleanup_ctx.append(_cloud)

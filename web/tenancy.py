@@ -120,15 +120,24 @@ async def list_keys(pool: Db, project_id: str) -> list[ApiKey]:
     return [_key(row) for row in await pool.fetch(Q["list_keys"], project_id)]
 
 
-async def revoke_key(pool: Db, project_id: str, key_id: str) -> ApiKey:
-    row = await pool.fetchrow(Q["revoke_key"], project_id, key_id)
-    if row is None:
-        raise NotFound(f"API key {key_id} not found")
+async def revoke_key(pool: asyncpg.Pool, project_id: str, key_id: str) -> ApiKey:
+    """Revoke the key; every server then ends the streams it opened (``web.revocation``)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(Q["revoke_key"], project_id, key_id)
+        if row is None:
+            raise NotFound(f"API key {key_id} not found")
+        await conn.execute(Q["notify_revoked"], key_id)
     return _key(row)
 
 
 async def authenticate(pool: Db, key: str) -> str | None:
     """The project of a valid, unrevoked key, else ``None``."""
+    found = await authenticate_key(pool, key)
+    return None if found is None else found[0]
+
+
+async def authenticate_key(pool: Db, key: str) -> tuple[str, str] | None:
+    """``(project id, key id)`` of a valid, unrevoked key, else ``None``."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     row = await pool.fetchrow(Q["authenticate"], hash_key(key))
@@ -136,7 +145,7 @@ async def authenticate(pool: Db, key: str) -> str | None:
         return None
     if row["stale"]:
         await pool.execute(Q["touch_key"], row["key_id"])
-    return str(row["project_id"])
+    return str(row["project_id"]), str(row["key_id"])
 
 
 def check_key_shape(key: str, source: str = "an API key") -> None:
