@@ -126,6 +126,7 @@ async def _cloud(app: web.Application) -> AsyncIterator[None]:
 
 
 def init_app(config: Config, dsn: str) -> web.Application:
+    metrics.check_config(config.metrics_token, config.metrics_listen)  # before anything starts
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=http.MAX_BODY_BYTES
     )
@@ -142,6 +143,7 @@ def init_app(config: Config, dsn: str) -> web.Application:
     app.cleanup_ctx.append(schedules.scheduler_ctx)  # Config.run_scheduler
     app.cleanup_ctx.append(deploy.builds_ctx)  # image builds; Config.run_builder
     app.cleanup_ctx.append(metrics_collector)  # needs the store: after _event_store
+    app.cleanup_ctx.append(metrics.listener_ctx)  # PAPAYYA_METRICS_LISTEN
     app.on_shutdown.append(close_event_streams)  # open streams must not hold up a shutdown
     api.install(app)
     dashboard.install(app)  # HTML and assets: not part of the JSON API's description
