@@ -219,6 +219,9 @@ async def test_another_projects_ids_are_not_found_on_every_path(
         status, created = await call(http, api, "POST", "/v1/projects", {"name": "project-b"})
         assert status == 201
         b_key = created["api_key"]["key"]
+        # The read fence trails while a transaction is open anywhere on the server (other
+        # suites share it): wait until A's events are visible, then project them.
+        await api.app[keys.STORE].wait_visible()
         await Projections(api.app[keys.STORE], dsn).catch_up()
         spec = (await request(http, api, b_key, "GET", "/openapi.json"))[2]
         import json
@@ -268,6 +271,9 @@ async def test_lists_and_feeds_show_another_project_nothing(
         status, created = await call(http, api, "POST", "/v1/projects", {"name": "project-b"})
         assert status == 201
         b_key = created["api_key"]["key"]
+        # The read fence trails while a transaction is open anywhere on the server (other
+        # suites share it): wait until A's events are visible, then project them.
+        await api.app[keys.STORE].wait_visible()
         await Projections(api.app[keys.STORE], dsn).catch_up()
         # The check can see a leak: A's own key is shown A's things on these very routes.
         for path in ("/v1/runs", "/v1/agents", "/v1/schedules", "/v1/events"):
