@@ -55,6 +55,10 @@ class KeyWatch:
             if not streams:
                 del self._streams[key_id]
 
+    def watching(self, key_id: str) -> int:
+        """How many streams of ``key_id`` are open in this process."""
+        return len(self._streams.get(key_id, ()))
+
     def revoke(self, key_id: str) -> None:
         """End every stream of ``key_id`` in this process."""
         self._revoked.put(key_id, True)

@@ -12,6 +12,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import aiohttp
 import pytest
 
+from papayya.apiclient import ApiClient
+from papayya.cli_api import follow
+from papayya.errors import Unauthorized
 from tests.conftest import Api
 from tests.security.support import call, serving
 from web import keys
@@ -140,3 +143,20 @@ async def test_a_revocation_whose_notice_was_lost_still_ends_the_streams(
         await pool.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1", key_id)
         for rest in await ended(opened, RECHECK_SECONDS + ENDED_WITHIN):
             assert says_revoked(rest), rest
+
+
+async def test_the_cli_following_a_run_stops_with_an_error_when_its_key_is_revoked(
+    api: Api, http: aiohttp.ClientSession
+) -> None:
+    project, key_id, key = await new_key(http, api)
+    run_id = await durable_run(http, api, "followed")
+    async with ApiClient(api.url, key) as client:
+        following = asyncio.create_task(follow(client, run_id))
+        watch = api.app[keys.KEY_WATCH]
+        deadline = time.monotonic() + 10
+        while not watch.watching(key_id):  # the CLI's stream is open
+            assert not following.done() and time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await call(http, api, "DELETE", f"/v1/projects/{project}/api-keys/{key_id}")
+        with pytest.raises(Unauthorized, match="revoked"):
+            await asyncio.wait_for(following, ENDED_WITHIN)
