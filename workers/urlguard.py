@@ -35,8 +35,12 @@ EMBEDDING_LAST_32: Final = (
     ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (RFC 2765)
     ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64, well-known prefix (RFC 6052)
 )
-# Local-use NAT64 (RFC 8215): the IPv4 address sits where the operator chose; never global.
-LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")
+# Never global, though this Python's ipaddress may not know it: local-use NAT64 (RFC 8215,
+# the IPv4 address sits where the operator chose), site-local (deprecated, still routed on
+# some private networks), documentation (RFC 9637) and SRv6 SIDs (RFC 9602).
+NOT_GLOBAL: Final = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b:1::/48", "fec0::/10", "3fff::/20", "5f00::/16")
+)
 
 
 class UnsafeCallbackUrl(InvalidInput):
@@ -52,7 +56,7 @@ class RefusedAddress(OSError):
 
 def is_refused(ip: IpAddress) -> bool:
     """Whether a callback may not be sent to ``ip``, or to an IPv4 address it embeds."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip in LOCAL_NAT64:
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in n for n in NOT_GLOBAL):
         return True
     return any(not each.is_global or each.is_multicast for each in (ip, *embedded_ipv4(ip)))
 

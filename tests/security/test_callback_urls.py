@@ -259,6 +259,7 @@ def test_the_address_rules() -> None:
     ]
     refused += ["::7f00:1", "::10.0.0.1", "::ffff:0:a00:1", "64:ff9b::a00:1", "64:ff9b:1::1"]
     refused += ["2002:a00:1::", "2002:7f00:1:5::9", "2001:0:4136:e378:8000:63bf:3fff:fdd2"]
+    refused += ["fec0::1", "3fff::1", "5f00::1"]  # site-local, documentation, SRv6
     allowed = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
     allowed += ["64:ff9b::808:808", "2002:808:808::1"]  # NAT64 and 6to4 of a public address
     for text in refused:
