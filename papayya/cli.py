@@ -33,7 +33,10 @@ def main() -> None:
       PAPAYYA_OPENAI_BASE_URL, PAPAYYA_OPENAI_API_KEY,
       PAPAYYA_ANTHROPIC_BASE_URL, PAPAYYA_ANTHROPIC_API_KEY   where the LLM gateway forwards
       PAPAYYA_GATEWAY_TIMEOUT_SECONDS   the longest a model call may take (default, max 600)
-      PAPAYYA_BOOTSTRAP_API_KEY   the first project's API key (else one is printed once)
+      PAPAYYA_BOOTSTRAP_API_KEY   the first project's API key (else one is printed once):
+                             cpk_ then letters, digits, _ or -, 20 to 200 characters
+      PAPAYYA_METRICS_TOKEN   serve /metrics to Authorization: Bearer <token> (else 404)
+      PAPAYYA_METRICS_LISTEN  host:port: serve /metrics there, without a token
     Client side (agents, run, runs through the API, the SDK's HTTP mode):
       PAPAYYA_BASE_URL, PAPAYYA_API_KEY
     """

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from papayya.apiclient import ApiClient
-from papayya.errors import NotFound, PapayyaError
+from papayya.errors import NotFound, PapayyaError, Unauthorized
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
@@ -71,6 +71,8 @@ async def follow(client: ApiClient, run_id: str) -> str:
             status = str(data.get("status"))
             click.echo(f"run {run_id} {status}")
             break
+        elif event == "error":  # the server ended the stream: its API key was revoked
+            raise Unauthorized(str((data.get("error") or {}).get("message") or "unauthorized"))
     return status
 
 

@@ -63,6 +63,10 @@ def _serve(config: Config, host: str, port: int, what: str) -> None:
     socket.parent.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, runtime_socket=socket)
     click.echo(f"papayya {__version__} {what} listening on http://{host}:{port} and {socket}")
+    if config.metrics_listen:
+        click.echo(f"metrics on http://{config.metrics_listen}/metrics")
+    elif not config.metrics_token:
+        click.echo("metrics: off (set PAPAYYA_METRICS_TOKEN or PAPAYYA_METRICS_LISTEN)")
     app = init_app(config, dsn)
     if what == "server":  # the one-command path: print a one-time dashboard login link
         from web.routes.login import announce
@@ -86,6 +90,7 @@ def server(host: str, port: int, concurrency: int) -> None:
     config = Config.from_env(
         host=host, port=port, worker_concurrency=concurrency, run_worker=concurrency > 0
     )
+    _check_server_settings(config)
     with _backends(config, redis=True) as config:
         _serve(config, host, port, "server")
 
@@ -101,6 +106,7 @@ def api(host: str, port: int) -> None:
         host=host, port=port, run_projectors=False, run_dispatcher=False, run_worker=False,
         run_scheduler=False,
     )  # fmt: skip
+    _check_server_settings(config)
     with _backends(config, redis=False) as config:
         _serve(config, host, port, "api")
 
@@ -156,6 +162,20 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
         for each in runtimes.values():
             await each.close()
         await store.close()
+
+
+def _check_server_settings(config: Config) -> None:
+    """Refuse a malformed PAPAYYA_BOOTSTRAP_API_KEY, PAPAYYA_METRICS_TOKEN or
+    PAPAYYA_METRICS_LISTEN before any database is started or written."""
+    from papayya.errors import InvalidInput
+    from web.routes.metrics import check_config
+    from web.tenancy import BOOTSTRAP_ENV, check_bootstrap_key
+
+    try:
+        check_bootstrap_key(os.environ.get(BOOTSTRAP_ENV) or None)
+        check_config(config.metrics_token, config.metrics_listen)
+    except InvalidInput as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _check_timing() -> None:

@@ -41,6 +41,11 @@ class Config:
     callback_allow_private: bool = False
     auth_failure_limit: int = 20
     auth_failure_window_seconds: float = 60.0
+    # /metrics is served on the API's port only to `Authorization: Bearer <metrics_token>`,
+    # and without a token on an address of its own, metrics_listen ("host:port"); with
+    # neither, not at all (web.routes.metrics).
+    metrics_token: str | None = None
+    metrics_listen: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -63,6 +68,8 @@ class Config:
             "auth_failure_window_seconds": float(
                 env.get("PAPAYYA_AUTH_FAILURE_WINDOW_SECONDS") or 60.0
             ),
+            "metrics_token": env.get("PAPAYYA_METRICS_TOKEN") or None,
+            "metrics_listen": env.get("PAPAYYA_METRICS_LISTEN") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -125,6 +125,20 @@ def _from_table(provider: str, model: str, input_tokens: int) -> UnitPrices | No
     )
 
 
+def table_model(provider: str, model: str) -> str | None:
+    """The price table's own id for ``model`` (a dated or aliased name maps to it), or
+    ``None`` if the table does not know it. The ids form a fixed set, whatever ``model`` is."""
+    from genai_prices import data_snapshot
+
+    try:
+        _provider, info = data_snapshot.get_snapshot().find_provider_model(
+            model, None, provider, None
+        )
+    except LookupError:
+        return None
+    return str(info.id)
+
+
 def prices_for(
     provider: str,
     model: str,

@@ -26,9 +26,13 @@ STATE_AT_PAGE: Final = 2000
 _SUMMARY_SKIP: Final = frozenset(("steps", "reservations", "metadata"))
 
 
+# A client's durable run id has up to 150 characters; stored, its project's id comes first.
+MAX_RUN_ID: Final = 200
+
+
 def run_stream(run_id: str) -> str:
-    if not isinstance(run_id, str) or not run_id or len(run_id) > 150:
-        raise InvalidInput("run_id must be a non-empty string of at most 150 characters")
+    if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID:
+        raise InvalidInput(f"run_id must be a non-empty string of at most {MAX_RUN_ID} characters")
     return f"{RUN_CATEGORY}-{run_id}"
 
 

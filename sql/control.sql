@@ -13,6 +13,10 @@ SELECT project_id, name, created_at FROM projects WHERE name = $1;
 -- name: count_projects
 SELECT count(*) FROM projects;
 
+-- name: keyless_default_project
+SELECT project_id FROM projects p
+ WHERE name = 'default' AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.project_id = p.project_id);
+
 -- name: create_key
 INSERT INTO api_keys (key_id, project_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)
 RETURNING key_id, project_id, name, prefix, created_at, last_used_at, revoked_at;
@@ -25,6 +29,14 @@ SELECT key_id, project_id, name, prefix, created_at, last_used_at, revoked_at
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
  WHERE project_id = $1 AND key_id = $2
 RETURNING key_id, project_id, name, prefix, created_at, last_used_at, revoked_at;
+
+-- The keys among $1 that are revoked (web.revocation's safety net).
+-- name: revoked_keys
+SELECT key_id FROM api_keys WHERE key_id = ANY($1::text[]) AND revoked_at IS NOT NULL;
+
+-- Sent in the revoking transaction, so delivered when (and only if) the revocation commits.
+-- name: notify_revoked
+SELECT pg_notify('papayya_key_revoked', $1);
 
 -- name: authenticate
 SELECT project_id, key_id, last_used_at < now() - interval '1 minute' OR last_used_at IS NULL

@@ -1,6 +1,10 @@
 -- Named queries of the HTTP API's read side (web/): usage reports and the metrics gauges.
 -- They read the projected tables (sql/migrations/0002_read_models.sql).
 
+-- Whether a run's agent is one that was defined (else it gets no label of its own).
+-- name: agent_exists
+SELECT EXISTS (SELECT 1 FROM agents WHERE agent_id = $1);
+
 -- Served by the partial index runs_unfinished_idx, so a scrape stays cheap however many
 -- runs have finished.
 -- name: unfinished_runs

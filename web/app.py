@@ -21,6 +21,7 @@ from web.metrics import collector as metrics_collector
 from web.middleware import error_middleware
 from web.openapi import api
 from web.ratelimit import AuthLimiter
+from web.revocation import key_watch_ctx
 from web.routes import (  # noqa: F401  (importing a route module registers its routes)
     agents,
     callbacks,
@@ -47,12 +48,18 @@ log = logging.getLogger(__name__)
 
 
 async def _event_store(app: web.Application) -> AsyncIterator[None]:
+    bootstrap_key = os.environ.get(tenancy.BOOTSTRAP_ENV) or None
+    tenancy.check_bootstrap_key(bootstrap_key)  # before anything is written
     await migrate(app[keys.DSN])
     store = await PostgresEventStore.connect(app[keys.DSN])
     app[keys.STORE] = store
     app[keys.RUNS] = Runs(store)
-    created = await tenancy.bootstrap(store.pool, os.environ.get("PAPAYYA_BOOTSTRAP_API_KEY"))
-    if created is not None and not os.environ.get("PAPAYYA_BOOTSTRAP_API_KEY"):
+    try:
+        created = await tenancy.bootstrap(store.pool, bootstrap_key)
+    except BaseException:
+        await store.close()
+        raise
+    if created is not None and not bootstrap_key:
         # Shown once: only its hash is stored.
         print(f"Created project 'default'. API key (shown once): {created.key}", flush=True)
     yield
@@ -119,6 +126,7 @@ async def _cloud(app: web.Application) -> AsyncIterator[None]:
 
 
 def init_app(config: Config, dsn: str) -> web.Application:
+    metrics.check_config(config.metrics_token, config.metrics_listen)  # before anything starts
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=http.MAX_BODY_BYTES
     )
@@ -128,12 +136,14 @@ def init_app(config: Config, dsn: str) -> web.Application:
         config.auth_failure_limit, config.auth_failure_window_seconds
     )
     app.cleanup_ctx.append(_event_store)
+    app.cleanup_ctx.append(key_watch_ctx)  # revoked keys end their streams
     app.cleanup_ctx.append(gateway_ctx)
     app.cleanup_ctx.append(_projectors)
     app.cleanup_ctx.append(_cloud)
     app.cleanup_ctx.append(schedules.scheduler_ctx)  # Config.run_scheduler
     app.cleanup_ctx.append(deploy.builds_ctx)  # image builds; Config.run_builder
     app.cleanup_ctx.append(metrics_collector)  # needs the store: after _event_store
+    app.cleanup_ctx.append(metrics.listener_ctx)  # PAPAYYA_METRICS_LISTEN
     app.on_shutdown.append(close_event_streams)  # open streams must not hold up a shutdown
     api.install(app)
     dashboard.install(app)  # HTML and assets: not part of the JSON API's description

@@ -50,12 +50,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             )
         if not key:  # a request with no key at all guesses nothing
             raise Unauthorized()
-        project = None
+        found = None
         if key.isascii():  # keys are ASCII; a header that was not UTF-8 is not one
-            project = await tenancy.authenticate(request.app[keys.STORE].pool, key)
-        if project is None:
+            found = await tenancy.authenticate_key(request.app[keys.STORE].pool, key)
+        if found is None:
             limiter.failed(address)
             raise Unauthorized()
         limiter.succeeded(key)  # a valid key gets through even while its address is blocked
-        request[keys.PROJECT_ID] = project
+        request[keys.PROJECT_ID], request[keys.API_KEY_ID] = found
     return await handler(request)

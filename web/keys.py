@@ -10,6 +10,7 @@ from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
 from papayya.runs import Runs
 from web.ratelimit import AuthLimiter
+from web.revocation import KeyWatch
 
 CONFIG = web.AppKey("config", Config)
 DSN = web.AppKey("dsn", str)
@@ -19,6 +20,11 @@ RUNS = web.AppKey("runs", Runs)
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)
 
 PROJECT_ID = web.RequestKey("project_id", str)
+# The API key a request authenticated with; its streams end when it is revoked (KEY_WATCH).
+API_KEY_ID = web.RequestKey("api_key_id", str)
+KEY_WATCH = web.AppKey("key_watch", KeyWatch)
+# Where PAPAYYA_METRICS_LISTEN serves /metrics, once it listens (web.routes.metrics).
+METRICS_URL = web.AppKey("metrics_url", str)
 
 RATE_CARDS = web.AppKey("rate_cards", RateCardCache)
 RUN_TOKEN_SECRET = web.AppKey("run_token_secret", bytes)

@@ -4,7 +4,11 @@ event store's and the projectors'.
 Domain counters are driven by one background task that follows the event store from its head
 at startup, so a run is counted once whichever process (API, worker, SDK) appended it. Gauges
 of what exists now (queued and running runs) are read from the ``runs`` read table at scrape
-time. No label ever holds a run id: runs are unbounded, agents, models and routes are not.
+time. No label ever holds a run id, and every label has a bounded set of values whatever
+clients send: ``agent`` is a defined agent's id (SDK durable runs, whose agent is any name
+the client chose, count as ``durable``; anything else as ``other``), ``model`` the price
+table's id of the model (``other`` for the rest, including models only a rate card prices),
+``route`` a route template.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from eventstore.postgres import PostgresEventStore
 from eventstore.types import Cursor, Filters, RecordedEvent
 from papayya.domain import events as ev
 from papayya.money import MICRO_PER_USD
+from papayya.pricing import table_model
 from projections.lru import Lru
 from projections.runner import PROJECTION_LAG  # noqa: F401  (registers the gauge)
 from sql import queries
@@ -34,7 +39,10 @@ log = logging.getLogger(__name__)
 
 Q: Final = queries("reporting.sql")
 RUN_CACHE_SIZE: Final = 50_000
+LABEL_CACHE_SIZE: Final = 10_000
 RETRY_SECONDS: Final = 1.0
+DURABLE: Final = "durable"  # the agent label of SDK durable runs
+OTHER: Final = "other"
 
 RUNS = Counter("papayya_runs", "Runs that reached a terminal status.", ["agent", "status"])
 RUN_DURATION = Histogram(
@@ -75,7 +83,7 @@ _TOKEN_KINDS: Final = ("input", "cached_input", "cache_write", "output", "reason
 
 @dataclass(slots=True)
 class _Run:
-    agent: str
+    agent: str  # the label: see the module's docstring
     started_at: datetime | None
 
 
@@ -85,6 +93,8 @@ class EventCounter:
     def __init__(self, store: PostgresEventStore, cache_size: int = RUN_CACHE_SIZE) -> None:
         self.store = store
         self._runs: Lru[str, _Run] = Lru(cache_size)
+        self._agents: Lru[str, bool] = Lru(LABEL_CACHE_SIZE)  # agent id -> defined
+        self._models: Lru[tuple[str, str], str] = Lru(LABEL_CACHE_SIZE)  # -> label
         self.position: Cursor | None = None  # where to resume after a store outage
 
     async def run(self, after: Cursor) -> None:
@@ -111,7 +121,7 @@ class EventCounter:
         event = ev.from_recorded(recorded)
         stream = recorded.stream_id
         if isinstance(event, ev.RunQueued):
-            self._runs.put(stream, _Run(event.agent_id, None))
+            self._runs.put(stream, _Run(await self._agent(event.agent_id, event.trigger), None))
         elif isinstance(event, ev.RunStarted):
             run = await self._run(stream)
             run.started_at = run.started_at or event.at
@@ -120,6 +130,7 @@ class EventCounter:
         elif isinstance(event, ev.LlmCallRecorded) and not event.replayed:
             # A replayed call was answered from a recording: no provider saw those tokens.
             run = await self._run(stream)
+            model = self._model(event.provider, event.model)
             tokens = (
                 event.input_tokens,
                 event.cached_input_tokens,
@@ -128,8 +139,8 @@ class EventCounter:
                 event.reasoning_tokens,
             )
             for kind, count in zip(_TOKEN_KINDS, tokens, strict=True):
-                LLM_TOKENS.labels(event.model, kind).inc(count)
-            LLM_COST.labels(run.agent, event.model).inc(event.cost_micro_usd / MICRO_PER_USD)
+                LLM_TOKENS.labels(model, kind).inc(count)
+            LLM_COST.labels(run.agent, model).inc(event.cost_micro_usd / MICRO_PER_USD)
         elif type(event) in _TERMINAL:
             run = await self._run(stream)
             RUNS.labels(run.agent, _TERMINAL[type(event)]).inc()
@@ -146,12 +157,33 @@ class EventCounter:
             found = await self.store.summary(stream)
             summary = found[1] if found is not None else {}
             started = summary.get("started_at")
-            run = _Run(
-                str(summary.get("agent_id") or "unknown"),
-                None if started is None else msgspec.convert(started, datetime),
+            agent = await self._agent(
+                str(summary.get("agent_id") or ""), str(summary.get("trigger") or "")
             )
+            run = _Run(agent, None if started is None else msgspec.convert(started, datetime))
             self._runs.put(stream, run)
         return run
+
+    async def _agent(self, agent_id: str, trigger: str) -> str:
+        """The ``agent`` label of a run of ``agent_id``."""
+        if trigger == "sdk":
+            return DURABLE
+        defined = self._agents.get(agent_id)
+        if defined is None:
+            defined = bool(await self.store.pool.fetchval(Q["agent_exists"], agent_id))
+            self._agents.put(agent_id, defined)
+        return agent_id if defined else OTHER
+
+    def _model(self, provider: str, model: str) -> str:
+        """The ``model`` label: the price table's id of the model, else ``OTHER``."""
+        label = self._models.get((provider, model))
+        if label is None:
+            try:
+                label = table_model(provider, model) or OTHER
+            except Exception:  # whatever a provider reported, a metric is no reason to fail
+                label = OTHER
+            self._models.put((provider, model), label)
+        return label
 
 
 async def count_response(request: web.Request, response: web.StreamResponse) -> None:

@@ -29,6 +29,7 @@ from papayya.domain.fold import fold
 from papayya.domain.state import RunState, StepState
 from papayya.errors import PapayyaError, RunNotFound
 from papayya.runs import run_events, run_stream
+from web import keys
 from web.middleware import error_body
 from web.models import step_out
 
@@ -105,7 +106,8 @@ def _gone(request: web.Request) -> bool:
 
 async def stream(request: web.Request, produce: Producer) -> web.StreamResponse:
     """Answer ``request`` with an event stream fed by ``produce`` until it returns (the
-    stream then ends), the client disconnects, or the server shuts down."""
+    stream then ends), the client disconnects, the server shuts down, or the API key the
+    request authenticated with is revoked (an ``error`` event then ends the stream)."""
     heartbeat, watch = HEARTBEAT_SECONDS, min(WATCH_SECONDS, HEARTBEAT_SECONDS)
     response = web.StreamResponse(
         headers={
@@ -119,10 +121,16 @@ async def stream(request: web.Request, produce: Producer) -> web.StreamResponse:
     source = EventSource(response)
     closing = asyncio.Event()
     _open[closing] = request.app
+    key_id, key_watch = request.get(keys.API_KEY_ID), request.app.get(keys.KEY_WATCH)
+    revoked = asyncio.Event()
+    if key_id is not None and key_watch is not None:
+        revoked = key_watch.watch(key_id)
     producer = asyncio.create_task(_run(produce, source), name=f"sse {request.path}")
+    # Woken at once when the stream must end, not at the next watch.
+    ending = [asyncio.ensure_future(e.wait()) for e in (closing, revoked)]
     try:
-        while not producer.done() and not closing.is_set():
-            await asyncio.wait({producer}, timeout=watch)
+        while not producer.done() and not closing.is_set() and not revoked.is_set():
+            await asyncio.wait({producer, *ending}, timeout=watch, return_when="FIRST_COMPLETED")
             if producer.done() or _gone(request):
                 break
             if time.monotonic() - source.last_write >= heartbeat:
@@ -131,12 +139,18 @@ async def stream(request: web.Request, produce: Producer) -> web.StreamResponse:
         pass
     finally:
         _open.pop(closing, None)
-        producer.cancel()
+        if key_id is not None and key_watch is not None:
+            key_watch.unwatch(key_id, revoked)
+        for task in (producer, *ending):
+            task.cancel()
         # asyncio.wait, not await: the producer's CancelledError is its own, while a
         # cancellation of this task must still propagate.
-        await asyncio.wait({producer})
+        await asyncio.wait({producer, *ending})
     if not _gone(request):
         with contextlib.suppress(ConnectionError):
+            if revoked.is_set():
+                body = error_body("unauthorized", "the API key of this stream was revoked")
+                await source.send_json(body, event="error")
             await response.write_eof()
     return response
 

@@ -4,6 +4,7 @@ random bits, so a fast hash is as safe as a slow one and keeps every request che
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import datetime
 from typing import Final
@@ -18,6 +19,12 @@ Q: Final = queries("control.sql")
 # Functions take a pool, or a connection to run inside the caller's transaction.
 Db = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 KEY_PREFIX: Final = "cpk_"
+# What a registered key looks like: the prefix, then URL-safe characters (what the server's
+# own keys are made of), 20 to 200 characters in all (``authenticate`` reads no longer ones).
+KEY_SHAPE: Final = re.compile(r"cpk_[A-Za-z0-9_-]{16,196}")
+BOOTSTRAP_ENV: Final = "PAPAYYA_BOOTSTRAP_API_KEY"
+# Serialises bootstraps of servers starting at once on the same database.
+BOOTSTRAP_LOCK: Final = 0x70617061_79796101
 
 
 class Project(msgspec.Struct, frozen=True):
@@ -97,8 +104,7 @@ async def create_key(
 ) -> NewApiKey:
     """A new key for the project; ``key`` registers a given secret (bootstrap) instead."""
     secret = key or KEY_PREFIX + secrets.token_urlsafe(32)
-    if not secret.startswith(KEY_PREFIX) or len(secret) < 20:
-        raise InvalidInput(f"an API key starts with {KEY_PREFIX} and has at least 20 characters")
+    check_key_shape(secret)
     try:
         row = await pool.fetchrow(
             Q["create_key"], new_id("key"), project_id, name, secret[:10], hash_key(secret)
@@ -114,15 +120,24 @@ async def list_keys(pool: Db, project_id: str) -> list[ApiKey]:
     return [_key(row) for row in await pool.fetch(Q["list_keys"], project_id)]
 
 
-async def revoke_key(pool: Db, project_id: str, key_id: str) -> ApiKey:
-    row = await pool.fetchrow(Q["revoke_key"], project_id, key_id)
-    if row is None:
-        raise NotFound(f"API key {key_id} not found")
+async def revoke_key(pool: asyncpg.Pool, project_id: str, key_id: str) -> ApiKey:
+    """Revoke the key; every server then ends the streams it opened (``web.revocation``)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(Q["revoke_key"], project_id, key_id)
+        if row is None:
+            raise NotFound(f"API key {key_id} not found")
+        await conn.execute(Q["notify_revoked"], key_id)
     return _key(row)
 
 
 async def authenticate(pool: Db, key: str) -> str | None:
     """The project of a valid, unrevoked key, else ``None``."""
+    found = await authenticate_key(pool, key)
+    return None if found is None else found[0]
+
+
+async def authenticate_key(pool: Db, key: str) -> tuple[str, str] | None:
+    """``(project id, key id)`` of a valid, unrevoked key, else ``None``."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     row = await pool.fetchrow(Q["authenticate"], hash_key(key))
@@ -130,15 +145,34 @@ async def authenticate(pool: Db, key: str) -> str | None:
         return None
     if row["stale"]:
         await pool.execute(Q["touch_key"], row["key_id"])
-    return str(row["project_id"])
+    return str(row["project_id"]), str(row["key_id"])
 
 
-async def bootstrap(pool: Db, key: str | None = None) -> NewApiKey | None:
-    """On an empty database: the ``default`` project and one key (``key`` if given)."""
-    if await pool.fetchval(Q["count_projects"]):
-        return None
-    try:
-        project = await create_project(pool, "default")
-    except Conflict:  # another server bootstrapped at the same moment
-        return None
-    return await create_key(pool, project.id, "bootstrap", key)
+def check_key_shape(key: str, source: str = "an API key") -> None:
+    """Raise ``InvalidInput`` unless ``key`` has the shape of a key (``KEY_SHAPE``)."""
+    if not KEY_SHAPE.fullmatch(key):
+        raise InvalidInput(
+            f"{source} starts with {KEY_PREFIX} followed by letters, digits, '_' or '-', "
+            "20 to 200 characters in all"
+        )
+
+
+def check_bootstrap_key(key: str | None) -> None:
+    """Refuse a malformed ``PAPAYYA_BOOTSTRAP_API_KEY`` before the server writes anything."""
+    if key is not None:
+        check_key_shape(key, BOOTSTRAP_ENV)
+
+
+async def bootstrap(pool: asyncpg.Pool, key: str | None = None) -> NewApiKey | None:
+    """On an empty database: the ``default`` project and one key (``key`` if given), in one
+    transaction. A ``default`` project that never had a key (left by a first start of an
+    older version that failed between the two) gets its key now."""
+    check_bootstrap_key(key)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", BOOTSTRAP_LOCK)
+        project_id = await conn.fetchval(Q["keyless_default_project"])
+        if project_id is None:
+            if await conn.fetchval(Q["count_projects"]):
+                return None
+            project_id = (await create_project(conn, "default")).id
+        return await create_key(conn, project_id, "bootstrap", key)

@@ -127,7 +127,9 @@ class DurableStep(msgspec.Struct, kw_only=True):
 
 class DurableRun(msgspec.Struct, kw_only=True):
     """A run as the SDK resumes it: ``checkpoints`` are its completed tasks (the recording,
-    results included), ``steps`` every step in order (failed and interrupted ones too)."""
+    results included), ``steps`` every step in order (failed and interrupted ones too).
+    ``run_id`` is the client's id, scoped to its project; ``id`` is the run's id in the rest
+    of the API (``/v1/runs/{id}``, its events, the dashboard)."""
 
     run_id: str
     project_id: str
@@ -151,6 +153,7 @@ class DurableRun(msgspec.Struct, kw_only=True):
     updated_at: datetime | None
     checkpoints: list[DurableCheckpoint]
     steps: list[DurableStep]
+    id: str | None = None  # None from servers older than scoped ids
 
 
 # -- a run document as the SDK's state ---------------------------------------------------------

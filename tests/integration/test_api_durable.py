@@ -61,6 +61,7 @@ async def test_open_checkpoint_read_and_finish(api: Api, http: Any) -> None:
     )  # fmt: skip
     assert status == 201
     assert doc["run_id"] == "d1" and doc["agent"] == "agent-a" and doc["status"] == "running"
+    assert doc["id"] == f"{doc['project_id']}:d1"  # stored scoped to its project
     assert doc["item_id"] == "item-7" and doc["agent_version"] == "v3"
     assert doc["attempt"] == 1 and doc["trigger"] == "sdk" and doc["checkpoints"] == []
     assert doc["created_at"] and doc["updated_at"]
@@ -101,7 +102,7 @@ async def test_open_checkpoint_read_and_finish(api: Api, http: Any) -> None:
     assert status == 200 and doc["status"] == "completed" and doc["output"] == {"answer": 42}
     assert doc["completed_at"]
     # The run as the rest of the API sees it: the same stream.
-    state = await api.app[keys.RUNS].load("d1")
+    state = await api.app[keys.RUNS].load(doc["id"])
     assert state.status == "completed" and [s.label for s in state.steps] == ["search", "fetch"]
     assert state.steps[0].fingerprint == doc["steps"][0]["fingerprint"]
 
@@ -179,7 +180,7 @@ async def test_a_new_attempt_records_a_label_again(api: Api, http: Any) -> None:
 
 
 async def test_concurrent_checkpoints_never_share_a_step(api: Api, http: Any) -> None:
-    await call(http, api, "POST", RUNS, {"run_id": "d5", "agent": "agent-a"})
+    _, opened = await call(http, api, "POST", RUNS, {"run_id": "d5", "agent": "agent-a"})
     posts = [
         call(
             http,
@@ -206,7 +207,7 @@ async def test_concurrent_checkpoints_never_share_a_step(api: Api, http: Any) ->
     answers = await asyncio.gather(*same)
     assert sorted(status for status, _ in answers) == [200] * 9 + [201]
     assert len({cp["step_number"] for _, cp in answers}) == 1
-    state = await api.app[keys.RUNS].load("d5")
+    state = await api.app[keys.RUNS].load(opened["id"])
     labels = [s.label for s in state.steps]
     assert len(labels) == 21 and labels.count("same") == 1
     assert all(s.status == "completed" for s in state.steps)
@@ -246,14 +247,15 @@ async def test_another_projects_run_is_not_found(api: Api, http: Any) -> None:
         assert status == status_missing == 404
         assert theirs["error"]["code"] == absent["error"]["code"] == "run_not_found"
         assert theirs["error"]["message"].replace("d8", "nope") == absent["error"]["message"]
-    status, err = await call(http, api, "POST", RUNS, {"run_id": "d8", "agent": "x"}, key=key)
-    assert status == 409 and err["error"]["message"] == "run id d8 is taken; choose another"
     status, err = await call(
         http, api, "POST", RUNS,
         {"run_id": "d9", "agent": "agent-a", "replay_of": "d8", "from_step": 0}, key=key,
     )  # fmt: skip
     assert status == 404 and "d8" in err["error"]["message"]
     assert await written(api) == before
+    # Run ids are scoped to their project: the other project's d8 is a run of its own.
+    status, doc = await call(http, api, "POST", RUNS, {"run_id": "d8", "agent": "x"}, key=key)
+    assert status == 201 and doc["agent"] == "x" and doc["checkpoints"] == []
 
 
 @pytest.mark.parametrize(

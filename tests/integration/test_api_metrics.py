@@ -1,11 +1,12 @@
 """``GET /metrics`` over a real server: the names, counters that follow the event store, gauges
-from the read tables, and no run id in any label."""
+from the read tables, and no run id in any label. (Who may scrape, and the labels' bounds
+against hostile clients: ``tests/security/test_metrics_access.py``.)"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from eventstore import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.runs import Runs
-from tests.conftest import Api, running_api
+from tests.conftest import Api
 from tests.integration.test_api_sse import (
     append,
     checkpoint_step,
@@ -23,6 +24,10 @@ from tests.integration.test_api_sse import (
     project_everything,
     start_run,
 )
+from tests.security.support import serving
+
+TOKEN = "metrics-token-" + uuid.uuid4().hex
+PRICED = "gpt-4o-mini"  # a model of the price table: counted under its own name
 
 NAMES = [
     "papayya_runs_total",
@@ -58,8 +63,15 @@ class Scrape:
         return {value for _, labels in self.samples for _, value in labels}
 
 
+@pytest.fixture
+async def api(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
+    async with serving(dsn, monkeypatch, metrics_token=TOKEN) as running:
+        yield running
+
+
 async def scrape(api: Api, http: aiohttp.ClientSession) -> Scrape:
-    async with http.get(f"{api.url}/metrics") as resp:  # no key: scrapers carry none
+    headers = {"Authorization": f"Bearer {TOKEN}"}  # the metrics token, not an API key
+    async with http.get(f"{api.url}/metrics", headers=headers) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         return Scrape(await resp.text())
@@ -92,7 +104,12 @@ async def test_counters_follow_the_store(
 ) -> None:
     runs = Runs(pg_store)
     project = await default_project(api, http)
-    agent, model = f"agent-{uuid.uuid4().hex[:8]}", f"model-{uuid.uuid4().hex[:8]}"
+    slug = f"agent-{uuid.uuid4().hex[:8]}"
+    body = {"name": slug, "slug": slug, "config": {}}
+    async with http.post(f"{api.url}/v1/agents", json=body, headers=api.headers()) as resp:
+        assert resp.status == 201
+        agent = (await resp.json())["id"]  # a defined agent: counted under its own id
+    model = PRICED
     ok_id, broke_id = f"run-ok-{uuid.uuid4().hex}", f"run-broke-{uuid.uuid4().hex}"
     before = await scrape(api, http)
 
@@ -122,7 +139,7 @@ async def test_counters_follow_the_store(
     assert delta("papayya_run_duration_seconds_count") == 2
     assert delta("papayya_budget_rejections_total") == 1
     tokens = {
-        kind: after.value("papayya_llm_tokens_total", model=model, kind=kind)
+        kind: delta("papayya_llm_tokens_total", model=model, kind=kind)
         for kind in ("input", "cached_input", "cache_write", "output", "reasoning")
     }
     assert tokens == {
@@ -170,15 +187,18 @@ async def test_runs_queued_before_startup_are_attributed(
 ) -> None:
     """A run the counter never saw queued: its agent and start come from its summary."""
     runs = Runs(pg_store)
-    agent = f"agent-{uuid.uuid4().hex[:8]}"
-    state = await start_run(runs, "early", "proj_early", agent)
-    async with running_api(dsn, monkeypatch) as api:
+    queued = ev.RunQueued(run_id="early", project_id="proj_early", agent_id="a", trigger="sdk")
+    state = await runs.append(await runs.append(None, [queued]), [ev.RunStarted(attempt=1)])
+    async with serving(dsn, monkeypatch, metrics_token=TOKEN) as api:
         before = await scrape(api, http)
+        done = before.value("papayya_runs_total", agent="durable", status="completed")
         await append(runs, state, [ev.RunCompleted()])
         after = await scrape_until(
             api,
             http,
-            lambda s: s.value("papayya_runs_total", agent=agent, status="completed") == 1,
+            lambda s: (
+                s.value("papayya_runs_total", agent="durable", status="completed") == done + 1
+            ),
         )
     durations = "papayya_run_duration_seconds_count"
     assert after.value(durations) - before.value(durations) == 1

@@ -46,6 +46,24 @@ REFUSED = [
     "http://[fd00::1]/hook",
     "http://224.0.0.1/hook",
     "http://user:pass@127.0.0.1/hook",
+    # IPv6 forms that carry a refused IPv4 address
+    "http://[::127.0.0.1]/hook",  # IPv4-compatible
+    "http://[::7f00:1]/hook",
+    "http://[::a9fe:a9fe]/hook",
+    "http://[::ffff:0:7f00:1]/hook",  # IPv4-translated
+    "http://[64:ff9b::7f00:1]/hook",  # NAT64
+    "http://[64:ff9b::a9fe:a9fe]/hook",
+    "http://[64:ff9b:1::808:808]/hook",  # local-use NAT64
+    "http://[2002:7f00:1::1]/hook",  # 6to4
+    "http://[2002:a9fe:a9fe::]/hook",
+]
+# Parsers disagree on the host of these (WHATWG reads a backslash as a slash).
+BACKSLASHED = [
+    "http://evil\\@127.0.0.1/hook",
+    "http://127.0.0.1\\@93.184.216.34/hook",
+    "http://93.184.216.34\\@127.0.0.1/hook",
+    "http:\\\\127.0.0.1/hook",
+    "http:/\\127.0.0.1/hook",
 ]
 QUICK = """
 from papayya import agent
@@ -77,6 +95,12 @@ async def test_private_callback_urls_are_refused_at_run_creation_and_nothing_is_
             assert status == 400, (url, answer)
             assert answer["error"]["code"] == "unsafe_callback_url", (url, answer)
             assert "PAPAYYA_CALLBACK_ALLOW_PRIVATE" in answer["error"]["message"]
+    for url in BACKSLASHED:
+        status, answer = await call(
+            http, api, "POST", "/v1/runs", {"agent_id": "cb", "callback_url": url}
+        )
+        assert status == 400, (url, answer)
+        assert set(answer["error"]) >= {"code", "message"}, answer
     assert await events_written(api) == before
     # A public address is accepted; so is a name that does not resolve now (its delivery
     # is checked, and fails, later).
@@ -233,8 +257,38 @@ def test_the_address_rules() -> None:
         "ff02::1",
         "198.18.0.1",
     ]
+    refused += ["::7f00:1", "::10.0.0.1", "::ffff:0:a00:1", "64:ff9b::a00:1", "64:ff9b:1::1"]
+    refused += ["2002:a00:1::", "2002:7f00:1:5::9", "2001:0:4136:e378:8000:63bf:3fff:fdd2"]
+    refused += ["fec0::1", "3fff::1", "5f00::1"]  # site-local, documentation, SRv6
     allowed = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
+    allowed += ["64:ff9b::808:808", "2002:808:808::1"]  # NAT64 and 6to4 of a public address
     for text in refused:
         assert urlguard.is_refused(urlguard.ipaddress.ip_address(text)), text
     for text in allowed:
         assert not urlguard.is_refused(urlguard.ipaddress.ip_address(text)), text
+
+
+async def test_a_delivery_refuses_a_name_that_resolves_to_an_embedded_ipv4(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connect's resolver judges IPv6 answers by the IPv4 address they carry."""
+    answers: dict[str, str] = {}
+
+    class Resolver(ThreadedResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            return [
+                {"hostname": host, "host": answers[host], "port": port,
+                 "family": socket.AF_INET6, "proto": 0, "flags": 0}
+            ]  # fmt: skip
+
+    monkeypatch.setattr(urlguard, "DefaultResolver", Resolver)
+    resolver = urlguard.GuardedResolver()
+    for address in ("::7f00:1", "64:ff9b::a9fe:a9fe", "2002:a00:1::1", "::ffff:0:7f00:1"):
+        answers["sneaky.example"] = address
+        with pytest.raises(urlguard.RefusedAddress):
+            await resolver.resolve("sneaky.example", 80)
+    answers["fine.example"] = "64:ff9b::808:808"
+    assert [a["host"] for a in await resolver.resolve("fine.example", 80)] == ["64:ff9b::808:808"]
+    await resolver.close()

@@ -40,6 +40,7 @@ def snoop(task):
 # Where a secret is kept on purpose (docs/security.md): a webhook's secret (an HMAC check
 # needs it), the callback secret, the run-token secret; API keys only as hashes and prefixes.
 SECRET_TABLES = {"webhooks", "project_secrets", "server_secrets"}
+METRICS_TOKEN = "metrics-token-for-the-scan"
 
 
 @dataclass
@@ -59,8 +60,9 @@ class Recorder:
         status: int = 200,
         key: str | None = None,
         shows: tuple[str, ...] = (),
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        headers = {"X-Api-Key": key or self.cloud.key}
+        headers = headers or {"X-Api-Key": key or self.cloud.key}
         async with (
             aiohttp.ClientSession() as http,
             http.request(method, self.cloud.url + path, json=body, headers=headers) as r,
@@ -126,7 +128,10 @@ async def test_no_secret_is_found_in_events_answers_or_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake = FakeConfig(usage=Usage(prompt_tokens=100, completion_tokens=20))
-    async with receiver() as hook, running_cloud(dsn, monkeypatch, tmp_path, fake) as cloud:
+    async with (
+        receiver() as hook,
+        running_cloud(dsn, monkeypatch, tmp_path, fake, metrics_token=METRICS_TOKEN) as cloud,
+    ):
         api = Recorder(cloud)
         secrets: set[str] = {PROVIDER_KEY, cloud.key}
 
@@ -228,9 +233,9 @@ async def test_no_secret_is_found_in_events_answers_or_logs(
             "/v1/agents/weather/webhooks",
             "/v1/schedules",
             "/v1/projects",
-            "/metrics",
         ):
             await api.call("GET", path)
+        await api.call("GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         snooped = (await cloud.runs.load(runs[1])).output["env"]
         stored = await stored_text(cloud)
 

@@ -5,10 +5,12 @@ answered as that open was; a checkpoint is idempotent on its label within the ru
 ending a run twice the same way is a no-op. Concurrent writers never share a step number: each
 append carries the stream version its decision was made on, and a loser decides again.
 
-Run ids are global (a run's stream is ``run-<id>``), so opening an id that another project
-uses cannot create it: that answers 409 "taken", which says the id is in use and nothing else
-(no agent, status or data). Every other call answers 404 for another project's run, exactly
-as for a missing one.
+A run id here is the client's, scoped to its project: project P's run ``x`` is stored as the
+run ``P:x`` (stream ``run-P:x``; the document's ``id``, which ``/v1/runs/{id}``, the events and
+the dashboard use), so two projects may each have their own ``x`` and neither can take an id
+from the other. Runs stored under their bare id (opened before ids were scoped, or queued
+through ``/v1/runs``, such as replays) keep answering to it in the project that owns them.
+Another project's run answers 404, exactly as a missing one.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from papayya.domain.fold import fold
 from papayya.domain.matcher import task_fingerprint
 from papayya.domain.state import RunState, StepState
 from papayya.errors import ConcurrencyError, Conflict, InvalidInput, RunNotFound
-from papayya.runs import run_stream, run_summary
+from papayya.runs import MAX_RUN_ID, run_stream, run_summary
 from papayya.sdk.direct import INLINE_RESULT_BYTES
 from papayya.sdk.http import (
     CheckpointBody,
@@ -172,11 +174,43 @@ def _views(request: web.Request) -> Views:
     return views
 
 
+def scoped_id(project: str, run_id: str) -> str:
+    """The id under which ``project`` stores its durable run ``run_id``."""
+    return f"{project}:{run_id}"
+
+
+def public_id(project: str, stored: str) -> str:
+    """The id that ``project``'s client knows its run by: ``scoped_id`` undone."""
+    prefix = f"{project}:"
+    return stored[len(prefix) :] if stored.startswith(prefix) else stored
+
+
+async def _find(views: Views, run_id: str, project: str) -> tuple[str, View | None]:
+    """The stored id of ``project``'s run ``run_id`` and the run, if any: the scoped id, else
+    a run of the project's under the bare id (see the module's docstring). A run found under
+    the scoped id that another project owns (an id taken before ids were scoped) is returned
+    for the caller to refuse."""
+    scoped = scoped_id(project, run_id)
+    if len(scoped) <= MAX_RUN_ID:
+        view = await views.get(scoped)
+        if view is not None:
+            return scoped, view
+    bare = await views.get(run_id)
+    if bare is not None and bare.state.project_id == project:
+        return run_id, bare
+    return scoped, None
+
+
 async def _own(views: Views, run_id: str, project: str) -> View:
-    view = await views.get(run_id)
+    _, view = await _find(views, run_id, project)
     if view is None or view.state.project_id != project:
         raise RunNotFound(f"run {run_id} not found")
     return view
+
+
+def _cached(views: Views, run_id: str, project: str) -> View | None:
+    """``_find`` among the runs cached here, without a query (possibly behind its stream)."""
+    return views.cached(scoped_id(project, run_id)) or views.cached(run_id)
 
 
 def _path_run_id(request: web.Request) -> str:
@@ -284,7 +318,8 @@ async def _document(store: PostgresEventStore, view: View) -> DurableRun:
         return value if isinstance(value, str) else None
 
     return DurableRun(
-        run_id=s.run_id,
+        run_id=public_id(s.project_id, s.run_id),
+        id=s.run_id,
         project_id=s.project_id,
         agent=s.agent_id,
         status=s.status,
@@ -297,7 +332,7 @@ async def _document(store: PostgresEventStore, view: View) -> DurableRun:
         output_ref=s.output_ref,
         error_code=s.error_code,
         error_message=s.error_message,
-        replayed_from=s.replayed_from,
+        replayed_from=s.replayed_from and public_id(s.project_id, s.replayed_from),
         replay_from_step=s.replay_from_step,
         metadata=s.metadata,
         created_at=s.queued_at,
@@ -338,10 +373,10 @@ async def open_run(request: web.Request) -> web.Response:
     if (req.replay_of is None) != (req.from_step is None):
         raise InvalidInput("replay_of and from_step go together")
     for _ in range(MAX_TRIES):
-        view = await views.get(req.run_id)
+        stored, view = await _find(views, req.run_id, project)
         try:
             if view is None:
-                view, created = await _create(views, req, project, key), True
+                view, created = await _create(views, stored, req, project, key), True
             else:
                 view, created = await _resume(views, view, req, project, key)
         except ConcurrencyError:
@@ -350,21 +385,22 @@ async def open_run(request: web.Request) -> web.Response:
     raise ConcurrencyError(f"run {req.run_id} kept changing; gave up after {MAX_TRIES} tries")
 
 
-async def _create(views: Views, req: OpenRunBody, project: str, key: str | None) -> View:
-    if req.replay_of is not None:
-        await _own(views, req.replay_of, project)
+async def _create(
+    views: Views, stored: str, req: OpenRunBody, project: str, key: str | None
+) -> View:
+    source = None if req.replay_of is None else await _own(views, req.replay_of, project)
     metadata = dict(req.metadata or {})
     metadata.update(
         {k: v for k, v in (("item_id", req.item_id), ("agent_version", req.agent_version)) if v}
     )
     queued = ev.RunQueued(
-        run_id=req.run_id,
+        run_id=stored,
         project_id=project,
         agent_id=req.agent,
         input=req.input,
         budget_micro_usd=req.budget_micro_usd,
         trigger="replay" if req.replay_of else "sdk",
-        replayed_from=req.replay_of,
+        replayed_from=None if source is None else source.state.run_id,
         replay_from_step=req.from_step,
         metadata=metadata,
     )
@@ -376,7 +412,7 @@ async def _resume(
     views: Views, view: View, req: OpenRunBody, project: str, key: str | None
 ) -> tuple[View, bool]:
     state = view.state
-    if state.project_id != project:
+    if state.project_id != project:  # only an id taken before ids were scoped
         raise Conflict(f"run id {req.run_id} is taken; choose another")
     if state.agent_id != req.agent:
         raise InvalidInput(
@@ -437,7 +473,7 @@ async def post_checkpoint(request: web.Request) -> web.Response:
     # The common case skips reading the stream: an append on a cached view that fell behind
     # fails on its version and is decided again on a fresh one. Anything else reads first.
     # A rule the cached view breaks is broken by the run too: events are only ever added.
-    view = views.cached(run_id)
+    view = _cached(views, run_id, project)
     if view is None or not _takes(view, project, req.label, failed):
         view = await _own(views, run_id, project)
     if (found := _recorded(view, req.label, failed)) is not None:

@@ -96,10 +96,13 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 @api.route(
-    "DELETE", "/v1/projects/{id}/api-keys/{key_id}", "Revoke an API key",
+    "DELETE", "/v1/projects/{id}/api-keys/{key_id}",
+    "Revoke an API key; the streams opened with it end within a second, on every server",
     response=tenancy.ApiKey, tag="projects",
 )  # fmt: skip
 async def revoke_key(request: web.Request) -> web.Response:
     project = own_project(request)
     key_id = http.path_id(request, "key_id")
-    return http.json(await tenancy.revoke_key(request.app[keys.STORE].pool, project, key_id))
+    revoked = await tenancy.revoke_key(request.app[keys.STORE].pool, project, key_id)
+    request.app[keys.KEY_WATCH].revoke(revoked.id)  # here at once; elsewhere by NOTIFY
+    return http.json(revoked)

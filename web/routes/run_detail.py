@@ -22,6 +22,7 @@ from papayya.domain.fold import fold
 from papayya.domain.state import StepState
 from papayya.errors import NotFound, RunNotFound
 from papayya.money import usd_string
+from papayya.runs import MAX_RUN_ID
 from web import http, keys
 from web.models import StepOut, step_out
 from web.openapi import api
@@ -123,7 +124,7 @@ class Timeline(msgspec.Struct):
 
 def _run_id(request: web.Request) -> str:
     run_id = http.path_id(request)
-    if len(run_id) > 150 or any(ch.isspace() or not ch.isprintable() for ch in run_id):
+    if len(run_id) > MAX_RUN_ID or any(ch.isspace() or not ch.isprintable() for ch in run_id):
         raise RunNotFound(f"run {run_id} not found")
     return run_id
 

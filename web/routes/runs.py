@@ -23,7 +23,7 @@ from papayya.domain.fold import fold, state_at
 from papayya.domain.state import RunState, RunStatus
 from papayya.errors import Conflict, InvalidInput, NotFound, RunNotFound
 from papayya.money import cents_to_micro, cents_up, usd_string, usd_to_micro
-from papayya.runs import Runs, cancel_events, replay_of, run_stream
+from papayya.runs import MAX_RUN_ID, Runs, cancel_events, replay_of, run_stream
 from sql import queries
 from web import http, keys
 from web.models import RunOut, StepOut, run_out, run_out_from_summary, step_out
@@ -103,7 +103,7 @@ class StepList(msgspec.Struct):
 
 def _run_id(request: web.Request) -> str:
     run_id = http.path_id(request)
-    if len(run_id) > 150 or any(ch.isspace() or not ch.isprintable() for ch in run_id):
+    if len(run_id) > MAX_RUN_ID or any(ch.isspace() or not ch.isprintable() for ch in run_id):
         raise RunNotFound(f"run {run_id} not found")
     return run_id
 
