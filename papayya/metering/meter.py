@@ -20,6 +20,7 @@ from eventstore.payloads import payload_ref
 from eventstore.protocol import EventStore
 from papayya.budget import prompt_token_bound, reserve
 from papayya.domain import events as ev
+from papayya.domain.bounds import MAX_TOKENS
 from papayya.domain.events import StepType
 from papayya.domain.fold import fold
 from papayya.domain.matcher import Recorded, llm_fingerprint
@@ -189,6 +190,11 @@ class Meter:
         messages = pv.message_count(call.kind, call.body)
         prompt = prompt_token_bound(raw, messages)
         cap = pv.output_cap(call.kind, call.body)
+        if cap is not None and cap > MAX_TOKENS:
+            return _refusal(
+                call.provider, 400, "invalid_request_error",
+                f"the output cap {cap} is above the most a call may ask for ({MAX_TOKENS})",
+            )  # fmt: skip
         reservation_id = uuid.uuid4().hex
         admitted: list[Any] = []
 
