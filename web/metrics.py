@@ -27,6 +27,7 @@ from papayya.domain import events as ev
 from papayya.money import MICRO_PER_USD
 from projections.lru import Lru
 from projections.runner import PROJECTION_LAG  # noqa: F401  (registers the gauge)
+from projections.service import refresh_gauges as projection_gauges
 from sql import queries
 from web import keys
 
@@ -169,6 +170,7 @@ async def refresh_gauges(store: PostgresEventStore) -> None:
         assert row is not None
         QUEUE_DEPTH.set(row["queued"])
         ACTIVE_RUNS.set(row["running"])
+        await projection_gauges(store.pool)  # projectors may run in another process
         await store.visibility_lag()
     except Exception as exc:
         log.warning("metrics: cannot read the gauges (%s)", exc)
