@@ -87,6 +87,8 @@ class ProjectionRunner:
         # fails is known (and reported), or the failure is found to have been passing.
         self._suspect: Cursor | None = None
         self._reported: object = None  # the event (or error) last logged, so it is logged once
+        self._last_failure: BaseException | None = None  # ... and the exception that named it
+        self._named: object = None
 
     @property
     def name(self) -> str:
@@ -145,7 +147,9 @@ class ProjectionRunner:
                 except Exception as exc:
                     # Retried every retry_interval, but said once: a log line per second for
                     # ever buries the one that matters.
-                    key = getattr(exc, "papayya_event_id", None) or f"{type(exc).__name__}: {exc}"
+                    key = (
+                        self._named if exc is self._last_failure else f"{type(exc).__name__}: {exc}"
+                    )
                     if key != self._reported:
                         self._reported = key
                         log.warning(
@@ -245,7 +249,7 @@ class ProjectionRunner:
         PROJECTION_FAILING.labels(self.name).set(1)
         if len(page.events) > 1:
             return  # the retry reads one event at a time and finds which
-        exc.papayya_event_id = first.event_id  # type: ignore[attr-defined]
+        self._last_failure, self._named = exc, first.event_id
         error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT]
         if self._reported != first.event_id:
             self._reported = first.event_id
@@ -268,7 +272,7 @@ class ProjectionRunner:
         if self._reported is not None:
             log.warning("projector %s is past the events it could not project", self.name)
         self._suspect = None
-        self._reported = None
+        self._reported = self._last_failure = self._named = None
         PROJECTION_FAILING.labels(self.name).set(0)
 
     async def _commit(self, conn: asyncpg.Connection, page: ReadPage) -> bool:
