@@ -5,8 +5,9 @@ a new route or field is covered without touching this file."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 import msgspec.inspect as mi
@@ -14,6 +15,11 @@ import pytest
 from hypothesis import given, settings
 
 from papayya.domain import bounds
+from papayya.domain import events as ev
+from papayya.domain.fold import fold
+from papayya.domain.rules import check_folded
+from papayya.domain.state import StepState
+from papayya.errors import InvalidEvent, StepLimitReached
 from tests.security.bounds_support import body_routes, numbers, values
 
 ROUTES = body_routes()
@@ -89,3 +95,31 @@ def test_the_reproductions_do_not_decode(raw: bytes, field: str | None) -> None:
 
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(raw, type=OpenRunBody)
+
+
+class _LongRun(Sequence[StepState]):
+    """The steps of a run that has taken ``MAX_STEPS`` of them (without making a million)."""
+
+    def __len__(self) -> int:
+        return bounds.MAX_STEPS
+
+    @overload
+    def __getitem__(self, i: int) -> StepState: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[StepState]: ...
+    def __getitem__(self, i: int | slice) -> StepState | Sequence[StepState]:
+        if isinstance(i, slice):
+            raise NotImplementedError
+        n = i % bounds.MAX_STEPS
+        return StepState(step_number=n, step_type="checkpoint", attempt=1, status="completed")
+
+
+def test_a_run_takes_no_step_past_the_bound() -> None:
+    """Step numbers are integer columns: the fold stops a run (any run, also one without
+    max_steps, like the SDK's) before its step numbers could leave them."""
+    state = fold([ev.RunQueued(run_id="r", project_id="p", agent_id="a"), ev.RunStarted(attempt=1)])
+    next_step = ev.StepStarted(step_number=bounds.MAX_STEPS, step_type="checkpoint")
+    with pytest.raises(StepLimitReached):
+        check_folded(state, _LongRun(), next_step)
+    with pytest.raises(InvalidEvent):  # and no event could carry a number past it
+        ev.validate_event(ev.StepStarted(step_number=bounds.MAX_STEPS + 1, step_type="checkpoint"))
