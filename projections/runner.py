@@ -47,6 +47,15 @@ VISIBILITY_POLL: Final = 0.005
 ERROR_TEXT: Final = 2000  # of a failure's message kept in the checkpoint row
 
 AfterCommit = Callable[[Sequence[RecordedEvent]], None]
+# Failures of the connection, not of the events: no event is to blame for them.
+_OUTAGES: Final = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 class CheckpointMoved(Exception):
@@ -243,9 +252,11 @@ class ProjectionRunner:
         the log once and in its checkpoint row for ``/readyz`` and ``projections status``."""
         self.failures += 1
         first = page.events[0]
-        self._suspect = max(self._suspect or START, page.cursor)
         lag = max(0.0, (datetime.now(UTC) - first.recorded_at).total_seconds())
         PROJECTION_LAG.labels(self.name).set(lag)
+        if conn.is_closed() or isinstance(exc, _OUTAGES):
+            return  # the database went away, not the events: run() retries and logs it
+        self._suspect = max(self._suspect or START, page.cursor)
         PROJECTION_FAILING.labels(self.name).set(1)
         if len(page.events) > 1:
             return  # the retry reads one event at a time and finds which
@@ -259,8 +270,6 @@ class ProjectionRunner:
                 self.name, first.event_id, first.event_type, first.stream_id, first.cursor,
                 error, self.retry_interval, exc_info=exc,
             )  # fmt: skip
-        if conn.is_closed():
-            return
         try:
             await conn.execute(
                 Q["report_failure"], self.name, first.event_id, str(first.cursor), error

@@ -33,12 +33,13 @@ class Failure(msgspec.Struct, frozen=True):
     error: str | None
     since: datetime
 
-    def describe(self) -> str:
-        return (
+    def describe(self, why: bool = True) -> str:
+        """One line; ``why=False`` leaves the error out (it may quote the event's data)."""
+        said = (
             f"projector {self.projection} cannot project event {self.event_id} "
-            f"(cursor {self.cursor}) since {self.since.isoformat(timespec='seconds')}: "
-            f"{self.error}"
+            f"(cursor {self.cursor}) since {self.since.isoformat(timespec='seconds')}"
         )
+        return f"{said}: {self.error}" if why else said
 
 
 class ProjectionStatus(msgspec.Struct, frozen=True):

@@ -118,11 +118,13 @@ async def test_an_event_the_projectors_cannot_handle_shows_everywhere_and_is_log
         assert body["error"]["code"] == "projection_failing"
         for name in ("runs", "costs", event_id):
             assert name in body["error"]["message"], body
+        assert "InvalidEvent" not in body["error"]["message"]  # the why is for the operator
 
         result = await status_cli(dsn)
         assert result.exit_code == 1, result.output
         failing = [line for line in result.output.splitlines() if "FAILING" in line]
         assert len(failing) == 2 and all(event_id in line for line in failing), result.output
+        assert all("InvalidEvent" in line for line in failing)  # the operator sees why
 
         for name in service.runners:
             assert len(logged(caplog, name, event_id)) == 1, [
