@@ -51,7 +51,8 @@ class Cursor(msgspec.Struct, frozen=True, order=True):
             cursor = cls(int(tx, 16), int(pos, 16))
         except ValueError:
             raise InvalidCursor() from None
-        if cursor.transaction_id < 0 or cursor.position < 0 or cursor.transaction_id >= 2**63:
+        # Both halves are bigint in Postgres (xid8 is read as one): a larger one is no cursor.
+        if not (0 <= cursor.transaction_id < 2**63 and 0 <= cursor.position < 2**63):
             raise InvalidCursor()
         return cursor
 

@@ -46,7 +46,8 @@ def projections() -> None:
 
 @projections.command()
 def status() -> None:
-    """Each projection's checkpoint and how far behind it is."""
+    """Each projection's checkpoint and how far behind it is. A projector that cannot get
+    past an event is shown FAILING with that event, and the command exits with status 1."""
     rows = with_projections(lambda p: p.status())
     for row in rows:
         updated = row.updated_at.isoformat(timespec="seconds") if row.updated_at else "never"
@@ -54,6 +55,10 @@ def status() -> None:
             f"{row.name:<8} checkpoint {row.cursor or '-':<24} "
             f"updated {updated:<25} lag {row.lag_seconds:.3f}s"
         )
+        if row.failure is not None:
+            click.echo(f"         FAILING: {row.failure.describe()}")
+    if any(row.failure is not None for row in rows):
+        raise SystemExit(1)
 
 
 @projections.command()

@@ -117,6 +117,13 @@ class Unauthorized(PapayyaError):
     http_status = 401
 
 
+class ProjectionFailing(PapayyaError):
+    """A projector cannot get past an event: the read models are going stale."""
+
+    code = "projection_failing"
+    http_status = 503
+
+
 class ProjectionNotFound(NotFound):
     """There is no projection of that name."""
 

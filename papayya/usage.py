@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from papayya.domain.bounds import clamp_tokens
 from papayya.pricing import Tokens
 
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+# Every count a provider reports goes through this one rule (clamped to MAX_TOKENS).
+_int = clamp_tokens
 
 
 def _details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:

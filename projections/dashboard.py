@@ -56,7 +56,7 @@ async def run_durations(db: Executor, project_id: str, since: datetime) -> Durat
 async def spend(db: Executor, project_id: str, today: date | None = None) -> Spend:
     row = await db.fetchrow(Q["spend"], project_id, _today(today))
     assert row is not None  # an aggregate without GROUP BY always returns one row
-    return Spend(row["today"], row["last_7_days"])
+    return Spend(int(row["today"]), int(row["last_7_days"]))  # numeric sums: exact ints
 
 
 async def dashboard(db: Executor, project_id: str, today: date | None = None) -> Dashboard:

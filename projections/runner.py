@@ -29,7 +29,13 @@ log = logging.getLogger(__name__)
 Q: Final = queries("projections.sql")
 PROJECTION_LAG = Gauge(
     "papayya_projection_lag_seconds",
-    "Age of the last event a projector processed while it is behind; 0 when caught up.",
+    "Age of the oldest event a projector has not processed while it is behind or failing; "
+    "0 when caught up.",
+    ["projection"],
+)
+PROJECTION_FAILING = Gauge(
+    "papayya_projection_failing",
+    "1 while a projector cannot get past an event (papayya projections status names it).",
     ["projection"],
 )
 
@@ -38,8 +44,18 @@ PROJECTION_LAG = Gauge(
 PROJECTOR_SETTINGS: Final = {**SERVER_SETTINGS, "synchronous_commit": "off"}
 
 VISIBILITY_POLL: Final = 0.005
+ERROR_TEXT: Final = 2000  # of a failure's message kept in the checkpoint row
 
 AfterCommit = Callable[[Sequence[RecordedEvent]], None]
+# Failures of the connection, not of the events: no event is to blame for them.
+_OUTAGES: Final = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 class CheckpointMoved(Exception):
@@ -68,6 +84,7 @@ class ProjectionRunner:
         self.retry_interval = retry_interval
         self.after_commit = after_commit
         self.processed = 0  # events this runner has committed, for tests and benchmarks
+        self.failures = 0  # batches that did not commit, for tests
         self._dsn = dsn
         self._filters = Filters.of(categories=projector.categories)
         self._checkpoint = START  # the stored checkpoint, as far as this runner knows
@@ -75,6 +92,12 @@ class ProjectionRunner:
         self._conn: asyncpg.Connection | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        # After a batch failed: read one event at a time up to here, so that the event that
+        # fails is known (and reported), or the failure is found to have been passing.
+        self._suspect: Cursor | None = None
+        self._reported: object = None  # the event (or error) last logged, so it is logged once
+        self._last_failure: BaseException | None = None  # ... and the exception that named it
+        self._named: object = None
 
     @property
     def name(self) -> str:
@@ -131,7 +154,17 @@ class ProjectionRunner:
                     finally:
                         await self._release(conn)
                 except Exception as exc:
-                    log.warning("projector %s stepped down: %s", self.name, exc, exc_info=True)
+                    # Retried every retry_interval, but said once: a log line per second for
+                    # ever buries the one that matters.
+                    key = (
+                        self._named if exc is self._last_failure else f"{type(exc).__name__}: {exc}"
+                    )
+                    if key != self._reported:
+                        self._reported = key
+                        log.warning(
+                            "projector %s stepped down: %s; retrying every %ss",
+                            self.name, exc, self.retry_interval, exc_info=True,
+                        )  # fmt: skip
                     await self._pause(self.retry_interval)
         finally:
             bell.cancel()
@@ -177,7 +210,8 @@ class ProjectionRunner:
     async def _release(self, conn: asyncpg.Connection) -> None:
         """Step down: closing the session releases its advisory lock."""
         self._conn = None
-        PROJECTION_LAG.labels(self.name).set(0)
+        if self._suspect is None:  # a failing projector's lag keeps growing
+            PROJECTION_LAG.labels(self.name).set(0)
         try:
             await conn.close(timeout=5)
         except Exception:
@@ -189,18 +223,66 @@ class ProjectionRunner:
         """Process pages until a short one: then everything visible at the start is done."""
         total = 0
         while not self._stopping.is_set():
+            limit = self.batch_size if self._suspect is None else 1
             page = await self.store.read_all(
-                after=self._position, limit=self.batch_size, filters=self._filters
+                after=self._position, limit=limit, filters=self._filters
             )
             if page.events:
-                if not await self._commit(conn, page):
+                try:
+                    committed = await self._commit(conn, page)
+                except Exception as exc:
+                    await self._failed(conn, page, exc)
+                    raise
+                if not committed:
                     continue  # the checkpoint moved under us: read again from there
                 total += len(page.events)
             self._position = max(self._position, page.cursor)
-            self._report_lag(page)
-            if len(page.events) < self.batch_size:
+            if self._suspect is not None and self._position >= self._suspect:
+                self._recovered()
+            self._report_lag(page, limit)
+            if len(page.events) < limit:
                 break
+        if self._suspect is None:
+            self._reported = None  # healthy again: the next failure is news
         return total
+
+    async def _failed(self, conn: asyncpg.Connection, page: ReadPage, exc: Exception) -> None:
+        """A batch did not commit: make it visible (the lag grows from its first event, the
+        failing gauge is 1) and, once the batch is down to one event, name that event, in
+        the log once and in its checkpoint row for ``/readyz`` and ``projections status``."""
+        self.failures += 1
+        first = page.events[0]
+        lag = max(0.0, (datetime.now(UTC) - first.recorded_at).total_seconds())
+        PROJECTION_LAG.labels(self.name).set(lag)
+        if conn.is_closed() or isinstance(exc, _OUTAGES):
+            return  # the database went away, not the events: run() retries and logs it
+        self._suspect = max(self._suspect or START, page.cursor)
+        PROJECTION_FAILING.labels(self.name).set(1)
+        if len(page.events) > 1:
+            return  # the retry reads one event at a time and finds which
+        self._last_failure, self._named = exc, first.event_id
+        error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT]
+        if self._reported != first.event_id:
+            self._reported = first.event_id
+            log.error(
+                "projector %s cannot project event %s (%s, stream %s, cursor %s): %s; "
+                "retrying every %ss until it can",
+                self.name, first.event_id, first.event_type, first.stream_id, first.cursor,
+                error, self.retry_interval, exc_info=exc,
+            )  # fmt: skip
+        try:
+            await conn.execute(
+                Q["report_failure"], self.name, first.event_id, str(first.cursor), error
+            )
+        except Exception as report_exc:  # the database may be what failed
+            log.debug("projector %s cannot record its failure: %s", self.name, report_exc)
+
+    def _recovered(self) -> None:
+        if self._reported is not None:
+            log.warning("projector %s is past the events it could not project", self.name)
+        self._suspect = None
+        self._reported = self._last_failure = self._named = None
+        PROJECTION_FAILING.labels(self.name).set(0)
 
     async def _commit(self, conn: asyncpg.Connection, page: ReadPage) -> bool:
         """Write one page and its checkpoint in one transaction; False if a rebuild moved
@@ -229,8 +311,8 @@ class ProjectionRunner:
             self.after_commit(page.events)
         return True
 
-    def _report_lag(self, page: ReadPage) -> None:
-        behind = len(page.events) >= self.batch_size
+    def _report_lag(self, page: ReadPage, limit: int) -> None:
+        behind = len(page.events) >= limit
         lag = 0.0
         if behind:
             lag = max(0.0, (datetime.now(UTC) - page.events[-1].recorded_at).total_seconds())

@@ -17,21 +17,74 @@ from papayya.errors import ProjectionNotFound
 from projections.costs import CostsProjector
 from projections.projector import Projector
 from projections.rebuild import RebuildResult, rebuild
-from projections.runner import ProjectionRunner, Q
+from projections.runner import PROJECTION_FAILING, PROJECTION_LAG, ProjectionRunner, Q
 from projections.runs import RunsProjector
 
 PROJECTORS: Final[tuple[type[Projector], ...]] = (RunsProjector, CostsProjector)
 PROJECTION_NAMES: Final = tuple(cls.name for cls in PROJECTORS)
 
 
+class Failure(msgspec.Struct, frozen=True):
+    """The event a projector cannot get past, as its runner reported it, while it retries."""
+
+    projection: str
+    event_id: str | None
+    cursor: str | None
+    error: str | None
+    since: datetime
+
+    def describe(self, why: bool = True) -> str:
+        """One line; ``why=False`` leaves the error out (it may quote the event's data)."""
+        said = (
+            f"projector {self.projection} cannot project event {self.event_id} "
+            f"(cursor {self.cursor}) since {self.since.isoformat(timespec='seconds')}"
+        )
+        return f"{said}: {self.error}" if why else said
+
+
 class ProjectionStatus(msgspec.Struct, frozen=True):
     """A projection's stored checkpoint and how far behind the visible events it is:
-    ``lag_seconds`` is the age of the oldest event it has not processed yet (0 if none)."""
+    ``lag_seconds`` is the age of the oldest event it has not processed yet (0 if none);
+    ``failure`` is set while its projector cannot get past an event."""
 
     name: str
     cursor: str | None
     updated_at: datetime | None
     lag_seconds: float
+    failure: Failure | None = None
+
+
+def _failure(name: str, row: asyncpg.Record) -> Failure | None:
+    if row["failing_since"] is None:
+        return None
+    event = row["failing_event_id"]
+    return Failure(
+        name,
+        None if event is None else str(event),
+        row["failing_cursor"],
+        row["failing_error"],
+        row["failing_since"],
+    )
+
+
+async def failing(db: asyncpg.Pool | asyncpg.Connection) -> list[Failure]:
+    """The projectors that cannot get past an event now, whichever process runs them."""
+    rows = await db.fetch(Q["failing_projections"])
+    return [f for row in rows if (f := _failure(row["name"], row)) is not None]
+
+
+async def refresh_gauges(db: asyncpg.Pool | asyncpg.Connection) -> None:
+    """Set the failing and lag gauges from the checkpoint rows, for a ``/metrics`` served by
+    a process that may not run the projectors itself."""
+    rows = {row["name"]: row for row in await db.fetch(Q["failing_projections"])}
+    now = datetime.now(UTC)
+    for name in sorted({*PROJECTION_NAMES, *rows}):
+        row = rows.get(name)
+        PROJECTION_FAILING.labels(name).set(0 if row is None else 1)
+        if row is not None:
+            # The event that fails is the oldest one not processed.
+            since = row["event_recorded_at"] or row["failing_since"]
+            PROJECTION_LAG.labels(name).set(max(0.0, (now - since).total_seconds()))
 
 
 def default_projectors(store: EventStore) -> list[Projector]:
@@ -99,4 +152,5 @@ class Projections:
             None if row is None else row["cursor"],
             None if row is None else row["updated_at"],
             lag,
+            None if row is None else _failure(projector.name, row),
         )

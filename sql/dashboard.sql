@@ -35,10 +35,10 @@ SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
 -- Model spend per UTC day over $2..$3 (both included).
 -- name: spend_by_day
 SELECT day,
-       sum(input_tokens)::bigint AS input_tokens,
-       sum(output_tokens)::bigint AS output_tokens,
-       sum(cached_tokens)::bigint AS cached_tokens,
-       sum(cost_micro_usd)::bigint AS cost_micro_usd,
+       sum(input_tokens) AS input_tokens,
+       sum(output_tokens) AS output_tokens,
+       sum(cached_tokens) AS cached_tokens,
+       sum(cost_micro_usd) AS cost_micro_usd,
        sum(calls)::bigint AS calls
   FROM costs
  WHERE project_id = $1 AND day >= $2 AND day <= $3

@@ -8,19 +8,41 @@ ON CONFLICT (name) DO NOTHING;
 -- The first statement of every batch transaction: moves the checkpoint only if it is still
 -- where the runner left it, in one round trip. Its row lock serialises the batch with a
 -- rebuild's swap (which locks the row too); a batch read before a swap updates no row.
+-- A batch that commits also clears a failure the projector had reported.
 -- name: advance_checkpoint
-UPDATE projection_checkpoints SET cursor = $3, updated_at = now()
+UPDATE projection_checkpoints
+   SET cursor = $3, updated_at = now(),
+       failing_event_id = NULL, failing_cursor = NULL, failing_error = NULL, failing_since = NULL
  WHERE name = $1 AND cursor = $2
 RETURNING true;
+
+-- The event the projector cannot get past: kept (with since when) until a batch commits.
+-- name: report_failure
+UPDATE projection_checkpoints
+   SET failing_event_id = $2, failing_cursor = $3, failing_error = $4,
+       failing_since = coalesce(failing_since, now())
+ WHERE name = $1;
+
+-- name: failing_projections
+SELECT c.name, c.failing_event_id, c.failing_cursor, c.failing_error, c.failing_since,
+       e.recorded_at AS event_recorded_at
+  FROM projection_checkpoints c
+  LEFT JOIN events e ON e.event_id = c.failing_event_id
+ WHERE c.failing_since IS NOT NULL
+ ORDER BY c.name;
 
 -- name: lock_checkpoint
 SELECT cursor FROM projection_checkpoints WHERE name = $1 FOR UPDATE;
 
 -- name: save_checkpoint
-UPDATE projection_checkpoints SET cursor = $2, updated_at = now() WHERE name = $1;
+UPDATE projection_checkpoints
+   SET cursor = $2, updated_at = now(),
+       failing_event_id = NULL, failing_cursor = NULL, failing_error = NULL, failing_since = NULL
+ WHERE name = $1;
 
 -- name: checkpoint
-SELECT cursor, updated_at FROM projection_checkpoints WHERE name = $1;
+SELECT cursor, updated_at, failing_event_id, failing_cursor, failing_error, failing_since
+  FROM projection_checkpoints WHERE name = $1;
 
 -- Leadership: a session lock per projector, held on the connection that writes its batches.
 -- name: try_lead
@@ -102,8 +124,8 @@ ON CONFLICT (run_id, step_number) DO UPDATE SET
 INSERT INTO {costs} AS c
        (project_id, agent_id, model, day, input_tokens, output_tokens, cached_tokens,
         cost_micro_usd, calls)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::bigint[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::numeric[],
+                     $6::numeric[], $7::numeric[], $8::numeric[], $9::bigint[])
 ON CONFLICT (project_id, agent_id, model, day) DO UPDATE SET
     input_tokens = c.input_tokens + excluded.input_tokens,
     output_tokens = c.output_tokens + excluded.output_tokens,
@@ -123,8 +145,8 @@ SELECT percentile_cont(ARRAY[0.5, 0.95]::float8[]) WITHIN GROUP (
    AND started_at IS NOT NULL AND completed_at IS NOT NULL;
 
 -- name: spend
-SELECT coalesce(sum(cost_micro_usd) FILTER (WHERE day = $2), 0)::bigint AS today,
-       coalesce(sum(cost_micro_usd), 0)::bigint AS last_7_days
+SELECT coalesce(sum(cost_micro_usd) FILTER (WHERE day = $2), 0) AS today,
+       coalesce(sum(cost_micro_usd), 0) AS last_7_days
   FROM costs
  WHERE project_id = $1 AND day > $2 - 7 AND day <= $2;
 

@@ -15,20 +15,20 @@ SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
 
 -- Model spend of a project over the UTC days $2..$3 (both included).
 -- name: usage_totals
-SELECT coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
-       coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
-       coalesce(sum(cached_tokens), 0)::bigint AS cached_tokens,
-       coalesce(sum(cost_micro_usd), 0)::bigint AS cost_micro_usd,
+SELECT coalesce(sum(input_tokens), 0) AS input_tokens,
+       coalesce(sum(output_tokens), 0) AS output_tokens,
+       coalesce(sum(cached_tokens), 0) AS cached_tokens,
+       coalesce(sum(cost_micro_usd), 0) AS cost_micro_usd,
        coalesce(sum(calls), 0)::bigint AS calls
   FROM costs
  WHERE project_id = $1 AND day >= $2 AND day <= $3;
 
 -- name: usage_by_agent_model
 SELECT agent_id, model,
-       sum(input_tokens)::bigint AS input_tokens,
-       sum(output_tokens)::bigint AS output_tokens,
-       sum(cached_tokens)::bigint AS cached_tokens,
-       sum(cost_micro_usd)::bigint AS cost_micro_usd,
+       sum(input_tokens) AS input_tokens,
+       sum(output_tokens) AS output_tokens,
+       sum(cached_tokens) AS cached_tokens,
+       sum(cost_micro_usd) AS cost_micro_usd,
        sum(calls)::bigint AS calls
   FROM costs
  WHERE project_id = $1 AND day >= $2 AND day <= $3

@@ -190,11 +190,18 @@ CREATE TABLE run_idempotency (
 -- checkpoint each projector commits in the same transaction as its writes.
 -- Token columns: input counts every input bucket (uncached, cached, cache write), output
 -- includes reasoning, cached is the cached-input part of input (papayya.domain.state.Usage).
+-- Token and cost totals are numeric: they add up any number of events, and no bound on one
+-- event keeps such a sum inside a bigint (sql/migrations/0007_bounded_read_models.sql).
 
+-- failing_*: the event a projector cannot get past while it retries; NULL while it is healthy.
 CREATE TABLE projection_checkpoints (
-    name       text PRIMARY KEY,
-    cursor     text NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    name             text PRIMARY KEY,
+    cursor           text NOT NULL,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    failing_event_id uuid,
+    failing_cursor   text,
+    failing_error    text,
+    failing_since    timestamptz
 );
 
 -- One row per run: its folded state without the steps. Times come from the events, never
@@ -211,10 +218,10 @@ CREATE TABLE runs (
     error_code           text,
     error_message        text,
     current_step         integer NOT NULL,
-    total_input_tokens   bigint NOT NULL,
-    total_output_tokens  bigint NOT NULL,
-    total_cached_tokens  bigint NOT NULL,
-    total_cost_micro_usd bigint NOT NULL,
+    total_input_tokens   numeric NOT NULL,
+    total_output_tokens  numeric NOT NULL,
+    total_cached_tokens  numeric NOT NULL,
+    total_cost_micro_usd numeric NOT NULL,
     budget_micro_usd     bigint,
     max_steps            integer,
     attempt              integer NOT NULL,
@@ -245,10 +252,10 @@ CREATE TABLE steps (
     attempt        integer NOT NULL,
     provider       text,
     model          text,
-    input_tokens   bigint NOT NULL,
-    output_tokens  bigint NOT NULL,
-    cached_tokens  bigint NOT NULL,
-    cost_micro_usd bigint NOT NULL,
+    input_tokens   numeric NOT NULL,
+    output_tokens  numeric NOT NULL,
+    cached_tokens  numeric NOT NULL,
+    cost_micro_usd numeric NOT NULL,
     duration_ms    double precision NOT NULL,
     tool_calls     jsonb NOT NULL,
     output         jsonb,
@@ -267,10 +274,10 @@ CREATE TABLE costs (
     agent_id       text NOT NULL,
     model          text NOT NULL,
     day            date NOT NULL,
-    input_tokens   bigint NOT NULL,
-    output_tokens  bigint NOT NULL,
-    cached_tokens  bigint NOT NULL,
-    cost_micro_usd bigint NOT NULL,
+    input_tokens   numeric NOT NULL,
+    output_tokens  numeric NOT NULL,
+    cached_tokens  numeric NOT NULL,
+    cost_micro_usd numeric NOT NULL,
     calls          bigint NOT NULL,
     PRIMARY KEY (project_id, agent_id, model, day)
 );

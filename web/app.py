@@ -12,8 +12,10 @@ from aiohttp import web
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
+from papayya.errors import ProjectionFailing
 from papayya.runs import Runs
 from projections.service import Projections
+from projections.service import failing as projection_failures
 from web import http, keys, tenancy
 from web.auth import auth_middleware
 from web.gateway import gateway_ctx
@@ -71,9 +73,16 @@ async def healthz(request: web.Request) -> web.Response:
     return http.json({"status": "ok"})
 
 
-@api.route("GET", "/readyz", "Readiness: the database answers", auth="none", tag="ops")
+@api.route(
+    "GET", "/readyz", "Readiness: the database answers and no projector is stuck on an event "
+    "(503 naming it otherwise)", auth="none", tag="ops",
+)  # fmt: skip
 async def readyz(request: web.Request) -> web.Response:
-    await request.app[keys.STORE].pool.fetchval("SELECT 1")
+    failures = await projection_failures(request.app[keys.STORE].pool)
+    if failures:
+        # Unauthenticated: the projector and the event, not the error (it may quote data).
+        said = "; ".join(f.describe(why=False) for f in failures)
+        raise ProjectionFailing(f"{said} (papayya projections status says why)")
     return http.json({"status": "ready"})
 
 

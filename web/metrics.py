@@ -32,6 +32,7 @@ from papayya.money import MICRO_PER_USD
 from papayya.pricing import table_model
 from projections.lru import Lru
 from projections.runner import PROJECTION_LAG  # noqa: F401  (registers the gauge)
+from projections.service import refresh_gauges as projection_gauges
 from sql import queries
 from web import keys
 
@@ -201,6 +202,7 @@ async def refresh_gauges(store: PostgresEventStore) -> None:
         assert row is not None
         QUEUE_DEPTH.set(row["queued"])
         ACTIVE_RUNS.set(row["running"])
+        await projection_gauges(store.pool)  # projectors may run in another process
         await store.visibility_lag()
     except Exception as exc:
         log.warning("metrics: cannot read the gauges (%s)", exc)

@@ -16,13 +16,17 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 
 from eventstore.types import NewEvent, RecordedEvent
+from papayya.domain.bounds import MAX_STEPS, Millis, StoredAttempt, StoredCount, StoredStep
 from papayya.errors import InvalidEvent
 
 StepType: TypeAlias = Literal["tool_call", "response", "checkpoint", "error"]
 STEP_TYPES: Final = frozenset(("tool_call", "response", "checkpoint", "error"))
 
-Count = Annotated[int, msgspec.Meta(ge=0)]
-Millis = Annotated[float, msgspec.Meta(ge=0)]
+# Every number an event carries fits the read-model column it is projected into
+# (papayya.domain.bounds): a valid event can always be projected.
+Count = StoredCount
+Step = StoredStep
+Attempt = StoredAttempt
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 # Room for a 200-character task label and its "#n" repeat suffix.
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -68,12 +72,12 @@ class RunQueued(RunEvent, frozen=True):
     budget_input_tokens: Count | None = None
     budget_output_tokens: Count | None = None
     budget_total_tokens: Count | None = None
-    max_steps: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_steps: Annotated[int, msgspec.Meta(ge=1, le=MAX_STEPS)] | None = None
     trigger: str = "api"
     idempotency_key: str | None = None
     callback_url: str | None = None
     replayed_from: str | None = None
-    replay_from_step: Count | None = None
+    replay_from_step: Step | None = None
     deployment_version: str | None = None
     metadata: dict[str, Any] = {}
     # The same tool with the same arguments this many times in a row fails the run.
@@ -89,14 +93,14 @@ class RunStarted(RunEvent, frozen=True):
     """A worker started attempt ``attempt`` (1, 2, …). A later attempt on a running run is a
     recovery after a crash: the step in flight is abandoned and runs again as a new step."""
 
-    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    attempt: Attempt
     worker: str | None = None
 
 
 class StepStarted(RunEvent, frozen=True):
     """Step ``step_number`` began; steps are numbered 0, 1, … without gaps, one at a time."""
 
-    step_number: Count
+    step_number: Step
     step_type: StepType
     label: Label | None = None
 
@@ -104,7 +108,7 @@ class StepStarted(RunEvent, frozen=True):
 class StepCompleted(RunEvent, frozen=True):
     """The step in flight ended well; ``output_ref`` names a payload when the output is bulky."""
 
-    step_number: Count
+    step_number: Step
     duration_ms: Millis = 0.0
     output: Any = None
     output_ref: str | None = None
@@ -113,7 +117,7 @@ class StepCompleted(RunEvent, frozen=True):
 class StepFailed(RunEvent, frozen=True):
     """The step in flight ended in an error; the run goes on unless a run event ends it."""
 
-    step_number: Count
+    step_number: Step
     error_code: Name
     error_message: str = ""
     duration_ms: Millis = 0.0
@@ -123,7 +127,7 @@ class LlmCallRecorded(RunEvent, frozen=True):
     """One model call (never one per token). Token buckets are disjoint: ``input_tokens`` is
     uncached input only, ``output_tokens`` excludes ``reasoning_tokens``."""
 
-    step_number: Count
+    step_number: Step
     provider: Name
     model: Name
     fingerprint: Name
@@ -154,7 +158,7 @@ class LlmCallRecorded(RunEvent, frozen=True):
 class ToolCallRecorded(RunEvent, frozen=True):
     """A tool ran; it belongs to the latest step (usually the ``tool_call`` step that asked)."""
 
-    step_number: Count
+    step_number: Step
     tool: Name
     fingerprint: Name
     call_id: str | None = None
@@ -171,7 +175,7 @@ class CheckpointSaved(RunEvent, frozen=True):
     so a task's step is written once its result is known (``StepStarted``, ``CheckpointSaved``
     and ``StepCompleted`` in one append) and model calls made inside the task come before it."""
 
-    step_number: Count
+    step_number: Step
     label: Label
     fingerprint: Name
     result: Any = None
@@ -186,7 +190,7 @@ class BudgetReserved(RunEvent, frozen=True):
     amount_micro_usd: Count
     input_tokens: Count = 0
     output_tokens: Count = 0
-    step_number: Count | None = None
+    step_number: Step | None = None
 
 
 class BudgetSettled(RunEvent, frozen=True):
@@ -213,7 +217,7 @@ class CancelRequested(RunEvent, frozen=True):
 class DivergenceDetected(RunEvent, frozen=True):
     """Re-executed code stopped matching the recording at ``step_number``; it runs live."""
 
-    step_number: Count
+    step_number: Step
     expected_fingerprint: str | None = None
     actual_fingerprint: str | None = None
 
@@ -260,7 +264,7 @@ class AttemptLost(RunEvent, frozen=True):
     down): the step in flight is interrupted and the run is queued again for a new attempt,
     which resumes from its recording (DESIGN §5, §8)."""
 
-    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    attempt: Attempt
     reason: Name = "lease_expired"
     worker: str | None = None
 
@@ -269,7 +273,7 @@ class CallbackAttempted(RunEvent, frozen=True):
     """One POST of the run's summary to its ``callback_url`` after a terminal status."""
 
     url: str
-    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    attempt: Attempt
     delivered: bool
     status_code: int | None = None
     error: str | None = None
@@ -281,7 +285,7 @@ class AgentOutput(RunEvent, frozen=True):
     """What an attempt's agent wrote to stdout and stderr (its last lines, bounded), each
     line with the Unix time it was read: the run's container log."""
 
-    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    attempt: Attempt
     lines: tuple[tuple[float, str], ...] = ()
     truncated: bool = False
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from papayya.domain import events as ev
+from papayya.domain.bounds import MAX_STEPS
 from papayya.domain.state import Amount, RunState, StepState, in_flight
 from papayya.errors import BudgetExhausted, IllegalTransition, InvalidInput, StepLimitReached
 
@@ -75,6 +76,8 @@ def _step_started(state: RunState, steps: Steps, event: ev.StepStarted) -> None:
         _refuse(event, f"the next step is {len(steps)}, not {event.step_number}")
     if state.max_steps is not None and len(steps) >= state.max_steps:
         raise StepLimitReached(f"the run has reached its max_steps of {state.max_steps}")
+    if len(steps) >= MAX_STEPS:
+        raise StepLimitReached(f"a run has at most {MAX_STEPS} steps")
 
 
 def _step_ended(state: RunState, steps: Steps, event: ev.StepCompleted | ev.StepFailed) -> None:

@@ -22,6 +22,7 @@ import msgspec
 
 from papayya import __version__
 from papayya.domain import events as ev
+from papayya.domain.bounds import FromStep, MicroUsd, Millis
 from papayya.domain.events import StepType
 from papayya.domain.fold import fold
 from papayya.domain.matcher import Recorded
@@ -45,8 +46,6 @@ RunId = Annotated[str, msgspec.Meta(min_length=1, max_length=150, pattern=r"^\S+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Message = Annotated[str, msgspec.Meta(max_length=4000)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
-Millis = Annotated[float, msgspec.Meta(ge=0)]
 
 # -- the wire ----------------------------------------------------------------------------------
 
@@ -62,9 +61,9 @@ class OpenRunBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     agent_version: Name | None = None
     input: Any = None
     metadata: dict[str, Any] | None = None
-    budget_micro_usd: Count | None = None
+    budget_micro_usd: MicroUsd | None = None
     replay_of: RunId | None = None
-    from_step: Count | None = None
+    from_step: FromStep | None = None
 
 
 class CheckpointBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):

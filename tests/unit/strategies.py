@@ -33,10 +33,11 @@ timestamps = st.datetimes(timezones=st.just(UTC))
 
 def _strategy(info: mi.Type) -> st.SearchStrategy[Any]:
     if isinstance(info, mi.IntType):
-        return st.integers(info.ge if info.ge is not None else -(2**53), 2**40)
+        high = 2**40 if info.le is None else min(info.le, 2**40)
+        return st.integers(info.ge if info.ge is not None else -(2**53), high)
     if isinstance(info, mi.FloatType):
         low = info.ge if info.ge is not None else -1e9
-        return st.floats(low, 1e9, allow_nan=False)
+        return st.floats(low, 1e9 if info.le is None else min(info.le, 1e9), allow_nan=False)
     if isinstance(info, mi.StrType):
         return st.text(min_size=info.min_length or 0, max_size=min(info.max_length or 20, 20))
     if isinstance(info, mi.BoolType):

@@ -20,6 +20,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
+from papayya.domain import bounds
 from papayya.domain import events as ev
 from papayya.errors import ConcurrencyError, Conflict, InvalidInput, NotFound
 from sql import queries
@@ -29,7 +30,6 @@ from web.openapi import api
 Q: Final = queries("api.sql")
 AGENT_CATEGORY: Final = "agent"
 MAX_RETRIES: Final = 10
-MAX_BUDGET_USD: Final = Decimal(1_000_000)
 # Event ids derived from (agent, version): the same definition can never be appended twice.
 _EVENT_NAMESPACE: Final = uuid.UUID("6f0d5c1e-6a0b-4b6e-9a55-2c0f3d1a7b10")
 _decode = msgspec.json.decode
@@ -45,16 +45,10 @@ Model = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Instructions = Annotated[str, msgspec.Meta(max_length=200_000)]
 # A tool is named (a registered ``@tool``) or given as a provider-style definition.
 Tool = Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | dict[str, Any]
-MaxSteps = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
-Tokens = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+MaxSteps = bounds.StepCount
+Tokens = bounds.Tokens
 LoopThreshold = Annotated[int, msgspec.Meta(ge=2, le=1000)]
 ProjectRef = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-
-
-def check_usd(amount: Decimal | None) -> None:
-    """A dollar amount the API accepts; msgspec cannot bound a Decimal itself."""
-    if amount is not None and not (amount.is_finite() and 0 <= amount <= MAX_BUDGET_USD):
-        raise ValueError(f"budget_usd must be a number from 0 to {MAX_BUDGET_USD}")
 
 
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -72,7 +66,7 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget_total_tokens: Tokens | None = None
 
     def __post_init__(self) -> None:
-        check_usd(self.budget_usd)
+        bounds.check_usd(self.budget_usd)
 
 
 class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -87,6 +81,10 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget_input_tokens: Tokens | UnsetType | None = UNSET
     budget_output_tokens: Tokens | UnsetType | None = UNSET
     budget_total_tokens: Tokens | UnsetType | None = UNSET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.budget_usd, Decimal):
+            bounds.check_usd(self.budget_usd)
 
 
 class CreateAgent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -79,13 +79,14 @@ def _instants(start: date, to: date) -> tuple[datetime, datetime]:
 
 
 def _day(day: date, sums: Mapping[str, Any]) -> DayUsage:
-    micro = sums.get("cost_micro_usd", 0)
+    # Token and cost sums are numeric (Decimal here): back to exact ints.
+    micro = int(sums.get("cost_micro_usd", 0))
     return DayUsage(
         day=day,
-        calls=sums.get("calls", 0),
-        input_tokens=sums.get("input_tokens", 0),
-        output_tokens=sums.get("output_tokens", 0),
-        cached_tokens=sums.get("cached_tokens", 0),
+        calls=int(sums.get("calls", 0)),
+        input_tokens=int(sums.get("input_tokens", 0)),
+        output_tokens=int(sums.get("output_tokens", 0)),
+        cached_tokens=int(sums.get("cached_tokens", 0)),
         cost_usd=usd_string(micro),
         total_cost_cents=cents_up(micro),
     )
@@ -126,10 +127,10 @@ async def costliest_runs(request: web.Request) -> web.Response:
             agent_id=row["agent_id"],
             status=row["status"],
             trigger=row["trigger"],
-            total_input_tokens=row["total_input_tokens"],
-            total_output_tokens=row["total_output_tokens"],
-            total_cost_cents=cents_up(row["total_cost_micro_usd"]),
-            cost_usd=usd_string(row["total_cost_micro_usd"]),
+            total_input_tokens=int(row["total_input_tokens"]),
+            total_output_tokens=int(row["total_output_tokens"]),
+            total_cost_cents=cents_up(int(row["total_cost_micro_usd"])),
+            cost_usd=usd_string(int(row["total_cost_micro_usd"])),
             budget_cents=None
             if row["budget_micro_usd"] is None
             else cents_up(row["budget_micro_usd"]),

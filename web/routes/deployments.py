@@ -21,6 +21,7 @@ from aiohttp import web
 from eventstore.postgres import PostgresEventStore
 from eventstore.types import ExpectedVersion
 from papayya.domain import events as ev
+from papayya.domain.bounds import INT32_MAX
 from papayya.errors import InvalidInput, NotFound
 from sql import queries
 from web import http, keys, tenancy
@@ -155,7 +156,10 @@ async def list_deployments(request: web.Request) -> web.Response:
     agent = await agents.find(pool, http.project_id(request), http.path_id(request))
     values = http.decode_cursor(request)
     if values is not None and not (
-        len(values) == 1 and isinstance(values[0], int) and not isinstance(values[0], bool)
+        len(values) == 1
+        and isinstance(values[0], int)
+        and not isinstance(values[0], bool)
+        and 0 <= values[0] <= INT32_MAX  # the version column is an integer
     ):
         raise InvalidInput("cursor is not one this API issued")
     before = None if values is None else values[0]

@@ -18,6 +18,7 @@ from msgspec import UNSET, UnsetType
 
 from eventstore.postgres import PostgresEventStore
 from eventstore.types import prepare
+from papayya.domain import bounds
 from papayya.domain import events as ev
 from papayya.domain.fold import fold, state_at
 from papayya.domain.state import RunState, RunStatus
@@ -40,12 +41,12 @@ MODEL_KEY: Final = "papayya.model"
 RESERVED_PREFIX: Final = "papayya."
 _decode = msgspec.json.decode
 
-Cents = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+Cents = bounds.Cents
 CallbackUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s/]+\S*$")]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 AgentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Reason = Annotated[str, msgspec.Meta(max_length=1000)]
-Step = Annotated[int, msgspec.Meta(ge=0)]
+Step = bounds.FromStep
 
 
 class RunOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -244,6 +245,7 @@ def _json(value: str | None) -> Any:
 
 def _listed(row: asyncpg.Record) -> RunOut:
     budget = row["budget_micro_usd"]
+    cost = int(row["total_cost_micro_usd"])  # the totals are numeric columns (Decimal here)
     return RunOut(
         id=row["run_id"],
         project_id=row["project_id"],
@@ -254,11 +256,11 @@ def _listed(row: asyncpg.Record) -> RunOut:
         error_code=row["error_code"],
         error_message=row["error_message"],
         current_step=row["current_step"],
-        total_input_tokens=row["total_input_tokens"],
-        total_output_tokens=row["total_output_tokens"],
-        total_cached_tokens=row["total_cached_tokens"],
-        total_cost_cents=cents_up(row["total_cost_micro_usd"]),
-        cost_usd=usd_string(row["total_cost_micro_usd"]),
+        total_input_tokens=int(row["total_input_tokens"]),
+        total_output_tokens=int(row["total_output_tokens"]),
+        total_cached_tokens=int(row["total_cached_tokens"]),
+        total_cost_cents=cents_up(cost),
+        cost_usd=usd_string(cost),
         budget_cents=None if budget is None else cents_up(budget),
         max_steps=row["max_steps"],
         attempt=row["attempt"],
@@ -324,7 +326,7 @@ async def list_steps(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def run_state(request: web.Request) -> web.Response:
     run_id = _run_id(request)
-    at_step = http.query_int(request, "at_step", None, 0, 10**9)
+    at_step = http.query_int(request, "at_step", None, 0, bounds.MAX_STEPS - 1)
     events: Sequence[ev.RunEvent] = await request.app[keys.RUNS].events(run_id)
     first = events[0]
     assert isinstance(first, ev.RunQueued)  # the fold accepts nothing else first

@@ -22,7 +22,8 @@ from aiohttp import web
 
 from eventstore.postgres import PostgresEventStore
 from papayya.domain import events as ev
-from papayya.domain.events import Label, Millis, Name
+from papayya.domain.bounds import Millis
+from papayya.domain.events import Label, Name
 from papayya.domain.matcher import (
     CallKind,
     Recorded,

@@ -89,11 +89,12 @@ class _Sums(msgspec.Struct):
     cost_micro_usd: int = 0
 
     def add(self, row: asyncpg.Record) -> None:
-        self.calls += row["calls"]
-        self.input_tokens += row["input_tokens"]
-        self.output_tokens += row["output_tokens"]
-        self.cached_tokens += row["cached_tokens"]
-        self.cost_micro_usd += row["cost_micro_usd"]
+        # Token and cost sums are numeric (Decimal here): back to exact ints.
+        self.calls += int(row["calls"])
+        self.input_tokens += int(row["input_tokens"])
+        self.output_tokens += int(row["output_tokens"])
+        self.cached_tokens += int(row["cached_tokens"])
+        self.cost_micro_usd += int(row["cost_micro_usd"])
 
     def money(self) -> dict[str, Any]:
         """The API's fields of these sums: money as an exact string and rounded-up cents."""
