@@ -33,6 +33,8 @@ def main() -> None:
       PAPAYYA_OPENAI_BASE_URL, PAPAYYA_OPENAI_API_KEY,
       PAPAYYA_ANTHROPIC_BASE_URL, PAPAYYA_ANTHROPIC_API_KEY   where the LLM gateway forwards
       PAPAYYA_BOOTSTRAP_API_KEY   the first project's API key (else one is printed once)
+      PAPAYYA_PROCESS_RUNTIME     whose agents may run as local processes: off (default),
+                                  all (single-user machine), projects:<id>,<id>
     Client side (agents, run, runs through the API, the SDK's HTTP mode):
       PAPAYYA_BASE_URL, PAPAYYA_API_KEY
     """

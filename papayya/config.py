@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from papayya.processruntime import ProcessRuntimePolicy
+
 
 @dataclass(frozen=True)
 class Config:
@@ -41,6 +43,8 @@ class Config:
     callback_allow_private: bool = False
     auth_failure_limit: int = 20
     auth_failure_window_seconds: float = 60.0
+    # Whose agents may run as local processes (PAPAYYA_PROCESS_RUNTIME; papayya/processruntime.py).
+    process_runtime: ProcessRuntimePolicy = field(default_factory=ProcessRuntimePolicy)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -63,6 +67,7 @@ class Config:
             "auth_failure_window_seconds": float(
                 env.get("PAPAYYA_AUTH_FAILURE_WINDOW_SECONDS") or 60.0
             ),
+            "process_runtime": ProcessRuntimePolicy.parse(env.get("PAPAYYA_PROCESS_RUNTIME")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
