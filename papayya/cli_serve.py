@@ -60,6 +60,14 @@ def _config(**overrides: object) -> Config:
         raise click.ClickException(str(exc)) from exc
 
 
+async def _harden(app: object) -> None:
+    """Once started (secrets read into the configuration): drop them from the environment and
+    become non-dumpable, out of reach of process-runtime agents (workers/hardening.py)."""
+    from workers.hardening import harden
+
+    harden("papayya")
+
+
 def _serve(config: Config, host: str, port: int, what: str) -> None:
     from aiohttp import web
 
@@ -79,6 +87,7 @@ def _serve(config: Config, host: str, port: int, what: str) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         shown = f"[{shown}]" if ":" in shown else shown
         app.on_startup.append(announce(f"http://{shown}:{port}"))
+    app.on_startup.append(_harden)  # after the cleanup contexts: secrets are read by then
     web.run_app(app, host=host, port=port, path=str(socket), print=None)
 
 
@@ -154,6 +163,7 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
                 scheduler=scheduler, worker=worker, worker_config=worker_config,
                 runtimes=runtimes,
             ))  # fmt: skip
+            await _harden(None)  # the worker has read its secret and its configuration
             waiting = [asyncio.create_task(done.wait())]
             if burst and services.worker is not None:
                 waiting.append(asyncio.create_task(services.worker.run_finished.wait()))
