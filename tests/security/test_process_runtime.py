@@ -185,6 +185,24 @@ async def test_a_project_the_setting_does_not_name_gets_403_and_nothing_is_writt
             assert status == 202 and body["status"] == "ready", body
 
 
+async def test_papayya_agents_register_says_which_setting_refused_it(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    module = tmp_path / "agent.py"
+    module.write_bytes(AGENT)
+    async with serving(dsn, monkeypatch, data_dir=tmp_path / "data") as api:  # off: the default
+        env = {**os.environ, "PAPAYYA_BASE_URL": api.url, "PAPAYYA_API_KEY": api.key}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "papayya.cli", "agents", "register", str(module),
+            "--agent", "bot", env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1, out
+    assert b"process runtime is not enabled" in out and SETTING.encode() in out, out
+    assert await db_fetch(dsn, "SELECT 1 FROM deployments") == []
+
+
 @pytest.mark.parametrize(
     ("files", "links", "entrypoint", "says"),
     [
