@@ -157,7 +157,7 @@ class ForkServer:
             env["PAPAYYA_FORKSERVER_PATHS"] = os.pathsep.join(str(p) for p in paths)
         try:
             process = await asyncio.create_subprocess_exec(
-                python, "-m", "papayya.runtime.forkserver",
+                python, "-P", "-m", "papayya.runtime.forkserver",  # -P: not the cwd on sys.path
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=None, env=env, cwd=str(cwd), start_new_session=True,
                 pass_fds=(theirs.fileno(),),

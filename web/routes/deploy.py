@@ -141,6 +141,7 @@ async def read_upload(request: web.Request, work: Path) -> tuple[DeployForm, Pat
     "Deploy a bundle (multipart: file, runtime, entrypoint): 202 while the image builds "
     "(runtime process: 403 unless PAPAYYA_PROCESS_RUNTIME allows the project)",
     response=deployments.DeploymentOut, status=202, tag="deployments",
+    errors=((403, deployments.FORBIDDEN),),
 )  # fmt: skip
 async def deploy(request: web.Request) -> web.Response:
     store = request.app[keys.STORE]

@@ -119,6 +119,9 @@ async def create(
     raise InvalidInput(f"agent {agent.id} is being deployed concurrently; try again")
 
 
+FORBIDDEN: Final = "the process runtime is not enabled for the project (PAPAYYA_PROCESS_RUNTIME)"
+
+
 def require_process_runtime(request: web.Request, project_id: str) -> None:
     """403 unless the operator lets ``project_id`` run agents as local processes."""
     policy = request.app[keys.CONFIG].process_runtime
@@ -139,6 +142,7 @@ def _check_entrypoint(entrypoint: str) -> None:
     "Register a module on the server as the agent's next deployment (runtime process); ready "
     "at once. 403 unless PAPAYYA_PROCESS_RUNTIME allows the project",
     body=RegisterDeployment, response=DeploymentOut, status=201, tag="deployments",
+    errors=((403, FORBIDDEN),),
 )  # fmt: skip
 async def register(request: web.Request) -> web.Response:
     req = await http.body(request, RegisterDeployment)
