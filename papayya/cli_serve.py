@@ -138,6 +138,7 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
     assert config.database_url is not None and config.redis_url is not None
     await migrate(config.database_url)
     store = await PostgresEventStore.connect(config.database_url)
+    await _harden(None)  # the configuration holds what it needs: before any agent starts
     base = os.environ.get("PAPAYYA_BASE_URL") or f"http://127.0.0.1:{config.port}"
     worker_config = WorkerConfig.from_env(
         control_url=config.control_url or base,
@@ -163,7 +164,6 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
                 scheduler=scheduler, worker=worker, worker_config=worker_config,
                 runtimes=runtimes,
             ))  # fmt: skip
-            await _harden(None)  # the worker has read its secret and its configuration
             waiting = [asyncio.create_task(done.wait())]
             if burst and services.worker is not None:
                 waiting.append(asyncio.create_task(services.worker.run_finished.wait()))

@@ -43,11 +43,12 @@ TERMINAL = frozenset(("completed", "failed", "cancelled", "budget_exceeded"))
 @contextlib.contextmanager
 def agent_workspace() -> Iterator[Path]:
     """A directory for the data dir, agent modules and the side-effects file that agents can
-    reach when the worker runs as root and starts them as another uid (workers/hardening.py):
-    pytest's ``tmp_path`` sits under a directory only its owner may enter."""
+    reach (and write to) when the worker runs as root and starts them as another uid
+    (workers/hardening.py): pytest's ``tmp_path`` sits under a directory only its owner may
+    enter."""
     path = Path(tempfile.mkdtemp(prefix="papayya-cloud-"))
     try:
-        path.chmod(0o755)
+        path.chmod(0o1777)  # as /tmp: test agents of any uid leave marker files next to it
         effects = path / "side_effects.txt"
         effects.touch()
         effects.chmod(0o666)  # agents of any uid append to it
