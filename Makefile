@@ -17,8 +17,9 @@ $(STAMP): setup.cfg pyproject.toml
 services: install
 	bash scripts/services.sh
 
+# A single-user machine: every project may run agents as local processes (the server says so).
 run: install
-	$(VENV)/bin/papayya server
+	PAPAYYA_PROCESS_RUNTIME=all $(VENV)/bin/papayya server
 
 test: install
 	$(PY) -m pytest -q

@@ -121,6 +121,7 @@ class Papayya:
             "PAPAYYA_BOOTSTRAP_API_KEY": self.key,
             "PAPAYYA_CONTROL_URL": self.url,
             "PAPAYYA_DATA_DIR": str(tmp / "data"),
+            "PAPAYYA_PROCESS_RUNTIME": "all",  # the benchmark's agents are modules on this machine
             "PAPAYYA_LEASE_SECONDS": str(LEASE_SECONDS),
             "PAPAYYA_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
             "PYTHONPATH": str(ROOT),
@@ -353,6 +354,7 @@ async def main() -> None:
     await admin(base, f"CREATE DATABASE {name}")
     dsn = with_database(base, name)
     tmp = Path(tempfile.mkdtemp(prefix="papayya-e2e-"))
+    os.chmod(tmp, 0o755)  # a root worker's agents run as another uid and read their module here
     p = Papayya(dsn, redis, tmp, args.concurrency)
     try:
         progress("arq baseline")

@@ -37,6 +37,8 @@ def main() -> None:
                              cpk_ then letters, digits, _ or -, 20 to 200 characters
       PAPAYYA_METRICS_TOKEN   serve /metrics to Authorization: Bearer <token> (else 404)
       PAPAYYA_METRICS_LISTEN  host:port: serve /metrics there, without a token
+      PAPAYYA_PROCESS_RUNTIME     whose agents may run as local processes: off (default),
+                                  all (single-user machine), projects:<id>,<id>
     Client side (agents, run, runs through the API, the SDK's HTTP mode):
       PAPAYYA_BASE_URL, PAPAYYA_API_KEY
     """

@@ -134,6 +134,8 @@ def agents_register(path: Path, slug: str, function: str | None) -> None:
     """Register PATH (an agent module) as AGENT's next deployment for the process runtime.
 
     Workers on this machine then run the agent's runs from that file: `papayya run SLUG`.
+    The server must allow the project the process runtime (PAPAYYA_PROCESS_RUNTIME=all or
+    projects:<id>; `make run` sets all): elsewhere it answers 403.
     """
     if path.suffix != ".py":
         raise click.ClickException(f"{path} is not a Python file (.py)")

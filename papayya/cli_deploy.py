@@ -114,7 +114,9 @@ def show_dry_run(files: list[tuple[PurePosixPath, Path]], entrypoint: str, runti
 @click.option("--requirements", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Installed in the image [default: DIRECTORY/requirements.txt].")  # fmt: skip
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker",
-              show_default=True, help="docker: an image; process: run on the server.")  # fmt: skip
+              show_default=True,
+              help="docker: an image; process: run on the server (where the server's "
+                   "PAPAYYA_PROCESS_RUNTIME allows the project).")  # fmt: skip
 @click.option("--function", "agent_function", help="The @agent to run, if the module has several.")
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded, and stop.")
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds to follow the build.")

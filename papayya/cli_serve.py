@@ -52,6 +52,22 @@ def _backends(config: Config, redis: bool) -> Iterator[Config]:
         yield config
 
 
+def _config(**overrides: object) -> Config:
+    """``Config.from_env``, a bad setting refused with its message."""
+    try:
+        return Config.from_env(None, **overrides)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _harden(app: object) -> None:
+    """Once started (secrets read into the configuration): drop them from the environment and
+    become non-dumpable, out of reach of process-runtime agents (workers/hardening.py)."""
+    from workers.hardening import harden
+
+    harden("papayya")
+
+
 def _serve(config: Config, host: str, port: int, what: str) -> None:
     from aiohttp import web
 
@@ -67,6 +83,7 @@ def _serve(config: Config, host: str, port: int, what: str) -> None:
         click.echo(f"metrics on http://{config.metrics_listen}/metrics")
     elif not config.metrics_token:
         click.echo("metrics: off (set PAPAYYA_METRICS_TOKEN or PAPAYYA_METRICS_LISTEN)")
+    click.echo(config.process_runtime.describe())
     app = init_app(config, dsn)
     if what == "server":  # the one-command path: print a one-time dashboard login link
         from web.routes.login import announce
@@ -74,6 +91,7 @@ def _serve(config: Config, host: str, port: int, what: str) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         shown = f"[{shown}]" if ":" in shown else shown
         app.on_startup.append(announce(f"http://{shown}:{port}"))
+    app.on_startup.append(_harden)  # after the cleanup contexts: secrets are read by then
     web.run_app(app, host=host, port=port, path=str(socket), print=None)
 
 
@@ -84,10 +102,11 @@ def _serve(config: Config, host: str, port: int, what: str) -> None:
               help="Runs the built-in worker runs at once (0: no worker).")  # fmt: skip
 def server(host: str, port: int, concurrency: int) -> None:
     """Run everything in one process: the API and gateway, projectors, the dispatcher,
-    sweeper and callbacks, and a worker (process runtime). Unset PAPAYYA_DATABASE_URL /
-    PAPAYYA_REDIS_URL start embedded Postgres / Redis under PAPAYYA_DATA_DIR."""
+    sweeper and callbacks, and a worker. Unset PAPAYYA_DATABASE_URL / PAPAYYA_REDIS_URL
+    start embedded Postgres / Redis under PAPAYYA_DATA_DIR. Agents run in Docker; the process
+    runtime only where PAPAYYA_PROCESS_RUNTIME allows it (`make run` sets all)."""
     _logging()
-    config = Config.from_env(
+    config = _config(
         host=host, port=port, worker_concurrency=concurrency, run_worker=concurrency > 0
     )
     _check_server_settings(config)
@@ -102,7 +121,7 @@ def api(host: str, port: int) -> None:
     """Serve only the API, the gateway and the runtime API (scale out behind a balancer;
     run `papayya projector`, `papayya scheduler` and `papayya worker` elsewhere)."""
     _logging()
-    config = Config.from_env(
+    config = _config(
         host=host, port=port, run_projectors=False, run_dispatcher=False, run_worker=False,
         run_scheduler=False,
     )  # fmt: skip
@@ -125,6 +144,7 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
     assert config.database_url is not None and config.redis_url is not None
     await migrate(config.database_url)
     store = await PostgresEventStore.connect(config.database_url)
+    await _harden(None)  # the configuration holds what it needs: before any agent starts
     base = os.environ.get("PAPAYYA_BASE_URL") or f"http://127.0.0.1:{config.port}"
     worker_config = WorkerConfig.from_env(
         control_url=config.control_url or base,
@@ -202,10 +222,13 @@ def worker(concurrency: int, runtime: str, burst: bool) -> None:
     PAPAYYA_RUNTIME_SOCKET                    ...or its Unix socket
     PAPAYYA_HEARTBEAT_SECONDS (15), PAPAYYA_LEASE_SECONDS (60), PAPAYYA_GRACE_SECONDS (10),
     PAPAYYA_DRAIN_SECONDS (30), PAPAYYA_MAX_ATTEMPTS (3), PAPAYYA_AGENT_ENV (names passed on)
+    PAPAYYA_PROCESS_RUNTIME   whose process deployments it runs: off (default), all,
+                              projects:<id>,<id>
     """
     _check_timing()
     _logging()
-    config = Config.from_env(worker_concurrency=concurrency)
+    config = _config(worker_concurrency=concurrency)
+    click.echo(config.process_runtime.describe())
     with _backends(config, redis=True) as config:
         asyncio.run(_background(config, scheduler=False, worker=True, burst=burst,
                                 runtime=runtime))  # fmt: skip
@@ -217,7 +240,7 @@ def scheduler() -> None:
     callbacks. Any number may run: each fire, enqueue and recovery happens once."""
     _check_timing()
     _logging()
-    config = Config.from_env()
+    config = _config()
     with _backends(config, redis=True) as config:
         asyncio.run(_background(config, scheduler=True, worker=False, burst=False,
                                 runtime="none"))  # fmt: skip

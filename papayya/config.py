@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from papayya.processruntime import ProcessRuntimePolicy
+
 
 @dataclass(frozen=True)
 class Config:
@@ -46,6 +48,8 @@ class Config:
     # neither, not at all (web.routes.metrics).
     metrics_token: str | None = None
     metrics_listen: str | None = None
+    # Whose agents may run as local processes (PAPAYYA_PROCESS_RUNTIME; papayya/processruntime.py).
+    process_runtime: ProcessRuntimePolicy = field(default_factory=ProcessRuntimePolicy)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -70,6 +74,7 @@ class Config:
             ),
             "metrics_token": env.get("PAPAYYA_METRICS_TOKEN") or None,
             "metrics_listen": env.get("PAPAYYA_METRICS_LISTEN") or None,
+            "process_runtime": ProcessRuntimePolicy.parse(env.get("PAPAYYA_PROCESS_RUNTIME")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

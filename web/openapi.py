@@ -33,6 +33,8 @@ class Route:
     query: tuple[tuple[str, str], ...] = ()
     tag: str = "api"
     content_type: str = "application/json"
+    # Error answers besides the ones every route may give: (status, when).
+    errors: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Api:
         query: tuple[tuple[str, str], ...] = (),
         tag: str = "api",
         content_type: str = "application/json",
+        errors: tuple[tuple[int, str], ...] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             handler.papayya_auth = auth  # type: ignore[attr-defined]
@@ -68,6 +71,7 @@ class Api:
                     query,
                     tag,
                     content_type,
+                    errors,
                 )
             )
             return handler
@@ -131,6 +135,8 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
             "413": {"description": "body too large", "content": error},
         },
     }
+    for status, when in route.errors:
+        op["responses"][str(status)] = {"description": when, "content": error}
     if route.status == 201:
         # Creating endpoints are safe to retry: a repeat answers 200 with what exists.
         op["responses"]["200"] = {

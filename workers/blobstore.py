@@ -127,7 +127,13 @@ class S3BlobStore:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        self._session = aioboto3.Session()
+        # Credentials from the environment are read now: the server drops them from its
+        # environment once started (workers/hardening.py), agents must not find them there.
+        self._session = aioboto3.Session(
+            aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
+        )
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._lock = asyncio.Lock()

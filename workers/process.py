@@ -8,6 +8,12 @@ started) and death with the worker (``PR_SET_PDEATHSIG``).
 Warm start: per deployment, a fork server (``papayya.runtime.forkserver``) keeps an
 interpreter with the agent's imports loaded and forks one child per run, so a run's agent
 code starts within milliseconds. A fork server that died is replaced at the next run.
+
+A worker running as root starts the fork server as the project's own uid (``hardening.
+agent_uid``, no supplementary groups) before it loads anything of the agent's, with the run's
+scratch directory given to that uid: agent code never runs as root, so it can read neither
+the worker's ``/proc`` files nor the server's private files. The fork server and its children
+make themselves non-dumpable, so agents of the same uid cannot read each other's memory.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
+from workers import hardening
 from workers.runtime import Deployment, Launch
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,23 @@ def agent_environment(worker_env: Mapping[str, str]) -> dict[str, str]:
         if name in worker_env:
             env[name] = worker_env[name]
     return env
+
+
+def _connectable(path: Path, uid: int | None) -> bool:
+    """Can an agent of ``uid`` connect to the control plane's socket? Opened to all if it is
+    ours (as ``workers.docker.open_socket`` does: every call needs a run token, and the same
+    API listens on loopback TCP); if not, the agent uses the TCP address instead."""
+    if uid is None:
+        return True
+    try:
+        info = os.stat(path)
+        if info.st_mode & 0o006 != 0o006:
+            if info.st_uid != os.geteuid():
+                return False
+            os.chmod(path, info.st_mode | 0o666)
+    except OSError:
+        return False
+    return True
 
 
 class ProcessHandle:
@@ -116,14 +140,26 @@ class ForkServer:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, python: str, env: dict[str, str], cwd: Path) -> ForkServer:
+    async def start(
+        cls,
+        python: str,
+        env: dict[str, str],
+        cwd: Path,
+        uid: int | None = None,
+        paths: tuple[Path, ...] = (),
+    ) -> ForkServer:
+        """Start one. With ``uid`` it becomes that uid before it loads any of the agent's code
+        (``papayya.runtime.identity``), with ``paths`` (and Python, the module) in reach."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {**env, "PAPAYYA_FORKSERVER_FD": str(theirs.fileno())}
+        if uid is not None:
+            env["PAPAYYA_FORKSERVER_UID"] = str(uid)
+            env["PAPAYYA_FORKSERVER_PATHS"] = os.pathsep.join(str(p) for p in paths)
         try:
             process = await asyncio.create_subprocess_exec(
-                python, "-m", "papayya.runtime.forkserver",
+                python, "-P", "-m", "papayya.runtime.forkserver",  # -P: not the cwd on sys.path
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=None, env={**env, "PAPAYYA_FORKSERVER_FD": str(theirs.fileno())},
-                cwd=str(cwd), start_new_session=True,
+                stderr=None, env=env, cwd=str(cwd), start_new_session=True,
                 pass_fds=(theirs.fileno(),),
             )  # fmt: skip
         finally:
@@ -150,6 +186,9 @@ class ForkServer:
                 elif "ready" in message:
                     if not self.ready.done():
                         self.ready.set_result(None)
+                elif "fatal" in message:  # it could not become the agent's uid: it exits
+                    if not self.ready.done():
+                        self.ready.set_exception(RuntimeError(str(message["fatal"])))
                 else:
                     await self._pids.put(message)
         except (OSError, ValueError) as exc:
@@ -193,16 +232,21 @@ class ProcessRuntime:
         *,
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
+        uid_for: Callable[[str], int | None] = hardening.agent_uid,
     ) -> None:
         self.scratch_root = (data_dir / "scratch").resolve()
         self.scratch_root.mkdir(parents=True, exist_ok=True)
+        # Agents of other uids pass through to their own directory but list no other.
+        self.scratch_root.chmod(0o711)
+        self.uid_for = uid_for
         self.python = python
         self.base_env = agent_environment(os.environ if env is None else env)
         self._servers: dict[str, ForkServer] = {}
         self._starting: dict[str, asyncio.Lock] = {}
 
-    async def server(self, deployment: Deployment) -> ForkServer:
-        """The deployment's fork server, started (or replaced, if it died) as needed."""
+    async def server(self, deployment: Deployment, socket: Path | None = None) -> ForkServer:
+        """The deployment's fork server, started (or replaced, if it died) as needed; its
+        agents reach ``socket`` (the control plane's), if given."""
         key = deployment.deployment_id
         async with self._starting.setdefault(key, asyncio.Lock()):
             found = self._servers.get(key)
@@ -210,8 +254,13 @@ class ProcessRuntime:
                 if found is not None:
                     await found.close()
                 env = {**self.base_env, "PAPAYYA_AGENT_MODULE": deployment.entrypoint}
+                paths = (self.scratch_root,) + (() if socket is None else (socket,))
                 found = self._servers[key] = await ForkServer.start(
-                    self.python, env, self.scratch_root
+                    self.python,
+                    env,
+                    self.scratch_root,
+                    self.uid_for(deployment.project_id),
+                    paths,
                 )
         return found
 
@@ -219,6 +268,10 @@ class ProcessRuntime:
         deployment = launch.deployment
         scratch = launch.scratch or self.scratch_root / f"{launch.run_id}-{launch.attempt}"
         scratch.mkdir(parents=True, exist_ok=True)
+        uid = self.uid_for(deployment.project_id)
+        if uid is not None:
+            os.chown(scratch, uid, uid)
+            scratch.chmod(0o700)
         env = {
             "PAPAYYA_RUN_TOKEN": launch.token,
             "PAPAYYA_AGENT_MODULE": deployment.entrypoint,
@@ -227,7 +280,7 @@ class ProcessRuntime:
             "HOME": str(scratch),
             "TMPDIR": str(scratch),
         }
-        if launch.control_socket is not None:
+        if launch.control_socket is not None and _connectable(launch.control_socket, uid):
             env["PAPAYYA_RUNTIME_SOCKET"] = str(launch.control_socket)
         else:
             env["PAPAYYA_RUNTIME_URL"] = launch.control_url
@@ -239,8 +292,11 @@ class ProcessRuntime:
         if launch.limits.timeout_seconds:
             limits["cpu_seconds"] = int(launch.limits.timeout_seconds)
         job = json.dumps({"env": env, "cwd": str(scratch), "limits": limits}).encode()
+        socket_path = (
+            Path(env["PAPAYYA_RUNTIME_SOCKET"]) if "PAPAYYA_RUNTIME_SOCKET" in env else None
+        )
         for tries in range(3):
-            server = await self.server(deployment)
+            server = await self.server(deployment, socket_path)
             read_end, write_end = os.pipe()
             try:
                 pid, exited = await server.fork(job, write_end)

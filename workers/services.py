@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -88,6 +89,8 @@ async def background(
             control_socket=config.runtime_socket,
             concurrency=config.worker_concurrency,
         )
+        # The process's Config is the one truth on whose agents may run as processes.
+        wc = dataclasses.replace(wc, process_runtime=config.process_runtime)
         secret = await server_secret(store.pool)
         services.worker = Worker(store, queue, runtimes, secret, wc)
         start("worker", services.worker.run, services.worker.stop)

@@ -30,6 +30,7 @@ from papayya import runtokens
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
+from papayya.processruntime import ProcessRuntimePolicy
 from papayya.runs import Runs, run_stream
 from papayya.runtime.main import EXIT_USAGE  # could not load the agent: retrying is futile
 from sql import queries
@@ -84,6 +85,9 @@ class WorkerConfig:
     burst: bool = False
     block_ms: int = 1000
     limits: Limits = field(default_factory=Limits)
+    # Whose process deployments this worker runs (PAPAYYA_PROCESS_RUNTIME): checked again at
+    # each claim, so a setting narrowed after a registration leaves no door open.
+    process_runtime: ProcessRuntimePolicy = field(default_factory=ProcessRuntimePolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> WorkerConfig:
@@ -104,6 +108,7 @@ class WorkerConfig:
                 if not (value >= 0 if name == "drain_seconds" else value > 0) or value != value:
                     raise ValueError(f"{key} must be a positive number, not {env[key]!r}")
                 values[name] = value
+        values["process_runtime"] = ProcessRuntimePolicy.parse(env.get("PAPAYYA_PROCESS_RUNTIME"))
         if env.get("PAPAYYA_CONTROL_URL"):
             values["control_url"] = env["PAPAYYA_CONTROL_URL"]
         if env.get("PAPAYYA_RUNTIME_SOCKET"):
@@ -249,6 +254,10 @@ class Worker:
             if deployment is None:
                 await self._fail_undeployed(state)
                 return None
+            policy = self.config.process_runtime
+            if deployment.runtime == "process" and not policy.allows(deployment.project_id):
+                await self._fail_refused(state, policy.refusal(deployment.project_id))
+                return None
             attempt = state.attempt + 1
             await self.store.pool.execute(
                 Q["take_lease"], run_id, attempt, self.name, self.config.lease_seconds
@@ -284,6 +293,13 @@ class Worker:
         )
         with contextlib.suppress(ConcurrencyError, IllegalTransition):
             await self.runs.append(state, [ev.RunFailed(code="no_deployment", message=message)])
+
+    async def _fail_refused(self, state: RunState, message: str) -> None:
+        log.warning("run %s: refused: %s", state.run_id, message)
+        with contextlib.suppress(ConcurrencyError, IllegalTransition):
+            await self.runs.append(
+                state, [ev.RunFailed(code="process_runtime_not_allowed", message=message)]
+            )
 
     async def _execute(self, state: RunState, deployment: Deployment) -> None:
         current = Attempt(state.run_id, state.attempt)

@@ -10,6 +10,11 @@ packet): the worker sends ``{"env", "cwd", "limits"}`` with one file descriptor 
 write end of the run's output pipe; the server answers ``{"pid"}`` (or ``{"error"}``) and,
 when a child exits, ``{"exit": pid, "code": exit code or -signal}``. The child gets its own
 session, the run's environment, work directory and limits, and runs ``papayya.runtime.main``.
+
+The worker starts it as the agent's uid when it runs as root (``workers.process``), so nothing
+here, and no agent code, runs with the worker's privileges. It makes itself non-dumpable
+before it loads the agent's imports: its children inherit that, so an agent cannot read
+another agent's ``/proc/<pid>`` files (its run token) even under the same uid.
 Standard library only.
 """
 
@@ -30,7 +35,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from papayya.runtime.identity import become
+
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 
 
 def die_with_parent() -> None:
@@ -38,6 +46,13 @@ def die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def not_dumpable() -> None:
+    """Linux: no other process of our uid may read our memory or ``/proc`` files."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def imported_names(path: Path) -> list[str]:
@@ -119,9 +134,19 @@ def _send(control: socket.socket, message: dict[str, Any]) -> None:
 
 
 def serve() -> int:
-    die_with_parent()
     control = socket.socket(fileno=int(os.environ.pop("PAPAYYA_FORKSERVER_FD")))
-    preload(os.environ.get("PAPAYYA_AGENT_MODULE", ""))
+    module = os.environ.get("PAPAYYA_AGENT_MODULE", "")
+    uid = os.environ.pop("PAPAYYA_FORKSERVER_UID", "")
+    paths = os.environ.pop("PAPAYYA_FORKSERVER_PATHS", "").split(os.pathsep)
+    if uid:  # started as root: become the agent's uid before any agent code runs
+        try:
+            become(int(uid), [module if module.endswith(".py") else "", os.getcwd(), *paths])
+        except (OSError, ValueError) as exc:
+            _send(control, {"fatal": str(exc)})
+            return 70
+    die_with_parent()  # after the change of uid, which clears it
+    not_dumpable()  # before any of the agent's code (preload) runs; inherited by children
+    preload(module)
     import papayya.runtime.main  # noqa: F401  (loaded once, shared by every child)
 
     read_wakeup, write_wakeup = os.pipe()

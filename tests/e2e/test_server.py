@@ -67,6 +67,8 @@ def embedded_server(tmp_path: Path) -> Iterator[str]:
     assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
     # First start on an empty database: a default project and its key, printed once.
     assert "API key (shown once): cpk_" in log.read_text()
+    # The process runtime is the operator's choice, off unless set, and the server says so.
+    assert "process runtime: off (PAPAYYA_PROCESS_RUNTIME=off)" in log.read_text()
 
 
 @pytest.mark.slow

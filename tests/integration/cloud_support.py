@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from papayya.config import Config
 from papayya.domain.state import RunState
 from papayya.fakellm import FakeConfig
 from papayya.fakellm.testing import FakeServer, running_fake
+from papayya.processruntime import ProcessRuntimePolicy
 from papayya.runs import Runs
 from tests.integration.gateway_support import PROVIDER_KEY
 from web import keys
@@ -36,6 +38,23 @@ from workers.worker import Worker, WorkerConfig
 REDIS_URL = os.environ.get("PAPAYYA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).parents[2]
 TERMINAL = frozenset(("completed", "failed", "cancelled", "budget_exceeded"))
+
+
+@contextlib.contextmanager
+def agent_workspace() -> Iterator[Path]:
+    """A directory for the data dir, agent modules and the side-effects file that agents can
+    reach (and write to) when the worker runs as root and starts them as another uid
+    (workers/hardening.py): pytest's ``tmp_path`` sits under a directory only its owner may
+    enter."""
+    path = Path(tempfile.mkdtemp(prefix="papayya-cloud-"))
+    try:
+        path.chmod(0o1777)  # as /tmp: test agents of any uid leave marker files next to it
+        effects = path / "side_effects.txt"
+        effects.touch()
+        effects.chmod(0o666)  # agents of any uid append to it
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -116,6 +135,7 @@ class Cloud:
             "PAPAYYA_QUEUE_NAME": self.config.queue_name,
             "PAPAYYA_CONTROL_URL": self.url,
             "PAPAYYA_DATA_DIR": str(self.tmp / "worker-data"),
+            "PAPAYYA_PROCESS_RUNTIME": self.config.process_runtime.value,
             "PAPAYYA_AGENT_ENV": "SIDE_EFFECTS",
             "SIDE_EFFECTS": str(self.tmp / "side_effects.txt"),
             "PYTHONPATH": str(ROOT),
@@ -139,6 +159,7 @@ class Cloud:
             "SIDE_EFFECTS": str(self.tmp / "side_effects.txt"),
         })  # fmt: skip
         self.runtimes.append(runtime)
+        changes.setdefault("process_runtime", self.config.process_runtime)
         config = WorkerConfig(control_url=self.url, **changes)
         return Worker(
             self.app[keys.STORE], self.queue, {"process": runtime}, self.app[keys.RUN_TOKEN_SECRET],
@@ -165,6 +186,38 @@ async def running_cloud(
     redis_url: str = REDIS_URL,
     **config: Any,
 ) -> AsyncIterator[Cloud]:
+    """The cloud, its files in an ``agent_workspace`` (``tmp`` is left to the test); every
+    project may use the process runtime unless ``process_runtime`` says otherwise."""
+    with agent_workspace() as work:
+        async with _running_cloud(
+            dsn, monkeypatch, work, fake_config, worker=worker, lease_seconds=lease_seconds,
+            heartbeat_seconds=heartbeat_seconds, max_attempts=max_attempts,
+            unix_socket=unix_socket, redis_url=redis_url, **config,
+        ) as cloud:  # fmt: skip
+            try:
+                yield cloud
+            finally:  # the side effects and logs outlive the workspace, in the test's tmp
+                for kept in work.iterdir():
+                    if kept.is_file():
+                        shutil.copy(kept, tmp / kept.name)
+                cloud.tmp = tmp
+
+
+@asynccontextmanager
+async def _running_cloud(
+    dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp: Path,
+    fake_config: FakeConfig | None,
+    *,
+    worker: bool,
+    lease_seconds: float,
+    heartbeat_seconds: float,
+    max_attempts: int,
+    unix_socket: bool,
+    redis_url: str,
+    **config: Any,
+) -> AsyncIterator[Cloud]:
     from aiohttp import web
 
     from web.app import init_app
@@ -184,6 +237,8 @@ async def running_cloud(
         url = f"http://127.0.0.1:{port}"
         # Tests receive callbacks on loopback; tests/security turns this back off.
         config.setdefault("callback_allow_private", True)
+        # The process runtime is the operator's choice: tests are that operator.
+        config.setdefault("process_runtime", ProcessRuntimePolicy("all"))
         settings = Config(
             database_url=dsn, redis_url=redis_url, data_dir=tmp / "data", port=port,
             control_url=url, queue_name=f"papayya:test:{uuid.uuid4().hex}",
@@ -195,7 +250,9 @@ async def running_cloud(
         await web.TCPSite(runner, "127.0.0.1", port).start()
         socket_path = None
         if unix_socket:  # a short path: sun_path holds 108 bytes
-            socket_path = Path(tempfile.mkdtemp(prefix="pp-")) / "rt.sock"
+            socket_dir = Path(tempfile.mkdtemp(prefix="pp-"))
+            os.chmod(socket_dir, 0o755)  # agents of another uid (a root worker's) connect too
+            socket_path = socket_dir / "rt.sock"
             await web.UnixSite(runner, str(socket_path)).start()
         store = app[keys.STORE]
         wc = WorkerConfig.from_env(control_url=url, control_socket=socket_path)

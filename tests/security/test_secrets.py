@@ -159,7 +159,7 @@ async def test_no_secret_is_found_in_events_answers_or_logs(
         # An agent run through the gateway (tool call, task, answer), with a callback, and
         # an agent that shows its whole environment.
         for slug, source in (("weather", AGENT), ("snoop", SNOOP)):
-            module = tmp_path / f"{slug}.py"
+            module = cloud.tmp / f"{slug}.py"  # agents (another uid) can read it
             module.write_text(source)
             await api.call(
                 "POST", "/v1/agents", {"name": slug, "slug": slug, "config": {}}, status=201

@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote
 import aiohttp
 import pytest
 
+from papayya.processruntime import ProcessRuntimePolicy
 from projections.service import Projections
 from tests.conftest import Api
 from tests.security.support import call, serving
@@ -24,6 +25,8 @@ from web import keys
 pytestmark = pytest.mark.timeout(300)
 
 PARAM = re.compile(r"\{(\w+)\}")
+# Tenant A registers a module on the server: the operator allows the process runtime.
+ALL = ProcessRuntimePolicy("all")
 # A valid body for each operation that takes one, so that the answer is about the ids in the
 # path and not about the body (an operation missing here fails with a message saying so).
 BODIES: dict[str, Any] = {
@@ -214,7 +217,7 @@ def well_formed_error(path: str, text: str) -> bool:
 async def test_another_projects_ids_are_not_found_on_every_path(
     dsn: str, monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with serving(dsn, monkeypatch) as api:
+    async with serving(dsn, monkeypatch, process_runtime=ALL) as api:
         a = await tenant_a(api, http, tmp_path)
         status, created = await call(http, api, "POST", "/v1/projects", {"name": "project-b"})
         assert status == 201
@@ -266,7 +269,7 @@ async def test_lists_and_feeds_show_another_project_nothing(
 ) -> None:
     """Every GET without a path id (lists, usage, the event feed, …), also with each of A's
     ids in each string query parameter, shows B none of A's ids or secrets."""
-    async with serving(dsn, monkeypatch) as api:
+    async with serving(dsn, monkeypatch, process_runtime=ALL) as api:
         a = await tenant_a(api, http, tmp_path)
         status, created = await call(http, api, "POST", "/v1/projects", {"name": "project-b"})
         assert status == 201
@@ -331,7 +334,7 @@ async def test_ids_no_resource_could_have_answer_404_never_5xx(
 ) -> None:
     """Control characters (a NUL used to reach Postgres as a 500), overlong, encoded and
     odd ids, in every path parameter of every operation."""
-    async with serving(dsn, monkeypatch) as api:
+    async with serving(dsn, monkeypatch, process_runtime=ALL) as api:
         spec = (await call(http, api, "GET", "/openapi.json"))[1]
         problems: list[str] = []
         for method, path, op in operations(spec):
@@ -384,7 +387,7 @@ async def test_odd_query_parameters_are_4xx_never_5xx(
 ) -> None:
     """Every query parameter of every GET, with NULs (which used to reach Postgres as a 500
     through ``agent_id`` and forged cursors), huge, malformed and forged values."""
-    async with serving(dsn, monkeypatch) as api:
+    async with serving(dsn, monkeypatch, process_runtime=ALL) as api:
         spec = (await call(http, api, "GET", "/openapi.json"))[1]
         problems: list[str] = []
         for method, path, op in operations(spec):

@@ -7,7 +7,8 @@ runs in this server (``BuildService``), streams its log into the deployment row 
 ``ready`` with the image, or ``failed`` with the reason.
 
 With ``runtime=process`` (no Docker on this machine) the bundle is unpacked under the data
-dir instead and the deployment is ready at once, for this machine's process workers.
+dir instead and the deployment is ready at once, for this machine's process workers: only for
+projects the operator trusts (``PAPAYYA_PROCESS_RUNTIME``), 403 for the others.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ class DeployForm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def check_entrypoint(entrypoint: str, manifest: bundles.Manifest) -> str:
-    """A ``.py`` file of the bundle (clean relative path), or a dotted module name."""
+    """A ``.py`` file of the bundle (clean relative path), or the dotted name of a module of
+    the bundle. Either resolves to a regular file inside the bundle: the manifest lists
+    regular files only, so no path, link or module name reaches outside it."""
     if entrypoint.endswith(".py"):
         path = PurePosixPath(entrypoint)
         if path.is_absolute() or ".." in path.parts or "\\" in entrypoint:
@@ -72,8 +75,12 @@ def check_entrypoint(entrypoint: str, manifest: bundles.Manifest) -> str:
         if clean not in manifest.files:
             raise InvalidInput(f"entrypoint {clean} is not a file of the bundle")
         return clean
-    if not all(part.isidentifier() for part in entrypoint.split(".")):
+    parts = entrypoint.split(".")
+    if not all(part.isidentifier() for part in parts):
         raise InvalidInput("entrypoint must be a .py file of the bundle or a dotted module name")
+    base = "/".join(parts)
+    if f"{base}.py" not in manifest.files and f"{base}/__init__.py" not in manifest.files:
+        raise InvalidInput(f"entrypoint {entrypoint} is not a module of the bundle")
     return entrypoint
 
 
@@ -131,8 +138,10 @@ async def read_upload(request: web.Request, work: Path) -> tuple[DeployForm, Pat
 
 @api.route(
     "POST", "/v1/agents/{id}/deploy",
-    "Deploy a bundle (multipart: file, runtime, entrypoint): 202 while the image builds",
+    "Deploy a bundle (multipart: file, runtime, entrypoint): 202 while the image builds "
+    "(runtime process: 403 unless PAPAYYA_PROCESS_RUNTIME allows the project)",
     response=deployments.DeploymentOut, status=202, tag="deployments",
+    errors=((403, deployments.FORBIDDEN),),
 )  # fmt: skip
 async def deploy(request: web.Request) -> web.Response:
     store = request.app[keys.STORE]
@@ -140,6 +149,8 @@ async def deploy(request: web.Request) -> web.Response:
     service = request.app[BUILDS]
     with tempfile.TemporaryDirectory(prefix="papayya-upload-") as tmp:
         form, bundle, sha256 = await read_upload(request, Path(tmp))
+        if form.runtime == "process":
+            deployments.require_process_runtime(request, agent.project_id)
         manifest = await asyncio.to_thread(bundles.inspect_bundle, bundle, LIMITS)
         entrypoint = check_entrypoint(form.entrypoint, manifest)
         if form.runtime == "process":
@@ -294,7 +305,10 @@ class BuildService:
         if not entrypoint.endswith(".py"):
             raise InvalidInput("a process deployment's entrypoint must be a .py file")
         deployment_id = tenancy.new_id("dep")
-        target = (self.config.data_dir / "deployments" / deployment_id).resolve()
+        root = (self.config.data_dir / "deployments").resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o711)  # agents (another uid, as root) reach their bundle but list no other
+        target = root / deployment_id
         await asyncio.to_thread(bundles.extract, bundle, target)
         created = ev.DeploymentCreated(
             deployment_id=deployment_id, project_id=agent.project_id, agent_id=agent.id,

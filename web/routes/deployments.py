@@ -2,7 +2,9 @@
 
 A deployment is a row and its history as events on ``deployment-<id>``, written in one
 transaction (``record``). The ``process`` runtime's deployments are registered here, ready at
-once: a module path that workers on this machine (or sharing its filesystem) can import.
+once: a module path that workers on this machine (or sharing its filesystem) can import. That
+runs code already on the server, so only projects the operator trusts may do it
+(``PAPAYYA_PROCESS_RUNTIME``, ``papayya.processruntime``): others get 403.
 Image deployments (``docker``) are built from an uploaded bundle and move from ``building``
 to ``ready`` or ``failed``.
 """
@@ -22,7 +24,7 @@ from eventstore.postgres import PostgresEventStore
 from eventstore.types import ExpectedVersion
 from papayya.domain import events as ev
 from papayya.domain.bounds import INT32_MAX
-from papayya.errors import InvalidInput, NotFound
+from papayya.errors import InvalidInput, NotFound, ProcessRuntimeNotAllowed
 from sql import queries
 from web import http, keys, tenancy
 from web.openapi import api
@@ -118,6 +120,16 @@ async def create(
     raise InvalidInput(f"agent {agent.id} is being deployed concurrently; try again")
 
 
+FORBIDDEN: Final = "the process runtime is not enabled for the project (PAPAYYA_PROCESS_RUNTIME)"
+
+
+def require_process_runtime(request: web.Request, project_id: str) -> None:
+    """403 unless the operator lets ``project_id`` run agents as local processes."""
+    policy = request.app[keys.CONFIG].process_runtime
+    if not policy.allows(project_id):
+        raise ProcessRuntimeNotAllowed(policy.refusal(project_id))
+
+
 def _check_entrypoint(entrypoint: str) -> None:
     if entrypoint.endswith(".py"):
         if not PurePath(entrypoint).is_absolute():
@@ -128,14 +140,17 @@ def _check_entrypoint(entrypoint: str) -> None:
 
 @api.route(
     "POST", "/v1/agents/{id}/deployments",
-    "Register a local module as the agent's next deployment (runtime process); ready at once",
+    "Register a module on the server as the agent's next deployment (runtime process); ready "
+    "at once. 403 unless PAPAYYA_PROCESS_RUNTIME allows the project",
     body=RegisterDeployment, response=DeploymentOut, status=201, tag="deployments",
+    errors=((403, FORBIDDEN),),
 )  # fmt: skip
 async def register(request: web.Request) -> web.Response:
     req = await http.body(request, RegisterDeployment)
     _check_entrypoint(req.entrypoint)
     store = request.app[keys.STORE]
     agent = await agents.find(store.pool, http.project_id(request), http.path_id(request))
+    require_process_runtime(request, agent.project_id)
     created = ev.DeploymentCreated(
         deployment_id=tenancy.new_id("dep"), project_id=agent.project_id, agent_id=agent.id,
         version=1, runtime=req.runtime, entrypoint=req.entrypoint,
