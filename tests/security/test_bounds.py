@@ -16,9 +16,9 @@ import msgspec.inspect as mi
 import pytest
 
 from papayya.domain import bounds
-from papayya.metering import providers
 from papayya.domain import events as ev
 from papayya.fakellm import FakeConfig, Reply, Usage
+from papayya.metering import providers
 from papayya.money import cents_up
 from papayya.sdk.http import CheckpointBody, OpenRunBody
 from projections.service import Projections
