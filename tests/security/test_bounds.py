@@ -303,7 +303,7 @@ async def test_any_run_the_api_accepts_can_be_projected_and_listed(
         opened = await send("POST", "/v1/durable/runs", {"run_id": run_id, "agent": "a", **numbers})
         if opened is None:
             continue
-        accepted.append(run_id)
+        accepted.append(opened["id"])  # the project-scoped id the rest of the API knows
         for checkpoint in _numbers_of(CheckpointBody, 3):
             await send(
                 "POST", f"/v1/durable/runs/{run_id}/checkpoints", {"label": "t", **checkpoint}
