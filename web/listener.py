@@ -241,7 +241,7 @@ class GuardedHandler(RequestHandler):
         address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         refused = self._guard.admit(address)
         if refused is not None:
-            self._guard.log.note("connections refused: " + refused.split(" ", 1)[1])
+            self._guard.log.note("connections refused: " + refused)
             assert isinstance(transport, asyncio.WriteTransport)
             transport.write(_canned(503, "Service Unavailable", "too_many_connections",
                                     f"refused: {refused}; retry later"))  # fmt: skip

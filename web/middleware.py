@@ -7,6 +7,7 @@ import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 
 from papayya.errors import PapayyaError
 
@@ -26,6 +27,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except PapayyaError as exc:
         response = web.json_response(error_body(exc.code, exc.message), status=exc.http_status)
+    except RequestPayloadError as exc:  # a body that is not the gzip it claims, say
+        cause = exc.__cause__ or exc
+        message = getattr(cause, "message", "") or "the request body cannot be read"
+        response = web.json_response(error_body("invalid_input", message), status=400)
     except web.HTTPException as exc:
         if exc.status < 400:
             exc.headers["X-Request-Id"] = request_id

@@ -299,6 +299,21 @@ async def test_a_bundle_path_2000_directories_deep_is_refused_and_leaves_nothing
         assert (sorted(p for p in data.rglob("*")) if data.exists() else []) == files_before
 
 
+async def test_a_multipart_upload_that_is_not_the_gzip_it_claims_is_a_400(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
+) -> None:
+    async with listening(dsn, monkeypatch) as api:
+        await _fixtures(api, http)
+        before = await row_counts(dsn)
+        headers = {**api.headers(), "Content-Encoding": "gzip",
+                   "Content-Type": "multipart/form-data; boundary=zz"}  # fmt: skip
+        async with http.post(
+            f"{api.url}/v1/agents/hostile/deploy", data=b"\x1f\x8bnot gzip", headers=headers
+        ) as r:
+            _assert_error(r.status, await r.read(), r.headers, "deploy: not gzip")
+        assert await row_counts(dsn) == before
+
+
 def test_a_bundle_that_cannot_be_unpacked_leaves_no_directory(tmp_path: Path) -> None:
     bundle = tmp_path / "deep.tar.gz"
     _deep_bundle(bundle)
