@@ -14,6 +14,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +22,9 @@ from papayya import __version__
 from papayya.config import Config
 from papayya.database import database_url
 from papayya.redisdb import redis_url
+
+if TYPE_CHECKING:
+    from web.listener import Limits
 
 # A Unix socket path must fit in sun_path (108 bytes on Linux).
 MAX_SOCKET_PATH = 100
@@ -68,10 +72,19 @@ async def _harden(app: object) -> None:
     harden("papayya")
 
 
-def _serve(config: Config, host: str, port: int, what: str) -> None:
-    from aiohttp import web
+def _http_limits() -> Limits:
+    """PAPAYYA_HTTP_* (web.listener.Limits), refused before anything starts if malformed."""
+    from web.listener import Limits
 
+    try:
+        return Limits.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _serve(config: Config, host: str, port: int, what: str, limits: Limits) -> None:
     from web.app import init_app
+    from web.listener import serve
 
     dsn = config.database_url
     assert dsn is not None
@@ -92,7 +105,7 @@ def _serve(config: Config, host: str, port: int, what: str) -> None:
         shown = f"[{shown}]" if ":" in shown else shown
         app.on_startup.append(announce(f"http://{shown}:{port}"))
     app.on_startup.append(_harden)  # after the cleanup contexts: secrets are read by then
-    web.run_app(app, host=host, port=port, path=str(socket), print=None)
+    serve(app, host, port, str(socket), limits)
 
 
 @click.command()
@@ -104,14 +117,19 @@ def server(host: str, port: int, concurrency: int) -> None:
     """Run everything in one process: the API and gateway, projectors, the dispatcher,
     sweeper and callbacks, and a worker. Unset PAPAYYA_DATABASE_URL / PAPAYYA_REDIS_URL
     start embedded Postgres / Redis under PAPAYYA_DATA_DIR. Agents run in Docker; the process
-    runtime only where PAPAYYA_PROCESS_RUNTIME allows it (`make run` sets all)."""
+    runtime only where PAPAYYA_PROCESS_RUNTIME allows it (`make run` sets all).
+
+    HTTP limits: PAPAYYA_HTTP_HEADER_TIMEOUT (10 s), _BODY_TIMEOUT (60 s), _IDLE_TIMEOUT
+    (75 s), _MAX_CONNECTIONS (10000), _MAX_CONNECTIONS_PER_ADDRESS (256, 0: off),
+    _FD_RESERVE (256), _BACKLOG (1024), _MAX_LINE_BYTES (8190), _MAX_HEADERS (128)."""
+    limits = _http_limits()
     _logging()
     config = _config(
         host=host, port=port, worker_concurrency=concurrency, run_worker=concurrency > 0
     )
     _check_server_settings(config)
     with _backends(config, redis=True) as config:
-        _serve(config, host, port, "server")
+        _serve(config, host, port, "server", limits)
 
 
 @click.command()
@@ -119,7 +137,9 @@ def server(host: str, port: int, concurrency: int) -> None:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 def api(host: str, port: int) -> None:
     """Serve only the API, the gateway and the runtime API (scale out behind a balancer;
-    run `papayya projector`, `papayya scheduler` and `papayya worker` elsewhere)."""
+    run `papayya projector`, `papayya scheduler` and `papayya worker` elsewhere).
+    HTTP limits: PAPAYYA_HTTP_* as for `papayya server`."""
+    limits = _http_limits()
     _logging()
     config = _config(
         host=host, port=port, run_projectors=False, run_dispatcher=False, run_worker=False,
@@ -127,7 +147,7 @@ def api(host: str, port: int) -> None:
     )  # fmt: skip
     _check_server_settings(config)
     with _backends(config, redis=False) as config:
-        _serve(config, host, port, "api")
+        _serve(config, host, port, "api", limits)
 
 
 async def _background(config: Config, *, scheduler: bool, worker: bool, burst: bool,

@@ -46,6 +46,13 @@ class PayloadTooLarge(InvalidInput):
     http_status = 413
 
 
+class RequestTimeout(PapayyaError):
+    """The request did not arrive in time."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 class NotFound(PapayyaError):
     """Not found."""
 

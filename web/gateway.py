@@ -113,7 +113,10 @@ async def _serve(request: web.Request, provider: pv.Provider) -> web.StreamRespo
         message = "invalid or expired run token (it works only while its run is running)"
         return _error(provider, 401, "authentication_error", message)
     run_id, attempt = found
-    raw = await request.read()
+    try:
+        raw = await http.read_body(request)
+    except InvalidInput as exc:  # a bad gzip body, or one over the size limit
+        return _error(provider, exc.http_status, "invalid_request_error", exc.message)
     meter = request.app[keys.METER]
     route = request.match_info["route"]
     result = await meter.call(run_id, provider, route, raw, attempt=attempt)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
+from array import array
+from itertools import accumulate
 from typing import Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from papayya.errors import InvalidInput, NotFound, PayloadTooLarge
 from web import keys
@@ -15,6 +19,9 @@ T = TypeVar("T")
 MAX_BODY_BYTES: Final = 1024 * 1024
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
+# How deep a JSON body may nest: far above what real payloads use, and far below the
+# recursion limit of every decoder that meets the value later (msgspec, json, the projectors).
+MAX_JSON_DEPTH: Final = 128
 _encoder = msgspec.json.Encoder()
 
 
@@ -33,19 +40,67 @@ def json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
 
 
-async def body(request: web.Request, type_: type[T]) -> T:
-    """The request body decoded strictly into ``type_`` (unknown fields are refused)."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
-    raw = await request.read()
-    if not raw.strip():
-        raise InvalidInput("the request body must be a JSON object")
+async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw request body, at most ``limit`` bytes, decoded from its Content-Encoding."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     try:
-        return msgspec.json.decode(raw, type=type_)
+        raw = await request.read()
+    except RequestPayloadError as exc:  # a bad gzip/deflate body, a broken chunked encoding
+        raise InvalidInput(f"the request body cannot be read: {_reason(exc)}") from None
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return raw
+
+
+def _reason(exc: RequestPayloadError) -> str:
+    cause = exc.__cause__ or exc
+    return getattr(cause, "message", None) or str(cause).strip().splitlines()[-1].strip()
+
+
+def decode_json(raw: bytes, type_: type[T] = Any) -> T:  # type: ignore[assignment]
+    """``raw`` decoded strictly into ``type_``: the one way request JSON becomes a value.
+
+    Refuses, as bad input, JSON nested deeper than ``MAX_JSON_DEPTH`` and any string or key
+    holding NUL (Postgres text and jsonb cannot store one, so it would fail later as a 500)."""
+    try:
+        value = msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"invalid request body: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    # Only now, on JSON known to be well-formed, are the byte scans below linear.
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if _NUL_ESCAPE.search(raw):  # a raw NUL byte is not valid JSON: msgspec refused it
+        raise InvalidInput("JSON strings must not contain NUL (\\u0000) characters")
+    return value
+
+
+# ``\u0000`` preceded by an even number of backslashes: an escape, not an escaped backslash.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep well-formed JSON ``raw`` nests; 0 if it has too few brackets to nest deeper
+    than ``MAX_JSON_DEPTH``."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return 0  # too few brackets to matter (the common case: no scan at all)
+    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", raw))
+    return max(accumulate(array("b", brackets.translate(_STEP))), default=0)
+
+
+async def body(request: web.Request, type_: type[T]) -> T:
+    """The request body decoded strictly into ``type_`` (unknown fields are refused)."""
+    raw = await read_body(request)
+    if not raw.strip():
+        raise InvalidInput("the request body must be a JSON object")
+    return decode_json(raw, type_)
 
 
 def project_id(request: web.Request) -> str:

@@ -133,6 +133,7 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
             "404": {"description": "not found", "content": error},
             "409": {"description": "conflicts with the current state", "content": error},
             "413": {"description": "body too large", "content": error},
+            "408": {"description": "the request came too slowly", "content": error},
         },
     }
     for status, when in route.errors:

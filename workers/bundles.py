@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -27,6 +28,11 @@ MAX_BUNDLE_BYTES: Final = 50 * 1024 * 1024  # compressed, as uploaded
 MAX_MEMBER_BYTES: Final = 50 * 1024 * 1024
 MAX_TOTAL_BYTES: Final = 200 * 1024 * 1024  # unpacked: a gzip bomb stops here
 MAX_MEMBERS: Final = 20_000
+# How long and deep a member's path may be: well inside PATH_MAX and NAME_MAX, so unpacking
+# it (process runtime, image build) cannot fail half-way on a name the kernel refuses.
+MAX_PATH_BYTES: Final = 1024
+MAX_PATH_PARTS: Final = 64
+MAX_PART_BYTES: Final = 255
 # Directory names never bundled, at any depth.
 EXCLUDED_DIRS: Final = frozenset({
     ".git", ".hg", ".svn", ".venv", "venv", "env", ".env", "__pycache__", ".mypy_cache",
@@ -143,7 +149,14 @@ def _clean_name(name: str) -> str:
     parts = [p for p in path.parts if p != "."]
     if not parts:
         return "."
-    return "/".join(parts)
+    clean = "/".join(parts)
+    if len(clean.encode(errors="surrogateescape")) > MAX_PATH_BYTES:
+        raise InvalidBundle(f"bundle member {clean[:80]!r}… is longer than {MAX_PATH_BYTES} bytes")
+    if len(parts) > MAX_PATH_PARTS:
+        raise InvalidBundle(f"bundle member {clean[:80]!r}… is more than {MAX_PATH_PARTS} deep")
+    if any(len(p.encode(errors="surrogateescape")) > MAX_PART_BYTES for p in parts):
+        raise InvalidBundle(f"bundle member {clean[:80]!r} has a name over {MAX_PART_BYTES} bytes")
+    return clean
 
 
 def _escapes(links: dict[str, str], name: str) -> bool:
@@ -181,7 +194,9 @@ def _check_member(member: tarfile.TarInfo, name: str, limits: Limits) -> None:
                 f"bundle member {name!r} is {member.size} bytes; the limit is {limits.member_bytes}"
             )
     elif member.issym():
-        pass  # checked once all links are known (_escapes)
+        # Where it leads is checked once all links are known (_escapes).
+        if len(member.linkname.encode(errors="surrogateescape")) > MAX_PATH_BYTES:
+            raise InvalidBundle(f"bundle member {name!r} links to a path that is too long")
     elif member.islnk():
         target = member.linkname
         if PurePosixPath(target).is_absolute() or ".." in PurePosixPath(target).parts:
@@ -278,6 +293,12 @@ def read_member(path: Path, name: str, limit: int = 1024 * 1024) -> bytes:
 def extract(path: Path, target: Path) -> None:
     """Unpack a bundle that ``inspect_bundle`` accepted into the directory ``target`` (for the
     ``process`` runtime). tarfile's ``data`` filter checks each path and link once more."""
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, mode="r:gz") as tar:
-        tar.extractall(target, filter="data")
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            tar.extractall(target, filter="data")
+    except BaseException:
+        if created:  # a half-unpacked bundle is of no use to anyone: leave nothing behind
+            shutil.rmtree(target, ignore_errors=True)
+        raise

@@ -134,7 +134,7 @@ class Meter:
             return _refusal(provider, 404, "not_found", f"no such route: {route}")
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             return _refusal(provider, 400, "invalid_request_error", "the body is not JSON")
         if not isinstance(body, dict):
             return _refusal(provider, 400, "invalid_request_error", "the body is not an object")

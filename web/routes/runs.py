@@ -339,7 +339,7 @@ async def run_state(request: web.Request) -> web.Response:
 
 async def _cancel_body(request: web.Request) -> CancelRun:
     """The body is optional: none at all is no reason."""
-    if not request.can_read_body or not (await request.read()).strip():
+    if not request.can_read_body or not (await http.read_body(request)).strip():
         return CancelRun()
     return await http.body(request, CancelRun)
 

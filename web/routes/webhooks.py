@@ -25,7 +25,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from papayya.errors import InvalidInput, NotFound, PayloadTooLarge, RateLimited
+from papayya.errors import InvalidInput, NotFound, RateLimited
 from papayya.runs import run_stream
 from papayya.signing import new_secret
 from papayya.triggers.verify import verify
@@ -190,10 +190,7 @@ def run_input(request: web.Request, body: bytes) -> Any:
         return None
     kind = request.content_type
     if kind == "application/json" or kind.endswith("+json"):
-        try:
-            return msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
-            raise InvalidInput(f"malformed JSON: {exc}") from None
+        return http.decode_json(body)
     try:
         return body.decode()
     except UnicodeDecodeError:
@@ -213,12 +210,7 @@ def delivery_run_id(webhook_id: str, message_id: str) -> str:
 
 
 async def _signed_body(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_TRIGGER_BODY:
-        raise PayloadTooLarge(f"the body is larger than {MAX_TRIGGER_BODY} bytes")
-    body = await request.read()
-    if len(body) > MAX_TRIGGER_BODY:
-        raise PayloadTooLarge(f"the body is larger than {MAX_TRIGGER_BODY} bytes")
-    return body
+    return await http.read_body(request, MAX_TRIGGER_BODY)
 
 
 @api.route(
