@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from papayya.runtime.netns import host_sockets
+from papayya.runtime.netns import host_sockets, socket_dirs
 from tests.integration.cloud_support import agent_workspace
 from workers.hardening import agent_uid
 from workers.process import ProcessRuntime
@@ -130,3 +130,23 @@ async def test_agents_have_no_network_but_the_control_plane() -> None:
     assert first["net"] == second["net"]  # one namespace per deployment's fork server...
     assert other_project["net"] != first["net"]  # ...and no two projects share one
     assert other_project["uid"] == agent_uid("proj_b") != first["uid"] == agent_uid("proj_a")
+
+
+def test_the_host_sockets_are_read_from_proc_net_unix(tmp_path: Path) -> None:
+    table = tmp_path / "unix"
+    table.write_text(
+        "Num       RefCount Protocol Flags    Type St Inode Path\n"
+        "0000000000000000: 00000002 00000000 00010000 0001 01 20 /run/postgresql/.s.PGSQL.5432\n"
+        "0000000000000000: 00000002 00000000 00010000 0001 01 21 @abstract\n"
+        "0000000000000000: 00000003 00000000 00000000 0001 03 22\n"
+        "0000000000000000: 00000002 00000000 00010000 0001 01 23 /srv/with space.sock\n"
+        "0000000000000000: 00000002 00000000 00010000 0001 01 24 /run/postgresql/.s.PGSQL.5432\n"
+    )
+    # Abstract sockets stay behind in the host's network namespace; unbound ones have no path.
+    assert host_sockets(str(table)) == ["/run/postgresql/.s.PGSQL.5432", "/srv/with space.sock"]
+    data = tmp_path / "data"
+    (data / "pg").mkdir(parents=True)
+    sockets = [str(data / "pg" / ".s.PGSQL.1"), "/elsewhere/x.sock", str(data / "papayya.sock")]
+    dirs = socket_dirs(sockets, [str(data)])
+    assert str(data / "pg") in dirs and str(data) in dirs and "/elsewhere" not in dirs
+    assert dirs.index(str(data)) < dirs.index(str(data / "pg"))  # shallowest first
