@@ -14,6 +14,10 @@ agent_uid``, no supplementary groups) before it loads anything of the agent's, w
 scratch directory given to that uid: agent code never runs as root, so it can read neither
 the worker's ``/proc`` files nor the server's private files. The fork server and its children
 make themselves non-dumpable, so agents of the same uid cannot read each other's memory.
+Each such fork server also has a network namespace of its own, with loopback only, and the
+host's database and Redis sockets hidden (``papayya.runtime.netns``): its agents reach the
+control plane through its Unix socket, or through a relay of the worker's (``workers.relay``)
+where it has none to give them, as agents in containers do.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from workers import hardening
+from workers.relay import Relay, socket_path
 from workers.runtime import Deployment, Launch
 
 log = logging.getLogger(__name__)
@@ -63,7 +68,8 @@ def agent_environment(worker_env: Mapping[str, str]) -> dict[str, str]:
 def _connectable(path: Path, uid: int | None) -> bool:
     """Can an agent of ``uid`` connect to the control plane's socket? Opened to all if it is
     ours (as ``workers.docker.open_socket`` does: every call needs a run token, and the same
-    API listens on loopback TCP); if not, the agent uses the TCP address instead."""
+    API listens on loopback TCP); if not, the agent uses a relay of the worker's (or, of the
+    worker's own uid, the TCP address) instead."""
     if uid is None:
         return True
     try:
@@ -147,14 +153,17 @@ class ForkServer:
         cwd: Path,
         uid: int | None = None,
         paths: tuple[Path, ...] = (),
+        data_dir: Path | None = None,
     ) -> ForkServer:
         """Start one. With ``uid`` it becomes that uid before it loads any of the agent's code
-        (``papayya.runtime.identity``), with ``paths`` (and Python, the module) in reach."""
+        (``papayya.runtime.identity``), with ``paths`` (and Python, the module) in reach, and
+        no network but those of ``paths`` that are sockets (sockets in ``data_dir`` hidden)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**env, "PAPAYYA_FORKSERVER_FD": str(theirs.fileno())}
         if uid is not None:
             env["PAPAYYA_FORKSERVER_UID"] = str(uid)
             env["PAPAYYA_FORKSERVER_PATHS"] = os.pathsep.join(str(p) for p in paths)
+            env["PAPAYYA_FORKSERVER_DATA_DIR"] = str(data_dir or "")
         try:
             process = await asyncio.create_subprocess_exec(
                 python, "-P", "-m", "papayya.runtime.forkserver",  # -P: not the cwd on sys.path
@@ -238,11 +247,14 @@ class ProcessRuntime:
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         # Agents of other uids pass through to their own directory but list no other.
         self.scratch_root.chmod(0o711)
+        self.data_dir = data_dir.resolve()
         self.uid_for = uid_for
         self.python = python
         self.base_env = agent_environment(os.environ if env is None else env)
         self._servers: dict[str, ForkServer] = {}
         self._starting: dict[str, asyncio.Lock] = {}
+        self._relays: dict[str, Relay] = {}
+        self._relaying = asyncio.Lock()
 
     async def server(self, deployment: Deployment, socket: Path | None = None) -> ForkServer:
         """The deployment's fork server, started (or replaced, if it died) as needed; its
@@ -261,8 +273,19 @@ class ProcessRuntime:
                     self.scratch_root,
                     self.uid_for(deployment.project_id),
                     paths,
+                    self.data_dir,
                 )
         return found
+
+    async def relay(self, url: str) -> Path:
+        """A Unix socket of the worker's, relayed to the control plane at ``url``."""
+        async with self._relaying:
+            found = self._relays.get(url)
+            if found is None:
+                found = Relay(socket_path(self.data_dir, url), url)
+                await found.start()
+                self._relays[url] = found
+        return found.path
 
     async def start(self, launch: Launch) -> ProcessHandle:
         deployment = launch.deployment
@@ -280,8 +303,13 @@ class ProcessRuntime:
             "HOME": str(scratch),
             "TMPDIR": str(scratch),
         }
-        if launch.control_socket is not None and _connectable(launch.control_socket, uid):
-            env["PAPAYYA_RUNTIME_SOCKET"] = str(launch.control_socket)
+        control = launch.control_socket
+        if control is not None and not _connectable(control, uid):
+            control = None
+        if control is None and uid is not None:  # no network but a Unix socket: a relay
+            control = await self.relay(launch.control_url)
+        if control is not None:
+            env["PAPAYYA_RUNTIME_SOCKET"] = str(control)
         else:
             env["PAPAYYA_RUNTIME_URL"] = launch.control_url
         if deployment.agent_function:
@@ -314,3 +342,6 @@ class ProcessRuntime:
         for server in self._servers.values():
             await server.close()
         self._servers.clear()
+        for relay in self._relays.values():
+            await relay.close()
+        self._relays.clear()

@@ -12,9 +12,12 @@ when a child exits, ``{"exit": pid, "code": exit code or -signal}``. The child g
 session, the run's environment, work directory and limits, and runs ``papayya.runtime.main``.
 
 The worker starts it as the agent's uid when it runs as root (``workers.process``), so nothing
-here, and no agent code, runs with the worker's privileges. It makes itself non-dumpable
-before it loads the agent's imports: its children inherit that, so an agent cannot read
-another agent's ``/proc/<pid>`` files (its run token) even under the same uid.
+here, and no agent code, runs with the worker's privileges; it then also has a network
+namespace of its own, shared by its children only (``papayya.runtime.netns``): they reach the
+control plane through its Unix socket (``PAPAYYA_RUNTIME_SOCKET``) and nothing else. It
+makes itself non-dumpable before it loads the agent's imports: its children inherit that, so
+an agent cannot read another agent's ``/proc/<pid>`` files (its run token) even under the
+same uid.
 Standard library only.
 """
 
@@ -138,9 +141,11 @@ def serve() -> int:
     module = os.environ.get("PAPAYYA_AGENT_MODULE", "")
     uid = os.environ.pop("PAPAYYA_FORKSERVER_UID", "")
     paths = os.environ.pop("PAPAYYA_FORKSERVER_PATHS", "").split(os.pathsep)
+    data_dir = os.environ.pop("PAPAYYA_FORKSERVER_DATA_DIR", "")
     if uid:  # started as root: become the agent's uid before any agent code runs
         try:
-            become(int(uid), [module if module.endswith(".py") else "", os.getcwd(), *paths])
+            extra = [module if module.endswith(".py") else "", os.getcwd(), *paths]
+            become(int(uid), extra, [data_dir])
         except (OSError, ValueError) as exc:
             _send(control, {"fatal": str(exc)})
             return 70

@@ -1,6 +1,9 @@
 """Become the agent's uid: used by the fork server that a root worker starts, before it loads
 anything of the agent's. Standard library only (Linux).
 
+First the process leaves the host's network (``papayya.runtime.netns``): the agent reaches the
+control plane through its Unix socket only, and no database or Redis socket.
+
 A uid other than root may not be able to reach what the agent needs: the interpreter, its
 standard library and site-packages, the agent's module, its scratch directory. On this kind
 of machine Python often lives under ``/root`` (mode 0700). So, while still root, the process
@@ -114,12 +117,15 @@ def needed_paths(extra: Iterable[str]) -> list[str]:
     return resolved
 
 
-def expose(paths: list[str], uid: int) -> None:
-    """Make ``paths`` reachable by ``uid`` in a mount namespace of this process's own."""
-    if not blockers(paths, uid):
-        return
+def private_mounts() -> None:
+    """Enter a mount namespace of this process's own, whose changes reach no other."""
     _check(_libc().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing leaks back to the host
+
+
+def expose(paths: list[str], uid: int) -> None:
+    """Make ``paths`` reachable by ``uid``; in a mount namespace of this process's own
+    (``private_mounts``), if any directory is in the way."""
     for _ in range(MAX_ROUNDS):  # a covered directory's entries may hold blockers of their own
         found = blockers(paths, uid)
         if not found:
@@ -129,10 +135,24 @@ def expose(paths: list[str], uid: int) -> None:
     raise OSError(f"could not make {', '.join(paths)} reachable by uid {uid}")
 
 
-def become(uid: int, extra: Iterable[str] = ()) -> None:
+def become(uid: int, extra: Iterable[str] = (), data_dirs: Iterable[str] = ()) -> None:
     """Drop from root to ``uid`` (group ``uid``, no other groups) with what the agent needs
-    still in reach. Raises ``OSError`` if any step fails: the caller must then stop."""
+    still in reach, and no network but loopback and the sockets of ``extra`` (those under
+    ``data_dirs`` hidden, as ``netns.leave_network`` says). Raises ``OSError`` if any step
+    fails: the caller must then stop."""
+    # Imported here: netns builds on this module's mount helpers.
+    from papayya.runtime.netns import leave_network
+
     paths = needed_paths(extra)
+    try:
+        private_mounts()
+        leave_network(paths, data_dirs)
+    except OSError as exc:
+        raise OSError(
+            f"agents run as uid {uid} in a network namespace of their own, but this process "
+            f"could not make one ({exc}): give the worker CAP_SYS_ADMIN, or run it as a user "
+            f"other than root"
+        ) from None
     try:
         expose(paths, uid)
     except OSError as exc:

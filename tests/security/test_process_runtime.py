@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from papayya.cli import main as cli
 from papayya.domain.state import RunState
+from papayya.fakellm.testing import running_fake_in_thread
 from papayya.processruntime import SETTING, ProcessRuntimePolicy
 from tests.integration.cloud_support import Cloud, agent_workspace, running_cloud
 from tests.integration.test_api_agents import db_fetch
@@ -90,17 +91,56 @@ def grab(path, found):
     found["hits"] += [m.decode(errors="replace") for m in SECRETISH.findall(data)]
 
 
-def postgres(address):
+def talk(address, hello):
+    # Connect and say hello: what came back, or the error.
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    params = b"user\x00postgres\x00database\x00postgres\x00\x00"
     try:
         with socket.socket(family) as s:
             s.settimeout(5)
             s.connect(address)
-            s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-            return s.recv(1 << 16).decode(errors="replace")
+            s.sendall(hello)
+            return "answered: " + s.recv(1 << 16).decode(errors="replace")
     except OSError as exc:
-        return f"error: {exc}"
+        return f"error: {exc!r}"
+
+
+PARAMS = b"user\x00postgres\x00database\x00postgres\x00\x00"
+POSTGRES_HELLO = struct.pack("!ii", 8 + len(PARAMS), 196608) + PARAMS
+
+
+def server_secrets():
+    # Trust auth: as the superuser, the run-token key, if asyncpg can connect.
+    try:
+        import asyncio
+        import asyncpg
+    except ImportError as exc:
+        return f"error: {exc!r}"
+
+    async def read(dsn):
+        connection = await asyncpg.connect(dsn, timeout=5)
+        try:
+            return [bytes(r[0]).hex() for r in await connection.fetch(
+                "SELECT value FROM server_secrets")]
+        finally:
+            await connection.close()
+
+    found = {}
+    for dsn in ("postgresql://postgres@127.0.0.1:5432/postgres",
+                "postgresql://postgres@/postgres?host=/var/run/postgresql"):
+        try:
+            found[dsn] = "answered: " + repr(asyncio.run(read(dsn)))
+        except Exception as exc:
+            found[dsn] = f"error: {exc!r}"
+    return found
+
+
+def gateway():
+    # The model call every agent may make: through the gateway, on the run token.
+    from openai import OpenAI
+
+    answer = OpenAI().chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    return answer.choices[0].message.content
 
 
 @agent
@@ -115,8 +155,12 @@ def snoop(task):
                                      onerror=lambda e: found["denied"].append(e.filename)):
         for name in files:
             grab(os.path.join(root, name), found)
-    for address in ("/var/run/postgresql/.s.PGSQL.5432", ("127.0.0.1", 5432)):
-        found["postgres"][str(address)] = postgres(address)
+    for address in ("/var/run/postgresql/.s.PGSQL.5432", "/run/postgresql/.s.PGSQL.5432",
+                    ("127.0.0.1", 5432), ("localhost", 5432)):
+        found["postgres"][str(address)] = talk(address, POSTGRES_HELLO)
+    found["redis"] = {str(a): talk(a, b"PING\r\n") for a in (("127.0.0.1", 6379),)}
+    found["asyncpg"] = server_secrets()
+    found["gateway"] = gateway()
     found["parent"] = f"/proc/{os.getppid()}/environ"  # its fork server: the same uid
     found["hits"] = sorted(set(found["hits"]))
     with open(task["report"], "w") as f:  # whatever it found, however long
@@ -323,7 +367,9 @@ def test_a_hardened_process_is_not_dumpable() -> None:
 async def test_a_tenants_process_agent_finds_no_secret_of_the_server(dsn: str) -> None:
     """Project b may use the process runtime (``projects:<b>``); the server runs as root with
     project a's bootstrap key, the provider keys and a database URL with a password in its
-    environment. b's agent reads what it can and reports it: none of these is in it."""
+    environment. b's agent reads what it can and reports it: none of these is in it. It
+    cannot reach Postgres (which trusts local connections here, and holds the run-token key)
+    or Redis, over TCP or their Unix sockets; its model call through the gateway works."""
     a, b = await two_tenants(dsn)
     password = "pw" + secrets.token_hex(12)
     parts = urllib.parse.urlsplit(dsn)  # trust auth here: the password is carried, not checked
@@ -331,12 +377,13 @@ async def test_a_tenants_process_agent_finds_no_secret_of_the_server(dsn: str) -
     database_url_text = urllib.parse.urlunsplit(database_url)
     provider_key = "sk-provider-" + secrets.token_hex(16)
     shell_key = "sk-shell-" + secrets.token_hex(16)
-    with agent_workspace() as work:
+    with agent_workspace() as work, running_fake_in_thread() as fake:
         data_dir = work / "data"
         report_file = work / "report.json"
         report_file.touch()
         report_file.chmod(0o666)  # the agent (another uid) writes what it found there
         env = server_env(
+            PAPAYYA_OPENAI_BASE_URL=fake.openai_base_url,
             PAPAYYA_DATABASE_URL=database_url_text,
             PAPAYYA_BOOTSTRAP_API_KEY=a.key,
             PAPAYYA_OPENAI_API_KEY=provider_key,
@@ -360,8 +407,10 @@ async def test_a_tenants_process_agent_finds_no_secret_of_the_server(dsn: str) -
             )  # fmt: skip
             assert status == 201, body
             run = await wait_for_run(http, server.url, b, body["id"])
-            assert run["status"] == "completed", run
             report = await asyncio.to_thread(report_file.read_text)
+            assert run["status"] == "completed", (run, report)
+            status, steps = await call(http, "GET", f"{server.url}/v1/runs/{run['id']}/steps", b)
+            assert status == 200, steps
             found = json.loads(report)
             # The server itself no longer holds them where /proc shows its environment.
             environ = await asyncio.to_thread(
@@ -376,3 +425,14 @@ async def test_a_tenants_process_agent_finds_no_secret_of_the_server(dsn: str) -
         assert f"/proc/{server.process.pid}/environ" in found["denied"]
         assert found["parent"] in found["denied"]  # non-dumpable: even under the same uid
         assert found["hits"], "the scan read nothing at all"
+        # No database or Redis, over TCP or a Unix socket, even with trust auth...
+        attempts = {**found["postgres"], **found["redis"]}
+        if isinstance(found["asyncpg"], dict):  # asyncpg is in the agent's reach here
+            attempts.update(found["asyncpg"])
+        # (refused, or no such socket: a timeout would prove nothing)
+        shut = ("error: ConnectionRefusedError", "error: FileNotFoundError")
+        assert len(attempts) >= 5 and all(a.startswith(shut) for a in attempts.values()), attempts
+        # ...but its model call, through the gateway on its run token, is answered and metered.
+        assert found["gateway"], found
+        (llm,) = [s for s in steps["data"] if s["model"]]
+        assert llm["input_tokens"] > 0 and llm["output_tokens"] > 0, llm
