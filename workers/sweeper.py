@@ -4,6 +4,8 @@
   longer than the lease). Its attempt is over: the run is queued again (``AttemptLost``) and
   its next attempt resumes from the recording; after ``max_attempts`` it fails with
   ``worker_lost``; a run being cancelled ends ``cancelled``.
+- An attempt is lost only once its calls in flight at the gateway have settled
+  (``papayya.domain.handover``): the next attempt is answered from their recording.
 - Every queued run that has waited a while is enqueued again unless Redis still marks it as
   in the stream, so a Redis that lost its data (FLUSHALL, a restart without persistence)
   loses no run. Several sweepers may run: every decision is an append at the run's version.
@@ -14,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 from typing import Final
 
 from eventstore.postgres import PostgresEventStore
 from papayya.domain import events as ev
+from papayya.domain.handover import SETTLE_WAIT_SECONDS, handover
 from papayya.domain.state import RunState
 from papayya.errors import RunNotFound
 from papayya.runs import Runs
@@ -39,6 +43,7 @@ class Sweeper:
         max_attempts: int = 3,
         interval: float = 5.0,
         requeue_after: float = 10.0,
+        settle_wait: float = SETTLE_WAIT_SECONDS,
     ) -> None:
         self.store = store
         self.runs = Runs(store)
@@ -46,6 +51,7 @@ class Sweeper:
         self.max_attempts = max_attempts
         self.interval = interval
         self.requeue_after = requeue_after
+        self.settle_wait = settle_wait
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -72,13 +78,20 @@ class Sweeper:
 
     async def _recover(self, run_id: str, attempt: int, worker: str) -> None:
         decided: list[ev.RunEvent] = []
+        waiting = False
 
         def decide(state: RunState) -> list[ev.RunEvent]:
-            decided[:] = recovery(state, attempt, worker, self.max_attempts)
+            nonlocal waiting
+            ending = recovery(state, attempt, worker, self.max_attempts)
+            found = handover(state, ending, datetime.now(UTC), self.settle_wait)
+            waiting = found is None
+            decided[:] = found or []
             return decided
 
         with contextlib.suppress(RunNotFound):
             await self.runs.execute(run_id, decide)
+            if waiting:  # calls of the attempt are still in flight: look again next sweep
+                return
             if decided:
                 log.info("run %s: attempt %s lost with worker %s", run_id, attempt, worker)
         await self.store.pool.execute(Q["drop_expired_lease"], run_id, attempt)

@@ -21,6 +21,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -28,6 +29,7 @@ from eventstore.postgres import PostgresEventStore
 from eventstore.types import Filters
 from papayya import runtokens
 from papayya.domain import events as ev
+from papayya.domain.handover import SETTLE_WAIT_SECONDS, handover
 from papayya.domain.state import RunState
 from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
 from papayya.runs import Runs, run_stream
@@ -42,6 +44,8 @@ Q: Final = queries("workers.sql")
 OUTPUT_TAIL: Final = 4000
 OUTPUT_EVENT_CHARS: Final = 64_000
 REAP_SECONDS: Final = 30.0  # how often leftover containers of finished attempts are removed
+# How often a lost attempt looks again whether its calls in flight at the gateway have settled.
+SETTLE_POLL_SECONDS: Final = 0.2
 # Events after which an attempt's agent must stop.
 STOPPING: Final = frozenset(
     ("CancelRequested", "RunCompleted", "RunFailed", "RunCancelled", "BudgetExceeded",
@@ -81,6 +85,7 @@ class WorkerConfig:
     grace_seconds: float = 10.0
     drain_seconds: float = 30.0
     max_attempts: int = 3
+    settle_wait_seconds: float = SETTLE_WAIT_SECONDS
     burst: bool = False
     block_ms: int = 1000
     limits: Limits = field(default_factory=Limits)
@@ -95,6 +100,7 @@ class WorkerConfig:
             ("grace_seconds", "PAPAYYA_GRACE_SECONDS", float),
             ("drain_seconds", "PAPAYYA_DRAIN_SECONDS", float),
             ("max_attempts", "PAPAYYA_MAX_ATTEMPTS", int),
+            ("settle_wait_seconds", "PAPAYYA_SETTLE_WAIT_SECONDS", float),
         ):
             if env.get(key):
                 try:
@@ -336,9 +342,14 @@ class Worker:
         tail = output[-OUTPUT_TAIL:]
         max_attempts = self.config.max_attempts
         logged = agent_output(current.attempt, lines)
+        waiting = False
 
         def decide(state: RunState) -> list[ev.RunEvent]:
-            return logged + outcome(state)
+            nonlocal waiting
+            ending = handover(state, outcome(state), datetime.now(UTC),
+                              self.config.settle_wait_seconds)  # fmt: skip
+            waiting = ending is None
+            return [] if ending is None else logged + ending
 
         def outcome(state: RunState) -> list[ev.RunEvent]:
             if state.status != "running" or state.attempt != current.attempt:
@@ -369,7 +380,12 @@ class Worker:
                                    worker=self.name)]  # fmt: skip
 
         with contextlib.suppress(RunNotFound):
+            # The attempt's calls still in flight at the gateway settle (and are recorded)
+            # before the next attempt may start: it is answered from their recording.
             await self.runs.execute(current.run_id, decide)
+            while waiting:
+                await asyncio.sleep(SETTLE_POLL_SECONDS)
+                await self.runs.execute(current.run_id, decide)
 
     # -- relays -------------------------------------------------------------------------
 

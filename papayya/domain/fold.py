@@ -248,7 +248,7 @@ def _checkpoint(state: RunState, steps: list[StepState], event: ev.CheckpointSav
 
 def _reserved(state: RunState, steps: list[StepState], event: ev.BudgetReserved) -> RunState:
     amount = Amount(event.amount_micro_usd, event.input_tokens, event.output_tokens)
-    held = Reservation(event.reservation_id, amount, event.step_number)
+    held = Reservation(event.reservation_id, amount, event.step_number, event.at)
     return replace(
         state, reservations=(*state.reservations, held), reserved=state.reserved + amount
     )

@@ -106,6 +106,8 @@ class Reservation(msgspec.Struct, frozen=True):
     reservation_id: str
     amount: Amount
     step_number: int | None = None
+    # When it was taken: a lost attempt waits this long at most for its calls to settle.
+    reserved_at: datetime | None = None
 
 
 class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
