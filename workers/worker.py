@@ -297,6 +297,7 @@ class Worker:
         code: int | None = None
         output = ""
         lines: list[tuple[float, str]] = []
+        recorded = False
         try:
             runtime = self.runtimes.get(deployment.runtime)
             if runtime is None:
@@ -330,9 +331,21 @@ class Worker:
                     output = current.handle.output()
                     lines = current.handle.lines()
             await self._record(current, code, output, lines)
+            recorded = True
         finally:
             self._active.pop(state.run_id, None)
-            await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
+            if recorded:
+                await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
+            else:
+                # The attempt's end is unknown here (the runtime or the store failed): the
+                # lease, no longer renewed, expires and the sweeper recovers the run.
+                await self._abandon(current)
+
+    async def _abandon(self, current: Attempt) -> None:
+        log.warning("run %s: attempt %s is left to the sweeper", current.run_id, current.attempt)
+        if current.handle is not None:
+            with contextlib.suppress(Exception):
+                await current.handle.stop(self.config.grace_seconds)
 
     async def _record(
         self, current: Attempt, code: int | None, output: str, lines: list[tuple[float, str]]
@@ -447,7 +460,9 @@ class Worker:
 
         async def current(run_id: str, attempt: int) -> bool:
             row = await self.store.pool.fetchrow(Q["run_attempt"], run_stream(run_id))
-            return row is not None and row["status"] == "running" and row["attempt"] == attempt
+            if row is None:  # not a run of this installation (they may share an engine)
+                return True
+            return bool(row["status"] == "running" and row["attempt"] == attempt)
 
         for runtime in self.runtimes.values():
             reap = getattr(runtime, "reap", None)

@@ -28,6 +28,7 @@ from tests.security.exactly_once_support import (
     wait_event,
 )
 from web import keys
+from workers.runtime import Launch
 from workers.sweeper import Sweeper
 
 pytestmark = pytest.mark.timeout(120)
@@ -120,3 +121,55 @@ async def test_a_reservation_older_than_any_call_is_settled_at_its_amount(
     state = await cloud.runs.load(run_id)
     assert state.status == "queued" and not state.reservations
     assert state.committed.micro_usd == 100
+
+
+class VanishedAgent:
+    """An agent whose runtime lost track of it (its container was removed under it)."""
+
+    stopped = False
+
+    async def wait(self) -> int:
+        raise RuntimeError("[404] No such container")
+
+    async def stop(self, grace: float) -> None:
+        self.stopped = True
+
+    def output(self) -> str:
+        return ""
+
+    def lines(self) -> list[tuple[float, str]]:
+        return []
+
+
+class VanishingRuntime:
+    name = "process"
+
+    def __init__(self) -> None:
+        self.agent = VanishedAgent()
+
+    async def start(self, launch: Launch) -> VanishedAgent:
+        return self.agent
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_worker_that_loses_track_of_its_agent_leaves_the_run_to_the_sweeper(
+    idle_cloud: Cloud,
+) -> None:
+    cloud = idle_cloud
+    await cloud.register("once", ONE_CALL)
+    run_id = await cloud.start("once")
+    await cloud.queue.ensure_group()
+    await cloud.queue.enqueue(run_id)
+    runtime = VanishingRuntime()
+    worker = cloud.in_process_worker(burst=True, lease_seconds=1.0, heartbeat_seconds=0.2)
+    worker.runtimes = {"process": runtime}
+    await asyncio.wait_for(worker.run(), 30)
+
+    assert runtime.agent.stopped
+    # The lease was kept, so it expires and the sweeper recovers the run: before, the worker
+    # dropped it and the run stayed running for ever.
+    events = await wait_event(cloud.runs, run_id, ev.AttemptLost)
+    lost = next(e for e in events if isinstance(e, ev.AttemptLost))
+    assert lost.attempt == 1 and lost.reason == "lease_expired"
