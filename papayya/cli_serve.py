@@ -182,6 +182,7 @@ def worker(concurrency: int, runtime: str, burst: bool) -> None:
     PAPAYYA_RUNTIME_SOCKET                    ...or its Unix socket
     PAPAYYA_HEARTBEAT_SECONDS (15), PAPAYYA_LEASE_SECONDS (60), PAPAYYA_GRACE_SECONDS (10),
     PAPAYYA_DRAIN_SECONDS (30), PAPAYYA_MAX_ATTEMPTS (3), PAPAYYA_AGENT_ENV (names passed on)
+    PAPAYYA_SETTLE_WAIT_SECONDS (600)   how long a lost attempt waits for its calls in flight
     """
     _check_timing()
     _logging()

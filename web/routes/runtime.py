@@ -56,6 +56,7 @@ IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 MAX_KEY_LENGTH: Final = 200
 # Names the events of one report: uuid5(run, attempt, route, key, index).
 REPORTS: Final = uuid.UUID("5b0c6f0e-2d3c-4a59-9f57-3c1f4f3e7a21")
+ONCE: Final = "; a retry with the same Idempotency-Key header is answered as the first try"
 EXPIRED: Final = "invalid or expired run token (it works only while its run is running)"
 
 
@@ -263,7 +264,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 @api.route(
     "POST", "/v1/runtime/tool-calls",
-    "Before running a tool: its recorded outcome if this attempt replays a matching call",
+    "Before running a tool: its recorded outcome if this attempt replays a matching call" + ONCE,
     auth="run_token", body=ToolCallBody, response=Answer, tag="runtime",
 )  # fmt: skip
 async def ask_tool_call(request: web.Request) -> web.Response:
@@ -279,7 +280,7 @@ async def ask_tool_call(request: web.Request) -> web.Response:
 
 @api.route(
     "POST", "/v1/runtime/tool-calls/result",
-    "Record a tool call that ran: its input, output or error, and duration",
+    "Record a tool call that ran: its input, output or error, and duration" + ONCE,
     auth="run_token", body=ToolResultBody, response=Outcome, status=201, tag="runtime",
 )  # fmt: skip
 async def record_tool_call(request: web.Request) -> web.Response:
@@ -309,7 +310,7 @@ async def record_tool_call(request: web.Request) -> web.Response:
 @api.route(
     "POST", "/v1/runtime/tasks",
     "Before running a task (label numbered label#2… on repeats): its recorded result if this "
-    "attempt replays a matching task",
+    "attempt replays a matching task" + ONCE,
     auth="run_token", body=TaskBody, response=Answer, tag="runtime",
 )  # fmt: skip
 async def ask_task(request: web.Request) -> web.Response:
@@ -326,7 +327,7 @@ async def ask_task(request: web.Request) -> web.Response:
 
 @api.route(
     "POST", "/v1/runtime/tasks/result",
-    "Record a finished task as a checkpoint step (or a failed one, with error)",
+    "Record a finished task as a checkpoint step (or a failed one, with error)" + ONCE,
     auth="run_token", body=CheckpointBody, response=Outcome, status=201, tag="runtime",
 )  # fmt: skip
 async def record_task(request: web.Request) -> web.Response:
@@ -342,7 +343,8 @@ async def record_task(request: web.Request) -> web.Response:
 
 
 @api.route(
-    "POST", "/v1/runtime/complete", "The agent returned: the run completes with its output",
+    "POST", "/v1/runtime/complete",
+    "The agent returned: the run completes with its output" + ONCE,
     auth="run_token", body=CompleteBody, response=Outcome, tag="runtime",
 )  # fmt: skip
 async def complete(request: web.Request) -> web.Response:
@@ -354,7 +356,8 @@ async def complete(request: web.Request) -> web.Response:
 
 @api.route(
     "POST", "/v1/runtime/fail",
-    "The agent raised: an error step with the traceback, then the run fails (agent_error)",
+    "The agent raised: an error step with the traceback, then the run fails (agent_error)"
+    + ONCE,
     auth="run_token", body=FailBody, response=Outcome, tag="runtime",
 )  # fmt: skip
 async def fail(request: web.Request) -> web.Response:
