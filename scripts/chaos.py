@@ -363,6 +363,10 @@ async def deploy_image(load: Load, http: Any, tmp: Path) -> None:
 
 
 SHOWN_RUNS = 3  # runs described per failed check
+# Unfinished runs that append nothing for this long are lost (a lease, the settle wait and a
+# requeue fit in it); and the backlog gets this long at most to drain.
+STALL_SECONDS = 120.0
+DRAIN_SECONDS = 1200.0
 
 
 def describe(event: Any) -> str:
@@ -443,22 +447,33 @@ async def check(
     store = await PostgresEventStore.connect(stack.dsn)
     try:
         runs = Runs(store)
-        states = []
-        deadline = time.monotonic() + 300
-        for run_id in run_ids:
-            while True:
-                state = await runs.load(run_id)
-                if state.is_terminal or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
-            states.append(state)
+        # A run is lost when it stops moving, not when a loaded machine is slow to drain the
+        # backlog: wait while the unfinished runs still append events.
+        found: dict[str, Any] = {}
+        pending = list(run_ids)
+        started = moved = time.monotonic()
+        progress = -1
+        while pending:
+            for run_id in pending:
+                found[run_id] = await runs.load(run_id)
+            pending = [r for r in pending if not found[r].is_terminal]
+            now = sum(found[r].version for r in pending) - len(pending) * 1_000_000
+            if now != progress:
+                progress, moved = now, time.monotonic()
+            if not pending or time.monotonic() - moved > STALL_SECONDS:
+                break
+            if time.monotonic() - started > DRAIN_SECONDS:
+                break
+            await asyncio.sleep(1)
+        drained = time.monotonic() - started
+        states = [found[r] for r in run_ids]
         # The rest reads a quiet database: no server or worker appends any more.
         stack.stop_processes()
         statuses = Counter(s.status for s in states)
         lost = [s.run_id for s in states if not s.is_terminal]
         codes = Counter(s.error_code for s in states if s.status == "failed")
         results.append(("no run lost", f"{len(states)} runs: {dict(statuses)}; failures: "
-                        f"{dict(codes) or 'none'}"
+                        f"{dict(codes) or 'none'}; drained in {drained:.0f} s"
                         + (f"; not ended: {', '.join(lost[:10])}" if lost else ""),
                         not lost))  # fmt: skip
         for run_id in lost[:SHOWN_RUNS]:
