@@ -40,7 +40,10 @@ PROVIDER_SECONDS = 5.0
 @pytest.fixture
 async def cloud(dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[Cloud]:
     slow = FakeConfig(latency=Latency(first_byte=PROVIDER_SECONDS))
-    async with running_cloud(dsn, monkeypatch, tmp_path, slow, max_attempts=5) as running:
+    # A lease long enough that a loaded machine's late heartbeat does not end attempts too.
+    async with running_cloud(
+        dsn, monkeypatch, tmp_path, slow, max_attempts=5, lease_seconds=20, heartbeat_seconds=1
+    ) as running:
         yield running
 
 
