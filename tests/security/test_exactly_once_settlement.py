@@ -12,10 +12,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import openai
 import pytest
 
+from eventstore.postgres import _translate_errors
 from papayya.domain import events as ev
+from papayya.errors import StoreUnavailable
 from papayya.fakellm import FakeConfig
 from papayya.fakellm.config import Latency
 from tests.integration.cloud_support import Cloud, running_cloud
@@ -82,3 +85,10 @@ async def test_a_call_answered_during_a_postgres_restart_is_paid_once(
     (recorded,) = live_calls(events)
     state = await cloud.runs.load(run_id)
     assert not state.reservations and state.committed.micro_usd == recorded.cost_micro_usd > 0
+
+
+def test_a_connection_a_restart_left_mid_operation_counts_as_the_store_being_away() -> None:
+    """Seen under chaos: asyncpg's "cannot switch to state" after a Postgres restart escaped
+    as a 500, so the gateway neither retried the settlement nor released its reservation."""
+    with pytest.raises(StoreUnavailable), _translate_errors():
+        raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2)")
