@@ -163,8 +163,10 @@ async def test_a_worker_that_loses_track_of_its_agent_leaves_the_run_to_the_swee
     cloud = idle_cloud
     await cloud.register("once", ONE_CALL)
     run_id = await cloud.start("once")
-    await cloud.queue.ensure_group()
-    await cloud.queue.enqueue(run_id)
+    # Once, by the dispatcher: a second message of the run would race its claim with this
+    # one's (see the report: the loser of that race drops the winner's lease).
+    while not await cloud.queue.depth():
+        await asyncio.sleep(0.05)
     runtime = VanishingRuntime()
     worker = cloud.in_process_worker(burst=True, lease_seconds=1.0, heartbeat_seconds=0.2)
     worker.runtimes = {"process": runtime}
