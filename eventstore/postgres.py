@@ -72,7 +72,11 @@ SERVER_SETTINGS: Final = {
 
 
 def _unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncio.TimeoutError):
+    # InternalClientError: a pooled connection that a server restart left mid-operation
+    # ("cannot switch to state …"): as after a reset, the caller tries again.
+    if isinstance(
+        exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError | asyncio.TimeoutError
+    ):
         return True
     state = getattr(exc, "sqlstate", None) or ""
     return isinstance(exc, asyncpg.PostgresError) and state[:2] in {"08", "57"}
@@ -82,7 +86,10 @@ def _unavailable(exc: BaseException) -> bool:
 def _translate_errors() -> Any:
     try:
         yield
-    except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except (
+        TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+        OSError,
+    ) as exc:  # fmt: skip
         if _unavailable(exc):
             raise StoreUnavailable(f"event store unavailable: {exc}") from exc
         raise

@@ -244,6 +244,7 @@ def worker(concurrency: int, runtime: str, burst: bool) -> None:
     PAPAYYA_DRAIN_SECONDS (30), PAPAYYA_MAX_ATTEMPTS (3), PAPAYYA_AGENT_ENV (names passed on)
     PAPAYYA_PROCESS_RUNTIME   whose process deployments it runs: off (default), all,
                               projects:<id>,<id>
+    PAPAYYA_SETTLE_WAIT_SECONDS (600)   how long a lost attempt waits for its calls in flight
     """
     _check_timing()
     _logging()

@@ -3,6 +3,7 @@ stream's expected version. The thin shell around the pure fold."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -90,13 +91,16 @@ class Runs:
         return fold(run_events(new), state) if new else state
 
     async def append_fresh(
-        self, state: RunState, build: Callable[[RunState], Sequence[ev.RunEvent]]
+        self,
+        state: RunState,
+        build: Callable[[RunState], Sequence[ev.RunEvent]],
+        event_ids: Sequence[uuid.UUID] = (),
     ) -> RunState:
         """Append what ``build`` makes of the freshest state: another writer of the run (the
         meter, for one) moves it on, so rebuild after each lost race."""
         for _ in range(MAX_RETRIES):
             try:
-                return await self.append(state, build(state))
+                return await self.append(state, build(state), event_ids=event_ids)
             except ConcurrencyError:
                 state = await self.refresh(state)
         raise ConcurrencyError(f"run {state.run_id} kept changing; gave up after {MAX_RETRIES}")
@@ -139,11 +143,13 @@ class Runs:
         state: RunState | None,
         events: Sequence[ev.RunEvent],
         payloads: Sequence[tuple[bytes, str]] = (),
+        event_ids: Sequence[uuid.UUID] = (),
     ) -> RunState:
         """Append ``events`` after ``state`` (``None``: a new run starting with RunQueued).
 
         The fold validates first, so an illegal event appends nothing; the expected version
         makes a concurrent writer lose with ``ConcurrencyError`` instead of interleaving.
+        ``event_ids`` (the first ones get them) make a retried append recognisable.
         """
         if not all(isinstance(e, ev.RunEvent) for e in events):
             raise InvalidInput("events must be run events")
@@ -153,7 +159,10 @@ class Runs:
         new_state = fold(events, state)
         await self.store.append(
             run_stream(new_state.run_id),
-            [ev.to_new_event(e) for e in events],
+            [
+                ev.to_new_event(e, event_id=event_ids[i] if i < len(event_ids) else None)
+                for i, e in enumerate(events)
+            ],
             state.version if state is not None else "no_stream",
             summary=run_summary(new_state),
             payloads=payloads,

@@ -7,12 +7,15 @@ through the official SDK, call a tool and checkpoint tasks; after `make services
 them run the same agent as a deployed image in Docker containers. Meanwhile, at random: workers are
 SIGKILLed, agent processes and containers are SIGKILLed, Redis restarts (losing its data), Postgres
 restarts, and the provider turns slow or starts failing. Then it lets every run finish and
-checks, printing a table and exiting non-zero on any violation:
+checks, printing a table and exiting non-zero on any violation. A failed check names its runs,
+and for each the steps involved and the run's events in order, so that the report alone is
+enough to find the window:
 
 - no run lost: every run reached a terminal status;
-- no finished step executed twice: each successful model call was forwarded once (resumed
-  attempts are answered from the recording), each task checkpointed once, and a tool's side
-  effect repeated only when its process was killed while it ran;
+- no finished step executed twice: the provider answered each model call once (resumed
+  attempts are answered from the recording) and the run recorded it once, each task
+  checkpointed once, and a tool's side effect repeated only when its process was killed
+  while it ran;
 - no budget exceeded: every run's committed spend is within its budget;
 - the event store is gapless: the fenced global feed (``read_all``) holds exactly the events
   of a serialized read, each stream's versions 1..n in order;
@@ -145,6 +148,10 @@ class Stack:
             "PAPAYYA_HEARTBEAT_SECONDS": "1.5",
             "PAPAYYA_GRACE_SECONDS": "2",
             "PAPAYYA_MAX_ATTEMPTS": "100",
+            # Scaled down like the lease: the provider here answers within seconds.
+            "PAPAYYA_SETTLE_WAIT_SECONDS": "60",
+            # The chaos agent is registered as a module on this machine (a process runtime).
+            "PAPAYYA_PROCESS_RUNTIME": "all",
             "PAPAYYA_AGENT_ENV": "SIDE_EFFECTS",
             "SIDE_EFFECTS": str(self.tmp / "side_effects.txt"),
             "PAPAYYA_PROCESS_RUNTIME": "all",  # the chaos agent is a module on this machine
@@ -234,8 +241,9 @@ class Load:
 
 
 class Chaos:
-    def __init__(self, stack: Stack, fake: Any, seed: int) -> None:
+    def __init__(self, stack: Stack, fake: Any, seed: int, load: Load) -> None:
         self.stack = stack
+        self.load = load
         self.fake = fake
         self.rng = random.Random(seed)
         self.kills = 0
@@ -286,7 +294,12 @@ class Chaos:
         import aiodocker
 
         async with aiodocker.Docker() as docker:
-            found = await docker.containers.list(filters={"label": ["papayya.run"]})
+            # Only this stack's agents: other installations may share the Docker engine.
+            ours = set(self.load.run_ids)
+            found = [
+                c for c in await docker.containers.list(filters={"label": ["papayya.run"]})
+                if (c._container.get("Labels") or {}).get("papayya.run") in ours
+            ]  # fmt: skip
             if found:
                 with contextlib.suppress(aiodocker.DockerError):
                     await self.rng.choice(found).kill()
@@ -351,60 +364,160 @@ async def deploy_image(load: Load, http: Any, tmp: Path) -> None:
     load.agents.append("chaos-docker")
 
 
-async def check(stack: Stack, run_ids: list[str], kills: int) -> list[tuple[str, str, bool]]:
-    """(check, detail, passed) for every property in the module's docstring."""
-    from eventstore.postgres import PostgresEventStore
+SHOWN_RUNS = 3  # runs described per failed check
+# Unfinished runs that append nothing for this long are lost (a lease, the settle wait and a
+# requeue fit in it); and the backlog gets this long at most to drain.
+STALL_SECONDS = 120.0
+DRAIN_SECONDS = 1200.0
+
+
+def describe(event: Any) -> str:
+    """One event, abridged to what tells runs, attempts, steps and calls apart."""
+    import msgspec
+
+    fields = msgspec.structs.asdict(event)
+    at = fields.pop("at", None)
+    keep = ("attempt", "reason", "worker", "step_number", "step_type", "label", "fingerprint",
+            "replayed", "error", "error_code", "reservation_id", "amount_micro_usd",
+            "actual_micro_usd", "stale", "cost_micro_usd", "code", "message")  # fmt: skip
+    parts = []
+    for name in keep:
+        value = fields.get(name)
+        if value is None or value is False or value == "":
+            continue
+        text = str(value)
+        if name in ("fingerprint", "reservation_id"):
+            text = text[:10]
+        parts.append(f"{name}={text[:80]!s}")
+    when = at.strftime("%H:%M:%S.%f")[:-3] if at is not None else "?"
+    return f"{when} {type(event).__name__} {' '.join(parts)}"
+
+
+def finding(check_name: str, run_id: str, why: list[str], events: list[Any]) -> str:
+    lines = [f"### {check_name}: run {run_id}", *(f"- {w}" for w in why), "", "| v | event |",
+             "|---|---|"]  # fmt: skip
+    lines += [f"| {v} | {describe(e)} |" for v, e in enumerate(events, 1)]
+    return "\n".join(lines)
+
+
+def repeated_steps(events: list[Any], answered: Counter[str]) -> list[str]:
+    """What a run did twice: model calls recorded live twice (or answered twice by the
+    provider), checkpoints saved twice; each with the steps and attempts involved."""
     from papayya.domain import events as ev
+
+    attempt = 0
+    seen: dict[tuple[str, str], list[str]] = {}
+    for event in events:
+        if isinstance(event, ev.RunStarted):
+            attempt = event.attempt
+        elif isinstance(event, ev.LlmCallRecorded) and not event.replayed and event.error is None:
+            key = ("model call", event.fingerprint[:10])
+            seen.setdefault(key, []).append(f"step {event.step_number} (attempt {attempt})")
+        elif isinstance(event, ev.CheckpointSaved):
+            key = ("checkpoint", event.label)
+            seen.setdefault(key, []).append(f"step {event.step_number} (attempt {attempt})")
+    why = [f"{kind} {name} recorded {len(where)} times: {', '.join(where)}"
+           for (kind, name), where in seen.items() if len(where) > 1]  # fmt: skip
+    why += [f"the provider answered {prompt!r} {n} times"
+            for prompt, n in sorted(answered.items()) if n > 1]  # fmt: skip
+    return why
+
+
+def provider_answers(fake: Any) -> dict[str, Counter[str]]:
+    """Per run, how often the provider answered each prompt ("<run> step <i>") with a 200."""
+    found: dict[str, Counter[str]] = {}
+    for request in fake.stats.requests:
+        messages = (request.body or {}).get("messages") if isinstance(request.body, dict) else None
+        if request.status != 200 or not messages:
+            continue
+        prompt = str(messages[-1].get("content", ""))
+        found.setdefault(prompt.split(" ", 1)[0], Counter())[prompt] += 1
+    return found
+
+
+async def check(
+    stack: Stack, run_ids: list[str], kills: int, fake: Any
+) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """(check, detail, passed) for every property in the module's docstring, and for each
+    failed check the runs that failed it, described."""
+    from eventstore.postgres import PostgresEventStore
     from papayya.runs import Runs
     from projections.service import Projections, default_projectors
 
     results: list[tuple[str, str, bool]] = []
+    findings: list[str] = []
     store = await PostgresEventStore.connect(stack.dsn)
     try:
         runs = Runs(store)
-        states = []
-        deadline = time.monotonic() + 300
-        for run_id in run_ids:
-            while True:
-                state = await runs.load(run_id)
-                if state.is_terminal or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
-            states.append(state)
+        # A run is lost when it stops moving, not when a loaded machine is slow to drain the
+        # backlog: wait while the unfinished runs still append events.
+        found: dict[str, Any] = {}
+        pending = list(run_ids)
+        started = moved = time.monotonic()
+        progress = -1
+        while pending:
+            for run_id in pending:
+                found[run_id] = await runs.load(run_id)
+            pending = [r for r in pending if not found[r].is_terminal]
+            now = sum(found[r].version for r in pending) - len(pending) * 1_000_000
+            if now != progress:
+                progress, moved = now, time.monotonic()
+            if not pending or time.monotonic() - moved > STALL_SECONDS:
+                break
+            if time.monotonic() - started > DRAIN_SECONDS:
+                break
+            await asyncio.sleep(1)
+        drained = time.monotonic() - started
+        states = [found[r] for r in run_ids]
         # The rest reads a quiet database: no server or worker appends any more.
         stack.stop_processes()
         statuses = Counter(s.status for s in states)
         lost = [s.run_id for s in states if not s.is_terminal]
         codes = Counter(s.error_code for s in states if s.status == "failed")
         results.append(("no run lost", f"{len(states)} runs: {dict(statuses)}; failures: "
-                        f"{dict(codes) or 'none'}", not lost))  # fmt: skip
+                        f"{dict(codes) or 'none'}; drained in {drained:.0f} s"
+                        + (f"; not ended: {', '.join(lost[:10])}" if lost else ""),
+                        not lost))  # fmt: skip
+        for run_id in lost[:SHOWN_RUNS]:
+            findings.append(finding("no run lost", run_id, ["never reached a terminal status"],
+                                    await runs.events(run_id)))  # fmt: skip
 
         twice: list[str] = []
+        answers = provider_answers(fake)
         for state in states:
             events = await runs.events(state.run_id)
-            calls = [e for e in events if isinstance(e, ev.LlmCallRecorded)]
-            live = [e.fingerprint for e in calls if not e.replayed and e.error is None]
-            saved = [e.label for e in events if isinstance(e, ev.CheckpointSaved)]
-            if len(live) != len(set(live)) or len(saved) != len(set(saved)):
+            why = repeated_steps(events, answers.get(state.run_id, Counter()))
+            if why:
                 twice.append(state.run_id)
+                if len(twice) <= SHOWN_RUNS:
+                    findings.append(finding("no finished step executed twice", state.run_id,
+                                            why, events))  # fmt: skip
         side = Counter((stack.tmp / "side_effects.txt").read_text().splitlines())
         repeated = sum(n - 1 for n in side.values())
+        tools = [f"{k} x{n}" for k, n in side.items() if n > 1]
         results.append((
             "no finished step executed twice",
-            f"model calls and checkpoints repeated in {len(twice)} runs; tool side effects "
-            f"repeated {repeated} times for {kills} agents killed",
+            f"model calls and checkpoints repeated in {len(twice)} runs"
+            + (f" ({', '.join(twice[:10])})" if twice else "")
+            + f"; tool side effects repeated {repeated} times for {kills} agents killed"
+            + (f" ({', '.join(tools[:10])})" if repeated > kills else ""),
             not twice and repeated <= kills,
         ))  # fmt: skip
 
         budgets = [s for s in states if s.budget.micro_usd is not None
                    or s.budget.total_tokens is not None]  # fmt: skip
-        over = [s.run_id for s in budgets if s.budget.exceeded_by(s.committed) is not None]
+        over = [s for s in budgets if s.budget.exceeded_by(s.committed) is not None]
         budgeted = len(budgets)
         stopped = sum(s.status == "budget_exceeded" for s in states)
         results.append(("no budget exceeded",
                         f"{budgeted} budgeted runs, {stopped} stopped by their budget, "
-                        f"{len(over)} over",
+                        f"{len(over)} over"
+                        + (f" ({', '.join(s.run_id for s in over[:10])})" if over else ""),
                         not over))  # fmt: skip
+        for s in over[:SHOWN_RUNS]:
+            why = [f"committed {s.committed} against the budget {s.budget}"]
+            findings.append(finding("no budget exceeded", s.run_id, why,
+                                    await runs.events(s.run_id)))  # fmt: skip
 
         fenced = []
         page = await store.read_all(limit=1000)
@@ -420,10 +533,13 @@ async def check(stack: Stack, run_ids: list[str], kills: int) -> list[tuple[str,
         for r in rows:
             versions.setdefault(r["stream_id"], []).append(r["stream_version"])
         gaps = [s for s, v in versions.items() if v != list(range(1, len(v) + 1))]
+        missing = [str(e) for e in set(serialized) - set(fenced)][:5]
         results.append((
             "event store gapless",
             f"{len(fenced)} events fenced, {len(serialized)} serialized, "
-            f"{len(versions)} streams, {len(gaps)} with gaps",
+            f"{len(versions)} streams, {len(gaps)} with gaps"
+            + (f" ({', '.join(gaps[:5])})" if gaps else "")
+            + (f"; not fenced: {', '.join(missing)}" if missing else ""),
             fenced == serialized and not gaps,
         ))  # fmt: skip
 
@@ -442,6 +558,10 @@ async def check(stack: Stack, run_ids: list[str], kills: int) -> list[tuple[str,
         await projections.rebuild()
         after = await snapshot()
         differ = [t for t in tables if before[t] != after[t]]
+        for table in differ:
+            only = sorted(set(before[table]) ^ set(after[table]))[:3]
+            findings.append(f"### projections equal their rebuild: {table}\n"
+                            + "\n".join(f"- {row[:400]}" for row in only))  # fmt: skip
         results.append((
             "projections equal their rebuild",
             ", ".join(f"{t} ({len(before[t])} rows)" for t in tables)
@@ -450,7 +570,7 @@ async def check(stack: Stack, run_ids: list[str], kills: int) -> list[tuple[str,
         ))  # fmt: skip
     finally:
         await store.close()
-    return results
+    return results, findings
 
 
 async def main() -> int:
@@ -471,7 +591,8 @@ async def main() -> int:
     os.close(os.open(tmp / "side_effects.txt", os.O_CREAT | os.O_WRONLY))
     os.chmod(tmp / "side_effects.txt", 0o666)
     log(f"working in {tmp}, seed {args.seed}")
-    async with running_fake(FakeConfig()) as fake:
+    # Every provider request is kept: the check counts the answers each model call got.
+    async with running_fake(FakeConfig(keep_requests=1_000_000)) as fake:
         stack = Stack(tmp, fake.url)
         await asyncio.to_thread(stack.start)
         try:
@@ -484,7 +605,7 @@ async def main() -> int:
                                 {"entrypoint": str(tmp / "chaos_agent.py")})  # fmt: skip
                 if stack.services:
                     await deploy_image(load, http, tmp)
-                chaos = Chaos(stack, fake, args.seed)
+                chaos = Chaos(stack, fake, args.seed, load)
                 loader = asyncio.create_task(load.run(http, args.rate))
                 await chaos.run(time.monotonic() + args.minutes * 60)
                 load.stopping.set()
@@ -492,7 +613,7 @@ async def main() -> int:
             log(f"load stopped after {len(load.run_ids)} runs; waiting for every run to end")
             if not stack.live_workers():
                 stack.start_worker()
-            results = await check(stack, load.run_ids, chaos.kills)
+            results, findings = await check(stack, load.run_ids, chaos.kills, fake)
         finally:
             stack.stop()
     print(f"\n## Chaos: {args.minutes:g} min, {len(load.run_ids)} runs, seed {args.seed}\n")
@@ -501,6 +622,8 @@ async def main() -> int:
     print("|---|---|---|")
     for name, detail, passed in results:
         print(f"| {name} | {detail} | {'pass' if passed else 'FAIL'} |")
+    for finding in findings:
+        print(f"\n{finding}")
     return 0 if all(p for _, _, p in results) else 1
 
 

@@ -156,7 +156,9 @@ class DockerHandle:
             code = int(status.get("StatusCode", -1))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._reader), 2)
-            info = await self.container.show()
+            info: dict[str, dict[str, object]] = {"State": {}}
+            with contextlib.suppress(aiodocker.DockerError):  # removed already: it exited
+                info = await self.container.show()
             if info["State"].get("OOMKilled"):
                 self._lines.append((time.time(), "papayya: the agent was killed: out of memory"))
                 self._killed = signal.SIGKILL

@@ -68,7 +68,8 @@ async def background(
             start(projector.name, runner.run, runner.stop)
         wc = worker_config or WorkerConfig.from_env()
         services.sweeper = Sweeper(store, queue, max_attempts=wc.max_attempts,
-                                   interval=min(5.0, wc.lease_seconds / 4))  # fmt: skip
+                                   interval=min(5.0, wc.lease_seconds / 4),
+                                   settle_wait=wc.settle_wait_seconds)  # fmt: skip
         start("sweeper", services.sweeper.run, services.sweeper.stop)
         backoff = float(os.environ.get("PAPAYYA_CALLBACK_BACKOFF_SECONDS") or 1.0)
         services.deliverer = Deliverer(

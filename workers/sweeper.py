@@ -4,6 +4,8 @@
   longer than the lease). Its attempt is over: the run is queued again (``AttemptLost``) and
   its next attempt resumes from the recording; after ``max_attempts`` it fails with
   ``worker_lost``; a run being cancelled ends ``cancelled``.
+- An attempt is lost only once its calls in flight at the gateway have settled
+  (``papayya.domain.handover``): the next attempt is answered from their recording.
 - Every queued run that has waited a while is enqueued again unless Redis still marks it as
   in the stream, so a Redis that lost its data (FLUSHALL, a restart without persistence)
   loses no run. Several sweepers may run: every decision is an append at the run's version.
@@ -24,6 +26,7 @@ from typing import Final
 from eventstore.postgres import PostgresEventStore
 from papayya.budget import exhausted, settled_in_full
 from papayya.domain import events as ev
+from papayya.domain.handover import SETTLE_WAIT_SECONDS, handover
 from papayya.domain.state import RunState
 from papayya.errors import RunNotFound
 from papayya.metering.meter import CALL_TIMEOUT_SECONDS
@@ -49,6 +52,7 @@ class Sweeper:
         interval: float = 5.0,
         requeue_after: float = 10.0,
         stale_reservation_after: float = STALE_RESERVATION_SECONDS,
+        settle_wait: float = SETTLE_WAIT_SECONDS,
     ) -> None:
         self.store = store
         self.runs = Runs(store)
@@ -57,6 +61,7 @@ class Sweeper:
         self.interval = interval
         self.requeue_after = requeue_after
         self.stale_reservation_after = stale_reservation_after
+        self.settle_wait = settle_wait
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -108,13 +113,20 @@ class Sweeper:
 
     async def _recover(self, run_id: str, attempt: int, worker: str) -> None:
         decided: list[ev.RunEvent] = []
+        waiting = False
 
         def decide(state: RunState) -> list[ev.RunEvent]:
-            decided[:] = recovery(state, attempt, worker, self.max_attempts)
+            nonlocal waiting
+            ending = recovery(state, attempt, worker, self.max_attempts)
+            found = handover(state, ending, datetime.now(UTC), self.settle_wait)
+            waiting = found is None
+            decided[:] = found or []
             return decided
 
         with contextlib.suppress(RunNotFound):
             await self.runs.execute(run_id, decide)
+            if waiting:  # calls of the attempt are still in flight: look again next sweep
+                return
             if decided:
                 log.info("run %s: attempt %s lost with worker %s", run_id, attempt, worker)
         await self.store.pool.execute(Q["drop_expired_lease"], run_id, attempt)

@@ -21,6 +21,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -28,6 +29,7 @@ from eventstore.postgres import PostgresEventStore
 from eventstore.types import Filters
 from papayya import runtokens
 from papayya.domain import events as ev
+from papayya.domain.handover import SETTLE_WAIT_SECONDS, handover
 from papayya.domain.state import RunState
 from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
 from papayya.processruntime import ProcessRuntimePolicy
@@ -43,6 +45,8 @@ Q: Final = queries("workers.sql")
 OUTPUT_TAIL: Final = 4000
 OUTPUT_EVENT_CHARS: Final = 64_000
 REAP_SECONDS: Final = 30.0  # how often leftover containers of finished attempts are removed
+# How often a lost attempt looks again whether its calls in flight at the gateway have settled.
+SETTLE_POLL_SECONDS: Final = 0.2
 # Events after which an attempt's agent must stop.
 STOPPING: Final = frozenset(
     ("CancelRequested", "RunCompleted", "RunFailed", "RunCancelled", "BudgetExceeded",
@@ -82,6 +86,7 @@ class WorkerConfig:
     grace_seconds: float = 10.0
     drain_seconds: float = 30.0
     max_attempts: int = 3
+    settle_wait_seconds: float = SETTLE_WAIT_SECONDS
     burst: bool = False
     block_ms: int = 1000
     limits: Limits = field(default_factory=Limits)
@@ -99,6 +104,7 @@ class WorkerConfig:
             ("grace_seconds", "PAPAYYA_GRACE_SECONDS", float),
             ("drain_seconds", "PAPAYYA_DRAIN_SECONDS", float),
             ("max_attempts", "PAPAYYA_MAX_ATTEMPTS", int),
+            ("settle_wait_seconds", "PAPAYYA_SETTLE_WAIT_SECONDS", float),
         ):
             if env.get(key):
                 try:
@@ -307,6 +313,7 @@ class Worker:
         code: int | None = None
         output = ""
         lines: list[tuple[float, str]] = []
+        recorded = False
         try:
             runtime = self.runtimes.get(deployment.runtime)
             if runtime is None:
@@ -340,9 +347,21 @@ class Worker:
                     output = current.handle.output()
                     lines = current.handle.lines()
             await self._record(current, code, output, lines)
+            recorded = True
         finally:
             self._active.pop(state.run_id, None)
-            await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
+            if recorded:
+                await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
+            else:
+                # The attempt's end is unknown here (the runtime or the store failed): the
+                # lease, no longer renewed, expires and the sweeper recovers the run.
+                await self._abandon(current)
+
+    async def _abandon(self, current: Attempt) -> None:
+        log.warning("run %s: attempt %s is left to the sweeper", current.run_id, current.attempt)
+        if current.handle is not None:
+            with contextlib.suppress(Exception):
+                await current.handle.stop(self.config.grace_seconds)
 
     async def _record(
         self, current: Attempt, code: int | None, output: str, lines: list[tuple[float, str]]
@@ -352,9 +371,14 @@ class Worker:
         tail = output[-OUTPUT_TAIL:]
         max_attempts = self.config.max_attempts
         logged = agent_output(current.attempt, lines)
+        waiting = False
 
         def decide(state: RunState) -> list[ev.RunEvent]:
-            return logged + outcome(state)
+            nonlocal waiting
+            ending = handover(state, outcome(state), datetime.now(UTC),
+                              self.config.settle_wait_seconds)  # fmt: skip
+            waiting = ending is None
+            return [] if ending is None else logged + ending
 
         def outcome(state: RunState) -> list[ev.RunEvent]:
             if state.status != "running" or state.attempt != current.attempt:
@@ -385,7 +409,12 @@ class Worker:
                                    worker=self.name)]  # fmt: skip
 
         with contextlib.suppress(RunNotFound):
+            # The attempt's calls still in flight at the gateway settle (and are recorded)
+            # before the next attempt may start: it is answered from their recording.
             await self.runs.execute(current.run_id, decide)
+            while waiting:
+                await asyncio.sleep(SETTLE_POLL_SECONDS)
+                await self.runs.execute(current.run_id, decide)
 
     # -- relays -------------------------------------------------------------------------
 
@@ -447,7 +476,9 @@ class Worker:
 
         async def current(run_id: str, attempt: int) -> bool:
             row = await self.store.pool.fetchrow(Q["run_attempt"], run_stream(run_id))
-            return row is not None and row["status"] == "running" and row["attempt"] == attempt
+            if row is None:  # not a run of this installation (they may share an engine)
+                return True
+            return bool(row["status"] == "running" and row["attempt"] == attempt)
 
         for runtime in self.runtimes.values():
             reap = getattr(runtime, "reap", None)

@@ -67,6 +67,8 @@ class _Call:
     body: dict[str, Any]
     fingerprint: str
     stream: bool
+    # The run token's attempt (gateway calls): the call belongs to it and to no later one.
+    attempt: int | None = None
     started: float = field(default_factory=time.perf_counter)
     upstream: Upstream | None = None
     ttft_ms: float | None = None
@@ -144,7 +146,7 @@ class Meter:
         stream = bool(body.get("stream"))
         route_key = f"{provider}/{route}"
         fingerprint = llm_fingerprint({**body, "__route": route_key, "__stream": stream})
-        call = _Call(run_id, provider, kind, route, body, fingerprint, stream)
+        call = _Call(run_id, provider, kind, route, body, fingerprint, stream, attempt)
         call.upstream = upstream or self.upstreams[provider]
         try:
             slot = await self.cache.slot(run_id)
@@ -183,7 +185,12 @@ class Meter:
     # -- answered from a recording --------------------------------------------------------
 
     async def _answer(self, slot: RunSlot, call: _Call, recorded: Recorded) -> MeteredResponse:
-        content = await self.store.get_payload(recorded.result_ref) if recorded.result_ref else b""
+        # The replayer has moved past this call: a failed read here would make its retry
+        # diverge and run live, so hold on through a restart of the store.
+        ref = recorded.result_ref
+        content = b""
+        if ref is not None:
+            content = await self.cache.through_outage(lambda: self.store.get_payload(ref))
         if slot.copy_answers:
             await self.cache.append(
                 slot, lambda s: self._step_events(s, call, pv.CallResult(), None, 0, recorded)
@@ -232,8 +239,10 @@ class Meter:
         clamp = call.kind == "messages"
 
         def decide(s: RunState) -> list[ev.RunEvent]:
+            if s.reservation(reservation_id) is not None:
+                return []  # taken by a try whose answer the store lost (a restart)
             admitted.clear()
-            if slot.exceeded is not None:
+            if slot.exceeded is not None or not _current(s, call):
                 return []
             held = s.committed + s.reserved
             r = reserve(prompt, cap, prices, s.budget, held, choices=choices, clamp=clamp)
@@ -253,6 +262,10 @@ class Meter:
             await self.cache.append(slot, decide)
         except BudgetExhausted:
             admitted.clear()
+        if not admitted and not _current(slot.state, call):
+            # The attempt was lost meanwhile: its calls must not run beside the next one's.
+            message = "invalid or expired run token (it works only while its run is running)"
+            return _refusal(call.provider, 401, "authentication_error", message)
         if not admitted:
             await self._exceeded(slot, "the run's budget does not cover this call")
             return _budget_refusal(call.provider)
@@ -417,7 +430,7 @@ class Meter:
                 usage_estimated=estimated,
                 over_reservation=over,
             )
-            if s.status != "running":
+            if s.status != "running" or not _current(s, call):
                 return [settled]
             events = self._step_events(s, call, result, prices, cost, None, refs, error, flags)
             ending = self._after_step(s, events)
@@ -518,6 +531,12 @@ class Meter:
             await self.cache.append(slot, lambda s: [event] if s.status == "running" else [])
         except IllegalTransition:
             pass
+
+
+def _current(state: RunState, call: _Call) -> bool:
+    """Whether ``call`` still belongs to the run's current attempt (always, for the SDK's
+    calls, which have no attempt)."""
+    return call.attempt is None or (state.status == "running" and state.attempt == call.attempt)
 
 
 def _json(content: bytes) -> Any:

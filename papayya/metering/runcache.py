@@ -4,19 +4,28 @@ with a lock so that one process appends to a run one batch at a time."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from eventstore.protocol import EventStore
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.matcher import Replayer
 from papayya.domain.state import RunState
-from papayya.errors import ConcurrencyError
+from papayya.errors import ConcurrencyError, StoreUnavailable
 from papayya.runs import Runs, run_events, run_stream
+
+log = logging.getLogger(__name__)
 
 MAX_RETRIES = 50
 LLM_CALLS = frozenset({"llm"})
+# How long the meter holds a call through an outage of the store (a Postgres restart) rather
+# than lose what it has to record: as long as a call may take at the provider.
+OUTAGE_SECONDS = 600.0
+OUTAGE_BACKOFF_MAX = 1.0
+T = TypeVar("T")
 
 
 class RunSlot:
@@ -82,9 +91,13 @@ class RunCache:
         payloads: Sequence[tuple[bytes, str]] = (),
     ) -> RunState:
         """Decide against the freshest state and append; another process's write in between
-        makes it refresh and decide again."""
+        makes it refresh and decide again. An append the store failed (a restart) is tried
+        again until it commits, for up to ``OUTAGE_SECONDS``: it may hold what a provider was
+        paid for. It may also have committed unseen, so ``decide`` must see its own events in
+        the state it is given and then append nothing."""
         async with slot.lock:
-            for _ in range(MAX_RETRIES):
+            conflicts = 0
+            while conflicts < MAX_RETRIES:
                 events = decide(slot.state)
                 if not events:
                     return slot.state
@@ -92,5 +105,22 @@ class RunCache:
                     slot.state = await self.runs.append(slot.state, events, payloads)
                     return slot.state
                 except ConcurrencyError:
-                    await self.refresh(slot)
+                    conflicts += 1
+                except StoreUnavailable as exc:
+                    log.warning("run %s: append failed, trying again: %s", slot.state.run_id, exc)
+                await self.through_outage(lambda: self.refresh(slot))
         raise ConcurrencyError(f"run {slot.state.run_id} kept changing")
+
+    async def through_outage(self, action: Callable[[], Awaitable[T]]) -> T:
+        """``action()``, tried again while the store is unavailable (``OUTAGE_SECONDS``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OUTAGE_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                return await action()
+            except StoreUnavailable:
+                if loop.time() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, OUTAGE_BACKOFF_MAX)

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import urllib.parse
+import uuid
 from typing import Any
 
 TIMEOUT_SECONDS = 30.0
@@ -36,6 +37,13 @@ class RuntimeClient:
         self._prefix = parts.path.rstrip("/") + "/v1/runtime/"
         self._local = threading.local()
 
+    def close(self) -> None:
+        """Close the calling thread's connection."""
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
     def get(self, path: str) -> Any:
         return self._call("GET", path, None)
 
@@ -44,12 +52,15 @@ class RuntimeClient:
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         """One call, retried while the control plane is unreachable or answers 5xx (a
-        restart of it or of its database), for up to ``RETRY_SECONDS``."""
+        restart of it or of its database), for up to ``RETRY_SECONDS``. Every try carries the
+        same ``Idempotency-Key``: a try whose answer was lost may have been recorded, and the
+        control plane then records its retry no second time."""
         deadline = time.monotonic() + RETRY_SECONDS
         delay = 0.1
+        key = uuid.uuid4().hex if method == "POST" else None
         while True:
             try:
-                return self._once(method, path, body)
+                return self._once(method, path, body, key)
             except RuntimeApiError as exc:
                 if exc.status < 500 or time.monotonic() > deadline:
                     raise
@@ -59,13 +70,15 @@ class RuntimeClient:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def _once(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+    def _once(self, method: str, path: str, body: dict[str, Any] | None, key: str | None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT_SECONDS)
             self._local.conn = conn
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
         try:
             conn.request(method, self._prefix + path, body=data, headers=headers)
             response = conn.getresponse()

@@ -4,6 +4,13 @@ Tool calls and tasks are asked about before they run: a resumed attempt gets the
 answer while its calls match the recording (``Replayer``, one per attempt and kind), and runs
 live from the first mismatch. What ran live is then recorded with ``…/result``.
 
+Every report is tied to the token's attempt: once that attempt is over (lost, or the run
+ended), a report that was still on its way appends nothing, so it can never land in the next
+attempt beside that attempt's own run of the same step. The runtime sends an
+``Idempotency-Key`` with each call and the same one with its retries: a retried report
+(its first answer was lost, or a 5xx came after the append committed) appends nothing again,
+and a retried question gets the answer the first one got, without moving the replayer on.
+
 Where a tool call is recorded: on the run's latest step (usually the ``tool_call`` step of the
 model call that asked for it), as the fold's rules want. A tool called before any step exists
 gets a ``tool_call`` step of its own, labelled with the tool's name, so no call goes unrecorded.
@@ -12,6 +19,7 @@ gets a ``tool_call`` step of its own, labelled with the tool's name, so no call 
 from __future__ import annotations
 
 import asyncio
+import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -21,6 +29,7 @@ import msgspec
 from aiohttp import web
 
 from eventstore.postgres import PostgresEventStore
+from papayya import runtokens
 from papayya.domain import events as ev
 from papayya.domain.bounds import Millis
 from papayya.domain.events import Label, Name
@@ -32,7 +41,7 @@ from papayya.domain.matcher import (
     tool_fingerprint,
 )
 from papayya.domain.state import RunState
-from papayya.errors import Conflict, Unauthorized
+from papayya.errors import Conflict, IdempotencyConflict, InvalidInput, Unauthorized
 from papayya.runs import Runs
 from papayya.sdk.http import CheckpointBody, Message
 from sql import queries
@@ -42,7 +51,14 @@ from web.routes.durable import _stash, _task_events
 
 Q: Final = queries("runtime.sql")
 CACHED_ATTEMPTS: Final = 1024
+CACHED_ANSWERS: Final = 10_000
 ERROR_TEXT: Final = 100_000
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+MAX_KEY_LENGTH: Final = 200
+# Names the events of one report: uuid5(run, attempt, route, key, index).
+REPORTS: Final = uuid.UUID("5b0c6f0e-2d3c-4a59-9f57-3c1f4f3e7a21")
+ONCE: Final = "; a retry with the same Idempotency-Key header is answered as the first try"
+EXPIRED: Final = "invalid or expired run token (it works only while its run is running)"
 
 
 class RuntimeRun(msgspec.Struct):
@@ -112,6 +128,23 @@ class Replayers:
         self.runs = runs
         self._cache: OrderedDict[tuple[str, int, CallKind], Replayer] = OrderedDict()
         self._building: dict[tuple[str, int, CallKind], asyncio.Lock] = {}
+        self._answers: OrderedDict[tuple[str, int, str], Recorded | None] = OrderedDict()
+
+    async def match(
+        self, state: RunState, kind: CallKind, fingerprint: str, key: str | None
+    ) -> Recorded | None:
+        """The replayer's answer; a retried question (same ``key``) gets the first answer
+        again instead of moving the replayer on to the next recorded call."""
+        replayer = await self.get(state, kind)
+        if key is None:
+            return replayer.match(kind, fingerprint)
+        memo = (state.run_id, state.attempt, f"{kind}:{key}")
+        if memo in self._answers:
+            return self._answers[memo]
+        found = self._answers[memo] = replayer.match(kind, fingerprint)
+        while len(self._answers) > CACHED_ANSWERS:
+            self._answers.popitem(last=False)
+        return found
 
     async def get(self, state: RunState, kind: CallKind) -> Replayer:
         key = (state.run_id, state.attempt, kind)
@@ -147,15 +180,61 @@ async def _running(request: web.Request) -> RunState:
     """The token's run, running in the token's attempt; 401 otherwise."""
     run_id = await gateway.running_run(request)
     if run_id is None:
-        raise Unauthorized("invalid or expired run token (it works only while its run is running)")
+        raise Unauthorized(EXPIRED)
     return await request.app[keys.RUNS].load(run_id)
 
 
-async def _append(
-    request: web.Request, state: RunState, build: Callable[[RunState], Sequence[ev.RunEvent]]
+def _key(request: web.Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not (0 < len(key) <= MAX_KEY_LENGTH and key.isprintable()):
+        raise InvalidInput(f"{IDEMPOTENCY_HEADER} must be 1-{MAX_KEY_LENGTH} printable characters")
+    return key
+
+
+def _event_ids(request: web.Request) -> list[uuid.UUID]:
+    """The ids of the events a report appends, the same for each of its retries."""
+    key = _key(request)
+    found = runtokens.verify(request.app[keys.RUN_TOKEN_SECRET], gateway._token(request))
+    if key is None or found is None:
+        return []
+    run_id, attempt = found
+    name = f"{run_id}\n{attempt}\n{request.path}\n{key}"
+    return [uuid.uuid5(REPORTS, f"{name}\n{i}") for i in range(4)]
+
+
+async def _reported(request: web.Request, event_ids: list[uuid.UUID]) -> RunState | None:
+    """The run, if the report with these event ids was appended already."""
+    if not event_ids:
+        return None
+    store = request.app[keys.STORE]
+    row = await store.pool.fetchrow(Q["reported"], event_ids[0])
+    if row is None:
+        return None
+    return await request.app[keys.RUNS].load(row["run_id"])
+
+
+async def _report(
+    request: web.Request, build: Callable[[RunState], Sequence[ev.RunEvent]]
 ) -> RunState:
-    # append_fresh: the gateway's meter appends to the same run; a lost race rebuilds.
-    return await request.app[keys.RUNS].append_fresh(state, build)
+    """Append what ``build`` makes of the run, as the token's attempt, once per report."""
+    event_ids = _event_ids(request)
+    done = await _reported(request, event_ids)
+    if done is not None:
+        return done
+    state = await _running(request)
+    attempt = state.attempt
+
+    def build_current(state: RunState) -> Sequence[ev.RunEvent]:
+        # The attempt may have been lost since _running (a race with the worker or sweeper).
+        if state.status != "running" or state.attempt != attempt:
+            raise Unauthorized(EXPIRED)
+        return build(state)
+
+    try:
+        # append_fresh: the gateway's meter appends to the same run; a lost race rebuilds.
+        return await request.app[keys.RUNS].append_fresh(state, build_current, event_ids)
+    except IdempotencyConflict:  # a retry of this report committed first
+        return await request.app[keys.RUNS].load(state.run_id)
 
 
 async def _resolved(store: PostgresEventStore, found: Recorded) -> Any:
@@ -186,14 +265,14 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 @api.route(
     "POST", "/v1/runtime/tool-calls",
-    "Before running a tool: its recorded outcome if this attempt replays a matching call",
+    "Before running a tool: its recorded outcome if this attempt replays a matching call" + ONCE,
     auth="run_token", body=ToolCallBody, response=Answer, tag="runtime",
 )  # fmt: skip
 async def ask_tool_call(request: web.Request) -> web.Response:
     req = await http.body(request, ToolCallBody)
     print_ = tool_fingerprint(req.tool, req.arguments)
     state = await _running(request)
-    found = (await _replayers(request).get(state, "tool")).match("tool", print_)
+    found = await _replayers(request).match(state, "tool", print_, _key(request))
     if found is None:
         return http.json(Answer(recorded=False))
     output = await _resolved(request.app[keys.STORE], found)
@@ -202,7 +281,7 @@ async def ask_tool_call(request: web.Request) -> web.Response:
 
 @api.route(
     "POST", "/v1/runtime/tool-calls/result",
-    "Record a tool call that ran: its input, output or error, and duration",
+    "Record a tool call that ran: its input, output or error, and duration" + ONCE,
     auth="run_token", body=ToolResultBody, response=Outcome, status=201, tag="runtime",
 )  # fmt: skip
 async def record_tool_call(request: web.Request) -> web.Response:
@@ -211,7 +290,6 @@ async def record_tool_call(request: web.Request) -> web.Response:
     store = request.app[keys.STORE]
     arguments, input_ref = await _stash(store, req.arguments)
     output, output_ref = (None, None) if req.error else await _stash(store, req.output)
-    state = await _running(request)
 
     def build(state: RunState) -> list[ev.RunEvent]:
         own_step = not state.steps
@@ -226,21 +304,21 @@ async def record_tool_call(request: web.Request) -> web.Response:
         started = ev.StepStarted(step_number=n, step_type="tool_call", label=req.tool)
         return [started, call, ev.StepCompleted(step_number=n, duration_ms=req.duration_ms)]
 
-    state = await _append(request, state, build)
+    state = await _report(request, build)
     return http.json(Outcome(state.run_id, state.status), 201)
 
 
 @api.route(
     "POST", "/v1/runtime/tasks",
     "Before running a task (label numbered label#2… on repeats): its recorded result if this "
-    "attempt replays a matching task",
+    "attempt replays a matching task" + ONCE,
     auth="run_token", body=TaskBody, response=Answer, tag="runtime",
 )  # fmt: skip
 async def ask_task(request: web.Request) -> web.Response:
     req = await http.body(request, TaskBody)
     state = await _running(request)
-    found = (await _replayers(request).get(state, "task")).match(
-        "task", task_fingerprint(req.label)
+    found = await _replayers(request).match(
+        state, "task", task_fingerprint(req.label), _key(request)
     )
     if found is None:
         return http.json(Answer(recorded=False))
@@ -250,44 +328,41 @@ async def ask_task(request: web.Request) -> web.Response:
 
 @api.route(
     "POST", "/v1/runtime/tasks/result",
-    "Record a finished task as a checkpoint step (or a failed one, with error)",
+    "Record a finished task as a checkpoint step (or a failed one, with error)" + ONCE,
     auth="run_token", body=CheckpointBody, response=Outcome, status=201, tag="runtime",
 )  # fmt: skip
 async def record_task(request: web.Request) -> web.Response:
     req = await http.body(request, CheckpointBody)
     failed = req.error is not None
     result, ref = (None, None) if failed else await _stash(request.app[keys.STORE], req.result)
-    state = await _running(request)
 
     def build(state: RunState) -> Sequence[ev.RunEvent]:
         return _task_events(state.next_step, req, result, ref)
 
-    state = await _append(request, state, build)
+    state = await _report(request, build)
     return http.json(Outcome(state.run_id, state.status), 201)
 
 
 @api.route(
-    "POST", "/v1/runtime/complete", "The agent returned: the run completes with its output",
+    "POST", "/v1/runtime/complete",
+    "The agent returned: the run completes with its output" + ONCE,
     auth="run_token", body=CompleteBody, response=Outcome, tag="runtime",
 )  # fmt: skip
 async def complete(request: web.Request) -> web.Response:
     req = await http.body(request, CompleteBody)
     output, ref = await _stash(request.app[keys.STORE], req.output)
-    state = await _running(request)
-    state = await _append(
-        request, state, lambda s: [ev.RunCompleted(output=output, output_ref=ref)]
-    )
+    state = await _report(request, lambda s: [ev.RunCompleted(output=output, output_ref=ref)])
     return http.json(Outcome(state.run_id, state.status))
 
 
 @api.route(
     "POST", "/v1/runtime/fail",
-    "The agent raised: an error step with the traceback, then the run fails (agent_error)",
+    "The agent raised: an error step with the traceback, then the run fails (agent_error)"
+    + ONCE,
     auth="run_token", body=FailBody, response=Outcome, tag="runtime",
 )  # fmt: skip
 async def fail(request: web.Request) -> web.Response:
     req = await http.body(request, FailBody)
-    state = await _running(request)
     text = f"{req.message}\n\n{req.traceback}".strip()[:ERROR_TEXT]
 
     def build(state: RunState) -> list[ev.RunEvent]:
@@ -300,5 +375,5 @@ async def fail(request: web.Request) -> web.Response:
             ev.RunFailed(code="agent_error", message=f"{req.error_type}: {req.message}"),
         ]
 
-    state = await _append(request, state, build)
+    state = await _report(request, build)
     return http.json(Outcome(state.run_id, state.status))
