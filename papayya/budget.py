@@ -10,15 +10,12 @@ without downloading a tokenizer; settlement then charges what the provider repor
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import Final
 
 import msgspec
 
-from papayya.domain import events as ev
 from papayya.domain.state import Amount, Budget
-from papayya.domain.state import Reservation as Held
 from papayya.pricing import UnitPrices
 
 # Role and framing tokens a provider adds around each message, generously.
@@ -97,22 +94,6 @@ def exhausted(budget: Budget, committed: Amount) -> str | None:
         if limit is not None and used >= limit:
             return name
     return None
-
-
-def settled_in_full(held: Sequence[Held]) -> list[ev.BudgetSettled]:
-    """Settle reservations whose calls nobody will settle (their gateway or process is gone)
-    at their reserved amounts: the worst case each was admitted with."""
-    return [
-        ev.BudgetSettled(
-            reservation_id=r.reservation_id,
-            actual_micro_usd=r.amount.micro_usd,
-            input_tokens=r.amount.input_tokens,
-            output_tokens=r.amount.output_tokens,
-            stale=True,
-            usage_estimated=True,
-        )
-        for r in held
-    ]
 
 
 def _amount(prompt_tokens: int, cap: int | None, prices: UnitPrices | None, choices: int) -> Amount:

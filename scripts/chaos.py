@@ -150,8 +150,6 @@ class Stack:
             "PAPAYYA_MAX_ATTEMPTS": "100",
             # Scaled down like the lease: the provider here answers within seconds.
             "PAPAYYA_SETTLE_WAIT_SECONDS": "60",
-            # The chaos agent is registered as a module on this machine (a process runtime).
-            "PAPAYYA_PROCESS_RUNTIME": "all",
             "PAPAYYA_AGENT_ENV": "SIDE_EFFECTS",
             "SIDE_EFFECTS": str(self.tmp / "side_effects.txt"),
             "PAPAYYA_PROCESS_RUNTIME": "all",  # the chaos agent is a module on this machine

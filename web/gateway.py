@@ -15,9 +15,10 @@ from aiohttp import web
 
 from papayya import runtokens
 from papayya.database import server_secret
+from papayya.domain.handover import CALL_TIMEOUT_SECONDS
 from papayya.errors import InvalidInput
 from papayya.metering import providers as pv
-from papayya.metering.meter import CALL_TIMEOUT_SECONDS, Meter, MeteredResponse, Upstream
+from papayya.metering.meter import Meter, MeteredResponse, Upstream
 from papayya.metering.ratecards import RateCardCache
 from papayya.pricing import RateCardEntry
 from papayya.runs import run_stream

@@ -24,12 +24,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from eventstore.postgres import PostgresEventStore
-from papayya.budget import exhausted, settled_in_full
+from papayya.budget import exhausted
 from papayya.domain import events as ev
-from papayya.domain.handover import SETTLE_WAIT_SECONDS, handover
+from papayya.domain.handover import (
+    CALL_TIMEOUT_SECONDS,
+    SETTLE_WAIT_SECONDS,
+    handover,
+    settled_in_full,
+)
 from papayya.domain.state import RunState
 from papayya.errors import RunNotFound
-from papayya.metering.meter import CALL_TIMEOUT_SECONDS
 from papayya.runs import Runs
 from sql import queries
 from workers.queue import RunQueue

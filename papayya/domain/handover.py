@@ -16,11 +16,29 @@ from datetime import datetime
 from typing import Final
 
 from papayya.domain import events as ev
-from papayya.domain.state import RunState
+from papayya.domain.state import Reservation, RunState
 
-# The longest a model call can stay in flight at a gateway (its upstream timeout, 600 s): a
-# lost attempt's reservation older than this belongs to a call no gateway still holds.
-SETTLE_WAIT_SECONDS: Final = 600.0
+# The longest a model call may take at the gateway, first byte to last (its upstream timeout).
+# A reservation open for longer belongs to a call no gateway still holds: nobody will settle it.
+CALL_TIMEOUT_SECONDS: Final = 600.0
+# How long a lost attempt waits for its calls in flight before settling them itself.
+SETTLE_WAIT_SECONDS: Final = CALL_TIMEOUT_SECONDS
+
+
+def settled_in_full(held: Sequence[Reservation]) -> list[ev.BudgetSettled]:
+    """Settle reservations whose calls nobody will settle (their gateway or process is gone)
+    at their reserved amounts: the worst case each was admitted with."""
+    return [
+        ev.BudgetSettled(
+            reservation_id=r.reservation_id,
+            actual_micro_usd=r.amount.micro_usd,
+            input_tokens=r.amount.input_tokens,
+            output_tokens=r.amount.output_tokens,
+            stale=True,
+            usage_estimated=True,
+        )
+        for r in held
+    ]
 
 
 def handover(
@@ -35,14 +53,4 @@ def handover(
         # (A reservation of unknown age cannot be waited for: it counts as due.)
         if held.reserved_at is not None and (now - held.reserved_at).total_seconds() < wait:
             return None
-    settled: list[ev.RunEvent] = [
-        ev.BudgetSettled(
-            reservation_id=held.reservation_id,
-            actual_micro_usd=held.amount.micro_usd,
-            input_tokens=held.amount.input_tokens,
-            output_tokens=held.amount.output_tokens,
-            stale=True,
-        )
-        for held in state.reservations
-    ]
-    return [*settled, *events]
+    return [*settled_in_full(state.reservations), *events]

@@ -32,10 +32,6 @@ from papayya.metering.runcache import RunCache, RunSlot
 from papayya.metering.sse import SseSplitter
 from papayya.pricing import RateCardEntry, UnitPrices, prices_for
 
-# The longest a model call may take at the gateway, first byte to last. A reservation open
-# for longer than this (and a margin) belongs to a call nobody will settle: the sweeper
-# settles it at its reserved amount.
-CALL_TIMEOUT_SECONDS: Final = 600.0
 CAPPED_HEADER: Final = "x-papayya-output-capped"
 CALLER_GONE: Final = "the caller went away before the stream ended"
 

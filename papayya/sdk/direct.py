@@ -10,9 +10,9 @@ import aiohttp
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
-from papayya.budget import settled_in_full
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
+from papayya.domain.handover import settled_in_full
 from papayya.domain.matcher import Recorded, recorded_calls
 from papayya.domain.state import RunState
 from papayya.errors import InvalidInput, RunNotFound
