@@ -28,9 +28,11 @@ def test_a_call_in_flight_holds_the_next_attempt_back_until_the_wait_is_over() -
     state = fold([queued(), ev.RunStarted(attempt=1), in_flight()])
     assert handover(state, LOST, AT + timedelta(seconds=59), 60) is None
     settled, lost = handover(state, LOST, AT + timedelta(seconds=60), 60) or []
+    # Settled at the worst case it was admitted with: its usage never arrived.
     assert settled == ev.BudgetSettled(
-        reservation_id="r1", actual_micro_usd=500, input_tokens=20, output_tokens=30, stale=True
-    )
+        reservation_id="r1", actual_micro_usd=500, input_tokens=20, output_tokens=30,
+        stale=True, usage_estimated=True,
+    )  # fmt: skip
     assert lost == LOST[0]
 
 
