@@ -17,9 +17,10 @@ $(STAMP): setup.cfg pyproject.toml
 services: install
 	bash scripts/services.sh
 
-# A single-user machine: every project may run agents as local processes (the server says so).
+# A single-user machine: every project may run agents as local processes (the server says so;
+# PAPAYYA_PROCESS_RUNTIME in the environment wins).
 run: install
-	PAPAYYA_PROCESS_RUNTIME=all $(VENV)/bin/papayya server
+	PAPAYYA_PROCESS_RUNTIME=$${PAPAYYA_PROCESS_RUNTIME:-all} $(VENV)/bin/papayya server
 
 test: install
 	$(PY) -m pytest -q

@@ -1,11 +1,25 @@
 -- Named queries of workers, the sweeper and callbacks (workers/).
 
+-- A claim takes the lease before it starts the attempt (so a worker that dies in between
+-- leaves a lease to expire), but never a lease another claim of the same attempt holds.
 -- name: take_lease
 INSERT INTO run_leases (run_id, attempt, worker, expires_at)
 VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 ON CONFLICT (run_id) DO UPDATE
    SET attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, expires_at = EXCLUDED.expires_at
+ WHERE run_leases.attempt < EXCLUDED.attempt;
+
+-- The claim that started the attempt holds its lease, whichever claim took the row first.
+-- name: hold_lease
+INSERT INTO run_leases (run_id, attempt, worker, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+ON CONFLICT (run_id) DO UPDATE
+   SET attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, expires_at = EXCLUDED.expires_at
  WHERE run_leases.attempt <= EXCLUDED.attempt;
+
+-- A lost claim releases the lease it took for an attempt that nobody started.
+-- name: release_claim
+DELETE FROM run_leases WHERE run_id = $1 AND attempt = $2 AND worker = $3;
 
 -- Renew this worker's leases; the runs it still holds come back.
 -- name: renew_leases

@@ -265,17 +265,27 @@ class Worker:
                 await self._fail_refused(state, policy.refusal(deployment.project_id))
                 return None
             attempt = state.attempt + 1
-            await self.store.pool.execute(
-                Q["take_lease"], run_id, attempt, self.name, self.config.lease_seconds
-            )
+            lease = (run_id, attempt, self.name, self.config.lease_seconds)
+            await self.store.pool.execute(Q["take_lease"], *lease)
             try:
                 started = await self.runs.append(
                     state, [ev.RunStarted(attempt=attempt, worker=self.name)]
                 )
-                return started, deployment
             except (ConcurrencyError, IllegalTransition):
-                await self.store.pool.execute(Q["drop_lease"], run_id, self.name)
+                await self._release_claim(run_id, attempt)
+                continue
+            await self.store.pool.execute(Q["hold_lease"], *lease)
+            return started, deployment
         return None
+
+    async def _release_claim(self, run_id: str, attempt: int) -> None:
+        """After a lost claim: give back the lease taken for ``attempt`` unless another claim
+        (another worker, or a duplicate message in this one) started that attempt, whose
+        lease it is now."""
+        with contextlib.suppress(RunNotFound):
+            if (await self.runs.load(run_id)).attempt >= attempt:
+                return
+        await self.store.pool.execute(Q["release_claim"], run_id, attempt, self.name)
 
     async def _deployment(self, state: RunState) -> Deployment | None:
         version = state.deployment_version
