@@ -15,6 +15,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import Gauge, Histogram
 
+from eventstore.listen import listen_forever
 from eventstore.payloads import check_ref, payload_ref
 from eventstore.subscriptions import Hub, Subscription
 from eventstore.types import (
@@ -481,23 +482,16 @@ class PostgresEventStore:
 
     async def _listen(self) -> None:
         """Keep a LISTEN connection open; if it dies, reconnect while polling carries on."""
-        backoff = 0.1
-        while True:
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self._dsn, server_settings=SERVER_SETTINGS)
-                self._listen_conn = conn
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, lambda *_: self.hub.wake())
-                backoff = 0.1
-                self.hub.wake()  # anything committed while we were not listening
-                await lost.wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("LISTEN connection failed: %s", exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+        assert self._dsn is not None
+
+        async def connected(conn: asyncpg.Connection) -> None:
+            self._listen_conn = conn
+            self.hub.wake()  # anything committed while we were not listening
+
+        await listen_forever(
+            self._dsn, CHANNEL, lambda _: self.hub.wake(), connected,
+            server_settings=SERVER_SETTINGS,
+        )  # fmt: skip
 
     async def listener_backend_pid(self) -> int | None:
         """The LISTEN connection's server pid (tests kill it to prove polling takes over)."""

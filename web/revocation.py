@@ -10,7 +10,6 @@ whether a key with open streams was revoked (one query, only while streams are o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Final
@@ -18,6 +17,7 @@ from typing import Final
 import asyncpg
 from aiohttp import web
 
+from eventstore.listen import listen_forever
 from projections.lru import Lru
 from sql import queries
 
@@ -87,26 +87,11 @@ class KeyWatch:
     async def _listen(self) -> None:
         if self._dsn is None:
             return
-        backoff = 0.1
-        while True:
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self._dsn)
-                try:
-                    conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                    await conn.add_listener(CHANNEL, lambda *args: self.revoke(str(args[-1])))
-                    backoff = 0.1
-                    await self.recheck()  # anything revoked while we were not listening
-                    await lost.wait()
-                finally:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("revocation LISTEN connection failed: %s", exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+
+        async def connected(_conn: asyncpg.Connection) -> None:
+            await self.recheck()  # anything revoked while we were not listening
+
+        await listen_forever(self._dsn, CHANNEL, self.revoke, connected)
 
 
 async def key_watch_ctx(app: web.Application) -> AsyncIterator[None]:
