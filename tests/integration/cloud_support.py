@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shutil
 import signal
 import socket
 import sys
+import tarfile
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -283,3 +285,18 @@ async def _running_cloud(
                 await client.delete(settings.queue_name)
             await client.aclose()
             await runner.cleanup()
+
+
+def bundle_bytes(*members: tuple[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """A tar.gz bundle of ``members`` (name, bytes) and symbolic ``links`` (name: target)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return raw.getvalue()

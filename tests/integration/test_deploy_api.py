@@ -4,8 +4,6 @@ that a refusal stores nothing (no blob, no row, no event)."""
 from __future__ import annotations
 
 import gzip
-import io
-import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Api, running_api
-from tests.integration.cloud_support import running_cloud
+from tests.integration.cloud_support import bundle_bytes, running_cloud
 from tests.integration.test_api_agents import create_agent, db_fetch, new_project
 from web.routes import deploy as deploy_routes
 from workers import bundles
@@ -26,20 +24,6 @@ from papayya import agent
 def hello(task):
     return {"hello": task["name"]}
 """
-
-
-def bundle_bytes(*members: tuple[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
-    return raw.getvalue()
 
 
 GOOD = bundle_bytes(("agent.py", AGENT), ("requirements.txt", b"openai\n"))

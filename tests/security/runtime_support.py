@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from tests.integration.cloud_support import REDIS_URL, TERMINAL, free_port
+from tests.integration.cloud_support import REDIS_URL, TERMINAL, bundle_bytes, free_port
 from web import tenancy
 
 
@@ -51,17 +49,7 @@ async def two_tenants(dsn: str) -> tuple[Tenant, Tenant]:
 
 
 def bundle(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
-    return raw.getvalue()
+    return bundle_bytes(*files.items(), links=links)
 
 
 async def call(
