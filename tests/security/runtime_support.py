@@ -48,6 +48,14 @@ async def two_tenants(dsn: str) -> tuple[Tenant, Tenant]:
     return Tenant(made.project_id, bootstrap_key), Tenant(other.id, other_key.key)
 
 
+async def rows(dsn: str, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(query))
+    finally:
+        await conn.close()
+
+
 def bundle(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
     return bundle_bytes(*files.items(), links=links)
 

@@ -26,13 +26,13 @@ from papayya.domain.state import RunState
 from papayya.fakellm.testing import running_fake_in_thread
 from papayya.processruntime import SETTING, ProcessRuntimePolicy
 from tests.integration.cloud_support import Cloud, agent_workspace, running_cloud
-from tests.integration.test_api_agents import db_fetch
 from tests.security.runtime_support import (
     Tenant,
     bundle,
     call,
     deploy,
     papayya_server,
+    rows,
     server_env,
     two_tenants,
     wait_for_run,
@@ -177,8 +177,8 @@ async def agent_in(http: aiohttp.ClientSession, base: str, tenant: Any, slug: st
 
 
 async def nothing_written(dsn: str, data_dir: Path) -> None:
-    assert await db_fetch(dsn, "SELECT 1 FROM deployments") == []
-    assert await db_fetch(dsn, "SELECT 1 FROM events WHERE category = 'deployment'") == []
+    assert await rows(dsn, "SELECT 1 FROM deployments") == []
+    assert await rows(dsn, "SELECT 1 FROM events WHERE category = 'deployment'") == []
     unpacked = data_dir / "deployments"
     assert not unpacked.exists() or not any(unpacked.iterdir())
 
@@ -244,7 +244,7 @@ async def test_papayya_agents_register_says_which_setting_refused_it(
         out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1, out
     assert b"process runtime is not enabled" in out and SETTING.encode() in out, out
-    assert await db_fetch(dsn, "SELECT 1 FROM deployments") == []
+    assert await rows(dsn, "SELECT 1 FROM deployments") == []
 
 
 @pytest.mark.parametrize(
