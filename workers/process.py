@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from workers import hardening
-from workers.relay import Relay, socket_path
+from workers.relay import Relay, remove_dead, socket_path
 from workers.runtime import Deployment, Launch
 
 log = logging.getLogger(__name__)
@@ -282,6 +282,8 @@ class ProcessRuntime:
         async with self._relaying:
             found = self._relays.get(url)
             if found is None:
+                if not self._relays:
+                    remove_dead(self.data_dir)
                 found = Relay(socket_path(self.data_dir, url), url)
                 await found.start()
                 self._relays[url] = found

@@ -35,12 +35,33 @@ def address(url: str) -> tuple[str, int]:
 
 
 def socket_path(directory: Path, url: str) -> Path:
-    """Where the relay to ``url`` listens: in ``directory`` if the path is short enough."""
+    """Where this worker's relay to ``url`` listens: in ``directory`` if the path is short
+    enough. The name holds the worker's pid: workers that share a data directory each keep
+    their own relay, since a fork server holds on to the socket it was started with, and a
+    worker's relay dies with it."""
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    path = directory.resolve() / f"relay-{digest}.sock"
+    path = directory.resolve() / f"relay-{os.getpid()}-{digest}.sock"
     if len(str(path)) <= MAX_SOCKET_PATH:
         return path
     return Path(tempfile.gettempdir()) / f"papayya-relay-{os.getpid()}-{digest}.sock"
+
+
+def remove_dead(directory: Path) -> None:
+    """Remove the relay sockets of workers that are gone (killed workers never close theirs)."""
+    for path in directory.glob("relay-*-*.sock"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

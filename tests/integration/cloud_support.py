@@ -123,7 +123,14 @@ class Cloud:
             if state.status in statuses:
                 return state
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"run {run_id} is still {state.status} after {timeout}s")
+                history = "\n".join(repr(e) for e in await self.runs.events(run_id))
+                leases = await self.app[keys.STORE].pool.fetch(
+                    "SELECT attempt, worker, expires_at FROM run_leases WHERE run_id = $1", run_id
+                )
+                raise AssertionError(
+                    f"run {run_id} is still {state.status} after {timeout}s; leases "
+                    f"{[dict(r) for r in leases]}; its events:\n{history}"
+                )
             await asyncio.sleep(0.05)
 
     def worker_env(self, **extra: str) -> dict[str, str]:

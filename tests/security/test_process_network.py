@@ -19,6 +19,7 @@ from papayya.runtime.netns import host_sockets, socket_dirs
 from tests.integration.cloud_support import agent_workspace
 from workers.hardening import agent_uid
 from workers.process import ProcessRuntime
+from workers.relay import remove_dead, socket_path
 from workers.runtime import Deployment, Launch
 
 pytestmark = pytest.mark.timeout(120)
@@ -150,3 +151,18 @@ def test_the_host_sockets_are_read_from_proc_net_unix(tmp_path: Path) -> None:
     dirs = socket_dirs(sockets, [str(data)])
     assert str(data / "pg") in dirs and str(data) in dirs and "/elsewhere" not in dirs
     assert dirs.index(str(data)) < dirs.index(str(data / "pg"))  # shallowest first
+
+
+def test_each_worker_relays_through_a_socket_of_its_own(tmp_path: Path) -> None:
+    """Workers sharing a data directory once shared one relay path: a new worker replaced the
+    socket that another's fork servers held, and a killed one left them a dead socket, so
+    every later agent of those fork servers lost the control plane. Seen in
+    ``tests/cloud/test_crash.py`` under load."""
+    mine = socket_path(tmp_path, "http://127.0.0.1:8080")
+    assert mine.name.startswith(f"relay-{os.getpid()}-")
+    dead = tmp_path / "relay-999999999-0123456789ab.sock"  # past any pid_max: no such process
+    live = tmp_path / f"relay-{os.getpid()}-0123456789ab.sock"
+    dead.touch()
+    live.touch()
+    remove_dead(tmp_path)
+    assert not dead.exists() and live.exists()
