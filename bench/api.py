@@ -194,7 +194,7 @@ async def start_server(
     env = {**os.environ, "PAPAYYA_DATABASE_URL": dsn, "PAPAYYA_BOOTSTRAP_API_KEY": key}
     python = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
     proc = subprocess.Popen(  # noqa: ASYNC220  (started once, before anything is measured)
-        [*python, "-m", "papayya.cli", "server", "--port", str(port)],
+        [*python, "-m", "server.cli", "server", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -131,7 +131,7 @@ class Papayya:
 
     def start_server(self) -> None:
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "papayya.cli", "server", "--port", str(self.port),
+            [sys.executable, "-m", "server.cli", "server", "--port", str(self.port),
              "--concurrency", "0"],
             env=self.env, cwd=self.tmp, stdout=subprocess.DEVNULL,
             stderr=(self.tmp / "server.log").open("wb"),
@@ -140,7 +140,7 @@ class Papayya:
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "papayya.cli", "worker", "--runtime", "process",
+            [sys.executable, "-m", "server.cli", "worker", "--runtime", "process",
              "--concurrency", str(self.concurrency)],
             env=self.env, cwd=self.tmp, stdout=log, stderr=log,
         )  # fmt: skip

@@ -71,8 +71,8 @@ from eventstore.postgres import Q as STORE_Q  # noqa: E402
 from papayya import runtokens  # noqa: E402
 from papayya.config import Config  # noqa: E402
 from papayya.domain import events as ev  # noqa: E402
-from papayya.fakellm import FakeConfig  # noqa: E402
-from papayya.fakellm.testing import FakeServer, running_fake  # noqa: E402
+from fakellm import FakeConfig  # noqa: E402
+from fakellm.testing import FakeServer, running_fake  # noqa: E402
 from web import keys  # noqa: E402
 from web.app import init_app  # noqa: E402
 
@@ -804,7 +804,7 @@ async def cprofile(system: System, s: Settings) -> tuple[list[list[str]], list[l
         ("papayya/runs.py", "run_summary"), ("papayya/domain/fold.py", "fold"),
         ("eventstore/postgres.py", "append"), ("eventstore/postgres.py", "put_payload"),
         ("papayya/domain/matcher.py", "llm_fingerprint"),
-        ("papayya/fakellm/openai_chat.py", "chat_completions"),
+        ("fakellm/openai_chat.py", "chat_completions"),
     )  # fmt: skip
     cum_rows = []
     for path, func in wanted:

@@ -159,7 +159,7 @@ class Stack:
         if self.services:  # agents in containers reach the control plane by its socket
             self.env["PAPAYYA_RUNTIME_SOCKET"] = str(self.socket)
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "papayya.cli", "server", "--port", str(self.port),
+            [sys.executable, "-m", "server.cli", "server", "--port", str(self.port),
              "--concurrency", "0"],
             env=self.env, cwd=self.tmp, stdout=subprocess.DEVNULL,
             stderr=(self.tmp / "server.log").open("wb"),
@@ -170,7 +170,7 @@ class Stack:
     def start_worker(self) -> subprocess.Popen[bytes]:
         log_file = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "papayya.cli", "worker", "--runtime", "all",
+            [sys.executable, "-m", "server.cli", "worker", "--runtime", "all",
              "--concurrency", "4"],
             env=self.env, cwd=self.tmp, stdout=log_file, stderr=log_file,
         )  # fmt: skip
@@ -574,8 +574,8 @@ async def check(
 async def main() -> int:
     import aiohttp
 
-    from papayya.fakellm import FakeConfig
-    from papayya.fakellm.testing import running_fake
+    from fakellm import FakeConfig
+    from fakellm.testing import running_fake
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)

@@ -47,7 +47,7 @@ async def test_the_server_prints_a_login_link_that_signs_in(
             "PAPAYYA_DATA_DIR": str(tmp_path / "data"),
         }
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "papayya.cli", "server", "--port", str(port),
+            sys.executable, "-m", "server.cli", "server", "--port", str(port),
             "--concurrency", "0", env=env, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip

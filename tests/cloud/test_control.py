@@ -315,7 +315,7 @@ async def test_papayya_agents_register_then_run(cloud: Cloud) -> None:
 
     async def cli(*args: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "papayya.cli", *args, env=env,
+            sys.executable, "-m", "server.cli", *args, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(process.communicate(), 60)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from papayya.domain import events as ev
-from papayya.fakellm import FakeConfig, Usage
+from fakellm import FakeConfig, Usage
 from tests.integration.cloud_support import Cloud, running_cloud
 from tests.integration.test_runtime import AGENT
 
@@ -48,7 +48,7 @@ async def test_papayya_run_wait_shows_the_run_live(cloud: Cloud) -> None:
     await cloud.register("weather", AGENT)
     env = {**os.environ, "PAPAYYA_BASE_URL": cloud.url, "PAPAYYA_API_KEY": cloud.key}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "papayya.cli", "run", "weather", "--wait",
+        sys.executable, "-m", "server.cli", "run", "weather", "--wait",
         "--input", '{"question": "weather in Rome?"}', env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -23,8 +23,8 @@ from papayya import runtokens
 from papayya.config import Config
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
-from papayya.fakellm import FakeConfig, Usage
-from papayya.fakellm.testing import FakeServer, running_fake
+from fakellm import FakeConfig, Usage
+from fakellm.testing import FakeServer, running_fake
 from papayya.runs import Runs
 from tests.integration.cloud_support import REDIS_URL, TERMINAL, free_port
 from tests.integration.gateway_support import PROVIDER_KEY

@@ -37,7 +37,7 @@ async def papayya_cli(cloud: DockerCloud, *args: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
     env |= {"PAPAYYA_BASE_URL": cloud.url, "PAPAYYA_API_KEY": cloud.key}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "papayya.cli", *args, env=env,
+        sys.executable, "-m", "server.cli", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(process.communicate(), 600)

@@ -20,7 +20,7 @@ async def cli(api: Api, *args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
     env.update(PAPAYYA_BASE_URL=api.url, PAPAYYA_API_KEY=api.key)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "papayya.cli", *args, env=env,
+        sys.executable, "-m", "server.cli", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)

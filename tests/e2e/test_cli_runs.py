@@ -14,7 +14,7 @@ def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
     env["PAPAYYA_DATABASE_URL"] = dsn
     return subprocess.run(
-        [sys.executable, "-m", "papayya.cli", "runs", *args],
+        [sys.executable, "-m", "server.cli", "runs", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -80,7 +80,7 @@ def test_keys_create_prints_a_working_key(dsn: str) -> None:
 
     def keys(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "papayya.cli", "keys", "create", *args],
+            [sys.executable, "-m", "server.cli", "keys", "create", *args],
             capture_output=True, text=True, env=env, timeout=60,
         )  # fmt: skip
 

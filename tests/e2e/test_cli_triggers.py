@@ -21,7 +21,7 @@ async def cli(api: Api, *args: str, **env: str) -> tuple[int, str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
     environment.update(PAPAYYA_BASE_URL=api.url, PAPAYYA_API_KEY=api.key, **env)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "papayya.cli", *args, env=environment,
+        sys.executable, "-m", "server.cli", *args, env=environment,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)

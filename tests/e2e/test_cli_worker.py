@@ -27,7 +27,7 @@ def test_bad_timing_is_refused_before_anything_starts(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
     env |= {"PAPAYYA_DATA_DIR": str(tmp_path / "data"), variable: value}
     done = subprocess.run(
-        [sys.executable, "-m", "papayya.cli", command],
+        [sys.executable, "-m", "server.cli", command],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 def papayya(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "papayya.cli", *args],
+        [sys.executable, "-m", "server.cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -54,7 +54,7 @@ def embedded_server(tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "papayya.cli", "server", "--port", str(port)],
+            [sys.executable, "-m", "server.cli", "server", "--port", str(port)],
             env=env,
             stdout=out,
         )
@@ -120,7 +120,7 @@ def test_dev_fake_llm_serves_the_openai_sdk() -> None:
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "papayya.cli", "dev", "fake-llm", "--port", str(port),
+        [sys.executable, "-m", "server.cli", "dev", "fake-llm", "--port", str(port),
          "--text", "canned"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip

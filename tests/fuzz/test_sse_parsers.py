@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from papayya.apiclient import SseParser
 from papayya.errors import PapayyaError
-from papayya.fakellm import sse as fake_sse
+from fakellm import sse as fake_sse
 from papayya.metering.sse import SseEvent, SseSplitter
 from web import sse as web_sse
 

@@ -26,8 +26,8 @@ import pytest
 
 from papayya.config import Config
 from papayya.domain.state import RunState
-from papayya.fakellm import FakeConfig
-from papayya.fakellm.testing import FakeServer, running_fake
+from fakellm import FakeConfig
+from fakellm.testing import FakeServer, running_fake
 from papayya.processruntime import ProcessRuntimePolicy
 from papayya.runs import Runs
 from tests.integration.gateway_support import PROVIDER_KEY
@@ -155,7 +155,7 @@ class Cloud:
         """A ``papayya worker`` process (SIGKILL it to crash it)."""
         log = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "papayya.cli", "worker", *args,
+            sys.executable, "-m", "server.cli", "worker", *args,
             env=self.worker_env(**env), cwd=self.tmp, stdout=log, stderr=log,
         )  # fmt: skip
         log.close()

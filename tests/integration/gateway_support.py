@@ -15,8 +15,8 @@ import pytest
 from papayya import runtokens
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
-from papayya.fakellm import FakeConfig
-from papayya.fakellm.testing import FakeServer, running_fake
+from fakellm import FakeConfig
+from fakellm.testing import FakeServer, running_fake
 from papayya.runs import Runs
 from tests.conftest import Api, running_api
 from web import keys

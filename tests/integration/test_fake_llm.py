@@ -16,9 +16,9 @@ import anthropic
 import openai
 import pytest
 
-from papayya.fakellm import Errors, Failure, FakeConfig, Latency, Reply, ToolCall, Usage
-from papayya.fakellm.testing import FakeServer, running_fake, running_fake_in_thread
-from papayya.fakellm.turn import example
+from fakellm import Errors, Failure, FakeConfig, Latency, Reply, ToolCall, Usage
+from fakellm.testing import FakeServer, running_fake, running_fake_in_thread
+from fakellm.turn import example
 
 WEATHER_SCHEMA = {
     "type": "object",
@@ -670,7 +670,7 @@ def test_the_module_runs_as_a_server() -> None:
         port = probe.getsockname()[1]
     args = ["--port", str(port), "--config", '{"text": "from the CLI"}']
     process = subprocess.Popen(
-        [sys.executable, "-m", "papayya.fakellm", *args],
+        [sys.executable, "-m", "fakellm", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

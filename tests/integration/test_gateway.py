@@ -9,7 +9,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from papayya.fakellm import FakeConfig, Reply, ToolCall, Usage
+from fakellm import FakeConfig, Reply, ToolCall, Usage
 from papayya.pricing import Tokens, prices_for
 from tests.integration.gateway_support import PROVIDER_KEY, Gateway, running_gateway
 

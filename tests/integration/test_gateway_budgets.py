@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from papayya.domain import events as ev
-from papayya.fakellm import FakeConfig, Latency, Reply, ToolCall, Usage
+from fakellm import FakeConfig, Latency, Reply, ToolCall, Usage
 from tests.integration.gateway_support import Gateway, running_gateway
 
 MODEL = "gpt-4o"

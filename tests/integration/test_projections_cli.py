@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from eventstore import PostgresEventStore
-from papayya.cli_projections import projections
+from server.cli_projections import projections
 from projections import Projections
 from tests.integration.projection_support import append_run, simple_run, snapshot
 
@@ -71,7 +71,7 @@ async def test_cli_reports_an_unmigrated_database_clearly(empty_dsn: str) -> Non
 
 async def test_projector_runs_until_sigterm(store: PostgresEventStore, dsn: str) -> None:
     env = {**os.environ, "PAPAYYA_DATABASE_URL": dsn}
-    code = "from papayya.cli_projections import projector; projector()"
+    code = "from server.cli_projections import projector; projector()"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, env=env, cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from papayya.domain import events as ev
-from papayya.fakellm import FakeConfig, Usage
+from fakellm import FakeConfig, Usage
 from papayya.runs import cancel_events
 from tests.integration.gateway_support import Gateway, running_gateway
 from web import keys

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from papayya import papayya
-from papayya.fakellm import FakeConfig, Usage
-from papayya.fakellm.testing import running_fake
+from fakellm import FakeConfig, Usage
+from fakellm.testing import running_fake
 from papayya.pricing import Tokens, prices_for
 
 MODEL = "gpt-4o"

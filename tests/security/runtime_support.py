@@ -107,7 +107,7 @@ async def papayya_server(env: dict[str, str], work: Path) -> AsyncIterator[Serve
     log = work / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: ASYNC220  (a test's fixture, not a request path)
-            [sys.executable, "-m", "papayya.cli", "server", "--port", str(port),
+            [sys.executable, "-m", "server.cli", "server", "--port", str(port),
              "--concurrency", "1"],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=work,
         )  # fmt: skip

@@ -85,7 +85,7 @@ async def test_the_command_refuses_a_bad_bootstrap_key_before_starting(dsn: str)
     env = {**os.environ, "PAPAYYA_DATABASE_URL": dsn, "PAPAYYA_BOOTSTRAP_API_KEY": "cpk_short"}
     for command in ("api", "server"):
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "papayya.cli", command, "--port", "0",
+            sys.executable, "-m", "server.cli", command, "--port", "0",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(process.communicate(), 60)

@@ -17,7 +17,7 @@ import pytest
 
 from papayya.domain import bounds
 from papayya.domain import events as ev
-from papayya.fakellm import FakeConfig, Reply, Usage
+from fakellm import FakeConfig, Reply, Usage
 from papayya.metering import providers
 from papayya.money import cents_up
 from papayya.sdk.http import CheckpointBody, OpenRunBody

@@ -13,7 +13,7 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
-from papayya.fakellm import FakeConfig, Reply, Usage
+from fakellm import FakeConfig, Reply, Usage
 from tests.integration.gateway_support import Gateway, running_gateway
 from tests.security.budget_support import (
     ASK,

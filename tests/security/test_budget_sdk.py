@@ -9,8 +9,8 @@ import asyncio
 from eventstore import PostgresEventStore
 from papayya import papayya
 from papayya.domain import events as ev
-from papayya.fakellm import FakeConfig, Usage
-from papayya.fakellm.testing import running_fake
+from fakellm import FakeConfig, Usage
+from fakellm.testing import running_fake
 from papayya.runs import Runs
 
 ASK = [{"role": "user", "content": "stream it"}]

@@ -13,8 +13,8 @@ import openai
 import pytest
 
 from papayya.domain import events as ev
-from papayya.fakellm import FakeConfig, Latency, Reply
-from papayya.fakellm.config import Cut
+from fakellm import FakeConfig, Latency, Reply
+from fakellm.config import Cut
 from tests.integration.gateway_support import Gateway, running_gateway
 from tests.security.budget_support import (
     ASK,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from papayya.domain import events as ev
-from papayya.fakellm import FakeConfig
-from papayya.fakellm.config import Latency
+from fakellm import FakeConfig
+from fakellm.config import Latency
 from tests.integration.cloud_support import Cloud, running_cloud
 from tests.security.exactly_once_support import (
     ONE_CALL,

@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from papayya.cli import main as cli
+from server.cli import main as cli
 from papayya.domain.state import RunState
-from papayya.fakellm.testing import running_fake_in_thread
+from fakellm.testing import running_fake_in_thread
 from papayya.processruntime import SETTING, ProcessRuntimePolicy
 from tests.integration.cloud_support import Cloud, agent_workspace, running_cloud
 from tests.security.runtime_support import (
@@ -204,7 +204,7 @@ async def test_a_project_the_setting_does_not_name_gets_403_and_nothing_is_writt
     ):
         await agent_in(http, api.url, b, "bot")
         # A module already on the server, by path or by module name.
-        for entrypoint in (str(module), "papayya.cli", "os"):
+        for entrypoint in (str(module), "server.cli", "os"):
             status, body = await call(
                 http, "POST", f"{api.url}/v1/agents/bot/deployments", b,
                 {"entrypoint": entrypoint},
@@ -237,7 +237,7 @@ async def test_papayya_agents_register_says_which_setting_refused_it(
     async with serving(dsn, monkeypatch, data_dir=tmp_path / "data") as api:  # off: the default
         env = {**os.environ, "PAPAYYA_BASE_URL": api.url, "PAPAYYA_API_KEY": api.key}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "papayya.cli", "agents", "register", str(module),
+            sys.executable, "-m", "server.cli", "agents", "register", str(module),
             "--agent", "bot", env=env, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
@@ -257,7 +257,7 @@ async def test_papayya_agents_register_says_which_setting_refused_it(
         ({"agent.py": AGENT}, {"alias.py": "agent.py"}, "alias.py", "not a file of the bundle"),
         ({"agent.py": AGENT}, {"out.py": "../../../etc/x.py"}, "out.py", "outside the bundle"),
         ({"agent.py": AGENT}, {}, "os", "not a module of the bundle"),
-        ({"agent.py": AGENT}, {}, "papayya.cli", "not a module of the bundle"),
+        ({"agent.py": AGENT}, {}, "server.cli", "not a module of the bundle"),
         ({"pkg/mod.py": AGENT}, {"lib": "pkg"}, "lib.mod", "not a module of the bundle"),
     ],
 )

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from prometheus_client import REGISTRY
 
 from eventstore.types import NewEvent
-from papayya.cli_projections import projections as projections_cli
+from server.cli_projections import projections as projections_cli
 from papayya.domain import events as ev
 from projections.runner import PROJECTION_FAILING, ProjectionRunner
 from projections.service import Projections, refresh_gauges

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from papayya.apiclient import ApiClient
-from papayya.cli_api import follow
+from server.cli_api import follow
 from papayya.errors import Unauthorized
 from tests.conftest import Api
 from tests.security.support import call, serving

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from papayya import runtokens
-from papayya.fakellm import FakeConfig, Usage
+from fakellm import FakeConfig, Usage
 from tests.integration.cloud_support import Cloud, running_cloud
 from tests.integration.gateway_support import PROVIDER_KEY
 from tests.integration.test_runtime import AGENT

@@ -13,7 +13,7 @@ import msgspec
 
 from eventstore.postgres import PostgresEventStore
 from eventstore.types import Filters
-from papayya.cli_api import api_mode, echo_json, follow, parse_input, step_line, with_api
+from server.cli_api import api_mode, echo_json, follow, parse_input, step_line, with_api
 from papayya.config import Config
 from papayya.database import database_url
 from papayya.domain import events as ev

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from papayya.fakellm.errors import ProviderError, provider_of
+from fakellm.errors import ProviderError, provider_of
 
 _OPENAI_BAD_JSON = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from papayya.fakellm.errors import ProviderError
+from fakellm.errors import ProviderError
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from papayya.fakellm.app import create_app
-from papayya.fakellm.config import FakeConfig, Reply
-from papayya.fakellm.state import FAKE, FakeState, FakeStats
+from fakellm.app import create_app
+from fakellm.config import FakeConfig, Reply
+from fakellm.state import FAKE, FakeState, FakeStats
 
 
 @dataclass(frozen=True)

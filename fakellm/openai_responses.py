@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from papayya.fakellm import http, sse
-from papayya.fakellm.prompt import responses_prompt
-from papayya.fakellm.state import FAKE
-from papayya.fakellm.turn import Tokens, Turn, new_id
+from fakellm import http, sse
+from fakellm.prompt import responses_prompt
+from fakellm.state import FAKE
+from fakellm.turn import Tokens, Turn, new_id
 
 routes = web.RouteTableDef()
 

@@ -11,9 +11,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from papayya.fakellm import http
-from papayya.fakellm.config import Reply
-from papayya.fakellm.state import FAKE
+from fakellm import http
+from fakellm.config import Reply
+from fakellm.state import FAKE
 
 routes = web.RouteTableDef()
 

@@ -22,7 +22,7 @@ def fake_llm(host: str, port: int, text: str | None, config_json: str | None) ->
     Point Papayya at it with PAPAYYA_OPENAI_BASE_URL=http://HOST:PORT/v1 and
     PAPAYYA_ANTHROPIC_BASE_URL=http://HOST:PORT. Admin: GET /_fake/stats, POST /_fake/config.
     """
-    from papayya.fakellm import FakeConfig, serve
+    from fakellm import FakeConfig, serve
 
     try:
         config = msgspec.json.decode(config_json, type=FakeConfig) if config_json else FakeConfig()

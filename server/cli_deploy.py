@@ -12,7 +12,7 @@ import aiohttp
 import click
 
 from papayya.apiclient import ApiClient, error_from
-from papayya.cli_api import with_api
+from server.cli_api import with_api
 from papayya.errors import NotFound, PapayyaError
 from workers import bundles
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from papayya.fakellm import http, sse
-from papayya.fakellm.errors import ProviderError, error_body
-from papayya.fakellm.prompt import messages_prompt
-from papayya.fakellm.state import FAKE
-from papayya.fakellm.turn import Tokens, Turn, new_id, prompt_tokens
+from fakellm import http, sse
+from fakellm.errors import ProviderError, error_body
+from fakellm.prompt import messages_prompt
+from fakellm.state import FAKE
+from fakellm.turn import Tokens, Turn, new_id, prompt_tokens
 
 routes = web.RouteTableDef()
 _DELTA_USAGE = (

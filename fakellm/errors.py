@@ -7,8 +7,6 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from papayya.errors import PapayyaError
-
 Provider = Literal["openai", "anthropic"]
 
 # Anthropic names the error kind by status; the SDKs map statuses to exception classes.
@@ -36,7 +34,7 @@ _DEFAULT_MESSAGES = {
 }
 
 
-class ProviderError(PapayyaError):
+class ProviderError(Exception):
     """The fake provider refused the request."""
 
     def __init__(
@@ -53,6 +51,10 @@ class ProviderError(PapayyaError):
         self.openai_code = code if code is not None else _OPENAI_CODES.get(status)
         self.param = param
         self.retry_after = retry_after
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 def provider_of(path: str) -> Provider:

@@ -10,16 +10,16 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from papayya.fakellm import (
+from fakellm import (
     admin,
     anthropic_messages,
     openai_chat,
     openai_embeddings,
     openai_responses,
 )
-from papayya.fakellm.config import FakeConfig
-from papayya.fakellm.errors import Provider, ProviderError, error_response, provider_of, request_id
-from papayya.fakellm.state import FAKE, FakeState, RecordedRequest
+from fakellm.config import FakeConfig
+from fakellm.errors import Provider, ProviderError, error_response, provider_of, request_id
+from fakellm.state import FAKE, FakeState, RecordedRequest
 
 _OPENAI_NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "

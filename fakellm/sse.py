@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from papayya.fakellm.config import Cut
+from fakellm.config import Cut
 
 # An event is (name, data): OpenAI chat sends no name, the Responses API and Anthropic do.
 Event = tuple[str | None, Any]

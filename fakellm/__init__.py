@@ -6,8 +6,8 @@ deterministically (see ``turn.decide``), counts every request, and can be told w
 how many tokens to report, how slowly to answer and when to fail.
 """
 
-from papayya.fakellm.app import create_app
-from papayya.fakellm.config import (
+from fakellm.app import create_app
+from fakellm.config import (
     DEFAULT_TEXT,
     Errors,
     Failure,
@@ -17,8 +17,8 @@ from papayya.fakellm.config import (
     ToolCall,
     Usage,
 )
-from papayya.fakellm.server import serve
-from papayya.fakellm.state import FAKE, FakeState, FakeStats, RecordedRequest
+from fakellm.server import serve
+from fakellm.state import FAKE, FakeState, FakeStats, RecordedRequest
 
 __all__ = [
     "DEFAULT_TEXT",

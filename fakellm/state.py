@@ -11,10 +11,10 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from papayya.fakellm.config import FakeConfig, Reply
-from papayya.fakellm.errors import Provider, ProviderError
-from papayya.fakellm.prompt import Prompt
-from papayya.fakellm.turn import Turn, decide
+from fakellm.config import FakeConfig, Reply
+from fakellm.errors import Provider, ProviderError
+from fakellm.prompt import Prompt
+from fakellm.turn import Turn, decide
 
 
 @dataclass

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import msgspec
 from aiohttp import web
 
-from papayya.fakellm.app import create_app
-from papayya.fakellm.config import FakeConfig
+from fakellm.app import create_app
+from fakellm.config import FakeConfig
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, config: FakeConfig | None = None) -> None:
@@ -23,7 +23,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config: FakeConfig | None =
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m papayya.fakellm",
+        prog="python -m fakellm",
         description="A fake OpenAI and Anthropic API server for tests, benchmarks and demos.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -12,9 +12,9 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from papayya.fakellm.config import Cut, FakeConfig, Reply, ToolCall, Usage
-from papayya.fakellm.errors import ProviderError
-from papayya.fakellm.prompt import Prompt, Tool
+from fakellm.config import Cut, FakeConfig, Reply, ToolCall, Usage
+from fakellm.errors import ProviderError
+from fakellm.prompt import Prompt, Tool
 
 CHARS_PER_TOKEN = 4
 

@@ -8,14 +8,14 @@ import sys
 import click
 
 from papayya import __version__
-from papayya.cli_api import agents, run
-from papayya.cli_deploy import deploy
-from papayya.cli_dev import dev
-from papayya.cli_keys import keys
-from papayya.cli_projections import projections, projector
-from papayya.cli_runs import runs
-from papayya.cli_serve import api, scheduler, server, worker
-from papayya.cli_triggers import schedules, webhooks
+from server.cli_api import agents, run
+from server.cli_deploy import deploy
+from server.cli_dev import dev
+from server.cli_keys import keys
+from server.cli_projections import projections, projector
+from server.cli_runs import runs
+from server.cli_serve import api, scheduler, server, worker
+from server.cli_triggers import schedules, webhooks
 from papayya.config import Config
 from papayya.database import database_url
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from papayya.fakellm import http, sse
-from papayya.fakellm.errors import error_body
-from papayya.fakellm.prompt import chat_prompt
-from papayya.fakellm.state import FAKE
-from papayya.fakellm.turn import Tokens, Turn, new_id
+from fakellm import http, sse
+from fakellm.errors import error_body
+from fakellm.prompt import chat_prompt
+from fakellm.state import FAKE
+from fakellm.turn import Tokens, Turn, new_id
 
 routes = web.RouteTableDef()
 FINGERPRINT = "fp_fakellm"

@@ -12,7 +12,7 @@ import aiohttp
 import click
 
 from papayya.apiclient import ApiClient, error_from
-from papayya.cli_api import echo_json, parse_input, with_api
+from server.cli_api import echo_json, parse_input, with_api
 from papayya.errors import PapayyaError
 from papayya.signing import headers as signed_headers
 from papayya.signing import secret_key

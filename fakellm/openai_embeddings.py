@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from papayya.fakellm import http
-from papayya.fakellm.errors import ProviderError
-from papayya.fakellm.state import FAKE
-from papayya.fakellm.turn import count_tokens
+from fakellm import http
+from fakellm.errors import ProviderError
+from fakellm.state import FAKE
+from fakellm.turn import count_tokens
 
 routes = web.RouteTableDef()
 

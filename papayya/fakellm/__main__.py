@@ -1,3 +1,0 @@
-from papayya.fakellm.server import main
-
-main()
