@@ -25,10 +25,12 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# ruff, mypy --strict, and the layer rule of docs/architecture.md (who may import whom).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) scripts/check_layers.py
 
 # Every benchmark in bench/, one after another, into bench/REPORT.md (BENCH_ARGS=--quick).
 bench: install

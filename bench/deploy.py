@@ -118,8 +118,8 @@ class Bench:
 async def measure(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     from aiohttp import web
 
+    from server.app import init_app
     from web import keys
-    from web.app import init_app
     from workers.docker import DockerRuntime
     from workers.queue import connect
     from workers.runtime import Deployment, Launch

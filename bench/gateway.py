@@ -68,13 +68,13 @@ from eventstore import payloads  # noqa: E402
 from eventstore.migrations import migrate  # noqa: E402
 from eventstore.postgres import SERVER_SETTINGS  # noqa: E402
 from eventstore.postgres import Q as STORE_Q  # noqa: E402
+from fakellm import FakeConfig  # noqa: E402
+from fakellm.testing import FakeServer, running_fake  # noqa: E402
 from papayya import runtokens  # noqa: E402
 from papayya.config import Config  # noqa: E402
 from papayya.domain import events as ev  # noqa: E402
-from fakellm import FakeConfig  # noqa: E402
-from fakellm.testing import FakeServer, running_fake  # noqa: E402
+from server.app import init_app  # noqa: E402
 from web import keys  # noqa: E402
-from web.app import init_app  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 MODEL = "gpt-4o-mini"

@@ -99,7 +99,7 @@ class Server:
         from aiohttp import web
 
         from papayya.config import Config
-        from web.app import init_app
+        from server.app import init_app
 
         os.environ["PAPAYYA_BOOTSTRAP_API_KEY"] = self.key
         app = init_app(Config(database_url=self.dsn), self.dsn)

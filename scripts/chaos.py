@@ -331,7 +331,7 @@ async def deploy_image(load: Load, http: Any, tmp: Path) -> None:
     """The same agent as an image (built, pushed, run in containers): half the load."""
     import aiohttp
 
-    from workers.bundles import collect, make_bundle
+    from papayya.bundles import collect, make_bundle
 
     source = tmp / "image-agent"
     source.mkdir()

@@ -8,6 +8,8 @@ import sys
 import click
 
 from papayya import __version__
+from papayya.config import Config
+from papayya.database import database_url
 from server.cli_api import agents, run
 from server.cli_deploy import deploy
 from server.cli_dev import dev
@@ -16,8 +18,6 @@ from server.cli_projections import projections, projector
 from server.cli_runs import runs
 from server.cli_serve import api, scheduler, server, worker
 from server.cli_triggers import schedules, webhooks
-from papayya.config import Config
-from papayya.database import database_url
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

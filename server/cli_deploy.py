@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import click
 
+from papayya import bundles
 from papayya.apiclient import ApiClient, error_from
-from server.cli_api import with_api
 from papayya.errors import NotFound, PapayyaError
-from workers import bundles
+from server.cli_api import with_api
 
 REQUIREMENTS = "requirements.txt"
 POLL_SECONDS = 1.0

@@ -83,7 +83,7 @@ def _http_limits() -> Limits:
 
 
 def _serve(config: Config, host: str, port: int, what: str, limits: Limits) -> None:
-    from web.app import init_app
+    from server.app import init_app
     from web.listener import serve
 
     dsn = config.database_url

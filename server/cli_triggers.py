@@ -12,11 +12,11 @@ import aiohttp
 import click
 
 from papayya.apiclient import ApiClient, error_from
-from server.cli_api import echo_json, parse_input, with_api
 from papayya.errors import PapayyaError
 from papayya.signing import headers as signed_headers
 from papayya.signing import secret_key
 from papayya.triggers.policy import CATCHUP_POLICIES, OVERLAP_POLICIES
+from server.cli_api import echo_json, parse_input, with_api
 
 SECRET_ENV = "PAPAYYA_WEBHOOK_SECRET"
 

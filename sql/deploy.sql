@@ -1,4 +1,4 @@
--- Named queries of image builds (web/routes/deploy.py).
+-- Named queries of image builds (server/builds.py).
 
 -- Builds nobody is working on: a builder touches its deployment at least every $2 seconds
 -- (log lines, heartbeats), so one left alone for longer lost its builder (a crash, a stop).

@@ -144,7 +144,7 @@ async def running_api(
     from aiohttp import web
 
     from papayya.config import Config
-    from web.app import init_app
+    from server.app import init_app
 
     key = "cpk_test_" + uuid.uuid4().hex
     monkeypatch.setenv("PAPAYYA_BOOTSTRAP_API_KEY", key)

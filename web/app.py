@@ -1,8 +1,9 @@
-"""``init_app(config, dsn)``: the aiohttp application factory."""
+"""``init_app(config, dsn)``: the aiohttp application factory of the API, the gateway and the
+runtime API. The background pieces a server also runs (projectors, scheduler, dispatcher,
+worker, image builds) are wired by the composition root, ``server.app.init_app``."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -14,7 +15,6 @@ from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
 from papayya.errors import ProjectionFailing
 from papayya.runs import Runs
-from projections.service import Projections
 from projections.service import failing as projection_failures
 from web import http, keys, tenancy
 from web.auth import auth_middleware
@@ -91,49 +91,6 @@ async def openapi(request: web.Request) -> web.Response:
     return http.json(api.spec())
 
 
-async def _projectors(app: web.Application) -> AsyncIterator[None]:
-    """The read models (runs list, usage, dashboard) kept up to date in this process; with
-    several servers one leader per projector is elected and the others stand by."""
-    if not app[keys.CONFIG].run_projectors:
-        yield
-        return
-    projections = Projections(app[keys.STORE], app[keys.DSN], poll_interval=0.5)
-    task = asyncio.create_task(projections.run(), name="projectors")
-    yield
-    projections.stop()
-    try:
-        await asyncio.wait_for(task, 10)
-    except (TimeoutError, asyncio.CancelledError):
-        task.cancel()
-
-
-async def _cloud(app: web.Application) -> AsyncIterator[None]:
-    """The dispatcher, sweeper, callbacks and a worker in this process, as configured (they
-    need Redis: ``papayya server`` starts an embedded one when none is configured)."""
-    config = app[keys.CONFIG]
-    if not config.redis_url or not (config.run_dispatcher or config.run_worker):
-        yield
-        return
-    from workers.services import background
-    from workers.worker import WorkerConfig
-
-    worker_config = None
-    if config.run_worker:
-        # The API stops listening before this exits, so agents could not report during a
-        # drain: hand running attempts back to the queue at once (they resume next time).
-        worker_config = WorkerConfig.from_env(
-            control_url=config.control_url or f"http://127.0.0.1:{config.port}",
-            control_socket=config.runtime_socket,
-            concurrency=config.worker_concurrency,
-            drain_seconds=0.0,
-        )
-    async with background(
-        app[keys.STORE], app[keys.DSN], config, config.redis_url,
-        scheduler=config.run_dispatcher, worker=config.run_worker, worker_config=worker_config,
-    ):  # fmt: skip
-        yield
-
-
 def init_app(config: Config, dsn: str) -> web.Application:
     metrics.check_config(config.metrics_token, config.metrics_listen)  # before anything starts
     app = web.Application(
@@ -147,10 +104,7 @@ def init_app(config: Config, dsn: str) -> web.Application:
     app.cleanup_ctx.append(_event_store)
     app.cleanup_ctx.append(key_watch_ctx)  # revoked keys end their streams
     app.cleanup_ctx.append(gateway_ctx)
-    app.cleanup_ctx.append(_projectors)
-    app.cleanup_ctx.append(_cloud)
-    app.cleanup_ctx.append(schedules.scheduler_ctx)  # Config.run_scheduler
-    app.cleanup_ctx.append(deploy.builds_ctx)  # image builds; Config.run_builder
+    app.cleanup_ctx.append(deploy.blobs_ctx)  # uploaded bundles
     app.cleanup_ctx.append(metrics_collector)  # needs the store: after _event_store
     app.cleanup_ctx.append(metrics.listener_ctx)  # PAPAYYA_METRICS_LISTEN
     app.on_shutdown.append(close_event_streams)  # open streams must not hold up a shutdown

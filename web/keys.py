@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aiohttp import web
 
 from eventstore.postgres import PostgresEventStore
+from papayya.blobstore import BlobStore
 from papayya.config import Config
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
@@ -25,6 +28,19 @@ API_KEY_ID = web.RequestKey("api_key_id", str)
 KEY_WATCH = web.AppKey("key_watch", KeyWatch)
 # Where PAPAYYA_METRICS_LISTEN serves /metrics, once it listens (web.routes.metrics).
 METRICS_URL = web.AppKey("metrics_url", str)
+
+
+class ImageBuilds(Protocol):
+    """Builds a ``building`` docker deployment's image in the background. The builder is a
+    worker's tool (``workers.builder``), which web/ must not import: ``server/`` provides one
+    (``server.builds``); an app without one leaves uploads for a server that has one."""
+
+    def submit(self, deployment_id: str) -> None: ...
+
+
+# Uploaded bundles (web.routes.deploy), and who builds their images, if anyone here.
+BLOBS = web.AppKey[BlobStore]("blobs")
+IMAGE_BUILDS = web.AppKey[ImageBuilds]("image_builds")
 
 RATE_CARDS = web.AppKey("rate_cards", RateCardCache)
 RUN_TOKEN_SECRET = web.AppKey("run_token_secret", bytes)

@@ -27,7 +27,7 @@ import aiodocker
 from aiodocker.jsonstream import json_stream_stream
 
 import papayya
-from workers import bundles
+from papayya import bundles
 
 LogSink = Callable[[str], Awaitable[None]]
 DEFAULT_BASE_IMAGE: Final = "papayya/python-base:bookworm"

@@ -20,19 +20,18 @@ import asyncpg
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
-from papayya import signing
+from papayya import signing, urlguard
+from papayya.callbacksecret import project_secret
 from papayya.domain import events as ev
 from papayya.errors import InvalidInput
 from papayya.runs import Runs
 from projections.projector import Envelope, Projector
 from sql import queries
 from web.models import run_out
-from workers import urlguard
 
 log = logging.getLogger(__name__)
 
 Q: Final = queries("workers.sql")
-SECRET_NAME: Final = "callbacks"
 TERMINAL: Final = (ev.RunCompleted, ev.RunFailed, ev.RunCancelled, ev.BudgetExceeded)
 RETRIES: Final = 3
 TIMEOUT_SECONDS: Final = 10.0
@@ -50,21 +49,6 @@ class CallbackOutbox(Projector):
                 recorded = envelope.recorded
                 webhook_id = f"msg_{recorded.event_id.hex}"
                 await conn.execute(Q["owe_callback"], webhook_id, recorded.stream_id)
-
-
-async def project_secret(pool: asyncpg.Pool, project_id: str, rotate: bool = False) -> str:
-    """The project's callback signing secret (``whsec_…``), made on first use."""
-    if rotate:
-        fresh = signing.new_secret()
-        await pool.execute(Q["replace_project_secret"], project_id, SECRET_NAME, fresh.encode())
-        return fresh
-    value = await pool.fetchval(Q["project_secret"], project_id, SECRET_NAME)
-    if value is None:
-        await pool.execute(
-            Q["create_project_secret"], project_id, SECRET_NAME, signing.new_secret().encode()
-        )
-        value = await pool.fetchval(Q["project_secret"], project_id, SECRET_NAME)
-    return bytes(value).decode()
 
 
 class Deliverer:

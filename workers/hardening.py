@@ -24,7 +24,7 @@ from typing import Final
 
 log = logging.getLogger(__name__)
 
-# Read at start-up and needed no more (papayya.config, web.gateway, web.app, workers.blobstore).
+# Read at start-up and needed no more (papayya.config, web.gateway, web.app, papayya.blobstore).
 # Not dropped: what is read later and is no secret (PAPAYYA_*_SECONDS, PAPAYYA_BASE_URL,
 # DOCKER_HOST, PIP_INDEX_URL for the image builder's pip), and PAPAYYA_AGENT_ENV's variables,
 # which the operator passes to agents on purpose.

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from papayya.domain import events as ev
 from fakellm import FakeConfig, Usage
+from papayya.domain import events as ev
 from tests.integration.cloud_support import Cloud, running_cloud
 from tests.integration.test_runtime import AGENT
 

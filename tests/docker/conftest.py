@@ -14,9 +14,9 @@ from pathlib import Path
 import aiodocker
 import pytest
 
+from papayya import bundles
 from tests.conftest import run_sync
 from tests.docker.services import services
-from workers import bundles
 from workers.builder import Builder, BuildSpec
 
 SAMPLE = Path(__file__).parent / "sample_agent"

@@ -19,12 +19,12 @@ import aiodocker
 import aiohttp
 import pytest
 
+from fakellm import FakeConfig, Usage
+from fakellm.testing import FakeServer, running_fake
 from papayya import runtokens
 from papayya.config import Config
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
-from fakellm import FakeConfig, Usage
-from fakellm.testing import FakeServer, running_fake
 from papayya.runs import Runs
 from tests.integration.cloud_support import REDIS_URL, TERMINAL, free_port
 from tests.integration.gateway_support import PROVIDER_KEY
@@ -147,7 +147,7 @@ async def running_docker_cloud(
 ) -> AsyncIterator[DockerCloud]:
     from aiohttp import web
 
-    from web.app import init_app
+    from server.app import init_app
 
     fake_config = FakeConfig(usage=Usage(prompt_tokens=100, completion_tokens=20))
     tmp = short_tmp()

@@ -15,14 +15,14 @@ import aiodocker
 import aiohttp
 import pytest
 
+from papayya import bundles
+from papayya.blobstore import S3BlobStore
 from papayya.domain import events as ev
+from server.builds import BUILDS
 from tests.docker.conftest import SAMPLE
 from tests.docker.support import DockerCloud, running_docker_cloud
 from web import keys
-from web.routes import deploy as deploy_routes
 from web.routes import deployments
-from workers import bundles
-from workers.blobstore import S3BlobStore
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ async def test_a_build_that_lost_its_server_is_taken_over(
 ) -> None:
     """A server died mid-build: its deployment stays `building`, untouched; another server
     claims it once stale, fetches the bundle from S3 and finishes it."""
-    service = cloud.app[deploy_routes.BUILDS]
+    service = cloud.app[BUILDS]
     store = cloud.app[keys.STORE]
     agent = await cloud.agent("orphan-bot")
     bundle = tmp_path / "bundle.tar.gz"

@@ -24,10 +24,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from papayya.config import Config
-from papayya.domain.state import RunState
 from fakellm import FakeConfig
 from fakellm.testing import FakeServer, running_fake
+from papayya.config import Config
+from papayya.domain.state import RunState
 from papayya.processruntime import ProcessRuntimePolicy
 from papayya.runs import Runs
 from tests.integration.gateway_support import PROVIDER_KEY
@@ -229,7 +229,7 @@ async def _running_cloud(
 ) -> AsyncIterator[Cloud]:
     from aiohttp import web
 
-    from web.app import init_app
+    from server.app import init_app
 
     async with running_fake(fake_config) as fake:
         monkeypatch.setenv("PAPAYYA_OPENAI_BASE_URL", fake.openai_base_url)

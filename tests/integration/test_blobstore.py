@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from papayya import blobstore
+from papayya.blobstore import ChecksumMismatch, LocalBlobStore, S3BlobStore
 from papayya.config import Config
 from papayya.errors import NotFound
 from tests.docker.services import SERVICES_ENV, read_env
-from workers import blobstore
-from workers.blobstore import ChecksumMismatch, LocalBlobStore, S3BlobStore
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from papayya import bundles
+from papayya.bundles import InvalidBundle, Limits
 from papayya.errors import PayloadTooLarge
-from workers import bundles
-from workers.bundles import InvalidBundle, Limits
 
 AGENT = "from papayya import agent\n\n@agent\ndef hello():\n    return 'hi'\n"
 

@@ -11,11 +11,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from papayya import bundles
+from server.builds import BuildService
 from tests.conftest import Api, running_api
 from tests.integration.cloud_support import bundle_bytes, running_cloud
 from tests.integration.test_api_agents import create_agent, db_fetch, new_project
 from web.routes import deploy as deploy_routes
-from workers import bundles
 
 AGENT = b"""
 from papayya import agent
@@ -35,7 +36,7 @@ async def api_here(dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     builds are not started (no engine here: tests/docker covers them)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PAPAYYA_S3_BUCKET", raising=False)
-    monkeypatch.setattr(deploy_routes.BuildService, "submit", lambda self, dep_id: None)
+    monkeypatch.setattr(BuildService, "submit", lambda self, dep_id: None)
     async with running_api(dsn, monkeypatch) as running:
         yield running
 

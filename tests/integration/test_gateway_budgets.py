@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 
-from papayya.domain import events as ev
 from fakellm import FakeConfig, Latency, Reply, ToolCall, Usage
+from papayya.domain import events as ev
 from tests.integration.gateway_support import Gateway, running_gateway
 
 MODEL = "gpt-4o"

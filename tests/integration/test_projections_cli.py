@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from eventstore import PostgresEventStore
-from server.cli_projections import projections
 from projections import Projections
+from server.cli_projections import projections
 from tests.integration.projection_support import append_run, simple_run, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,9 @@ import aiohttp
 import msgspec.inspect as mi
 import pytest
 
+from fakellm import FakeConfig, Reply, Usage
 from papayya.domain import bounds
 from papayya.domain import events as ev
-from fakellm import FakeConfig, Reply, Usage
 from papayya.metering import providers
 from papayya.money import cents_up
 from papayya.sdk.http import CheckpointBody, OpenRunBody

@@ -12,9 +12,9 @@ import anthropic
 import openai
 import pytest
 
-from papayya.domain import events as ev
 from fakellm import FakeConfig, Latency, Reply
 from fakellm.config import Cut
+from papayya.domain import events as ev
 from tests.integration.gateway_support import Gateway, running_gateway
 from tests.security.budget_support import (
     ASK,

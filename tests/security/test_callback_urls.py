@@ -17,13 +17,13 @@ from aiohttp import web
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from papayya import urlguard
 from papayya.config import Config
 from papayya.domain import events as ev
 from tests.conftest import Api
 from tests.integration.cloud_support import Cloud, running_cloud
 from tests.security.support import call, receiver, serving
 from web import keys
-from workers import urlguard
 
 pytestmark = pytest.mark.timeout(120)
 

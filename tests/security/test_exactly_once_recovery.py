@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from papayya.domain import events as ev
 from fakellm import FakeConfig
 from fakellm.config import Latency
+from papayya.domain import events as ev
 from tests.integration.cloud_support import Cloud, running_cloud
 from tests.security.exactly_once_support import (
     ONE_CALL,

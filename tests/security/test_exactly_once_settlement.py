@@ -17,10 +17,10 @@ import openai
 import pytest
 
 from eventstore.postgres import _translate_errors
-from papayya.domain import events as ev
-from papayya.errors import StoreUnavailable
 from fakellm import FakeConfig
 from fakellm.config import Latency
+from papayya.domain import events as ev
+from papayya.errors import StoreUnavailable
 from tests.integration.cloud_support import Cloud, running_cloud
 from tests.security.exactly_once_support import (
     ONE_CALL,

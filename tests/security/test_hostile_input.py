@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from papayya import runtokens, signing
+from papayya import bundles, runtokens, signing
 from papayya.domain import events as ev
 from tests.security.listener_support import (
     Listening,
@@ -33,7 +33,6 @@ from tests.security.listener_support import (
 from web import http as web_http
 from web import keys
 from web.openapi import api as spec
-from workers import bundles
 
 pytestmark = pytest.mark.timeout(300)
 

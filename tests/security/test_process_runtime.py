@@ -21,10 +21,10 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from server.cli import main as cli
-from papayya.domain.state import RunState
 from fakellm.testing import running_fake_in_thread
+from papayya.domain.state import RunState
 from papayya.processruntime import SETTING, ProcessRuntimePolicy
+from server.cli import main as cli
 from tests.integration.cloud_support import Cloud, agent_workspace, running_cloud
 from tests.security.runtime_support import (
     Tenant,

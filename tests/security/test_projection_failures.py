@@ -15,10 +15,10 @@ from click.testing import CliRunner, Result
 from prometheus_client import REGISTRY
 
 from eventstore.types import NewEvent
-from server.cli_projections import projections as projections_cli
 from papayya.domain import events as ev
 from projections.runner import PROJECTION_FAILING, ProjectionRunner
 from projections.service import Projections, refresh_gauges
+from server.cli_projections import projections as projections_cli
 from tests.conftest import Api, running_api
 from tests.security.bounds_support import FailingProjector
 from web import keys

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from papayya.apiclient import ApiClient
-from server.cli_api import follow
 from papayya.errors import Unauthorized
+from server.cli_api import follow
 from tests.conftest import Api
 from tests.security.support import call, serving
 from web import keys

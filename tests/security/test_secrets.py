@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from papayya import runtokens
 from fakellm import FakeConfig, Usage
+from papayya import runtokens
 from tests.integration.cloud_support import Cloud, running_cloud
 from tests.integration.gateway_support import PROVIDER_KEY
 from tests.integration.test_runtime import AGENT

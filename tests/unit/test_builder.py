@@ -1,17 +1,14 @@
-"""The image builder's pure parts: wheel platforms, the Dockerfile, names, and the runtime
-files an image carries (standard library only, so any Python image can run them)."""
+"""The image builder's pure parts: wheel platforms, the Dockerfile and names. That the runtime
+files an image carries need only the standard library is the layer rule's
+(tests/unit/test_layers.py)."""
 
 from __future__ import annotations
-
-import ast
-import sys
 
 from workers.builder import (
     Target,
     agent_module,
     dockerfile,
     image_name,
-    runtime_files,
 )
 
 
@@ -42,30 +39,3 @@ def test_the_dockerfile_installs_offline_and_runs_as_a_user() -> None:
     assert text.rstrip().endswith('ENTRYPOINT ["python3", "-m", "papayya.runtime"]')
     plain = dockerfile("base:1", "agent.py", with_requirements=False)
     assert "AS deps" not in plain and "venv" not in plain
-
-
-def test_the_runtime_files_need_nothing_but_the_standard_library() -> None:
-    files = runtime_files()
-    names = {rel.as_posix() for _, rel in files}
-    assert {"__init__.py", "agentapi.py", "runtime/__main__.py", "runtime/main.py"} <= names
-    modules = {"papayya." + n.removesuffix(".py").replace("/", ".") for n in names}
-    modules = {m.removesuffix(".__init__") for m in modules} | {"papayya"}
-    for source, rel in files:
-        tree = ast.parse(source.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                imported = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                imported = [node.module]
-            else:
-                continue
-            for name in imported:
-                top = name.split(".")[0]
-                if top == "papayya":
-                    # The SDK's client is imported lazily by papayya/__init__ and never by
-                    # the runtime: everything else must be copied into the image.
-                    assert name in modules or name == "papayya.sdk", f"{rel} imports {name}"
-                else:
-                    assert top in sys.stdlib_module_names or top == "__future__", (
-                        f"{rel} imports {name}, which is not in the standard library"
-                    )

@@ -6,9 +6,9 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from papayya.callbacksecret import project_secret
 from web import http, keys
 from web.openapi import api
-from workers.callbacks import project_secret
 
 
 class CallbackSecret(msgspec.Struct):

@@ -1,10 +1,11 @@
 """``POST /v1/agents/{id}/deploy``: a bundle in, a deployment out, the image built behind.
 
-The upload is vetted in full (``workers.bundles``) before anything is written: a hostile or
+The upload is vetted in full (``papayya.bundles``) before anything is written: a hostile or
 broken bundle answers 4xx and leaves no blob, row or event behind. An accepted bundle is
-stored by its SHA-256 and its deployment answers ``202`` in status ``building``; the build
-runs in this server (``BuildService``), streams its log into the deployment row and ends it
-``ready`` with the image, or ``failed`` with the reason.
+stored by its SHA-256 (``keys.BLOBS``) and its deployment answers ``202`` in status
+``building``. The image is built behind, by the builder ``server/`` hands this app
+(``keys.IMAGE_BUILDS``, ``server.builds``): it streams its log into the deployment row and
+ends it ``ready`` with the image, or ``failed`` with the reason.
 
 With ``runtime=process`` (no Docker on this machine) the bundle is unpacked under the data
 dir instead and the deployment is ready at once, for this machine's process workers: only for
@@ -14,42 +15,25 @@ projects the operator trusts (``PAPAYYA_PROCESS_RUNTIME``), 403 for the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import logging
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Final, Literal
 
-import aiodocker
 import asyncpg
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from eventstore.postgres import PostgresEventStore
-from papayya.config import Config
+from papayya import blobstore, bundles
 from papayya.domain import events as ev
 from papayya.errors import InvalidInput, PayloadTooLarge
-from sql import queries
 from web import http, keys, tenancy
 from web.openapi import api
 from web.routes import agents, deployments
-from workers import blobstore, bundles
-from workers.builder import Builder, BuildError, BuildSpec
 
-log = logging.getLogger(__name__)
-
-Q: Final = queries("deploy.sql")
-QD: Final = deployments.Q
-REQUIREMENTS: Final = "requirements.txt"
 MAX_FIELD_BYTES: Final = 1000
-MAX_LOG_CHARS: Final = 200_000
-LOG_FLUSH_SECONDS: Final = 0.5
-TOUCH_SECONDS: Final = 20.0
-STALE_SECONDS: Final = 120.0
 LIMITS = bundles.Limits()  # what an uploaded bundle may hold
 Entrypoint = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
@@ -146,7 +130,6 @@ async def read_upload(request: web.Request, work: Path) -> tuple[DeployForm, Pat
 async def deploy(request: web.Request) -> web.Response:
     store = request.app[keys.STORE]
     agent = await agents.find(store.pool, http.project_id(request), http.path_id(request))
-    service = request.app[BUILDS]
     with tempfile.TemporaryDirectory(prefix="papayya-upload-") as tmp:
         form, bundle, sha256 = await read_upload(request, Path(tmp))
         if form.runtime == "process":
@@ -154,208 +137,57 @@ async def deploy(request: web.Request) -> web.Response:
         manifest = await asyncio.to_thread(bundles.inspect_bundle, bundle, LIMITS)
         entrypoint = check_entrypoint(form.entrypoint, manifest)
         if form.runtime == "process":
-            row = await service.unpack(agent, form, entrypoint, bundle, sha256)
+            row = await unpack(request, agent, form, entrypoint, bundle, sha256)
             return http.json(deployments.out(row), 202)  # ready already
         key = f"bundles/{sha256}.tar.gz"
-        if not await service.blobs.exists(key):
-            await service.blobs.put(key, bundle, sha256)
+        blobs = request.app[keys.BLOBS]
+        if not await blobs.exists(key):
+            await blobs.put(key, bundle, sha256)
     created = ev.DeploymentCreated(
         deployment_id=tenancy.new_id("dep"), project_id=agent.project_id, agent_id=agent.id,
         version=1, runtime="docker", entrypoint=entrypoint,
         agent_function=form.agent_function, source=key, bundle_sha256=sha256,
     )  # fmt: skip
     row = await deployments.create(store, agent, created, "building")
-    service.submit(row["deployment_id"])
+    builds = request.app.get(keys.IMAGE_BUILDS)
+    if builds is not None:  # else a server with a builder adopts it once stale
+        builds.submit(row["deployment_id"])
     return http.json(deployments.out(row), 202)
 
 
-class BuildLog:
-    """The build log, appended to the deployment row in batches (and kept bounded)."""
-
-    def __init__(self, pool: asyncpg.Pool, deployment_id: str) -> None:
-        self.pool = pool
-        self.deployment_id = deployment_id
-        self._pending: list[str] = []
-        self._flushed = time.monotonic()
-
-    async def __call__(self, text: str) -> None:
-        self._pending.append(text)
-        if time.monotonic() - self._flushed >= LOG_FLUSH_SECONDS:
-            await self.flush()
-
-    async def flush(self) -> None:
-        self._flushed = time.monotonic()
-        if self._pending:
-            text, self._pending = "".join(self._pending), []
-            await self.pool.execute(QD["append_build_log"], self.deployment_id, text, MAX_LOG_CHARS)
-
-
-class BuildService:
-    """Image builds in the background of this server, a few at a time."""
-
-    def __init__(
-        self, store: PostgresEventStore, config: Config, blobs: blobstore.BlobStore
-    ) -> None:
-        self.store = store
-        self.config = config
-        self.blobs = blobs
-        self._slots = asyncio.Semaphore(1)  # builds are CPU and disk bound: 2 cores here
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._docker: aiodocker.Docker | None = None
-
-    def submit(self, deployment_id: str) -> None:
-        """Build it here, unless builds run elsewhere (their servers adopt it when stale)."""
-        if self.config.run_builder and deployment_id not in self._tasks:
-            task = asyncio.create_task(self._build(deployment_id), name=f"build-{deployment_id}")
-            self._tasks[deployment_id] = task
-            task.add_done_callback(lambda _: self._tasks.pop(deployment_id, None))
-
-    async def wait(self, deployment_id: str) -> None:
-        """Until the build of ``deployment_id`` in this process ends (tests, benchmarks)."""
-        task = self._tasks.get(deployment_id)
-        if task is not None:
-            await asyncio.shield(task)
-
-    async def _build(self, deployment_id: str) -> None:
-        async with self._slots:
-            row = await self.store.pool.fetchrow(Q["build_row"], deployment_id)
-            if row is None or row["status"] != "building":
-                return
-            sink = BuildLog(self.store.pool, deployment_id)
-            touch = asyncio.create_task(self._touch(deployment_id))
-            started = time.monotonic()
-            try:
-                image = await self._image(row, sink)
-            except asyncio.CancelledError:
-                raise  # shutting down: another server (or the next start) takes it over
-            except Exception as exc:
-                message = _reason(exc)
-                log.warning("deployment %s failed: %s", deployment_id, message)
-                await sink(f"error: {message}\n")
-                await sink.flush()
-                await self._finish(deployment_id, None, message)
-                return
-            finally:
-                touch.cancel()
-            await sink(f"built and pushed {image} in {time.monotonic() - started:.1f} s\n")
-            await sink.flush()
-            await self._finish(deployment_id, image, None)
-
-    async def _image(self, row: asyncpg.Record, sink: BuildLog) -> str:
-        with tempfile.TemporaryDirectory(prefix="papayya-bundle-") as tmp:
-            bundle = Path(tmp) / "bundle.tar.gz"
-            await self.blobs.get(row["source"], bundle, row["bundle_sha256"])
-            manifest = await asyncio.to_thread(bundles.inspect_bundle, bundle)
-            spec = BuildSpec(
-                deployment_id=row["deployment_id"], agent=row["slug"], version=row["version"],
-                entrypoint=row["entrypoint"], bundle=bundle,
-                requirements=REQUIREMENTS if REQUIREMENTS in manifest.files else None,
-            )  # fmt: skip
-            return await self.builder().build(spec, sink)
-
-    def builder(self) -> Builder:
-        if self._docker is None:
-            self._docker = aiodocker.Docker()
-        return Builder(
-            self._docker, base_image=self.config.base_image, registry=self.config.registry
-        )
-
-    async def _finish(self, deployment_id: str, image: str | None, error: str | None) -> None:
-        events: list[ev.Event] = (
-            [ev.DeploymentReady(deployment_id=deployment_id, image=image)]
-            if error is None
-            else [ev.DeploymentFailed(deployment_id=deployment_id, error=error)]
-        )
-        await deployments.record(
-            self.store, deployment_id, events, "any", QD["set_status"], deployment_id,
-            "ready" if error is None else "failed", image, error,
-        )  # fmt: skip
-
-    async def _touch(self, deployment_id: str) -> None:
-        while True:
-            await asyncio.sleep(TOUCH_SECONDS)
-            with contextlib.suppress(Exception):
-                await self.store.pool.execute(Q["touch_build"], deployment_id)
-
-    async def adopt_stale(self) -> None:
-        """Take over builds that lost their builder, now and then every minute."""
-        while True:
-            try:
-                await self.adopt_once()
-            except Exception as exc:
-                log.warning("looking for stale builds failed: %s", exc)
-            await asyncio.sleep(60)
-
-    async def adopt_once(self) -> list[str]:
-        rows = await self.store.pool.fetch(Q["claim_stale_builds"], 10, STALE_SECONDS)
-        for row in rows:
-            log.info("resuming the build of deployment %s", row["deployment_id"])
-            self.submit(row["deployment_id"])
-        return [row["deployment_id"] for row in rows]
-
-    async def unpack(
-        self,
-        agent: agents.Agent,
-        form: DeployForm,
-        entrypoint: str,
-        bundle: Path,
-        sha256: str,
-    ) -> asyncpg.Record:
-        """A ``process`` deployment: the bundle unpacked for this machine's workers."""
-        if not entrypoint.endswith(".py"):
-            raise InvalidInput("a process deployment's entrypoint must be a .py file")
-        deployment_id = tenancy.new_id("dep")
-        root = (self.config.data_dir / "deployments").resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        root.chmod(0o711)  # agents (another uid, as root) reach their bundle but list no other
-        target = root / deployment_id
-        await asyncio.to_thread(bundles.extract, bundle, target)
-        created = ev.DeploymentCreated(
-            deployment_id=deployment_id, project_id=agent.project_id, agent_id=agent.id,
-            version=1, runtime="process", entrypoint=str(target / entrypoint),
-            agent_function=form.agent_function, source=str(target), bundle_sha256=sha256,
-        )  # fmt: skip
-        try:
-            return await deployments.create(self.store, agent, created, "ready")
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
-            raise
-
-    async def close(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-        for task in list(self._tasks.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._docker is not None:
-            await self._docker.close()
-        await self.blobs.close()
+async def unpack(
+    request: web.Request,
+    agent: agents.Agent,
+    form: DeployForm,
+    entrypoint: str,
+    bundle: Path,
+    sha256: str,
+) -> asyncpg.Record:
+    """A ``process`` deployment: the bundle unpacked for this machine's workers."""
+    if not entrypoint.endswith(".py"):
+        raise InvalidInput("a process deployment's entrypoint must be a .py file")
+    deployment_id = tenancy.new_id("dep")
+    root = (request.app[keys.CONFIG].data_dir / "deployments").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o711)  # agents (another uid, as root) reach their bundle but list no other
+    target = root / deployment_id
+    await asyncio.to_thread(bundles.extract, bundle, target)
+    created = ev.DeploymentCreated(
+        deployment_id=deployment_id, project_id=agent.project_id, agent_id=agent.id,
+        version=1, runtime="process", entrypoint=str(target / entrypoint),
+        agent_function=form.agent_function, source=str(target), bundle_sha256=sha256,
+    )  # fmt: skip
+    try:
+        return await deployments.create(request.app[keys.STORE], agent, created, "ready")
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, BuildError | bundles.InvalidBundle):
-        return str(exc)
-    if isinstance(exc, aiodocker.DockerError):
-        return f"docker: {exc.message}"
-    if isinstance(exc, OSError) and "docker.sock" in str(exc):
-        return f"the Docker engine is not reachable: {exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-BUILDS: Final = web.AppKey("builds", BuildService)
-
-
-async def builds_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The build service of this server (after the event store in ``cleanup_ctx``)."""
-    config = app[keys.CONFIG]
-    service = BuildService(app[keys.STORE], config, blobstore.from_config(config))
-    app[BUILDS] = service
-    adopting = None
-    if config.run_builder:
-        adopting = asyncio.create_task(service.adopt_stale(), name="adopt-stale-builds")
+async def blobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Where uploaded bundles are kept (``keys.BLOBS``): S3 when configured, else under the
+    data dir. The builder reads them back from here."""
+    blobs = blobstore.from_config(app[keys.CONFIG])
+    app[keys.BLOBS] = blobs
     yield
-    if adopting is not None:
-        adopting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await adopting
-    await service.close()
+    await blobs.close()

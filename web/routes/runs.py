@@ -18,6 +18,7 @@ from msgspec import UNSET, UnsetType
 
 from eventstore.postgres import PostgresEventStore
 from eventstore.types import prepare
+from papayya import urlguard
 from papayya.domain import bounds
 from papayya.domain import events as ev
 from papayya.domain.fold import fold, state_at
@@ -31,7 +32,6 @@ from web.models import RunOut, StepOut, run_out, run_out_from_summary, step_out
 from web.openapi import api
 from web.routes import agents
 from web.routes.agents import MaxSteps, Model, Tokens
-from workers import urlguard
 
 Q: Final = queries("api.sql")
 STATUSES: Final = frozenset(get_args(RunStatus))

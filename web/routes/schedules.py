@@ -1,5 +1,5 @@
 """Cron schedules over HTTP, and the glue that lets the scheduler queue their runs the way
-``POST /v1/runs`` does (``start_scheduled_run``, ``scheduler_ctx``).
+``POST /v1/runs`` does (``start_scheduled_run``, ``running_scheduler``).
 
 Times are UTC, except ``next_fire_times``, which are in the schedule's timezone (with its
 offset), so that DST changes show.
@@ -377,12 +377,3 @@ async def running_scheduler(
             await asyncio.wait_for(task, 10)
         except (TimeoutError, asyncio.CancelledError):
             task.cancel()
-
-
-async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The cron scheduler inside the server (``Config.run_scheduler``)."""
-    if not app[keys.CONFIG].run_scheduler:
-        yield
-        return
-    async with running_scheduler(app[keys.STORE]):
-        yield

@@ -1,0 +1,86 @@
+"""``init_app(config, dsn)``: the whole server as one aiohttp application.
+
+``web.app.init_app`` serves the API, the gateway and the runtime API; this adds the
+background pieces a process runs beside them, each in a ``cleanup_ctx`` of its own and each
+switched by its ``Config`` flag: the projectors (``run_projectors``), the dispatcher, sweeper
+and callbacks (``run_dispatcher``) and a worker (``run_worker``), both only with Redis, the
+cron scheduler (``run_scheduler``) and the image builder (``run_builder``). They live here,
+not in ``web/``, because they need ``workers/``, which ``web/`` must not import
+(docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from papayya.config import Config
+from projections.service import Projections
+from server.builds import builds_ctx
+from web import app as web_app
+from web import keys
+from web.routes.schedules import running_scheduler
+from workers.services import background
+from workers.worker import WorkerConfig
+
+
+def init_app(config: Config, dsn: str) -> web.Application:
+    """``web.app.init_app`` and the background services ``config`` asks for. They start after
+    the web app's contexts (whose event store they use) and stop before them."""
+    app = web_app.init_app(config, dsn)
+    app.cleanup_ctx.append(projectors_ctx)
+    app.cleanup_ctx.append(cloud_ctx)
+    app.cleanup_ctx.append(scheduler_ctx)
+    app.cleanup_ctx.append(builds_ctx)
+    return app
+
+
+async def projectors_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The read models (runs list, usage, dashboard) kept up to date in this process; with
+    several servers one leader per projector is elected and the others stand by."""
+    if not app[keys.CONFIG].run_projectors:
+        yield
+        return
+    projections = Projections(app[keys.STORE], app[keys.DSN], poll_interval=0.5)
+    task = asyncio.create_task(projections.run(), name="projectors")
+    yield
+    projections.stop()
+    try:
+        await asyncio.wait_for(task, 10)
+    except (TimeoutError, asyncio.CancelledError):
+        task.cancel()
+
+
+async def cloud_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The dispatcher, sweeper, callbacks and a worker in this process, as configured (they
+    need Redis: ``papayya server`` starts an embedded one when none is configured)."""
+    config = app[keys.CONFIG]
+    if not config.redis_url or not (config.run_dispatcher or config.run_worker):
+        yield
+        return
+    worker_config = None
+    if config.run_worker:
+        # The API stops listening before this exits, so agents could not report during a
+        # drain: hand running attempts back to the queue at once (they resume next time).
+        worker_config = WorkerConfig.from_env(
+            control_url=config.control_url or f"http://127.0.0.1:{config.port}",
+            control_socket=config.runtime_socket,
+            concurrency=config.worker_concurrency,
+            drain_seconds=0.0,
+        )
+    async with background(
+        app[keys.STORE], app[keys.DSN], config, config.redis_url,
+        scheduler=config.run_dispatcher, worker=config.run_worker, worker_config=worker_config,
+    ):  # fmt: skip
+        yield
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The cron scheduler inside the server (``Config.run_scheduler``)."""
+    if not app[keys.CONFIG].run_scheduler:
+        yield
+        return
+    async with running_scheduler(app[keys.STORE]):
+        yield
