@@ -23,10 +23,10 @@ from eventstore.postgres import PostgresEventStore
 from papayya import signing
 from papayya.domain import events as ev
 from papayya.errors import InvalidInput
+from papayya.models import run_out
 from papayya.runs import Runs
 from projections.projector import Envelope, Projector
 from sql import queries
-from web.models import run_out
 from workers import urlguard
 
 log = logging.getLogger(__name__)
