@@ -16,7 +16,7 @@ from papayya.errors import ProjectionFailing
 from papayya.runs import Runs
 from projections.service import Projections
 from projections.service import failing as projection_failures
-from web import http, keys, tenancy
+from web import http, keys, readmodels, tenancy
 from web.auth import auth_middleware
 from web.gateway import gateway_ctx
 from web.metrics import collector as metrics_collector
@@ -56,6 +56,7 @@ async def _event_store(app: web.Application) -> AsyncIterator[None]:
     store = await PostgresEventStore.connect(app[keys.DSN])
     app[keys.STORE] = store
     app[keys.RUNS] = Runs(store)
+    readmodels.install(app, store)
     try:
         created = await tenancy.bootstrap(store.pool, bootstrap_key)
     except BaseException:

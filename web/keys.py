@@ -8,6 +8,8 @@ from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
+from papayya.readmodels.projects import Projects
+from papayya.readmodels.secrets import Secrets
 from papayya.runs import Runs
 from web.ratelimit import AuthLimiter
 from web.revocation import KeyWatch
@@ -16,6 +18,9 @@ CONFIG = web.AppKey("config", Config)
 DSN = web.AppKey("dsn", str)
 STORE = web.AppKey("store", PostgresEventStore)
 RUNS = web.AppKey("runs", Runs)
+# The read-model repositories (web.readmodels.install, alongside the store).
+PROJECTS = web.AppKey("projects", Projects)
+SECRETS = web.AppKey("secrets", Secrets)
 # Failed API-key checks per remote address (web.auth).
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)
 

@@ -1,0 +1,16 @@
+"""The read-model repositories of the app, made once alongside the event store."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from eventstore.postgres import PostgresEventStore
+from papayya.readmodels.projects import Projects
+from papayya.readmodels.secrets import Secrets
+from web import keys
+
+
+def install(app: web.Application, store: PostgresEventStore) -> None:
+    """Put every repository under its ``AppKey``; they share the store's pool."""
+    app[keys.PROJECTS] = Projects(store)
+    app[keys.SECRETS] = Secrets(store)
