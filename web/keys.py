@@ -8,6 +8,7 @@ from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
+from papayya.readmodels.agents import Agents
 from papayya.readmodels.projects import Projects
 from papayya.readmodels.secrets import Secrets
 from papayya.runs import Runs
@@ -20,6 +21,7 @@ STORE = web.AppKey("store", PostgresEventStore)
 RUNS = web.AppKey("runs", Runs)
 # The read-model repositories (web.readmodels.install, alongside the store).
 PROJECTS = web.AppKey("projects", Projects)
+AGENTS = web.AppKey("agents", Agents)
 SECRETS = web.AppKey("secrets", Secrets)
 # Failed API-key checks per remote address (web.auth).
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)

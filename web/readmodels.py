@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from eventstore.postgres import PostgresEventStore
+from papayya.readmodels.agents import Agents
 from papayya.readmodels.projects import Projects
 from papayya.readmodels.secrets import Secrets
 from web import keys
@@ -13,4 +14,5 @@ from web import keys
 def install(app: web.Application, store: PostgresEventStore) -> None:
     """Put every repository under its ``AppKey``; they share the store's pool."""
     app[keys.PROJECTS] = Projects(store)
+    app[keys.AGENTS] = Agents(store)
     app[keys.SECRETS] = Secrets(store)
