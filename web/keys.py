@@ -9,6 +9,7 @@ from papayya.config import Config
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
 from papayya.readmodels.agents import Agents
+from papayya.readmodels.deployments import Deployments
 from papayya.readmodels.projects import Projects
 from papayya.readmodels.secrets import Secrets
 from papayya.runs import Runs
@@ -22,6 +23,7 @@ RUNS = web.AppKey("runs", Runs)
 # The read-model repositories (web.readmodels.install, alongside the store).
 PROJECTS = web.AppKey("projects", Projects)
 AGENTS = web.AppKey("agents", Agents)
+DEPLOYMENTS = web.AppKey("deployments", Deployments)
 SECRETS = web.AppKey("secrets", Secrets)
 # Failed API-key checks per remote address (web.auth).
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from eventstore.postgres import PostgresEventStore
 from papayya.readmodels.agents import Agents
+from papayya.readmodels.deployments import Deployments
 from papayya.readmodels.projects import Projects
 from papayya.readmodels.secrets import Secrets
 from web import keys
@@ -15,4 +16,5 @@ def install(app: web.Application, store: PostgresEventStore) -> None:
     """Put every repository under its ``AppKey``; they share the store's pool."""
     app[keys.PROJECTS] = Projects(store)
     app[keys.AGENTS] = Agents(store)
+    app[keys.DEPLOYMENTS] = Deployments(store)
     app[keys.SECRETS] = Secrets(store)

@@ -25,25 +25,23 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Final, Literal
 
 import aiodocker
-import asyncpg
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
 from papayya.domain import events as ev
 from papayya.errors import InvalidInput, PayloadTooLarge
-from sql import queries
-from web import http, keys, tenancy
+from papayya.readmodels.agents import Agent
+from papayya.readmodels.deployments import Deployment, Deployments
+from papayya.readmodels.projects import new_id
+from web import http, keys
 from web.openapi import api
-from web.routes import agents, deployments
+from web.routes import deployments
 from workers import blobstore, bundles
 from workers.builder import Builder, BuildError, BuildSpec
 
 log = logging.getLogger(__name__)
 
-Q: Final = queries("deploy.sql")
-QD: Final = deployments.Q
 REQUIREMENTS: Final = "requirements.txt"
 MAX_FIELD_BYTES: Final = 1000
 MAX_LOG_CHARS: Final = 200_000
@@ -144,8 +142,7 @@ async def read_upload(request: web.Request, work: Path) -> tuple[DeployForm, Pat
     errors=((403, deployments.FORBIDDEN),),
 )  # fmt: skip
 async def deploy(request: web.Request) -> web.Response:
-    store = request.app[keys.STORE]
-    agent = await agents.find(store.pool, http.project_id(request), http.path_id(request))
+    agent = await request.app[keys.AGENTS].find(http.project_id(request), http.path_id(request))
     service = request.app[BUILDS]
     with tempfile.TemporaryDirectory(prefix="papayya-upload-") as tmp:
         form, bundle, sha256 = await read_upload(request, Path(tmp))
@@ -154,26 +151,26 @@ async def deploy(request: web.Request) -> web.Response:
         manifest = await asyncio.to_thread(bundles.inspect_bundle, bundle, LIMITS)
         entrypoint = check_entrypoint(form.entrypoint, manifest)
         if form.runtime == "process":
-            row = await service.unpack(agent, form, entrypoint, bundle, sha256)
-            return http.json(deployments.out(row), 202)  # ready already
+            made = await service.unpack(agent, form, entrypoint, bundle, sha256)
+            return http.json(made.out(), 202)  # ready already
         key = f"bundles/{sha256}.tar.gz"
         if not await service.blobs.exists(key):
             await service.blobs.put(key, bundle, sha256)
     created = ev.DeploymentCreated(
-        deployment_id=tenancy.new_id("dep"), project_id=agent.project_id, agent_id=agent.id,
+        deployment_id=new_id("dep"), project_id=agent.project_id, agent_id=agent.id,
         version=1, runtime="docker", entrypoint=entrypoint,
         agent_function=form.agent_function, source=key, bundle_sha256=sha256,
     )  # fmt: skip
-    row = await deployments.create(store, agent, created, "building")
-    service.submit(row["deployment_id"])
-    return http.json(deployments.out(row), 202)
+    made = await service.deployments.create(agent.project_id, agent.id, created, "building")
+    service.submit(made.deployment_id)
+    return http.json(made.out(), 202)
 
 
 class BuildLog:
     """The build log, appended to the deployment row in batches (and kept bounded)."""
 
-    def __init__(self, pool: asyncpg.Pool, deployment_id: str) -> None:
-        self.pool = pool
+    def __init__(self, deployments: Deployments, deployment_id: str) -> None:
+        self.deployments = deployments
         self.deployment_id = deployment_id
         self._pending: list[str] = []
         self._flushed = time.monotonic()
@@ -187,16 +184,16 @@ class BuildLog:
         self._flushed = time.monotonic()
         if self._pending:
             text, self._pending = "".join(self._pending), []
-            await self.pool.execute(QD["append_build_log"], self.deployment_id, text, MAX_LOG_CHARS)
+            await self.deployments.append_build_log(self.deployment_id, text, MAX_LOG_CHARS)
 
 
 class BuildService:
     """Image builds in the background of this server, a few at a time."""
 
     def __init__(
-        self, store: PostgresEventStore, config: Config, blobs: blobstore.BlobStore
+        self, deployments: Deployments, config: Config, blobs: blobstore.BlobStore
     ) -> None:
-        self.store = store
+        self.deployments = deployments
         self.config = config
         self.blobs = blobs
         self._slots = asyncio.Semaphore(1)  # builds are CPU and disk bound: 2 cores here
@@ -218,10 +215,10 @@ class BuildService:
 
     async def _build(self, deployment_id: str) -> None:
         async with self._slots:
-            row = await self.store.pool.fetchrow(Q["build_row"], deployment_id)
-            if row is None or row["status"] != "building":
+            row = await self.deployments.build(deployment_id)
+            if row is None or row.status != "building":
                 return
-            sink = BuildLog(self.store.pool, deployment_id)
+            sink = BuildLog(self.deployments, deployment_id)
             touch = asyncio.create_task(self._touch(deployment_id))
             started = time.monotonic()
             try:
@@ -241,14 +238,16 @@ class BuildService:
             await sink.flush()
             await self._finish(deployment_id, image, None)
 
-    async def _image(self, row: asyncpg.Record, sink: BuildLog) -> str:
+    async def _image(self, row: Deployment, sink: BuildLog) -> str:
+        # An image build's row: its bundle and its agent are known.
+        assert row.source is not None and row.bundle_sha256 is not None and row.slug is not None
         with tempfile.TemporaryDirectory(prefix="papayya-bundle-") as tmp:
             bundle = Path(tmp) / "bundle.tar.gz"
-            await self.blobs.get(row["source"], bundle, row["bundle_sha256"])
+            await self.blobs.get(row.source, bundle, row.bundle_sha256)
             manifest = await asyncio.to_thread(bundles.inspect_bundle, bundle)
             spec = BuildSpec(
-                deployment_id=row["deployment_id"], agent=row["slug"], version=row["version"],
-                entrypoint=row["entrypoint"], bundle=bundle,
+                deployment_id=row.deployment_id, agent=row.slug, version=row.version,
+                entrypoint=row.entrypoint, bundle=bundle,
                 requirements=REQUIREMENTS if REQUIREMENTS in manifest.files else None,
             )  # fmt: skip
             return await self.builder().build(spec, sink)
@@ -261,21 +260,13 @@ class BuildService:
         )
 
     async def _finish(self, deployment_id: str, image: str | None, error: str | None) -> None:
-        events: list[ev.Event] = (
-            [ev.DeploymentReady(deployment_id=deployment_id, image=image)]
-            if error is None
-            else [ev.DeploymentFailed(deployment_id=deployment_id, error=error)]
-        )
-        await deployments.record(
-            self.store, deployment_id, events, "any", QD["set_status"], deployment_id,
-            "ready" if error is None else "failed", image, error,
-        )  # fmt: skip
+        await self.deployments.finish(deployment_id, image, error)
 
     async def _touch(self, deployment_id: str) -> None:
         while True:
             await asyncio.sleep(TOUCH_SECONDS)
             with contextlib.suppress(Exception):
-                await self.store.pool.execute(Q["touch_build"], deployment_id)
+                await self.deployments.touch_build(deployment_id)
 
     async def adopt_stale(self) -> None:
         """Take over builds that lost their builder, now and then every minute."""
@@ -287,24 +278,24 @@ class BuildService:
             await asyncio.sleep(60)
 
     async def adopt_once(self) -> list[str]:
-        rows = await self.store.pool.fetch(Q["claim_stale_builds"], 10, STALE_SECONDS)
-        for row in rows:
-            log.info("resuming the build of deployment %s", row["deployment_id"])
-            self.submit(row["deployment_id"])
-        return [row["deployment_id"] for row in rows]
+        claimed = await self.deployments.claim_stale(10, STALE_SECONDS)
+        for deployment_id in claimed:
+            log.info("resuming the build of deployment %s", deployment_id)
+            self.submit(deployment_id)
+        return claimed
 
     async def unpack(
         self,
-        agent: agents.Agent,
+        agent: Agent,
         form: DeployForm,
         entrypoint: str,
         bundle: Path,
         sha256: str,
-    ) -> asyncpg.Record:
+    ) -> Deployment:
         """A ``process`` deployment: the bundle unpacked for this machine's workers."""
         if not entrypoint.endswith(".py"):
             raise InvalidInput("a process deployment's entrypoint must be a .py file")
-        deployment_id = tenancy.new_id("dep")
+        deployment_id = new_id("dep")
         root = (self.config.data_dir / "deployments").resolve()
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o711)  # agents (another uid, as root) reach their bundle but list no other
@@ -316,7 +307,7 @@ class BuildService:
             agent_function=form.agent_function, source=str(target), bundle_sha256=sha256,
         )  # fmt: skip
         try:
-            return await deployments.create(self.store, agent, created, "ready")
+            return await self.deployments.create(agent.project_id, agent.id, created, "ready")
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -348,7 +339,7 @@ BUILDS: Final = web.AppKey("builds", BuildService)
 async def builds_ctx(app: web.Application) -> AsyncIterator[None]:
     """The build service of this server (after the event store in ``cleanup_ctx``)."""
     config = app[keys.CONFIG]
-    service = BuildService(app[keys.STORE], config, blobstore.from_config(config))
+    service = BuildService(app[keys.DEPLOYMENTS], config, blobstore.from_config(config))
     app[BUILDS] = service
     adopting = None
     if config.run_builder:
