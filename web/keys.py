@@ -11,6 +11,7 @@ from papayya.metering.ratecards import RateCardCache
 from papayya.readmodels.agents import Agents
 from papayya.readmodels.deployments import Deployments
 from papayya.readmodels.projects import Projects
+from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
 from papayya.runs import Runs
 from web.ratelimit import AuthLimiter
@@ -24,6 +25,7 @@ RUNS = web.AppKey("runs", Runs)
 PROJECTS = web.AppKey("projects", Projects)
 AGENTS = web.AppKey("agents", Agents)
 DEPLOYMENTS = web.AppKey("deployments", Deployments)
+SCHEDULES = web.AppKey("schedules", Schedules)
 SECRETS = web.AppKey("secrets", Secrets)
 # Failed API-key checks per remote address (web.auth).
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)

@@ -8,6 +8,7 @@ from eventstore.postgres import PostgresEventStore
 from papayya.readmodels.agents import Agents
 from papayya.readmodels.deployments import Deployments
 from papayya.readmodels.projects import Projects
+from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
 from web import keys
 
@@ -17,4 +18,5 @@ def install(app: web.Application, store: PostgresEventStore) -> None:
     app[keys.PROJECTS] = Projects(store)
     app[keys.AGENTS] = Agents(store)
     app[keys.DEPLOYMENTS] = Deployments(store)
+    app[keys.SCHEDULES] = Schedules(store)
     app[keys.SECRETS] = Secrets(store)
