@@ -13,6 +13,7 @@ from papayya.readmodels.deployments import Deployments
 from papayya.readmodels.projects import Projects
 from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
+from papayya.readmodels.spend import Spend
 from papayya.readmodels.webhooks import Webhooks
 from papayya.runs import Runs
 from web.ratelimit import AuthLimiter
@@ -28,6 +29,7 @@ AGENTS = web.AppKey("agents", Agents)
 DEPLOYMENTS = web.AppKey("deployments", Deployments)
 SCHEDULES = web.AppKey("schedules", Schedules)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
+SPEND = web.AppKey("spend", Spend)
 SECRETS = web.AppKey("secrets", Secrets)
 # Failed API-key checks per remote address (web.auth).
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)

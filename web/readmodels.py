@@ -10,6 +10,7 @@ from papayya.readmodels.deployments import Deployments
 from papayya.readmodels.projects import Projects
 from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
+from papayya.readmodels.spend import Spend
 from papayya.readmodels.webhooks import Webhooks
 from web import keys
 
@@ -21,4 +22,5 @@ def install(app: web.Application, store: PostgresEventStore) -> None:
     app[keys.DEPLOYMENTS] = Deployments(store)
     app[keys.SCHEDULES] = Schedules(store)
     app[keys.WEBHOOKS] = Webhooks(store)
+    app[keys.SPEND] = Spend(store.pool)
     app[keys.SECRETS] = Secrets(store)
