@@ -58,7 +58,7 @@ async def _event_store(app: web.Application) -> AsyncIterator[None]:
     app[keys.RUNS] = Runs(store)
     readmodels.install(app, store)
     try:
-        created = await tenancy.bootstrap(store.pool, bootstrap_key)
+        created = await app[keys.PROJECTS].bootstrap(bootstrap_key)
     except BaseException:
         await store.close()
         raise

@@ -34,10 +34,6 @@ class Repository:
     def pool(self) -> asyncpg.Pool:
         return self.store.pool
 
-    def db(self, conn: Conn | None) -> Db:
-        """The caller's connection (its transaction), else the pool."""
-        return self.pool if conn is None else conn
-
     @asynccontextmanager
     async def transaction(self, *, appends: bool = False) -> AsyncIterator[Conn]:
         """A connection in a transaction. With ``appends`` (it calls ``append_on``), local
