@@ -91,6 +91,10 @@ async def test_deployments_are_read_in_their_project_only(world: World) -> None:
     assert await deployments.page(b.project_id, a.agent.id, None, 10) == []
     assert [d.deployment_id for d in await deployments.page(a.project_id, a.agent.id, None, 10)]
     assert await world.store.stream_version(f"deployment-{made.deployment_id}") == 2
+    ready = await deployments.ready(a.agent.id, None)
+    assert ready is not None and ready.deployment_id == made.deployment_id
+    assert await deployments.ready(a.agent.id, 2) is None
+    assert await deployments.ready(b.agent.id, None) is None
 
 
 def _schedule(tenant: Tenant) -> Schedule:
