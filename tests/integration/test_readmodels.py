@@ -1,4 +1,4 @@
-"""The read-model repositories on real Postgres: each call scoped to a project answers only
+"""The read-model repositories on real Postgres (docs/security.md, "Tenants"): each call
 that project's rows, and a write aimed at another project's row changes nothing."""
 
 from __future__ import annotations
