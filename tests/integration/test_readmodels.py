@@ -1,5 +1,6 @@
 """The read-model repositories on real Postgres (docs/security.md, "Tenants"): each call
-that project's rows, and a write aimed at another project's row changes nothing."""
+scoped to a project answers only that project's rows, and a write aimed at another project's
+row changes nothing."""
 
 from __future__ import annotations
 
