@@ -107,10 +107,7 @@ RULES = (
 # Violations in today's tree that other branches of issue 15 remove: (importer, imported).
 # Delete an entry once its import is gone; the checker fails on an entry that no longer
 # matches, so the list only shrinks.
-KNOWN: dict[tuple[str, str], str] = {
-    # readmodels moves the API's response models below web/ (issue 15, step 3).
-    ("workers.callbacks", "web.models"): "callbacks render the run summary with web's model",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -20,23 +20,17 @@ from pathlib import Path
 from typing import Final
 
 import aiodocker
-import asyncpg
 from aiohttp import web
 
-from eventstore.postgres import PostgresEventStore
 from papayya import bundles
 from papayya.blobstore import BlobStore
 from papayya.config import Config
-from papayya.domain import events as ev
-from sql import queries
+from papayya.readmodels.deployments import Deployment, Deployments
 from web import keys
-from web.routes import deployments
 from workers.builder import Builder, BuildError, BuildSpec
 
 log = logging.getLogger(__name__)
 
-Q: Final = queries("deploy.sql")
-QD: Final = deployments.Q
 REQUIREMENTS: Final = "requirements.txt"
 MAX_LOG_CHARS: Final = 200_000
 LOG_FLUSH_SECONDS: Final = 0.5
@@ -47,8 +41,8 @@ STALE_SECONDS: Final = 120.0
 class BuildLog:
     """The build log, appended to the deployment row in batches (and kept bounded)."""
 
-    def __init__(self, pool: asyncpg.Pool, deployment_id: str) -> None:
-        self.pool = pool
+    def __init__(self, deployments: Deployments, deployment_id: str) -> None:
+        self.deployments = deployments
         self.deployment_id = deployment_id
         self._pending: list[str] = []
         self._flushed = time.monotonic()
@@ -62,14 +56,14 @@ class BuildLog:
         self._flushed = time.monotonic()
         if self._pending:
             text, self._pending = "".join(self._pending), []
-            await self.pool.execute(QD["append_build_log"], self.deployment_id, text, MAX_LOG_CHARS)
+            await self.deployments.append_build_log(self.deployment_id, text, MAX_LOG_CHARS)
 
 
 class BuildService:
     """Image builds in the background of this server, a few at a time (``web.keys.ImageBuilds``)."""
 
-    def __init__(self, store: PostgresEventStore, config: Config, blobs: BlobStore) -> None:
-        self.store = store
+    def __init__(self, deployments: Deployments, config: Config, blobs: BlobStore) -> None:
+        self.deployments = deployments
         self.config = config
         self.blobs = blobs  # the app's (web.keys.BLOBS): closed by its owner, not here
         self._slots = asyncio.Semaphore(1)  # builds are CPU and disk bound: 2 cores here
@@ -91,10 +85,10 @@ class BuildService:
 
     async def _build(self, deployment_id: str) -> None:
         async with self._slots:
-            row = await self.store.pool.fetchrow(Q["build_row"], deployment_id)
-            if row is None or row["status"] != "building":
+            row = await self.deployments.build(deployment_id)
+            if row is None or row.status != "building":
                 return
-            sink = BuildLog(self.store.pool, deployment_id)
+            sink = BuildLog(self.deployments, deployment_id)
             touch = asyncio.create_task(self._touch(deployment_id))
             started = time.monotonic()
             try:
@@ -114,14 +108,16 @@ class BuildService:
             await sink.flush()
             await self._finish(deployment_id, image, None)
 
-    async def _image(self, row: asyncpg.Record, sink: BuildLog) -> str:
+    async def _image(self, row: Deployment, sink: BuildLog) -> str:
+        # An image build's row: its bundle and its agent are known.
+        assert row.source is not None and row.bundle_sha256 is not None and row.slug is not None
         with tempfile.TemporaryDirectory(prefix="papayya-bundle-") as tmp:
             bundle = Path(tmp) / "bundle.tar.gz"
-            await self.blobs.get(row["source"], bundle, row["bundle_sha256"])
+            await self.blobs.get(row.source, bundle, row.bundle_sha256)
             manifest = await asyncio.to_thread(bundles.inspect_bundle, bundle)
             spec = BuildSpec(
-                deployment_id=row["deployment_id"], agent=row["slug"], version=row["version"],
-                entrypoint=row["entrypoint"], bundle=bundle,
+                deployment_id=row.deployment_id, agent=row.slug, version=row.version,
+                entrypoint=row.entrypoint, bundle=bundle,
                 requirements=REQUIREMENTS if REQUIREMENTS in manifest.files else None,
             )  # fmt: skip
             return await self.builder().build(spec, sink)
@@ -134,21 +130,13 @@ class BuildService:
         )
 
     async def _finish(self, deployment_id: str, image: str | None, error: str | None) -> None:
-        events: list[ev.Event] = (
-            [ev.DeploymentReady(deployment_id=deployment_id, image=image)]
-            if error is None
-            else [ev.DeploymentFailed(deployment_id=deployment_id, error=error)]
-        )
-        await deployments.record(
-            self.store, deployment_id, events, "any", QD["set_status"], deployment_id,
-            "ready" if error is None else "failed", image, error,
-        )  # fmt: skip
+        await self.deployments.finish(deployment_id, image, error)
 
     async def _touch(self, deployment_id: str) -> None:
         while True:
             await asyncio.sleep(TOUCH_SECONDS)
             with contextlib.suppress(Exception):
-                await self.store.pool.execute(Q["touch_build"], deployment_id)
+                await self.deployments.touch_build(deployment_id)
 
     async def adopt_stale(self) -> None:
         """Take over builds that lost their builder, now and then every minute."""
@@ -160,11 +148,11 @@ class BuildService:
             await asyncio.sleep(60)
 
     async def adopt_once(self) -> list[str]:
-        rows = await self.store.pool.fetch(Q["claim_stale_builds"], 10, STALE_SECONDS)
-        for row in rows:
-            log.info("resuming the build of deployment %s", row["deployment_id"])
-            self.submit(row["deployment_id"])
-        return [row["deployment_id"] for row in rows]
+        claimed = await self.deployments.claim_stale(10, STALE_SECONDS)
+        for deployment_id in claimed:
+            log.info("resuming the build of deployment %s", deployment_id)
+            self.submit(deployment_id)
+        return claimed
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):
@@ -197,7 +185,7 @@ async def builds_ctx(app: web.Application) -> AsyncIterator[None]:
     if not config.run_builder:
         yield
         return
-    service = BuildService(app[keys.STORE], config, app[keys.BLOBS])
+    service = BuildService(app[keys.DEPLOYMENTS], config, app[keys.BLOBS])
     app[BUILDS] = service
     app[keys.IMAGE_BUILDS] = service
     adopting = asyncio.create_task(service.adopt_stale(), name="adopt-stale-builds")

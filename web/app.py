@@ -16,7 +16,7 @@ from papayya.config import Config
 from papayya.errors import ProjectionFailing
 from papayya.runs import Runs
 from projections.service import failing as projection_failures
-from web import http, keys, tenancy
+from web import http, keys, readmodels, tenancy
 from web.auth import auth_middleware
 from web.gateway import gateway_ctx
 from web.metrics import collector as metrics_collector
@@ -56,8 +56,9 @@ async def _event_store(app: web.Application) -> AsyncIterator[None]:
     store = await PostgresEventStore.connect(app[keys.DSN])
     app[keys.STORE] = store
     app[keys.RUNS] = Runs(store)
+    readmodels.install(app, store)
     try:
-        created = await tenancy.bootstrap(store.pool, bootstrap_key)
+        created = await app[keys.PROJECTS].bootstrap(bootstrap_key)
     except BaseException:
         await store.close()
         raise

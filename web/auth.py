@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from papayya.errors import InvalidInput, NotFound, Unauthorized
-from web import keys, tenancy
+from web import keys
 from web.middleware import error_body
 
 
@@ -52,7 +52,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise Unauthorized()
         found = None
         if key.isascii():  # keys are ASCII; a header that was not UTF-8 is not one
-            found = await tenancy.authenticate_key(request.app[keys.STORE].pool, key)
+            found = await request.app[keys.PROJECTS].authenticate(key)
         if found is None:
             limiter.failed(address)
             raise Unauthorized()

@@ -11,6 +11,13 @@ from papayya.blobstore import BlobStore
 from papayya.config import Config
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
+from papayya.readmodels.agents import Agents
+from papayya.readmodels.deployments import Deployments
+from papayya.readmodels.projects import Projects
+from papayya.readmodels.schedules import Schedules
+from papayya.readmodels.secrets import Secrets
+from papayya.readmodels.spend import Spend
+from papayya.readmodels.webhooks import Webhooks
 from papayya.runs import Runs
 from web.ratelimit import AuthLimiter
 from web.revocation import KeyWatch
@@ -19,6 +26,14 @@ CONFIG = web.AppKey("config", Config)
 DSN = web.AppKey("dsn", str)
 STORE = web.AppKey("store", PostgresEventStore)
 RUNS = web.AppKey("runs", Runs)
+# The read-model repositories (web.readmodels.install, alongside the store).
+PROJECTS = web.AppKey("projects", Projects)
+AGENTS = web.AppKey("agents", Agents)
+DEPLOYMENTS = web.AppKey("deployments", Deployments)
+SCHEDULES = web.AppKey("schedules", Schedules)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
+SPEND = web.AppKey("spend", Spend)
+SECRETS = web.AppKey("secrets", Secrets)
 # Failed API-key checks per remote address (web.auth).
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)
 

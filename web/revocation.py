@@ -1,7 +1,7 @@
 """Revoked keys end their streams: a long-lived response (the SSE streams) ends within a
 second of the revocation of the API key it was opened with, in every server process.
 
-A revocation commits with a ``NOTIFY`` on ``CHANNEL`` (``tenancy.revoke_key``), which each
+A revocation commits with a ``NOTIFY`` on ``CHANNEL`` (``Projects.revoke_key``), which each
 process's ``KeyWatch`` listens to on a connection of its own. Notifications are lost while
 that connection is down, so the watch also asks the database every ``RECHECK_SECONDS``
 whether a key with open streams was revoked (one query, only while streams are open).
@@ -18,12 +18,11 @@ import asyncpg
 from aiohttp import web
 
 from eventstore.listen import listen_forever
+from papayya.readmodels.projects import Projects
 from projections.lru import Lru
-from sql import queries
 
 log = logging.getLogger(__name__)
 
-Q: Final = queries("control.sql")
 CHANNEL: Final = "papayya_key_revoked"
 RECHECK_SECONDS: Final = 2.0
 # Revocations remembered, so that a stream opened just after one (its request authenticated
@@ -34,8 +33,8 @@ REMEMBERED: Final = 10_000
 class KeyWatch:
     """The open streams of each API key, ended when the key is revoked."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str | None) -> None:
-        self._pool = pool
+    def __init__(self, projects: Projects, dsn: str | None) -> None:
+        self._projects = projects
         self._dsn = dsn
         self._streams: dict[str, set[asyncio.Event]] = {}
         self._revoked: Lru[str, bool] = Lru(REMEMBERED)
@@ -68,8 +67,8 @@ class KeyWatch:
     async def recheck(self) -> None:
         watched = list(self._streams)
         if watched:
-            for row in await self._pool.fetch(Q["revoked_keys"], watched):
-                self.revoke(row["key_id"])
+            for key_id in await self._projects.revoked(watched):
+                self.revoke(key_id)
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen(), name="key-revocations")
@@ -98,7 +97,7 @@ async def key_watch_ctx(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: this process's ``KeyWatch`` (needs the store: after it)."""
     from web import keys
 
-    watch = KeyWatch(app[keys.STORE].pool, app[keys.DSN])
+    watch = KeyWatch(app[keys.PROJECTS], app[keys.DSN])
     app[keys.KEY_WATCH] = watch
     task = asyncio.create_task(watch.run(), name="key-watch")
     yield

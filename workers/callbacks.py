@@ -21,17 +21,17 @@ import msgspec
 
 from eventstore.postgres import PostgresEventStore
 from papayya import signing, urlguard
-from papayya.callbacksecret import project_secret
 from papayya.domain import events as ev
 from papayya.errors import InvalidInput
+from papayya.models import run_out
+from papayya.readmodels import callbacks
+from papayya.readmodels.callbacks import Callbacks, Delivery
+from papayya.readmodels.secrets import Secrets
 from papayya.runs import Runs
 from projections.projector import Envelope, Projector
-from sql import queries
-from web.models import run_out
 
 log = logging.getLogger(__name__)
 
-Q: Final = queries("workers.sql")
 TERMINAL: Final = (ev.RunCompleted, ev.RunFailed, ev.RunCancelled, ev.BudgetExceeded)
 RETRIES: Final = 3
 TIMEOUT_SECONDS: Final = 10.0
@@ -48,7 +48,7 @@ class CallbackOutbox(Projector):
             if isinstance(envelope.event, TERMINAL):
                 recorded = envelope.recorded
                 webhook_id = f"msg_{recorded.event_id.hex}"
-                await conn.execute(Q["owe_callback"], webhook_id, recorded.stream_id)
+                await callbacks.owe(conn, webhook_id, recorded.stream_id)
 
 
 class Deliverer:
@@ -64,6 +64,8 @@ class Deliverer:
     ) -> None:
         self.store = store
         self.runs = Runs(store)
+        self.callbacks = Callbacks(store)
+        self.secrets = Secrets(store)
         self.backoff_seconds = backoff_seconds
         self.retries = retries
         self.poll_interval = poll_interval
@@ -89,23 +91,23 @@ class Deliverer:
                         await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
 
     async def deliver_due(self, session: aiohttp.ClientSession) -> int:
-        rows = await self.store.pool.fetch(Q["claim_callbacks"], 20, self.timeout + 5)
-        await asyncio.gather(*(self._deliver(session, row) for row in rows))
-        return len(rows)
+        due = await self.callbacks.claim(20, self.timeout + 5)
+        await asyncio.gather(*(self._deliver(session, delivery) for delivery in due))
+        return len(due)
 
-    async def _deliver(self, session: aiohttp.ClientSession, row: asyncpg.Record) -> None:
-        webhook_id, run_id, attempt = row["webhook_id"], row["run_id"], row["attempts"]
-        state = await self.runs.load(run_id)
+    async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+        webhook_id, url, attempt = delivery.webhook_id, delivery.url, delivery.attempts
+        state = await self.runs.load(delivery.run_id)
         body = msgspec.json.encode(run_out(state))
-        secret = await project_secret(self.store.pool, row["project_id"])
+        secret = await self.secrets.callbacks(delivery.project_id)
         status: int | None = None
         error: str | None = None
         refused = False  # a refused address is final: retrying cannot make it allowed
         try:
             # Checked again at every delivery: the name may resolve elsewhere by now.
-            await urlguard.check_url(row["url"], allow_private=self.allow_private)
+            await urlguard.check_url(url, allow_private=self.allow_private)
             async with session.post(
-                row["url"],
+                url,
                 data=body,
                 headers={"Content-Type": "application/json"}
                 | signing.headers(secret, webhook_id, body),
@@ -125,14 +127,14 @@ class Deliverer:
         delivered = error is None
         final = delivered or refused or attempt > self.retries
         event = ev.CallbackAttempted(
-            url=row["url"], attempt=attempt, delivered=delivered, status_code=status,
+            url=url, attempt=attempt, delivered=delivered, status_code=status,
             error=error, webhook_id=webhook_id, final=final,
         )  # fmt: skip
         await self.runs.append_fresh(state, lambda _state: [event])
         if delivered:
-            await self.store.pool.execute(Q["callback_delivered"], webhook_id)
+            await self.callbacks.delivered(webhook_id)
         elif final:
-            await self.store.pool.execute(Q["callback_gave_up"], webhook_id, error)
+            await self.callbacks.gave_up(webhook_id, error)
         else:
             delay = self.backoff_seconds * 2 ** (attempt - 1)
-            await self.store.pool.execute(Q["callback_retry"], webhook_id, delay, error)
+            await self.callbacks.retry(webhook_id, delay, error)

@@ -17,7 +17,7 @@ from typing import Any
 
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
-from papayya.database import server_secret
+from papayya.readmodels.secrets import Secrets
 from projections.runner import ProjectionRunner
 from workers.callbacks import CallbackOutbox, Deliverer
 from workers.dispatcher import Dispatcher
@@ -92,7 +92,7 @@ async def background(
         )
         # The process's Config is the one truth on whose agents may run as processes.
         wc = dataclasses.replace(wc, process_runtime=config.process_runtime)
-        secret = await server_secret(store.pool)
+        secret = await Secrets(store).server()
         services.worker = Worker(store, queue, runtimes, secret, wc)
         start("worker", services.worker.run, services.worker.stop)
     try:

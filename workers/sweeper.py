@@ -34,13 +34,12 @@ from papayya.domain.handover import (
 )
 from papayya.domain.state import RunState
 from papayya.errors import RunNotFound
+from papayya.readmodels.leases import Leases
 from papayya.runs import Runs
-from sql import queries
 from workers.queue import RunQueue
 
 log = logging.getLogger(__name__)
 
-Q: Final = queries("workers.sql")
 BATCH: Final = 200
 # Past the gateway's call timeout, with room for clocks that disagree a little.
 STALE_RESERVATION_SECONDS: Final = CALL_TIMEOUT_SECONDS + 60
@@ -60,6 +59,7 @@ class Sweeper:
     ) -> None:
         self.store = store
         self.runs = Runs(store)
+        self.leases = Leases(store)
         self.queue = queue
         self.max_attempts = max_attempts
         self.interval = interval
@@ -88,10 +88,9 @@ class Sweeper:
     async def settle_stale_reservations(self) -> int:
         """Settle every reservation older than ``stale_reservation_after``; how many."""
         after = self.stale_reservation_after
-        rows = await self.store.pool.fetch(Q["reserving_runs"], after, BATCH)
         settled = 0
-        for row in rows:
-            settled += await self._settle_stale(row["run_id"])
+        for run_id in await self.leases.reserving_runs(after, BATCH):
+            settled += await self._settle_stale(run_id)
         return settled
 
     async def _settle_stale(self, run_id: str) -> int:
@@ -110,10 +109,10 @@ class Sweeper:
         return count
 
     async def recover_expired(self) -> int:
-        rows = await self.store.pool.fetch(Q["expired_leases"], BATCH)
-        for row in rows:
-            await self._recover(row["run_id"], row["attempt"], row["worker"])
-        return len(rows)
+        expired = await self.leases.expired(BATCH)
+        for lease in expired:
+            await self._recover(lease.run_id, lease.attempt, lease.worker)
+        return len(expired)
 
     async def _recover(self, run_id: str, attempt: int, worker: str) -> None:
         decided: list[ev.RunEvent] = []
@@ -133,11 +132,11 @@ class Sweeper:
                 return
             if decided:
                 log.info("run %s: attempt %s lost with worker %s", run_id, attempt, worker)
-        await self.store.pool.execute(Q["drop_expired_lease"], run_id, attempt)
+        await self.leases.drop_expired(run_id, attempt)
 
     async def requeue_waiting(self) -> int:
-        rows = await self.store.pool.fetch(Q["waiting_runs"], self.requeue_after, BATCH * 5)
-        added = await self.queue.enqueue_unmarked([r["run_id"] for r in rows])
+        waiting = await self.leases.waiting_runs(self.requeue_after, BATCH * 5)
+        added = await self.queue.enqueue_unmarked(waiting)
         if added:
             await self.queue.ensure_group()
             log.info("sweeper: enqueued %d queued runs Redis did not have", len(added))

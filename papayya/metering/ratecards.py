@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
+
+import asyncpg
 
 from papayya.pricing import RATE_CARD_DECODER, RateCardEntry
-from sql import queries
+from papayya.readmodels.ratecards import RateCards
 
-Q: Final = queries("control.sql")
 TTL_SECONDS: Final = 5.0
 
 
 class RateCardCache:
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.cards = RateCards(pool)
         self._cards: dict[str, tuple[float, dict[str, RateCardEntry]]] = {}
 
     async def __call__(self, project_id: str) -> Mapping[str, RateCardEntry]:
         hit = self._cards.get(project_id)
         if hit is not None and time.monotonic() - hit[0] < TTL_SECONDS:
             return hit[1]
-        raw = await self.pool.fetchval(Q["rate_card"], project_id)
+        raw = await self.cards.get(project_id)
         card = RATE_CARD_DECODER.decode(raw) if raw else {}
         self._cards[project_id] = (time.monotonic(), card)
         return card

@@ -17,63 +17,31 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
-import asyncpg
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
 from papayya.domain.state import TERMINAL
 from papayya.errors import InvalidInput, PapayyaError, RunNotFound
+from papayya.readmodels.schedules import Claimed, Schedule, Schedules
 from papayya.runs import Runs, run_stream
-from papayya.triggers.policy import DEFAULT_GRACE, CatchupPolicy, OverlapPolicy, plan
+from papayya.triggers.policy import DEFAULT_GRACE, plan
 from papayya.triggers.zone import CronSchedule
-from sql import queries
+
+__all__ = ["Fire", "Schedule", "Scheduler", "StartRun", "fire_key", "fire_run_id"]
 
 log = logging.getLogger(__name__)
-Q: Final = queries("triggers.sql")
 Clock = Callable[[], datetime]
 # After a long downtime, fires missed longer ago than this are dropped unrecorded, and at
 # most MAX_DUE of the newest are handled (and listed), so a catch-up stays bounded.
 CATCHUP_WINDOW: Final = timedelta(days=7)
 MAX_DUE: Final = 1000
 _RUN_NAMESPACE: Final = uuid.UUID("0b9f3c62-55c4-4d5e-8f0e-4f3a7c2d9e11")
-_decode = msgspec.json.decode
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Schedule(msgspec.Struct, frozen=True, kw_only=True):
-    """A ``schedules`` row."""
-
-    schedule_id: str
-    project_id: str
-    agent_id: str
-    cron_expression: str
-    timezone: str
-    input: Any
-    max_steps: int | None
-    budget_cents: int | None
-    overlap_policy: OverlapPolicy
-    catchup_policy: CatchupPolicy
-    enabled: bool
-    next_fire_at: datetime
-    last_fire_at: datetime | None
-    last_run_id: str | None
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Schedule:
-        data = dict(row)
-        raw = data.pop("input")
-        return cls(input=None if raw is None else _decode(raw), **data)
-
-    @property
-    def cron(self) -> CronSchedule:
-        return CronSchedule(self.cron_expression, self.timezone)
 
 
 class Fire(msgspec.Struct, frozen=True):
@@ -128,6 +96,7 @@ class Scheduler:
         grace: timedelta = DEFAULT_GRACE,
     ) -> None:
         self.store = store
+        self.schedules = Schedules(store)
         self.start_run = start_run
         self.clock = clock
         self.poll_interval = poll_interval
@@ -153,7 +122,7 @@ class Scheduler:
                 pass
 
     async def _delay(self) -> float:
-        due: datetime | None = await self.store.pool.fetchval(Q["next_due"])
+        due = await self.schedules.next_due()
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.0, (due - self.clock()).total_seconds()))
@@ -163,20 +132,18 @@ class Scheduler:
         now = self.clock()
         fires: list[Fire] = []
         while True:
-            async with self.store.pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(Q["claim_due_schedule"], now)
-                if row is None:
+            async with self.schedules.claim_due(now) as claimed:
+                if claimed is None:
                     return fires
-                fires += await self._fire(conn, Schedule.from_row(row), now)
+                fires += await self._fire(claimed, now)
 
-    async def _fire(
-        self, conn: asyncpg.pool.PoolConnectionProxy, schedule: Schedule, now: datetime
-    ) -> list[Fire]:
+    async def _fire(self, claimed: Claimed, now: datetime) -> list[Fire]:
+        schedule = claimed.schedule
         try:
             cron = schedule.cron
         except InvalidInput as exc:  # e.g. a zone that a tz database update removed
             log.error("schedule %s cannot fire: %s", schedule.schedule_id, exc.message)
-            await conn.execute(Q["disable_schedule"], schedule.schedule_id)
+            await claimed.disable()
             return []
         fires: list[Fire] = []
         last_run = schedule.last_run_id
@@ -189,16 +156,13 @@ class Scheduler:
                 fire = Fire(
                     schedule.schedule_id, decision.fire_at, "skipped", None, "missed", detail
                 )
-            await conn.execute(
-                Q["insert_fire"], fire.schedule_id, fire.fire_at, schedule.project_id,
-                fire.status, fire.run_id, fire.reason, fire.detail,
-            )  # fmt: skip
+            await claimed.record_fire(
+                fire.fire_at, fire.status, fire.run_id, fire.reason, fire.detail
+            )
             last_run = fire.run_id or last_run
             fires.append(fire)
         last_fire = fires[-1].fire_at if fires else schedule.last_fire_at
-        await conn.execute(
-            Q["advance_schedule"], schedule.schedule_id, cron.next_fire(now), last_fire, last_run
-        )
+        await claimed.advance(cron.next_fire(now), last_fire, last_run)
         return fires
 
     async def _start(self, schedule: Schedule, fire_at: datetime, last_run: str | None) -> Fire:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from papayya.callbacksecret import project_secret
 from web import http, keys
 from web.openapi import api
 
@@ -21,7 +20,7 @@ class CallbackSecret(msgspec.Struct):
     response=CallbackSecret, tag="callbacks",
 )  # fmt: skip
 async def get_secret(request: web.Request) -> web.Response:
-    secret = await project_secret(request.app[keys.STORE].pool, http.project_id(request))
+    secret = await request.app[keys.SECRETS].callbacks(http.project_id(request))
     return http.json(CallbackSecret(secret))
 
 
@@ -31,6 +30,5 @@ async def get_secret(request: web.Request) -> web.Response:
     response=CallbackSecret, tag="callbacks",
 )  # fmt: skip
 async def rotate_secret(request: web.Request) -> web.Response:
-    pool = request.app[keys.STORE].pool
-    secret = await project_secret(pool, http.project_id(request), rotate=True)
+    secret = await request.app[keys.SECRETS].callbacks(http.project_id(request), rotate=True)
     return http.json(CallbackSecret(secret))

@@ -15,12 +15,11 @@ from aiohttp import web
 
 from papayya.errors import InvalidInput
 from papayya.money import cents_up, usd_string
-from sql import queries
+from papayya.readmodels.spend import CostlyRun
 from web import http, keys
 from web.openapi import api
 from web.routes.usage import date_range
 
-Q: Final = queries("dashboard.sql")
 MAX_DAYS: Final = 366
 DEFAULT_TOP: Final = 10
 RANGE: Final = (("from", "string"), ("to", "string"))
@@ -42,20 +41,6 @@ class DailyUsage(msgspec.Struct, kw_only=True):
     from_: date = msgspec.field(name="from")
     to: date
     days: list[DayUsage]
-
-
-class CostlyRun(msgspec.Struct, kw_only=True):
-    id: str
-    agent_id: str
-    status: str
-    trigger: str
-    total_input_tokens: int
-    total_output_tokens: int
-    total_cost_cents: int
-    cost_usd: str
-    budget_cents: int | None
-    created_at: datetime
-    completed_at: datetime | None
 
 
 class CostlyRuns(msgspec.Struct, kw_only=True):
@@ -99,10 +84,7 @@ def _day(day: date, sums: Mapping[str, Any]) -> DayUsage:
 )  # fmt: skip
 async def usage_daily(request: web.Request) -> web.Response:
     start, to = _bounded_range(request)
-    rows = await request.app[keys.STORE].pool.fetch(
-        Q["spend_by_day"], http.project_id(request), start, to
-    )
-    found = {row["day"]: dict(row) for row in rows}
+    found = await request.app[keys.SPEND].by_day(http.project_id(request), start, to)
     days = [
         _day(day, found.get(day, {}))
         for day in (start + timedelta(days=n) for n in range((to - start).days + 1))
@@ -118,25 +100,6 @@ async def usage_daily(request: web.Request) -> web.Response:
 async def costliest_runs(request: web.Request) -> web.Response:
     start, to = _bounded_range(request)
     limit = http.query_int(request, "limit", DEFAULT_TOP, 1, http.MAX_LIMIT)
-    rows = await request.app[keys.STORE].pool.fetch(
-        Q["costliest_runs"], http.project_id(request), *_instants(start, to), limit
-    )
-    data = [
-        CostlyRun(
-            id=row["run_id"],
-            agent_id=row["agent_id"],
-            status=row["status"],
-            trigger=row["trigger"],
-            total_input_tokens=int(row["total_input_tokens"]),
-            total_output_tokens=int(row["total_output_tokens"]),
-            total_cost_cents=cents_up(int(row["total_cost_micro_usd"])),
-            cost_usd=usd_string(int(row["total_cost_micro_usd"])),
-            budget_cents=None
-            if row["budget_micro_usd"] is None
-            else cents_up(row["budget_micro_usd"]),
-            created_at=row["created_at"],
-            completed_at=row["completed_at"],
-        )
-        for row in rows
-    ]
+    since, until = _instants(start, to)
+    data = await request.app[keys.SPEND].costliest(http.project_id(request), since, until, limit)
     return http.json(CostlyRuns(from_=start, to=to, data=data))

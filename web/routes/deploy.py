@@ -22,16 +22,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Final, Literal
 
-import asyncpg
 import msgspec
 from aiohttp import BodyPartReader, web
 
 from papayya import blobstore, bundles
 from papayya.domain import events as ev
 from papayya.errors import InvalidInput, PayloadTooLarge
-from web import http, keys, tenancy
+from papayya.readmodels.agents import Agent
+from papayya.readmodels.deployments import Deployment
+from papayya.readmodels.projects import new_id
+from web import http, keys
 from web.openapi import api
-from web.routes import agents, deployments
+from web.routes import deployments
 
 MAX_FIELD_BYTES: Final = 1000
 LIMITS = bundles.Limits()  # what an uploaded bundle may hold
@@ -128,8 +130,7 @@ async def read_upload(request: web.Request, work: Path) -> tuple[DeployForm, Pat
     errors=((403, deployments.FORBIDDEN),),
 )  # fmt: skip
 async def deploy(request: web.Request) -> web.Response:
-    store = request.app[keys.STORE]
-    agent = await agents.find(store.pool, http.project_id(request), http.path_id(request))
+    agent = await request.app[keys.AGENTS].find(http.project_id(request), http.path_id(request))
     with tempfile.TemporaryDirectory(prefix="papayya-upload-") as tmp:
         form, bundle, sha256 = await read_upload(request, Path(tmp))
         if form.runtime == "process":
@@ -137,36 +138,38 @@ async def deploy(request: web.Request) -> web.Response:
         manifest = await asyncio.to_thread(bundles.inspect_bundle, bundle, LIMITS)
         entrypoint = check_entrypoint(form.entrypoint, manifest)
         if form.runtime == "process":
-            row = await unpack(request, agent, form, entrypoint, bundle, sha256)
-            return http.json(deployments.out(row), 202)  # ready already
+            made = await unpack(request, agent, form, entrypoint, bundle, sha256)
+            return http.json(made.out(), 202)  # ready already
         key = f"bundles/{sha256}.tar.gz"
         blobs = request.app[keys.BLOBS]
         if not await blobs.exists(key):
             await blobs.put(key, bundle, sha256)
     created = ev.DeploymentCreated(
-        deployment_id=tenancy.new_id("dep"), project_id=agent.project_id, agent_id=agent.id,
+        deployment_id=new_id("dep"), project_id=agent.project_id, agent_id=agent.id,
         version=1, runtime="docker", entrypoint=entrypoint,
         agent_function=form.agent_function, source=key, bundle_sha256=sha256,
     )  # fmt: skip
-    row = await deployments.create(store, agent, created, "building")
+    made = await request.app[keys.DEPLOYMENTS].create(
+        agent.project_id, agent.id, created, "building"
+    )
     builds = request.app.get(keys.IMAGE_BUILDS)
     if builds is not None:  # else a server with a builder adopts it once stale
-        builds.submit(row["deployment_id"])
-    return http.json(deployments.out(row), 202)
+        builds.submit(made.deployment_id)
+    return http.json(made.out(), 202)
 
 
 async def unpack(
     request: web.Request,
-    agent: agents.Agent,
+    agent: Agent,
     form: DeployForm,
     entrypoint: str,
     bundle: Path,
     sha256: str,
-) -> asyncpg.Record:
+) -> Deployment:
     """A ``process`` deployment: the bundle unpacked for this machine's workers."""
     if not entrypoint.endswith(".py"):
         raise InvalidInput("a process deployment's entrypoint must be a .py file")
-    deployment_id = tenancy.new_id("dep")
+    deployment_id = new_id("dep")
     root = (request.app[keys.CONFIG].data_dir / "deployments").resolve()
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o711)  # agents (another uid, as root) reach their bundle but list no other
@@ -178,7 +181,9 @@ async def unpack(
         agent_function=form.agent_function, source=str(target), bundle_sha256=sha256,
     )  # fmt: skip
     try:
-        return await deployments.create(request.app[keys.STORE], agent, created, "ready")
+        return await request.app[keys.DEPLOYMENTS].create(
+            agent.project_id, agent.id, created, "ready"
+        )
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise

@@ -1,7 +1,7 @@
-"""Deployments: what a worker starts for an agent's runs (DESIGN §8).
+"""Deployments over HTTP: what a worker starts for an agent's runs (DESIGN §8). The rows,
+their events and queries belong to the ``Deployments`` repository.
 
-A deployment is a row and its history as events on ``deployment-<id>``, written in one
-transaction (``record``). The ``process`` runtime's deployments are registered here, ready at
+The ``process`` runtime's deployments are registered here, ready at
 once: a module path that workers on this machine (or sharing its filesystem) can import. That
 runs code already on the server, so only projects the operator trusts may do it
 (``PAPAYYA_PROCESS_RUNTIME``, ``papayya.processruntime``): others get 403.
@@ -12,11 +12,9 @@ to ``ready`` or ``failed``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import PurePath
 from typing import Annotated, Any, Final, Literal
 
-import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -24,15 +22,15 @@ from eventstore.postgres import PostgresEventStore
 from eventstore.types import ExpectedVersion
 from papayya.domain import events as ev
 from papayya.domain.bounds import INT32_MAX
-from papayya.errors import InvalidInput, NotFound, ProcessRuntimeNotAllowed
-from sql import queries
-from web import http, keys, tenancy
+from papayya.errors import InvalidInput, ProcessRuntimeNotAllowed
+from papayya.readmodels.agents import Agent
+from papayya.readmodels.deployments import Deployment, DeploymentOut, Deployments, Q
+from papayya.readmodels.projects import new_id
+from web import http, keys
 from web.openapi import api
-from web.routes import agents
 
-Q: Final = queries("deployments.sql")
-CATEGORY: Final = "deployment"
-MAX_RETRIES: Final = 10
+__all__ = ["DeploymentOut", "Q", "create", "out", "record"]
+
 # Python identifiers: the @agent function a runtime picks when a module defines several.
 FunctionName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
 Entrypoint = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
@@ -47,39 +45,17 @@ class RegisterDeployment(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     agent_function: FunctionName | None = None
 
 
-class DeploymentOut(msgspec.Struct):
-    id: str
-    agent_id: str
-    project_id: str
-    version: int
-    runtime: str
-    status: str
-    entrypoint: str
-    agent_function: str | None
-    image: str | None
-    error_message: str | None
-    build_log: str
-    created_at: datetime
-    updated_at: datetime
-
-
 class DeploymentList(msgspec.Struct):
     data: list[DeploymentOut]
     next_cursor: str | None
 
 
-def out(row: asyncpg.Record) -> DeploymentOut:
-    return DeploymentOut(
-        row["deployment_id"], row["agent_id"], row["project_id"], row["version"],
-        row["runtime"], row["status"], row["entrypoint"], row["agent_function"], row["image"],
-        row["error_message"], row["build_log"], row["created_at"], row["updated_at"],
-    )  # fmt: skip
+def out(deployment: Deployment) -> DeploymentOut:
+    return deployment.out()
 
 
-def _stream(deployment_id: str) -> str:
-    return f"{CATEGORY}-{deployment_id}"
-
-
+# Transition: the docker tests' support builds deployments with these two; the server uses
+# its ``Deployments`` repository (``keys.DEPLOYMENTS``).
 async def record(
     store: PostgresEventStore,
     deployment_id: str,
@@ -87,37 +63,14 @@ async def record(
     expected: ExpectedVersion,
     query: str,
     *args: Any,
-) -> asyncpg.Record:
-    """Append ``events`` to the deployment's stream and run ``query`` (its row's insert or
-    update, returning the row) in one transaction."""
-    new = [ev.to_new_event(e) for e in events]
-    async with store.pool.acquire() as conn, conn.transaction():
-        await store.append_on(conn, _stream(deployment_id), new, expected)
-        row = await conn.fetchrow(query, *args)
-    store.committed()
-    if row is None:
-        raise NotFound(f"deployment {deployment_id} not found")
-    return row
+) -> Deployment:
+    return await Deployments(store).record(deployment_id, events, expected, query, *args)
 
 
 async def create(
-    store: PostgresEventStore, agent: agents.Agent, created: ev.DeploymentCreated, status: str
-) -> asyncpg.Record:
-    """A new deployment of ``agent`` at the next version (``created.version`` is replaced)."""
-    for _ in range(MAX_RETRIES):
-        version = await store.pool.fetchval(Q["next_version"], agent.id)
-        made = msgspec.structs.replace(created, version=version)
-        extra: list[ev.Event] = [ev.DeploymentReady(deployment_id=made.deployment_id)]
-        try:
-            return await record(
-                store, made.deployment_id, [made, *(extra if status == "ready" else [])],
-                "no_stream", Q["insert_deployment"], made.deployment_id, agent.project_id,
-                agent.id, version, made.runtime, status, made.entrypoint, made.agent_function,
-                made.source, made.bundle_sha256,
-            )  # fmt: skip
-        except asyncpg.UniqueViolationError:
-            continue  # another deployment took this version: take the next one
-    raise InvalidInput(f"agent {agent.id} is being deployed concurrently; try again")
+    store: PostgresEventStore, agent: Agent, created: ev.DeploymentCreated, status: str
+) -> Deployment:
+    return await Deployments(store).create(agent.project_id, agent.id, created, status)
 
 
 FORBIDDEN: Final = "the process runtime is not enabled for the project (PAPAYYA_PROCESS_RUNTIME)"
@@ -148,16 +101,15 @@ def _check_entrypoint(entrypoint: str) -> None:
 async def register(request: web.Request) -> web.Response:
     req = await http.body(request, RegisterDeployment)
     _check_entrypoint(req.entrypoint)
-    store = request.app[keys.STORE]
-    agent = await agents.find(store.pool, http.project_id(request), http.path_id(request))
+    agent = await request.app[keys.AGENTS].find(http.project_id(request), http.path_id(request))
     require_process_runtime(request, agent.project_id)
     created = ev.DeploymentCreated(
-        deployment_id=tenancy.new_id("dep"), project_id=agent.project_id, agent_id=agent.id,
+        deployment_id=new_id("dep"), project_id=agent.project_id, agent_id=agent.id,
         version=1, runtime=req.runtime, entrypoint=req.entrypoint,
         agent_function=req.agent_function, source=req.entrypoint,
     )  # fmt: skip
-    row = await create(store, agent, created, "ready")
-    return http.json(out(row), 201)
+    made = await request.app[keys.DEPLOYMENTS].create(agent.project_id, agent.id, created, "ready")
+    return http.json(made.out(), 201)
 
 
 @api.route(
@@ -167,8 +119,7 @@ async def register(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def list_deployments(request: web.Request) -> web.Response:
     limit = http.limit(request)
-    pool = request.app[keys.STORE].pool
-    agent = await agents.find(pool, http.project_id(request), http.path_id(request))
+    agent = await request.app[keys.AGENTS].find(http.project_id(request), http.path_id(request))
     values = http.decode_cursor(request)
     if values is not None and not (
         len(values) == 1
@@ -178,9 +129,9 @@ async def list_deployments(request: web.Request) -> web.Response:
     ):
         raise InvalidInput("cursor is not one this API issued")
     before = None if values is None else values[0]
-    rows = await pool.fetch(Q["list_deployments"], agent.project_id, agent.id, before, limit + 1)
-    cursor = http.encode_cursor([rows[limit - 1]["version"]]) if len(rows) > limit else None
-    return http.json(DeploymentList([out(r) for r in rows[:limit]], cursor))
+    found = await request.app[keys.DEPLOYMENTS].page(agent.project_id, agent.id, before, limit + 1)
+    cursor = http.encode_cursor([found[limit - 1].version]) if len(found) > limit else None
+    return http.json(DeploymentList([d.out() for d in found[:limit]], cursor))
 
 
 @api.route(
@@ -188,10 +139,7 @@ async def list_deployments(request: web.Request) -> web.Response:
     response=DeploymentOut, tag="deployments",
 )  # fmt: skip
 async def get_deployment(request: web.Request) -> web.Response:
-    ref = http.path_id(request)
-    row = await request.app[keys.STORE].pool.fetchrow(
-        Q["deployment"], http.project_id(request), ref
+    found = await request.app[keys.DEPLOYMENTS].find(
+        http.project_id(request), http.path_id(request)
     )
-    if row is None:
-        raise NotFound(f"deployment {ref} not found")
-    return http.json(out(row))
+    return http.json(found.out())

@@ -23,14 +23,14 @@ from typing import Annotated, Final
 import msgspec
 from aiohttp import web
 
-from eventstore.types import NO_STREAM, NewEvent
+from eventstore.types import NewEvent
 from papayya.database import server_secret
 from papayya.errors import ConcurrencyError, InvalidInput, NotFound
-from sql import queries
-from web import http, keys, tenancy
+from papayya.readmodels import Db
+from papayya.readmodels.projects import first_project_id
+from web import http, keys
 from web.openapi import api
 
-Q: Final = queries("dashboard.sql")
 SECRET_NAME: Final = "login_links"
 TTL_SECONDS: Final = 3600
 VERSION: Final = "v1"
@@ -97,13 +97,16 @@ def read_token(secret: bytes, token: str, now: float) -> _Claims:
     return claims
 
 
-async def login_link(pool: tenancy.Db, base_url: str, now: float | None = None) -> str | None:
+async def login_link(pool: Db, base_url: str, now: float | None = None) -> str | None:
     """A link that signs in to the oldest project (``None`` before any project exists)."""
-    row = await pool.fetchrow(Q["first_project"])
-    if row is None:
+    project_id = await first_project_id(pool)
+    if project_id is None:
         return None
-    secret = await server_secret(pool, SECRET_NAME)
-    token = make_token(secret, row["project_id"], time.time() if now is None else now)
+    return _link(await server_secret(pool, SECRET_NAME), project_id, base_url, now)
+
+
+def _link(secret: bytes, project_id: str, base_url: str, now: float | None = None) -> str:
+    token = make_token(secret, project_id, time.time() if now is None else now)
     return f"{base_url.rstrip('/')}/login#token={token}"
 
 
@@ -111,8 +114,9 @@ def announce(base_url: str) -> Callable[[web.Application], Awaitable[None]]:
     """An ``on_startup`` hook (after the store is open) that prints a login link."""
 
     async def print_link(app: web.Application) -> None:
-        link = await login_link(app[keys.STORE].pool, base_url)
-        if link is not None:
+        project_id = await app[keys.PROJECTS].first_id()
+        if project_id is not None:
+            link = _link(await app[keys.SECRETS].server(SECRET_NAME), project_id, base_url)
             minutes = TTL_SECONDS // 60
             print(f"Dashboard: {link}  (signs in once, within {minutes} minutes)", flush=True)
 
@@ -126,21 +130,18 @@ def announce(base_url: str) -> Callable[[web.Application], Awaitable[None]]:
 )  # fmt: skip
 async def exchange(request: web.Request) -> web.Response:
     req = await http.body(request, LoginExchange)
-    store = request.app[keys.STORE]
-    secret = await server_secret(store.pool, SECRET_NAME)
+    projects = request.app[keys.PROJECTS]
+    secret = await request.app[keys.SECRETS].server(SECRET_NAME)
     claims = read_token(secret, req.token, time.time())
     try:
-        project = await tenancy.get_project(store.pool, claims.project_id)
+        project = await projects.get(claims.project_id)
     except NotFound:
         raise InvalidInput(INVALID) from None
     used = NewEvent("LoginLinkUsed", {"project_id": project.id, "expires": claims.expires})
+    stream = f"{CATEGORY}-{claims.nonce}"
     try:
-        async with store.pool.acquire() as conn, conn.transaction():
-            stream = f"{CATEGORY}-{claims.nonce}"
-            await store.append_on(conn, stream, used, NO_STREAM)
-            key = await tenancy.create_key(conn, project.id, "dashboard")
+        key = await projects.create_key_once(stream, used, project.id, "dashboard")
     except ConcurrencyError:
         raise InvalidInput(INVALID) from None
-    store.committed()
     log.info("a login link signed in to project %s as key %s", project.id, key.id)
     return http.json(LoginOut(key.key, key.id, project.id, project.name), 201)

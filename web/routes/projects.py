@@ -9,7 +9,8 @@ import msgspec
 from aiohttp import web
 
 from papayya.errors import NotFound
-from web import http, keys, tenancy
+from papayya.readmodels.projects import ApiKey, NewApiKey
+from web import http, keys
 from web.openapi import api
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\- ]+$")]
@@ -35,7 +36,7 @@ class ProjectCreated(msgspec.Struct):
     id: str
     name: str
     created_at: datetime
-    api_key: tenancy.NewApiKey
+    api_key: NewApiKey
 
 
 class ProjectList(msgspec.Struct):
@@ -43,7 +44,7 @@ class ProjectList(msgspec.Struct):
 
 
 class KeyList(msgspec.Struct):
-    data: list[tenancy.ApiKey]
+    data: list[ApiKey]
 
 
 def own_project(request: web.Request) -> str:
@@ -60,10 +61,7 @@ def own_project(request: web.Request) -> str:
 )  # fmt: skip
 async def create_project(request: web.Request) -> web.Response:
     req = await http.body(request, CreateProject)
-    pool = request.app[keys.STORE].pool
-    async with pool.acquire() as conn, conn.transaction():
-        project = await tenancy.create_project(conn, req.name)
-        key = await tenancy.create_key(conn, project.id, "first")
+    project, key = await request.app[keys.PROJECTS].create_with_key(req.name, "first")
     return http.json(ProjectCreated(project.id, project.name, project.created_at, key), 201)
 
 
@@ -71,18 +69,18 @@ async def create_project(request: web.Request) -> web.Response:
     "GET", "/v1/projects", "The caller's project", response=ProjectList, tag="projects"
 )  # fmt: skip
 async def list_projects(request: web.Request) -> web.Response:
-    p = await tenancy.get_project(request.app[keys.STORE].pool, http.project_id(request))
+    p = await request.app[keys.PROJECTS].get(http.project_id(request))
     return http.json(ProjectList([ProjectOut(p.id, p.name, p.created_at)]))
 
 
 @api.route(
     "POST", "/v1/projects/{id}/api-keys", "Create an API key (shown once)",
-    body=CreateKey, response=tenancy.NewApiKey, status=201, tag="projects",
+    body=CreateKey, response=NewApiKey, status=201, tag="projects",
 )  # fmt: skip
 async def create_key(request: web.Request) -> web.Response:
     project = own_project(request)
     req = await http.body(request, CreateKey)
-    key = await tenancy.create_key(request.app[keys.STORE].pool, project, req.name)
+    key = await request.app[keys.PROJECTS].create_key(project, req.name)
     return http.json(key, 201)
 
 
@@ -92,17 +90,17 @@ async def create_key(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def list_keys(request: web.Request) -> web.Response:
     project = own_project(request)
-    return http.json(KeyList(await tenancy.list_keys(request.app[keys.STORE].pool, project)))
+    return http.json(KeyList(await request.app[keys.PROJECTS].list_keys(project)))
 
 
 @api.route(
     "DELETE", "/v1/projects/{id}/api-keys/{key_id}",
     "Revoke an API key; the streams opened with it end within a second, on every server",
-    response=tenancy.ApiKey, tag="projects",
+    response=ApiKey, tag="projects",
 )  # fmt: skip
 async def revoke_key(request: web.Request) -> web.Response:
     project = own_project(request)
     key_id = http.path_id(request, "key_id")
-    revoked = await tenancy.revoke_key(request.app[keys.STORE].pool, project, key_id)
+    revoked = await request.app[keys.PROJECTS].revoke_key(project, key_id)
     request.app[keys.KEY_WATCH].revoke(revoked.id)  # here at once; elsewhere by NOTIFY
     return http.json(revoked)

@@ -13,29 +13,27 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-import asyncpg
 import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from eventstore.postgres import PostgresEventStore
 from papayya.errors import InvalidInput, NotFound
+from papayya.readmodels.agents import Agent, MaxSteps
+from papayya.readmodels.projects import new_id
+from papayya.readmodels.schedules import FireOut, Schedule, input_json
 from papayya.triggers.policy import CatchupPolicy, OverlapPolicy
-from papayya.triggers.scheduler import Clock, Schedule, Scheduler, StartRun, fire_key, utcnow
+from papayya.triggers.scheduler import Clock, Scheduler, StartRun, fire_key, utcnow
 from papayya.triggers.zone import CronSchedule
-from sql import queries
-from web import http, keys, tenancy
+from web import http, keys
 from web.openapi import api
 from web.routes import agents, runs
-from web.routes.agents import MaxSteps
 from web.routes.runs import Cents, RunOptions
 
-Q: Final = queries("triggers.sql")
 NEXT_FIRES: Final = 5
 _NO_NUL = r"^[^\x00]*$"
 CronText = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
 TimezoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_NUL)]
-_encode = msgspec.json.Encoder().encode
 
 
 class CreateSchedule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -91,19 +89,6 @@ class ScheduleList(msgspec.Struct):
     next_cursor: str | None
 
 
-class FireOut(msgspec.Struct):
-    """A fire: ``started`` with its run, or ``skipped`` with a ``reason`` (``missed``: due
-    while no scheduler ran; ``overlap``: the previous run was still going; ``error``: the
-    run could not be queued) and a ``detail``."""
-
-    fire_at: datetime
-    status: str
-    run_id: str | None
-    reason: str | None
-    detail: str | None
-    recorded_at: datetime
-
-
 class FireList(msgspec.Struct):
     data: list[FireOut]
     next_cursor: str | None
@@ -130,31 +115,15 @@ def _ref(request: web.Request) -> str:
     return value
 
 
-def _input_json(value: Any) -> str | None:
-    if value is None:
-        return None
-    raw = _encode(value)
-    if b"\\u0000" in raw:
-        raise InvalidInput("input contains a NUL character, which Postgres cannot hold")
-    return raw.decode()
-
-
-def _checked(agent: agents.Agent, schedule: Schedule) -> CronSchedule:
+def _checked(agent: Agent, schedule: Schedule) -> CronSchedule:
     """The schedule's cron, after checking that it and its runs' options are valid."""
     cron = schedule.cron
-    _input_json(schedule.input)
+    input_json(schedule.input)
     options = RunOptions(
         input=schedule.input, max_steps=schedule.max_steps, budget_cents=schedule.budget_cents
     )
     runs.check_run(agent, options, "schedule")
     return cron
-
-
-async def _find(db: tenancy.Db, project: str, schedule_id: str, lock: bool = False) -> Schedule:
-    row = await db.fetchrow(Q["lock_schedule" if lock else "schedule"], project, schedule_id)
-    if row is None:
-        raise NotFound(f"schedule {schedule_id} not found")
-    return Schedule.from_row(row)
 
 
 @api.route(
@@ -165,11 +134,10 @@ async def create_schedule(request: web.Request) -> web.Response:
     ref = _ref(request)
     req = await http.body(request, CreateSchedule)
     project = http.project_id(request)
-    pool = request.app[keys.STORE].pool
-    agent = await agents.find(pool, project, ref)
+    agent = await request.app[keys.AGENTS].find(project, ref)
     now = datetime.now(UTC)
     draft = Schedule(
-        schedule_id=tenancy.new_id("sch"), project_id=project, agent_id=agent.id,
+        schedule_id=new_id("sch"), project_id=project, agent_id=agent.id,
         cron_expression=req.cron_expression, timezone=req.timezone, input=req.input,
         max_steps=req.max_steps, budget_cents=req.budget_cents,
         overlap_policy=req.overlap_policy, catchup_policy=req.catchup_policy,
@@ -177,25 +145,21 @@ async def create_schedule(request: web.Request) -> web.Response:
         created_at=now, updated_at=now,
     )  # fmt: skip
     cron = _checked(agent, draft)
-    row = await pool.fetchrow(
-        Q["insert_schedule"], project, draft.schedule_id, agent.id, req.cron_expression,
-        req.timezone, _input_json(req.input), req.max_steps, req.budget_cents,
-        req.overlap_policy, req.catchup_policy, req.enabled, cron.next_fire(now), now,
-    )  # fmt: skip
-    assert row is not None  # INSERT … RETURNING
-    return http.json(schedule_out(Schedule.from_row(row), now), 201)
+    draft = msgspec.structs.replace(draft, next_fire_at=cron.next_fire(now))
+    created = await request.app[keys.SCHEDULES].create(draft)
+    return http.json(schedule_out(created, now), 201)
 
 
 async def _list(request: web.Request, agent_id: str | None) -> web.Response:
     limit = http.limit(request)
     after_time, after_id = agents.page_after(request)
-    rows = await request.app[keys.STORE].pool.fetch(
-        Q["list_schedules"], http.project_id(request), agent_id, after_time, after_id, limit + 1
+    page = await request.app[keys.SCHEDULES].page(
+        http.project_id(request), agent_id, (after_time, after_id), limit + 1
     )
     now = datetime.now(UTC)
-    found = [Schedule.from_row(r) for r in rows[:limit]]
+    found = page[:limit]
     cursor = None
-    if len(rows) > limit:
+    if len(page) > limit:
         cursor = http.encode_cursor([found[-1].created_at.isoformat(), found[-1].schedule_id])
     return http.json(ScheduleList([schedule_out(s, now) for s in found], cursor))
 
@@ -209,7 +173,7 @@ PAGE: Final = (("limit", "integer"), ("cursor", "string"))
 )  # fmt: skip
 async def list_agent_schedules(request: web.Request) -> web.Response:
     ref = _ref(request)
-    agent = await agents.find(request.app[keys.STORE].pool, http.project_id(request), ref)
+    agent = await request.app[keys.AGENTS].find(http.project_id(request), ref)
     return await _list(request, agent.id)
 
 
@@ -224,7 +188,7 @@ async def list_schedules(request: web.Request) -> web.Response:
     if len(ref) > 200 or not ref.isprintable():
         raise InvalidInput("agent_id is not an agent id or slug")
     try:
-        agent = await agents.find(request.app[keys.STORE].pool, http.project_id(request), ref)
+        agent = await request.app[keys.AGENTS].find(http.project_id(request), ref)
     except NotFound:
         return http.json(ScheduleList([], None))
     return await _list(request, agent.id)
@@ -232,8 +196,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 @api.route("GET", "/v1/schedules/{id}", "A schedule", response=ScheduleOut, tag="schedules")
 async def get_schedule(request: web.Request) -> web.Response:
-    pool = request.app[keys.STORE].pool
-    schedule = await _find(pool, http.project_id(request), _ref(request))
+    schedule = await request.app[keys.SCHEDULES].find(http.project_id(request), _ref(request))
     return http.json(schedule_out(schedule, datetime.now(UTC)))
 
 
@@ -246,28 +209,25 @@ async def patch_schedule(request: web.Request) -> web.Response:
     schedule_id = _ref(request)
     req = await http.body(request, PatchSchedule)
     project = http.project_id(request)
-    pool = request.app[keys.STORE].pool
-    async with pool.acquire() as conn, conn.transaction():
-        # Locked: a scheduler firing it finishes first, and then sees the change.
-        current = await _find(conn, project, schedule_id, lock=True)
+    now = datetime.now(UTC)
+
+    async def change(current: Schedule) -> Schedule:
         changed = _patched(current, req)
-        agent = await agents.find(pool, project, current.agent_id)
+        agent = await request.app[keys.AGENTS].find(project, current.agent_id)
         cron = _checked(agent, changed)
-        now = datetime.now(UTC)
         moved = (changed.cron_expression, changed.timezone) != (
             current.cron_expression,
             current.timezone,
         )
         resumed = changed.enabled and not current.enabled
-        next_fire = cron.next_fire(now) if moved or resumed else current.next_fire_at
-        row = await conn.fetchrow(
-            Q["update_schedule"], project, schedule_id, changed.cron_expression,
-            changed.timezone, _input_json(changed.input), changed.max_steps,
-            changed.budget_cents, changed.overlap_policy, changed.catchup_policy,
-            changed.enabled, next_fire, now if changed != current else current.updated_at,
-        )  # fmt: skip
-        assert row is not None  # the row is locked: it is still there
-    return http.json(schedule_out(Schedule.from_row(row), now))
+        return msgspec.structs.replace(
+            changed,
+            next_fire_at=cron.next_fire(now) if moved or resumed else current.next_fire_at,
+            updated_at=now if changed != current else current.updated_at,
+        )
+
+    updated = await request.app[keys.SCHEDULES].update(project, schedule_id, change)
+    return http.json(schedule_out(updated, now))
 
 
 def _patched(schedule: Schedule, req: PatchSchedule) -> Schedule:
@@ -285,11 +245,8 @@ def _patched(schedule: Schedule, req: PatchSchedule) -> Schedule:
 )  # fmt: skip
 async def delete_schedule(request: web.Request) -> web.Response:
     schedule_id = _ref(request)
-    pool = request.app[keys.STORE].pool
-    row = await pool.fetchrow(Q["delete_schedule"], http.project_id(request), schedule_id)
-    if row is None:
-        raise NotFound(f"schedule {schedule_id} not found")
-    deleted = msgspec.structs.replace(Schedule.from_row(row), enabled=False)
+    gone = await request.app[keys.SCHEDULES].delete(http.project_id(request), schedule_id)
+    deleted = msgspec.structs.replace(gone, enabled=False)
     return http.json(schedule_out(deleted, datetime.now(UTC)))
 
 
@@ -301,23 +258,14 @@ async def delete_schedule(request: web.Request) -> web.Response:
 async def list_fires(request: web.Request) -> web.Response:
     schedule_id = _ref(request)
     project = http.project_id(request)
-    pool = request.app[keys.STORE].pool
     limit = http.limit(request)
     before = _fire_cursor(request)
-    await _find(pool, project, schedule_id)
-    rows = await pool.fetch(Q["list_fires"], project, schedule_id, before, limit + 1)
-    fires = [_fire(r) for r in rows[:limit]]
+    found = await request.app[keys.SCHEDULES].fires(project, schedule_id, before, limit + 1)
+    fires = found[:limit]
     cursor = None
-    if len(rows) > limit:
+    if len(found) > limit:
         cursor = http.encode_cursor([fires[-1].fire_at.isoformat()])
     return http.json(FireList(fires, cursor))
-
-
-def _fire(row: asyncpg.Record) -> FireOut:
-    return FireOut(
-        row["fire_at"], row["status"], row["run_id"], row["reason"], row["detail"],
-        row["recorded_at"],
-    )  # fmt: skip
 
 
 def _fire_cursor(request: web.Request) -> datetime | None:

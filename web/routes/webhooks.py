@@ -21,21 +21,20 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-import asyncpg
 import msgspec
 from aiohttp import web
 
-from papayya.errors import InvalidInput, NotFound, RateLimited
+from papayya.errors import InvalidInput, NotFound
+from papayya.readmodels.projects import new_id
+from papayya.readmodels.webhooks import Webhook
 from papayya.runs import run_stream
 from papayya.signing import new_secret
 from papayya.triggers.verify import verify
-from sql import queries
-from web import http, keys, tenancy
+from web import http, keys
 from web.openapi import api
 from web.routes import agents, runs
 from web.routes.runs import RunOptions
 
-Q: Final = queries("triggers.sql")
 # Below the event size limit (256 KiB), so that any accepted body fits in the run's event.
 MAX_TRIGGER_BODY: Final = 200 * 1024
 _RUN_NAMESPACE: Final = uuid.UUID("5c7e2b9a-3f1d-4a6e-b8c0-9d2e4f6a1b37")
@@ -90,27 +89,26 @@ def _ref(request: web.Request) -> str:
     return value
 
 
-def _out(request: web.Request, row: asyncpg.Record) -> dict[str, Any]:
-    webhook_id = row["webhook_id"]
+def _out(request: web.Request, hook: Webhook) -> dict[str, Any]:
     return {
-        "id": webhook_id,
-        "project_id": row["project_id"],
-        "agent_id": row["agent_id"],
-        "name": row["name"],
-        "description": row["description"],
-        "trigger_url": f"{request.url.origin()}/v1/webhooks/{webhook_id}/trigger",
-        "rate_limit_per_minute": row["rate_limit_per_minute"],
-        "created_at": row["created_at"],
-        "secret_rotated_at": row["secret_rotated_at"],
+        "id": hook.webhook_id,
+        "project_id": hook.project_id,
+        "agent_id": hook.agent_id,
+        "name": hook.name,
+        "description": hook.description,
+        "trigger_url": f"{request.url.origin()}/v1/webhooks/{hook.webhook_id}/trigger",
+        "rate_limit_per_minute": hook.rate_limit_per_minute,
+        "created_at": hook.created_at,
+        "secret_rotated_at": hook.secret_rotated_at,
     }
 
 
-def webhook_out(request: web.Request, row: asyncpg.Record) -> WebhookOut:
-    return WebhookOut(**_out(request, row))
+def webhook_out(request: web.Request, hook: Webhook) -> WebhookOut:
+    return WebhookOut(**_out(request, hook))
 
 
-def webhook_secret(request: web.Request, row: asyncpg.Record) -> WebhookSecret:
-    return WebhookSecret(**_out(request, row), secret=row["secret"])
+def webhook_secret(request: web.Request, hook: Webhook) -> WebhookSecret:
+    return WebhookSecret(**_out(request, hook), secret=hook.secret)
 
 
 @api.route(
@@ -122,14 +120,12 @@ async def create_webhook(request: web.Request) -> web.Response:
     ref = _ref(request)
     req = await http.body(request, CreateWebhook)
     project = http.project_id(request)
-    pool = request.app[keys.STORE].pool
-    agent = await agents.find(pool, project, ref)
-    row = await pool.fetchrow(
-        Q["insert_webhook"], project, tenancy.new_id("wh"), agent.id, req.name,
-        req.description, new_secret(), req.rate_limit_per_minute, datetime.now(UTC),
+    agent = await request.app[keys.AGENTS].find(project, ref)
+    made = await request.app[keys.WEBHOOKS].create(
+        project, new_id("wh"), agent.id, req.name, req.description, new_secret(),
+        req.rate_limit_per_minute, datetime.now(UTC),
     )  # fmt: skip
-    assert row is not None  # INSERT … RETURNING
-    return http.json(webhook_secret(request, row), 201)
+    return http.json(webhook_secret(request, made), 201)
 
 
 @api.route(
@@ -139,14 +135,15 @@ async def create_webhook(request: web.Request) -> web.Response:
 async def list_webhooks(request: web.Request) -> web.Response:
     ref = _ref(request)
     project = http.project_id(request)
-    pool = request.app[keys.STORE].pool
     limit = http.limit(request)
     after_time, after_id = agents.page_after(request)
-    agent = await agents.find(pool, project, ref)
-    rows = await pool.fetch(Q["list_webhooks"], project, agent.id, after_time, after_id, limit + 1)
-    found = [webhook_out(request, r) for r in rows[:limit]]
+    agent = await request.app[keys.AGENTS].find(project, ref)
+    page = await request.app[keys.WEBHOOKS].page(
+        project, agent.id, (after_time, after_id), limit + 1
+    )
+    found = [webhook_out(request, w) for w in page[:limit]]
     cursor = None
-    if len(rows) > limit:
+    if len(page) > limit:
         cursor = http.encode_cursor([found[-1].created_at.isoformat(), found[-1].id])
     return http.json(WebhookList(found, cursor))
 
@@ -157,11 +154,8 @@ async def list_webhooks(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def delete_webhook(request: web.Request) -> web.Response:
     webhook_id = _ref(request)
-    pool = request.app[keys.STORE].pool
-    row = await pool.fetchrow(Q["delete_webhook"], http.project_id(request), webhook_id)
-    if row is None:
-        raise NotFound(f"webhook {webhook_id} not found")
-    return http.json(webhook_out(request, row))
+    gone = await request.app[keys.WEBHOOKS].delete(http.project_id(request), webhook_id)
+    return http.json(webhook_out(request, gone))
 
 
 @api.route(
@@ -171,14 +165,10 @@ async def delete_webhook(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def rotate_secret(request: web.Request) -> web.Response:
     webhook_id = _ref(request)
-    pool = request.app[keys.STORE].pool
-    row = await pool.fetchrow(
-        Q["rotate_webhook_secret"], http.project_id(request), webhook_id, new_secret(),
-        datetime.now(UTC),
-    )  # fmt: skip
-    if row is None:
-        raise NotFound(f"webhook {webhook_id} not found")
-    return http.json(webhook_secret(request, row))
+    rotated = await request.app[keys.WEBHOOKS].rotate_secret(
+        http.project_id(request), webhook_id, new_secret(), datetime.now(UTC)
+    )
+    return http.json(webhook_secret(request, rotated))
 
 
 # -- the signed trigger ---------------------------------------------------------------------
@@ -224,36 +214,27 @@ async def trigger_webhook(request: web.Request) -> web.Response:
     webhook_id = _ref(request)
     body = await _signed_body(request)
     store = request.app[keys.STORE]
-    found = await store.pool.fetchrow(Q["webhook"], webhook_id)
-    if found is None:
-        raise NotFound(f"webhook {webhook_id} not found")
-    message_id = verify(found["secret"], request.headers, body, time.time())
+    webhooks = request.app[keys.WEBHOOKS]
+    found = await webhooks.signed(webhook_id)
+    message_id = verify(found.secret, request.headers, body, time.time())
     key = delivery_key(webhook_id, message_id)
     options = RunOptions(input=run_input(request, body), idempotency_key=key)
-    agent = await agents.find(store.pool, found["project_id"], found["agent_id"])
+    agent = await request.app[keys.AGENTS].find(found.project_id, found.agent_id)
     runs.check_run(agent, options, "webhook")  # a bad body is refused before it counts
     run_id = delivery_run_id(webhook_id, message_id)
-    async with store.pool.acquire() as conn, conn.transaction():
-        # One request per webhook at a time here: the repeat check, the rate limit and the
-        # delivery record cannot interleave. Nothing else is awaited while the lock is held.
-        webhook = await conn.fetchrow(Q["lock_webhook"], webhook_id)
-        if webhook is None:
-            raise NotFound(f"webhook {webhook_id} not found")
-        if webhook["secret"] != found["secret"]:  # rotated meanwhile
-            verify(webhook["secret"], request.headers, body, time.time())
-        first = await conn.fetchval(Q["delivery"], webhook_id, message_id)
-        if first is None:
-            limit = webhook["rate_limit_per_minute"]
-            if await conn.fetchval(Q["recent_deliveries"], webhook_id) >= limit:
-                raise RateLimited(f"webhook {webhook_id} accepts at most {limit} calls a minute")
-            await conn.execute(Q["insert_delivery"], webhook_id, message_id, run_id)
+
+    def still_signed(webhook: Webhook) -> None:
+        if webhook.secret != found.secret:  # rotated meanwhile
+            verify(webhook.secret, request.headers, body, time.time())
+
+    first = await webhooks.accept(webhook_id, message_id, run_id, still_signed)
     # Queued after the commit: queueing takes pool connections that requests waiting on the
     # lock could all be holding. If this process dies first, the delivery has no run yet;
     # the sender's retry finds the delivery and queues it (same id and key: idempotent).
     if first is not None and await store.summary(run_stream(first)) is not None:
         return http.json(Triggered(first), 200)
     state, _ = await runs.queue_run(
-        store, found["project_id"], found["agent_id"], options,
+        store, found.project_id, found.agent_id, options,
         trigger="webhook", run_id=first or run_id,
         trigger_metadata={"papayya.webhook_id": webhook_id,
                           "papayya.webhook_message_id": message_id},

@@ -1,0 +1,26 @@
+"""The read-model repositories of the app, made once alongside the event store."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from eventstore.postgres import PostgresEventStore
+from papayya.readmodels.agents import Agents
+from papayya.readmodels.deployments import Deployments
+from papayya.readmodels.projects import Projects
+from papayya.readmodels.schedules import Schedules
+from papayya.readmodels.secrets import Secrets
+from papayya.readmodels.spend import Spend
+from papayya.readmodels.webhooks import Webhooks
+from web import keys
+
+
+def install(app: web.Application, store: PostgresEventStore) -> None:
+    """Put every repository under its ``AppKey``; they share the store's pool."""
+    app[keys.PROJECTS] = Projects(store)
+    app[keys.AGENTS] = Agents(store)
+    app[keys.DEPLOYMENTS] = Deployments(store)
+    app[keys.SCHEDULES] = Schedules(store)
+    app[keys.WEBHOOKS] = Webhooks(store)
+    app[keys.SPEND] = Spend(store.pool)
+    app[keys.SECRETS] = Secrets(store)
