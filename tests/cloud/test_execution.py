@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from papayya.domain import events as ev
 from fakellm import FakeConfig, Usage
-from tests.integration.cloud_support import Cloud, running_cloud
+from papayya.domain import events as ev
 from tests.integration.test_runtime import AGENT
+from tests.support.cloud import Cloud, running_cloud
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,12 +14,11 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from tests.conftest import run_sync
-from tests.docker.services import services
+from tests.support.db import run_sync
+from tests.support.docker_cloud import SAMPLE
+from tests.support.services import services
 from workers import bundles
 from workers.builder import Builder, BuildSpec
-
-SAMPLE = Path(__file__).parent / "sample_agent"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -16,8 +16,7 @@ import aiohttp
 import pytest
 
 from papayya.domain import events as ev
-from tests.docker.conftest import SAMPLE
-from tests.docker.support import DockerCloud, running_docker_cloud
+from tests.support.docker_cloud import SAMPLE, DockerCloud, running_docker_cloud
 from web import keys
 from web.routes import deploy as deploy_routes
 from web.routes import deployments

@@ -11,13 +11,8 @@ from typing import Any
 import aiodocker
 import pytest
 
-from tests.docker.support import (
-    DockerCloud,
-    containers_of,
-    running_docker_cloud,
-    wait_for,
-)
-from tests.integration.gateway_support import PROVIDER_KEY
+from tests.support.docker_cloud import DockerCloud, containers_of, running_docker_cloud, wait_for
+from tests.support.gateway import PROVIDER_KEY
 from workers.builder import AGENT_UID
 from workers.docker import DockerRuntime, container_config
 from workers.runtime import Launch, Limits

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fakellm import sse as fake_sse
 from papayya.apiclient import SseParser
 from papayya.errors import PapayyaError
-from fakellm import sse as fake_sse
 from papayya.metering.sse import SseEvent, SseSplitter
 from web import sse as web_sse
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from tests.conftest import Api
+from tests.support.api import Api
 
 CONFIG = {
     "model": "gpt-4o-mini",

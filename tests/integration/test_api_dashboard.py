@@ -16,7 +16,6 @@ from eventstore import PostgresEventStore
 from papayya.database import server_secret
 from papayya.domain import events as ev
 from papayya.runs import Runs
-from tests.conftest import Api
 from tests.integration.test_api_agents import db_fetch
 from tests.integration.test_api_sse import (
     append,
@@ -28,6 +27,7 @@ from tests.integration.test_api_sse import (
     start_run,
 )
 from tests.integration.test_api_usage import old_run
+from tests.support.api import Api
 from web import keys
 from web.routes import dashboard, login
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from tests.conftest import Api
+from tests.support.api import Api
 
 
 async def test_key_required_and_both_header_forms(api: Api, http: Any) -> None:

@@ -17,7 +17,7 @@ from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.runs import Runs
 from projections import Projections
-from tests.conftest import Api, running_api
+from tests.support.api import Api, running_api
 from web import keys, sse
 
 # -- helpers (also used by the metrics and usage tests) -----------------------------------

@@ -11,7 +11,6 @@ import pytest
 from eventstore import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.runs import Runs
-from tests.conftest import Api
 from tests.integration.test_api_sse import (
     append,
     default_project,
@@ -21,6 +20,7 @@ from tests.integration.test_api_sse import (
     project_everything,
     start_run,
 )
+from tests.support.api import Api
 
 OLD_DAY = datetime(2024, 1, 15, 12, tzinfo=UTC)
 

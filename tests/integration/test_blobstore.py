@@ -13,7 +13,7 @@ import pytest
 
 from papayya.config import Config
 from papayya.errors import NotFound
-from tests.docker.services import SERVICES_ENV, read_env
+from tests.support.services import SERVICES_ENV, read_env
 from workers import blobstore
 from workers.blobstore import ChecksumMismatch, LocalBlobStore, S3BlobStore
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 
-from papayya.domain import events as ev
 from fakellm import FakeConfig, Latency, Reply, ToolCall, Usage
-from tests.integration.gateway_support import Gateway, running_gateway
+from papayya.domain import events as ev
+from tests.support.gateway import Gateway, running_gateway
 
 MODEL = "gpt-4o"
 ASK = [{"role": "user", "content": "how much?"}]

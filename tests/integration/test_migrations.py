@@ -10,7 +10,7 @@ import pytest
 
 import sql
 from eventstore.migrations import migrate
-from tests.conftest import with_database
+from tests.support.db import with_database
 
 CATALOG = {
     "columns": """

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from eventstore import PostgresEventStore
-from server.cli_projections import projections
 from projections import Projections
-from tests.integration.projection_support import append_run, simple_run, snapshot
+from server.cli_projections import projections
+from tests.support.projections import append_run, simple_run, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from papayya.domain import events as ev
 from fakellm import FakeConfig, Usage
+from papayya.domain import events as ev
 from papayya.runs import cancel_events
-from tests.integration.gateway_support import Gateway, running_gateway
+from tests.support.gateway import Gateway, running_gateway
 from web import keys
 
 AGENT = '''

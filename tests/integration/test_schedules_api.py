@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.conftest import Api
 from tests.integration.test_api_agents import create_agent, db_fetch, new_project
+from tests.support.api import Api
 
 BODY = {"cron_expression": "0 9 * * 1-5", "timezone": "Europe/Paris"}
 

@@ -23,7 +23,7 @@ from papayya.errors import (
     Unauthorized,
 )
 from papayya.sdk import Papayya
-from tests.conftest import Api
+from tests.support.api import Api
 from web import keys
 
 T = TypeVar("T")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from papayya import papayya
 from fakellm import FakeConfig, Usage
 from fakellm.testing import running_fake
+from papayya import papayya
 from papayya.pricing import Tokens, prices_for
 
 MODEL = "gpt-4o"

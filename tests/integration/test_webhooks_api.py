@@ -13,9 +13,9 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from tests.conftest import Api
 from tests.integration.test_api_agents import create_agent, db_fetch, new_project
 from tests.integration.test_schedules_api import call
+from tests.support.api import Api
 from web.routes.webhooks import delivery_run_id
 
 

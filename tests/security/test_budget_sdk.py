@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 
 from eventstore import PostgresEventStore
-from papayya import papayya
-from papayya.domain import events as ev
 from fakellm import FakeConfig, Usage
 from fakellm.testing import running_fake
+from papayya import papayya
+from papayya.domain import events as ev
 from papayya.runs import Runs
 
 ASK = [{"role": "user", "content": "stream it"}]

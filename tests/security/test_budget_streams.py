@@ -12,11 +12,10 @@ import anthropic
 import openai
 import pytest
 
-from papayya.domain import events as ev
 from fakellm import FakeConfig, Latency, Reply
 from fakellm.config import Cut
-from tests.integration.gateway_support import Gateway, running_gateway
-from tests.security.budget_support import (
+from papayya.domain import events as ev
+from tests.support.budgets import (
     ASK,
     CENT,
     CENTS_MODEL,
@@ -27,6 +26,7 @@ from tests.security.budget_support import (
     settlements,
     until,
 )
+from tests.support.gateway import Gateway, running_gateway
 from web import keys
 from workers.queue import RunQueue, connect
 from workers.sweeper import Sweeper

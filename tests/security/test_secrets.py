@@ -16,13 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from papayya import runtokens
 from fakellm import FakeConfig, Usage
-from tests.integration.cloud_support import Cloud, running_cloud
-from tests.integration.gateway_support import PROVIDER_KEY
+from papayya import runtokens
 from tests.integration.test_runtime import AGENT
 from tests.integration.test_webhooks_api import signed
-from tests.security.support import receiver
+from tests.support.cloud import Cloud, running_cloud
+from tests.support.gateway import PROVIDER_KEY
+from tests.support.serving import receiver
 from web import keys
 
 pytestmark = pytest.mark.timeout(180)

@@ -12,13 +12,13 @@ import anthropic
 import openai
 import pytest
 
+from fakellm import FakeConfig
+from fakellm.testing import FakeServer, running_fake
 from papayya import runtokens
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
-from fakellm import FakeConfig
-from fakellm.testing import FakeServer, running_fake
 from papayya.runs import Runs
-from tests.conftest import Api, running_api
+from tests.support.api import Api, running_api
 from web import keys
 
 PROVIDER_KEY = "sk-real-provider-key"

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from papayya.config import Config
-from tests.conftest import Api
+from tests.support.api import Api
 
 
 @asynccontextmanager
