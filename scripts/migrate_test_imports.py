@@ -52,7 +52,6 @@ SPLIT = {
     },
     "tests.docker.conftest": {"SAMPLE": "tests.support.docker_cloud"},
     "tests.integration.test_api_agents": {
-        "CONFIG": "tests.support.api",
         "create_agent": "tests.support.api",
         "new_project": "tests.support.api",
         "db_fetch": "tests.support.db",
@@ -66,8 +65,6 @@ SPLIT = {
         "llm_step": "tests.support.runs",
         "project_everything": "tests.support.runs",
         "start_run": "tests.support.runs",
-        "Message": "tests.support.sse",
-        "SseReader": "tests.support.sse",
     },
     "tests.integration.test_api_usage": {
         "old_run": "tests.support.runs",

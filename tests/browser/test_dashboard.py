@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from papayya.triggers.scheduler import Scheduler
-from tests.integration.test_runtime import AGENT
+from tests.support.agents import AGENT
 from tests.support.browser import CRASHY, PHONE, SLOW, Dash, open_dash
 from tests.support.cloud import Cloud
 from web import keys

@@ -13,8 +13,8 @@ from papayya.domain import events as ev
 from papayya.runs import Runs
 from projections.runner import ProjectionRunner
 from projections.runs import RunsProjector
-from tests.integration.test_api_agents import create_agent, db_fetch, new_project
-from tests.support.api import Api
+from tests.support.api import Api, create_agent, new_project
+from tests.support.db import db_fetch
 from web import keys
 
 RUN_PATHS = (

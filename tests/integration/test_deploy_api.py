@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.test_api_agents import create_agent, db_fetch, new_project
-from tests.support.api import Api, running_api
+from tests.support.api import Api, create_agent, new_project, running_api
 from tests.support.cloud import bundle_bytes, running_cloud
+from tests.support.db import db_fetch
 from web.routes import deploy as deploy_routes
 from workers import bundles
 

@@ -19,7 +19,7 @@ from eventstore import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.errors import ProjectionNotFound, RebuildInProgress
 from projections import Projections
-from tests.integration.test_migrations import CATALOG
+from tests.support.catalog import CATALOG
 from tests.support.projections import (
     append_run,
     expected_state,

@@ -1,4 +1,5 @@
-"""The control plane on a real port, as the HTTP tests drive it."""
+"""The control plane on a real port, as the HTTP tests drive it: a running API, and the
+projects, agents and schedules a test creates through it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import pytest
 
 
@@ -47,3 +49,67 @@ async def running_api(
         yield Api(f"http://127.0.0.1:{port}", key, app)
     finally:
         await runner.cleanup()
+
+
+AGENT_CONFIG = {
+    "model": "gpt-4o-mini",
+    "instructions": "Be brief.",
+    "max_steps": 7,
+    "budget_usd": "0.50",
+    "tools": ["search", {"type": "function", "function": {"name": "lookup"}}],
+}
+
+
+async def new_project(api: Api, http: Any, name: str = "team-b") -> tuple[str, str]:
+    """A second project: its id and its key."""
+    async with http.post(
+        f"{api.url}/v1/projects", json={"name": name}, headers=api.headers()
+    ) as resp:
+        assert resp.status == 201
+        created = await resp.json()
+    return created["id"], created["api_key"]["key"]
+
+
+async def create_agent(
+    api: Api, http: Any, slug: str, key: str | None = None, **config: Any
+) -> dict[str, Any]:
+    body = {"name": f"Agent {slug}", "slug": slug, "config": {**AGENT_CONFIG, **config}}
+    async with http.post(f"{api.url}/v1/agents", json=body, headers=api.headers(key)) as resp:
+        assert resp.status == 201, await resp.text()
+        return dict(await resp.json())
+
+
+async def default_project(api: Api, http: aiohttp.ClientSession) -> str:
+    async with http.get(f"{api.url}/v1/projects", headers=api.headers()) as resp:
+        project: str = (await resp.json())["data"][0]["id"]
+        return project
+
+
+async def other_project(api: Api, http: aiohttp.ClientSession, name: str) -> tuple[str, str]:
+    """A second project: its id and its key."""
+    async with http.post(
+        f"{api.url}/v1/projects", json={"name": name}, headers=api.headers()
+    ) as resp:
+        created = await resp.json()
+        return created["id"], created["api_key"]["key"]
+
+
+SCHEDULE = {"cron_expression": "0 9 * * 1-5", "timezone": "Europe/Paris"}
+
+
+async def create_schedule(
+    api: Api, http: Any, agent: str, key: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    body = {**SCHEDULE, **fields}
+    async with http.post(
+        f"{api.url}/v1/agents/{agent}/schedules", json=body, headers=api.headers(key)
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        return dict(await resp.json())
+
+
+async def call(
+    api: Api, http: Any, method: str, path: str, body: Any = None, key: str | None = None
+) -> tuple[int, Any]:
+    async with http.request(method, api.url + path, json=body, headers=api.headers(key)) as resp:
+        return resp.status, await resp.json()

@@ -56,3 +56,11 @@ async def cloned_database(admin_dsn: str, template: str) -> AsyncIterator[str]:
         yield with_database(admin_dsn, name)
     finally:
         await drop_database(admin_dsn, name)
+
+
+async def db_fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
