@@ -15,11 +15,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from eventstore.embedded import EmbeddedPostgres
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
-from tests.support.api import Api, running_api
+from tests.support.api import Api, ApiClient, control_plane, running_api
 from tests.support.db import (
     LOCAL_POSTGRES,
     cloned_database,
@@ -89,6 +90,21 @@ async def pg_store(dsn: str) -> AsyncIterator[PostgresEventStore]:
 async def api(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
     async with running_api(dsn, monkeypatch) as running:
         yield running
+
+
+@pytest.fixture
+def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The default project's key, which the control plane bootstraps from the environment."""
+    key = "cpk_test_" + uuid.uuid4().hex
+    monkeypatch.setenv("PAPAYYA_BOOTSTRAP_API_KEY", key)
+    return key
+
+
+@pytest.fixture
+async def api_client(dsn: str, api_key: str, aiohttp_client: AiohttpClient) -> ApiClient:
+    """The control plane on pytest-aiohttp's test server, and a client that takes paths
+    relative to it (``await api_client.get("/v1/projects", headers=...)``)."""
+    return await aiohttp_client(control_plane(dsn))
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 
 class Api:
@@ -24,22 +26,30 @@ class Api:
         return {"X-Api-Key": key or self.key}
 
 
+# What the ``api_client`` fixture (pytest-aiohttp's ``aiohttp_client`` on ``control_plane``) is.
+ApiClient = TestClient[web.Request, web.Application]
+
+
+def control_plane(dsn: str, projectors: bool = False, scheduler: bool = False) -> web.Application:
+    """The API's app on ``dsn``, not yet started; its bootstrap key comes from the environment.
+
+    Tests drive the projectors (catch_up) and the cron scheduler (tick, with a clock of their
+    own) themselves unless they ask for live ones."""
+    from papayya.config import Config
+    from web.app import init_app
+
+    config = Config(database_url=dsn, run_projectors=projectors, run_scheduler=scheduler)
+    return init_app(config, dsn)
+
+
 @asynccontextmanager
 async def running_api(
     dsn: str, monkeypatch: pytest.MonkeyPatch, projectors: bool = False, scheduler: bool = False
 ) -> AsyncIterator[Api]:
     """The control plane on a free loopback port, configured from the environment."""
-    from aiohttp import web
-
-    from papayya.config import Config
-    from web.app import init_app
-
     key = "cpk_test_" + uuid.uuid4().hex
     monkeypatch.setenv("PAPAYYA_BOOTSTRAP_API_KEY", key)
-    # Tests drive the projectors (catch_up) and the cron scheduler (tick, with a clock of
-    # their own) themselves unless they ask for live ones.
-    config = Config(database_url=dsn, run_projectors=projectors, run_scheduler=scheduler)
-    app = init_app(config, dsn)
+    app = control_plane(dsn, projectors, scheduler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
