@@ -21,14 +21,6 @@ LIMITS = Limits(memory_mb=256, cpus=0.5, pids=64)
 
 
 @pytest.fixture
-async def cloud(
-    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, services_env: dict[str, str]
-) -> AsyncIterator[DockerCloud]:
-    async with running_docker_cloud(dsn, monkeypatch, tmp_path, services_env) as running:
-        yield running
-
-
-@pytest.fixture
 async def quiet_cloud(
     dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, services_env: dict[str, str]
 ) -> AsyncIterator[DockerCloud]:
