@@ -12,9 +12,9 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from papayya.triggers.scheduler import Scheduler
-from tests.browser.conftest import CRASHY, PHONE, SLOW, Dash, open_dash
-from tests.integration.cloud_support import Cloud
-from tests.integration.test_runtime import AGENT
+from tests.support.agents import AGENT
+from tests.support.browser import CRASHY, PHONE, SLOW, Dash, open_dash
+from tests.support.cloud import Cloud
 from web import keys
 from web.routes import login
 from web.routes.schedules import start_scheduled_run

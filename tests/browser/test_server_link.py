@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.browser.conftest import open_dash
-from tests.conftest import cloned_database
-from tests.integration.cloud_support import REDIS_URL, free_port
+from tests.support.browser import open_dash
+from tests.support.cloud import REDIS_URL, free_port
+from tests.support.db import cloned_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 LINK = re.compile(r"Dashboard: (http://\S+/login#token=\S+)")

@@ -19,23 +19,11 @@ import standardwebhooks
 from aiohttp import web
 
 from papayya.domain import events as ev
-from tests.integration.cloud_support import Cloud, running_cloud
-from tests.integration.test_runtime import AGENT
+from tests.support.agents import AGENT, SLOW
+from tests.support.cloud import Cloud, running_cloud
 
 pytestmark = pytest.mark.timeout(120)
 
-SLOW = """
-import os, time
-from papayya import agent, current_run
-
-@agent
-def slow(task):
-    for i in range(int(task.get("steps", 1))):
-        current_run().task(f"step{i}", lambda: time.sleep(float(task.get("sleep", 0.5))) or i)
-    with open(os.environ["SIDE_EFFECTS"], "a") as f:
-        f.write("done\\n")
-    return {"slept": True}
-"""
 
 STUBBORN = """
 import os, signal, time

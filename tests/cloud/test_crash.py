@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from papayya.domain import events as ev
-from tests.integration.cloud_support import Cloud, running_cloud
+from tests.support.cloud import Cloud, running_cloud
 
 pytestmark = pytest.mark.timeout(240)
 

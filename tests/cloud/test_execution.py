@@ -13,8 +13,8 @@ import pytest
 
 from fakellm import FakeConfig, Usage
 from papayya.domain import events as ev
-from tests.integration.cloud_support import Cloud, running_cloud
-from tests.integration.test_runtime import AGENT
+from tests.support.agents import AGENT
+from tests.support.cloud import Cloud, running_cloud
 
 pytestmark = pytest.mark.timeout(120)
 

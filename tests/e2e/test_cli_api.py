@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from papayya.domain import events as ev
-from tests.conftest import Api, running_api
+from tests.support.api import Api, running_api
 from web import keys
 
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 from papayya.triggers.scheduler import Scheduler
-from tests.conftest import Api
-from tests.integration.test_api_agents import create_agent, db_fetch
+from tests.support.api import Api, create_agent
+from tests.support.db import db_fetch
 from web import keys
 from web.routes.schedules import start_scheduled_run
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api
+from tests.support.api import Api
 
 # Server-sent-event streams never end by themselves: they are tested in test_api_sse.py.
 STREAMS = r"(/events$|/v1/events$)"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from papayya.domain import events as ev
 from papayya.errors import InvalidEvent
-from tests.unit.strategies import any_event
+from tests.support.strategies import any_event
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 AT = datetime(2026, 1, 1, tzinfo=UTC)

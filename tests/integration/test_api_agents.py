@@ -8,42 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from tests.conftest import Api
-
-CONFIG = {
-    "model": "gpt-4o-mini",
-    "instructions": "Be brief.",
-    "max_steps": 7,
-    "budget_usd": "0.50",
-    "tools": ["search", {"type": "function", "function": {"name": "lookup"}}],
-}
-
-
-async def new_project(api: Api, http: Any, name: str = "team-b") -> tuple[str, str]:
-    """A second project: its id and its key."""
-    async with http.post(
-        f"{api.url}/v1/projects", json={"name": name}, headers=api.headers()
-    ) as resp:
-        assert resp.status == 201
-        created = await resp.json()
-    return created["id"], created["api_key"]["key"]
-
-
-async def create_agent(
-    api: Api, http: Any, slug: str, key: str | None = None, **config: Any
-) -> dict[str, Any]:
-    body = {"name": f"Agent {slug}", "slug": slug, "config": {**CONFIG, **config}}
-    async with http.post(f"{api.url}/v1/agents", json=body, headers=api.headers(key)) as resp:
-        assert resp.status == 201, await resp.text()
-        return dict(await resp.json())
-
-
-async def db_fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
+from tests.support.api import Api, create_agent, new_project
+from tests.support.db import db_fetch
 
 
 async def agent_events(dsn: str, agent_id: str) -> list[asyncpg.Record]:

@@ -16,18 +16,16 @@ from eventstore import PostgresEventStore
 from papayya.database import server_secret
 from papayya.domain import events as ev
 from papayya.runs import Runs
-from tests.conftest import Api
-from tests.integration.test_api_agents import db_fetch
-from tests.integration.test_api_sse import (
+from tests.support.api import Api, default_project, other_project
+from tests.support.db import db_fetch
+from tests.support.runs import (
     append,
     checkpoint_step,
-    default_project,
     llm_step,
-    other_project,
+    old_run,
     project_everything,
     start_run,
 )
-from tests.integration.test_api_usage import old_run
 from web import keys
 from web.routes import dashboard, login
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from papayya.domain import events as ev
-from tests.conftest import Api
+from tests.support.api import Api
 from web import keys
 
 RUNS = "/v1/durable/runs"

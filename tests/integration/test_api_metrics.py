@@ -15,16 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from eventstore import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.runs import Runs
-from tests.conftest import Api
-from tests.integration.test_api_sse import (
-    append,
-    checkpoint_step,
-    default_project,
-    llm_step,
-    project_everything,
-    start_run,
-)
-from tests.security.support import serving
+from tests.support.api import Api, default_project
+from tests.support.runs import append, checkpoint_step, llm_step, project_everything, start_run
+from tests.support.serving import serving
 
 TOKEN = "metrics-token-" + uuid.uuid4().hex
 PRICED = "gpt-4o-mini"  # a model of the price table: counted under its own name

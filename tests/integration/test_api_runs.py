@@ -13,8 +13,8 @@ from papayya.domain import events as ev
 from papayya.runs import Runs
 from projections.runner import ProjectionRunner
 from projections.runs import RunsProjector
-from tests.conftest import Api
-from tests.integration.test_api_agents import create_agent, db_fetch, new_project
+from tests.support.api import Api, create_agent, new_project
+from tests.support.db import db_fetch
 from web import keys
 
 RUN_PATHS = (
@@ -461,7 +461,7 @@ async def test_the_server_keeps_the_runs_list_current(
     dsn: str, monkeypatch: pytest.MonkeyPatch, http: Any
 ) -> None:
     """No test-driven catch-up here: the server's own projectors fill the list."""
-    from tests.conftest import running_api
+    from tests.support.api import running_api
 
     async with running_api(dsn, monkeypatch, projectors=True) as live:
         agent = await create_agent(live, http, "live-list")

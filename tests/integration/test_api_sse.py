@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +13,12 @@ import pytest
 
 from eventstore import PostgresEventStore
 from papayya.domain import events as ev
-from papayya.domain.state import RunState
 from papayya.runs import Runs
-from projections import Projections
-from tests.conftest import Api, running_api
+from tests.support.api import Api, default_project, other_project, running_api
+from tests.support.runs import append, checkpoint_step, llm_call, llm_step, start_run
 from web import keys, sse
 
-# -- helpers (also used by the metrics and usage tests) -----------------------------------
+# -- an SSE client -------------------------------------------------------------------------
 
 
 @dataclass
@@ -64,70 +62,6 @@ class SseReader:
             assert message is not None, f"stream ended after {len(taken)} of {count} messages"
             taken.append(message)
         return taken
-
-
-async def default_project(api: Api, http: aiohttp.ClientSession) -> str:
-    async with http.get(f"{api.url}/v1/projects", headers=api.headers()) as resp:
-        project: str = (await resp.json())["data"][0]["id"]
-        return project
-
-
-async def other_project(api: Api, http: aiohttp.ClientSession, name: str) -> tuple[str, str]:
-    """A second project: its id and its key."""
-    async with http.post(
-        f"{api.url}/v1/projects", json={"name": name}, headers=api.headers()
-    ) as resp:
-        created = await resp.json()
-        return created["id"], created["api_key"]["key"]
-
-
-async def start_run(runs: Runs, run_id: str, project: str, agent: str = "agent-a") -> RunState:
-    state = await runs.append(
-        None, [ev.RunQueued(run_id=run_id, project_id=project, agent_id=agent)]
-    )
-    return await runs.append(state, [ev.RunStarted(attempt=1)])
-
-
-def checkpoint_step(n: int, result: Any = None) -> list[ev.RunEvent]:
-    label = f"task-{n}"
-    return [
-        ev.StepStarted(step_number=n, step_type="checkpoint", label=label),
-        ev.CheckpointSaved(step_number=n, label=label, fingerprint=label, result=result),
-        ev.StepCompleted(step_number=n, duration_ms=1.5),
-    ]
-
-
-def llm_call(n: int, model: str = "gpt-test", cost: int = 1234, **tokens: int) -> ev.RunEvent:
-    return ev.LlmCallRecorded(
-        step_number=n,
-        provider="openai",
-        model=model,
-        fingerprint=f"call-{n}",
-        input_tokens=tokens.get("input_tokens", 100),
-        cached_input_tokens=tokens.get("cached_input_tokens", 10),
-        output_tokens=tokens.get("output_tokens", 20),
-        cost_micro_usd=cost,
-    )
-
-
-def llm_step(n: int, model: str = "gpt-test", cost: int = 1234) -> list[ev.RunEvent]:
-    return [
-        ev.StepStarted(step_number=n, step_type="response"),
-        llm_call(n, model, cost),
-        ev.StepCompleted(step_number=n, output=f"answer {n}"),
-    ]
-
-
-async def append(runs: Runs, state: RunState, events: Sequence[ev.RunEvent]) -> RunState:
-    return await runs.append(state, list(events))
-
-
-async def project_everything(store: PostgresEventStore, dsn: str) -> None:
-    """Run the projectors over every event ``store`` appended. The read fence trails the last
-    commit while a transaction is open anywhere on the database server (other suites share
-    it), so first wait until they are all visible."""
-    await store.wait_visible()
-    await Projections(store, dsn).catch_up()
 
 
 def url(api: Api, run_id: str) -> str:

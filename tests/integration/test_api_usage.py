@@ -11,18 +11,8 @@ import pytest
 from eventstore import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.runs import Runs
-from tests.conftest import Api
-from tests.integration.test_api_sse import (
-    append,
-    default_project,
-    llm_call,
-    llm_step,
-    other_project,
-    project_everything,
-    start_run,
-)
-
-OLD_DAY = datetime(2024, 1, 15, 12, tzinfo=UTC)
+from tests.support.api import Api, default_project, other_project
+from tests.support.runs import append, llm_call, llm_step, old_run, project_everything, start_run
 
 
 async def get(
@@ -32,28 +22,6 @@ async def get(
         assert resp.status == 200, await resp.text()
         body: dict[str, Any] = await resp.json()
         return body
-
-
-async def old_run(runs: Runs, run_id: str, project: str, cost: int) -> None:
-    """A run from January 2024, every event dated then."""
-    events: list[ev.RunEvent] = [
-        ev.RunQueued(run_id=run_id, project_id=project, agent_id="a1", at=OLD_DAY),
-        ev.RunStarted(attempt=1, at=OLD_DAY),
-        ev.StepStarted(step_number=0, step_type="response", at=OLD_DAY),
-        ev.LlmCallRecorded(
-            step_number=0,
-            provider="openai",
-            model="m1",
-            fingerprint="f",
-            input_tokens=1000,
-            output_tokens=5,
-            cost_micro_usd=cost,
-            at=OLD_DAY,
-        ),
-        ev.StepCompleted(step_number=0, at=OLD_DAY),
-        ev.RunCompleted(at=OLD_DAY),
-    ]
-    await runs.append(None, events)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from papayya import blobstore
 from papayya.blobstore import ChecksumMismatch, LocalBlobStore, S3BlobStore
 from papayya.config import Config
 from papayya.errors import NotFound
-from tests.docker.services import SERVICES_ENV, read_env
+from tests.support.services import SERVICES_ENV, read_env
 
 
 @pytest.fixture(scope="module")

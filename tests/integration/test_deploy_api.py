@@ -13,9 +13,9 @@ import pytest
 
 from papayya import bundles
 from server.builds import BuildService
-from tests.conftest import Api, running_api
-from tests.integration.cloud_support import bundle_bytes, running_cloud
-from tests.integration.test_api_agents import create_agent, db_fetch, new_project
+from tests.support.api import Api, create_agent, new_project, running_api
+from tests.support.cloud import bundle_bytes, running_cloud
+from tests.support.db import db_fetch
 from web.routes import deploy as deploy_routes
 
 AGENT = b"""

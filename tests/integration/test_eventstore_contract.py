@@ -20,7 +20,7 @@ from papayya.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from tests.conftest import cloned_database
+from tests.support.db import cloned_database
 
 
 @pytest.fixture(params=["memory", "postgres"])

@@ -11,7 +11,7 @@ import pytest
 
 from fakellm import FakeConfig, Reply, ToolCall, Usage
 from papayya.pricing import Tokens, prices_for
-from tests.integration.gateway_support import PROVIDER_KEY, Gateway, running_gateway
+from tests.support.gateway import PROVIDER_KEY, Gateway, running_gateway
 
 MODEL = "gpt-4o"  # priced by genai-prices
 USAGE = Usage(prompt_tokens=1200, completion_tokens=300, cached_tokens=200, reasoning_tokens=50)

@@ -10,7 +10,7 @@ import pytest
 
 from fakellm import FakeConfig, Latency, Reply, ToolCall, Usage
 from papayya.domain import events as ev
-from tests.integration.gateway_support import Gateway, running_gateway
+from tests.support.gateway import Gateway, running_gateway
 
 MODEL = "gpt-4o"
 ASK = [{"role": "user", "content": "how much?"}]

@@ -15,7 +15,7 @@ from eventstore import Cursor, PostgresEventStore
 from eventstore.types import START
 from papayya.domain import events as ev
 from projections import CostsProjector, Envelope, ProjectionRunner, Projections, RunsProjector
-from tests.integration.projection_support import append_run, eventually, simple_run, snapshot
+from tests.support.projections import append_run, eventually, simple_run, snapshot
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from eventstore import PostgresEventStore
 from projections import Projections
 from server.cli_projections import projections
-from tests.integration.projection_support import append_run, simple_run, snapshot
+from tests.support.projections import append_run, simple_run, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from eventstore import PostgresEventStore
 from papayya.domain import events as ev
 from projections import Projections
 from projections.dashboard import Durations, Spend, dashboard
-from tests.integration.projection_support import append_run, simple_run
+from tests.support.projections import append_run, simple_run
 
 TODAY = datetime.now(UTC).date()
 NOON = datetime.combine(TODAY, time(12), UTC)  # far from midnight whenever the test runs

@@ -19,7 +19,8 @@ from eventstore import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.errors import ProjectionNotFound, RebuildInProgress
 from projections import Projections
-from tests.integration.projection_support import (
+from tests.support.catalog import CATALOG
+from tests.support.projections import (
     append_run,
     expected_state,
     owned,
@@ -27,8 +28,7 @@ from tests.integration.projection_support import (
     snapshot,
     stored_form,
 )
-from tests.integration.test_migrations import CATALOG
-from tests.unit.strategies import legal_runs
+from tests.support.strategies import legal_runs
 
 runs_strategy = st.lists(legal_runs(max_events=30), min_size=1, max_size=5)
 

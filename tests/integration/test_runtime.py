@@ -17,38 +17,9 @@ import pytest
 from fakellm import FakeConfig, Usage
 from papayya.domain import events as ev
 from papayya.runs import cancel_events
-from tests.integration.gateway_support import Gateway, running_gateway
+from tests.support.agents import AGENT
+from tests.support.gateway import Gateway, running_gateway
 from web import keys
-
-AGENT = '''
-import json, os
-from openai import OpenAI
-from papayya import agent, current_run, tool
-
-@tool
-def lookup(city: str) -> dict:
-    """Look up the weather of a city."""
-    with open(os.environ["SIDE_EFFECTS"], "a") as f:
-        f.write(city + "\\n")
-    return {"city": city, "temp": 21}
-
-@agent
-def weather(task):
-    client = OpenAI(max_retries=0)
-    messages = [{"role": "user", "content": task["question"]}]
-    first = client.chat.completions.create(
-        model="gpt-4o", messages=messages, tools=[lookup.schema()])
-    message = first.choices[0].message
-    call = message.tool_calls[0]
-    result = lookup(**json.loads(call.function.arguments))
-    messages += [message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}]
-    counted = current_run().task("count", lambda: len(messages))
-    if os.environ.get("CRASH_BEFORE_ANSWER"):
-        os._exit(3)
-    final = client.chat.completions.create(model="gpt-4o", messages=messages)
-    return {"answer": final.choices[0].message.content, "counted": counted}
-'''
 
 PROCESSES: list[asyncio.subprocess.Process] = []
 

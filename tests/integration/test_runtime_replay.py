@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from papayya.domain import events as ev
-from tests.integration.gateway_support import running_gateway
+from tests.support.gateway import running_gateway
 
 
 async def post(http: aiohttp.ClientSession, url: str, token: str, body: Any) -> Any:

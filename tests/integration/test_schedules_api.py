@@ -8,28 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.conftest import Api
-from tests.integration.test_api_agents import create_agent, db_fetch, new_project
-
-BODY = {"cron_expression": "0 9 * * 1-5", "timezone": "Europe/Paris"}
-
-
-async def create_schedule(
-    api: Api, http: Any, agent: str, key: str | None = None, **fields: Any
-) -> dict[str, Any]:
-    body = {**BODY, **fields}
-    async with http.post(
-        f"{api.url}/v1/agents/{agent}/schedules", json=body, headers=api.headers(key)
-    ) as resp:
-        assert resp.status == 201, await resp.text()
-        return dict(await resp.json())
-
-
-async def call(
-    api: Api, http: Any, method: str, path: str, body: Any = None, key: str | None = None
-) -> tuple[int, Any]:
-    async with http.request(method, api.url + path, json=body, headers=api.headers(key)) as resp:
-        return resp.status, await resp.json()
+from tests.support.api import SCHEDULE, Api, call, create_agent, create_schedule, new_project
+from tests.support.db import db_fetch
 
 
 async def test_create_read_list(api: Api, http: Any) -> None:
@@ -126,7 +106,9 @@ async def test_invalid_cron_or_timezone_says_why(api: Api, http: Any, dsn: str) 
     ]
     for change, code, reason in cases:
         async with http.post(
-            f"{api.url}/v1/agents/strict/schedules", json={**BODY, **change}, headers=api.headers()
+            f"{api.url}/v1/agents/strict/schedules",
+            json={**SCHEDULE, **change},
+            headers=api.headers(),
         ) as resp:
             assert resp.status == 400, change
             error = (await resp.json())["error"]
@@ -138,7 +120,7 @@ async def test_invalid_cron_or_timezone_says_why(api: Api, http: Any, dsn: str) 
             status == 400 and body["error"]["code"] == code and reason in body["error"]["message"]
         )
     [row] = await db_fetch(dsn, "SELECT cron_expression, timezone FROM schedules")
-    assert tuple(row) == (BODY["cron_expression"], BODY["timezone"])
+    assert tuple(row) == (SCHEDULE["cron_expression"], SCHEDULE["timezone"])
 
 
 async def test_key_required(api: Api, http: Any) -> None:
@@ -174,8 +156,8 @@ async def test_other_projects_schedules_are_not_found(api: Api, http: Any, dsn: 
             ("PATCH", f"/v1/schedules/{sid}", {"enabled": False}),
             ("DELETE", f"/v1/schedules/{sid}", None),
             ("GET", f"/v1/schedules/{sid}/fires", None),
-            ("POST", f"/v1/agents/{agent}/schedules", BODY),
-            ("POST", f"/v1/agents/{schedule['agent_id']}/schedules", BODY),
+            ("POST", f"/v1/agents/{agent}/schedules", SCHEDULE),
+            ("POST", f"/v1/agents/{schedule['agent_id']}/schedules", SCHEDULE),
             ("GET", f"/v1/agents/{schedule['agent_id']}/schedules", None),
         ]:
             status, error = await call(api, http, method, path, body, key=key)

@@ -15,9 +15,8 @@ import pytest
 from eventstore.postgres import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.triggers.scheduler import Fire, Schedule, Scheduler, fire_key, fire_run_id
-from tests.conftest import Api, running_api
-from tests.integration.test_api_agents import create_agent, db_fetch
-from tests.integration.test_schedules_api import call, create_schedule
+from tests.support.api import Api, call, create_agent, create_schedule, running_api
+from tests.support.db import db_fetch
 from web import keys
 from web.routes.schedules import start_scheduled_run
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 from aiohttp import web
+from pytest_aiohttp import AiohttpServer
 
 from papayya import papayya
 from papayya.errors import (
@@ -23,7 +24,7 @@ from papayya.errors import (
     Unauthorized,
 )
 from papayya.sdk import Papayya
-from tests.conftest import Api
+from tests.support.api import Api
 from web import keys
 
 T = TypeVar("T")
@@ -329,11 +330,13 @@ async def test_a_bad_key_is_unauthorized_and_another_projects_ids_are_its_own(
 class Flaky:
     """An HTTP proxy to the API that first answers ``failures`` requests with ``status``."""
 
-    def __init__(self, target: str, failures: int, status: int, headers: dict[str, str]) -> None:
+    def __init__(
+        self, target: str, failures: int, status: int = 503, headers: dict[str, str] | None = None
+    ) -> None:
         self.target = target
         self.failures = failures
         self.status = status
-        self.headers = headers
+        self.headers = headers or {}
         self.seen: list[str] = []
         self.url = ""
 
@@ -359,56 +362,49 @@ class Flaky:
             )
 
 
-@contextlib.asynccontextmanager
-async def flaky(
-    api: Api, failures: int, status: int = 503, headers: dict[str, str] | None = None
-) -> AsyncIterator[Flaky]:
-    proxy = Flaky(api.url, failures, status, headers or {})
+async def serve(aiohttp_server: AiohttpServer, proxy: Flaky) -> Flaky:
+    """``proxy`` on pytest-aiohttp's test server, which closes it after the test."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    proxy.url = f"http://127.0.0.1:{port}"
-    try:
-        yield proxy
-    finally:
-        await runner.cleanup()
+    server = await aiohttp_server(app)
+    proxy.url = f"http://{server.host}:{server.port}"
+    return proxy
 
 
-async def test_5xx_and_429_are_retried(api: Api) -> None:
+async def test_5xx_and_429_are_retried(api: Api, aiohttp_server: AiohttpServer) -> None:
     def scenario(client: Papayya) -> Any:
         run = client.run("agent-a", run_id="f1")
         return run.task("a", lambda: 1), run.state.attempt
 
-    async with flaky(api, failures=2) as proxy:
-        assert await against(api, scenario, proxy.url) == (1, 1)
-        assert proxy.seen.count("POST /v1/durable/runs") == 3
-    async with flaky(api, failures=1, status=429, headers={"Retry-After": "0.2"}) as proxy:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        assert await against(api, scenario, proxy.url) == (1, 2)
-        assert loop.time() - started >= 0.2  # Retry-After was honoured
-        assert proxy.seen.count("POST /v1/durable/runs") == 2
+    proxy = await serve(aiohttp_server, Flaky(api.url, failures=2))
+    assert await against(api, scenario, proxy.url) == (1, 1)
+    assert proxy.seen.count("POST /v1/durable/runs") == 3
+    retry_after = {"Retry-After": "0.2"}
+    proxy = await serve(aiohttp_server, Flaky(api.url, 1, status=429, headers=retry_after))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await against(api, scenario, proxy.url) == (1, 2)
+    assert loop.time() - started >= 0.2  # Retry-After was honoured
+    assert proxy.seen.count("POST /v1/durable/runs") == 2
 
 
-async def test_retries_are_bounded(api: Api) -> None:
-    async with flaky(api, failures=100, status=502) as proxy:
-        with pytest.raises(PapayyaError, match="flaky says 502"):
-            await against(api, lambda client: client.run("agent-a", run_id="f2"), proxy.url)
-        assert len(proxy.seen) == 5
+async def test_retries_are_bounded(api: Api, aiohttp_server: AiohttpServer) -> None:
+    proxy = await serve(aiohttp_server, Flaky(api.url, failures=100, status=502))
+    with pytest.raises(PapayyaError, match="flaky says 502"):
+        await against(api, lambda client: client.run("agent-a", run_id="f2"), proxy.url)
+    assert len(proxy.seen) == 5
 
 
-async def test_4xx_is_never_retried(api: Api) -> None:
-    async with flaky(api, failures=100, status=409) as proxy:
-        with pytest.raises(Conflict, match="flaky says 409"):
-            await against(api, lambda client: client.run("agent-a", run_id="f3"), proxy.url)
-        assert len(proxy.seen) == 1
+async def test_4xx_is_never_retried(api: Api, aiohttp_server: AiohttpServer) -> None:
+    proxy = await serve(aiohttp_server, Flaky(api.url, failures=100, status=409))
+    with pytest.raises(Conflict, match="flaky says 409"):
+        await against(api, lambda client: client.run("agent-a", run_id="f3"), proxy.url)
+    assert len(proxy.seen) == 1
 
 
-async def test_a_retried_checkpoint_after_a_lost_answer_is_not_recorded_twice(api: Api) -> None:
+async def test_a_retried_checkpoint_after_a_lost_answer_is_not_recorded_twice(
+    api: Api, aiohttp_server: AiohttpServer
+) -> None:
     """The proxy forwards the checkpoint but loses the answer: the retry gets the step
     that was recorded, and the run has it once."""
 
@@ -424,14 +420,7 @@ async def test_a_retried_checkpoint_after_a_lost_answer_is_not_recorded_twice(ap
                     return web.json_response(lost, status=504)
             return answer
 
-    proxy = LosesAnswers(api.url, 0, 503, {})
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    proxy = await serve(aiohttp_server, LosesAnswers(api.url, failures=0))
 
     def scenario(client: Papayya) -> list[str | None]:
         run = client.run("agent-a", run_id="f4")
@@ -439,10 +428,7 @@ async def test_a_retried_checkpoint_after_a_lost_answer_is_not_recorded_twice(ap
             run.task(f"t{i}", lambda i=i: i)
         return [s.label for s in client.run("agent-a", run_id="f4").state.steps]
 
-    try:
-        assert await against(api, scenario, f"http://127.0.0.1:{port}") == ["t0", "t1", "t2"]
-    finally:
-        await runner.cleanup()
+    assert await against(api, scenario, proxy.url) == ["t0", "t1", "t2"]
 
 
 async def test_dropped_connections_are_retried(api: Api) -> None:

@@ -8,14 +8,11 @@ import io
 import json
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
-from standardwebhooks import Webhook
-
-from tests.conftest import Api
-from tests.integration.test_api_agents import create_agent, db_fetch, new_project
-from tests.integration.test_schedules_api import call
+from tests.support.api import Api, call, create_agent, new_project
+from tests.support.db import db_fetch
+from tests.support.webhooks import signed
 from web.routes.webhooks import delivery_run_id
 
 
@@ -28,18 +25,6 @@ async def create_webhook(
     ) as resp:
         assert resp.status == 201, await resp.text()
         return dict(await resp.json())
-
-
-def signed(
-    secret: str, body: bytes, message_id: str | None = None, at: float | None = None
-) -> dict[str, str]:
-    message_id = message_id or f"msg_{uuid.uuid4().hex}"
-    moment = datetime.fromtimestamp(time.time() if at is None else at, UTC)
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(int(moment.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, moment, body.decode()),
-    }
 
 
 async def trigger(

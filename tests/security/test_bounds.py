@@ -22,10 +22,10 @@ from papayya.metering import providers
 from papayya.money import cents_up
 from papayya.sdk.http import CheckpointBody, OpenRunBody
 from projections.service import Projections
-from tests.conftest import Api, running_api
-from tests.integration.gateway_support import Gateway, running_gateway
-from tests.security.bounds_support import collect, numeric_fields
-from tests.security.support import call
+from tests.support.api import Api, running_api
+from tests.support.bounds import collect, numeric_fields
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.serving import call
 from web import keys
 from web.routes.runs import ReplayRun, ResumeRun, RunOptions
 

@@ -20,7 +20,7 @@ from papayya.domain.fold import fold
 from papayya.domain.rules import check_folded
 from papayya.domain.state import StepState
 from papayya.errors import InvalidEvent, StepLimitReached
-from tests.security.bounds_support import body_routes, numbers, values
+from tests.support.bounds import body_routes, numbers, values
 
 ROUTES = body_routes()
 

@@ -14,8 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from fakellm import FakeConfig, Reply, Usage
-from tests.integration.gateway_support import Gateway, running_gateway
-from tests.security.budget_support import (
+from tests.support.budgets import (
     ASK,
     CENT,
     CENTS_MODEL,
@@ -26,6 +25,7 @@ from tests.security.budget_support import (
     settlements,
     until,
 )
+from tests.support.gateway import Gateway, running_gateway
 
 CAPPED = "x-papayya-output-capped"
 CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")

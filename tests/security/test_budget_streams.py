@@ -15,8 +15,7 @@ import pytest
 from fakellm import FakeConfig, Latency, Reply
 from fakellm.config import Cut
 from papayya.domain import events as ev
-from tests.integration.gateway_support import Gateway, running_gateway
-from tests.security.budget_support import (
+from tests.support.budgets import (
     ASK,
     CENT,
     CENTS_MODEL,
@@ -27,6 +26,7 @@ from tests.security.budget_support import (
     settlements,
     until,
 )
+from tests.support.gateway import Gateway, running_gateway
 from web import keys
 from workers.queue import RunQueue, connect
 from workers.sweeper import Sweeper

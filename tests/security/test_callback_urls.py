@@ -20,9 +20,9 @@ from aiohttp.resolver import ThreadedResolver
 from papayya import urlguard
 from papayya.config import Config
 from papayya.domain import events as ev
-from tests.conftest import Api
-from tests.integration.cloud_support import Cloud, running_cloud
-from tests.security.support import call, receiver, serving
+from tests.support.api import Api
+from tests.support.cloud import Cloud, running_cloud
+from tests.support.serving import call, receiver, serving
 from web import keys
 
 pytestmark = pytest.mark.timeout(120)

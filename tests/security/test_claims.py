@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cloud_support import Cloud, running_cloud
+from tests.support.cloud import Cloud, running_cloud
 from web import keys
 from workers.worker import Worker
 

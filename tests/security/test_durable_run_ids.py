@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from papayya.domain import events as ev
-from tests.conftest import Api
-from tests.security.support import call
+from tests.support.api import Api
+from tests.support.serving import call
 from web import keys
 
 pytestmark = pytest.mark.timeout(120)

@@ -18,8 +18,8 @@ import openai
 import pytest
 
 from papayya.domain import events as ev
-from tests.integration.cloud_support import Cloud, running_cloud
-from tests.security.exactly_once_support import (
+from tests.support.cloud import Cloud, running_cloud
+from tests.support.exactly_once import (
     ONE_CALL,
     provider_calls,
     recovering,

@@ -19,8 +19,8 @@ import pytest
 from fakellm import FakeConfig
 from fakellm.config import Latency
 from papayya.domain import events as ev
-from tests.integration.cloud_support import Cloud, running_cloud
-from tests.security.exactly_once_support import (
+from tests.support.cloud import Cloud, running_cloud
+from tests.support.exactly_once import (
     ONE_CALL,
     live_calls,
     provider_calls,

@@ -21,8 +21,8 @@ import pytest
 from papayya import runtokens
 from papayya.domain import events as ev
 from papayya.runtime.client import RuntimeClient
-from tests.integration.cloud_support import Cloud, running_cloud
-from tests.security.exactly_once_support import ONE_CALL, Proxy, proxy_to, start_attempt
+from tests.support.cloud import Cloud, running_cloud
+from tests.support.exactly_once import ONE_CALL, Proxy, proxy_to, start_attempt
 from web import keys
 
 pytestmark = pytest.mark.timeout(60)

@@ -21,8 +21,8 @@ from fakellm import FakeConfig
 from fakellm.config import Latency
 from papayya.domain import events as ev
 from papayya.errors import StoreUnavailable
-from tests.integration.cloud_support import Cloud, running_cloud
-from tests.security.exactly_once_support import (
+from tests.support.cloud import Cloud, running_cloud
+from tests.support.exactly_once import (
     ONE_CALL,
     Proxy,
     live_calls,

@@ -23,13 +23,7 @@ import pytest
 
 from papayya import bundles, runtokens, signing
 from papayya.domain import events as ev
-from tests.security.listener_support import (
-    Listening,
-    exchange,
-    listening,
-    row_counts,
-    split_response,
-)
+from tests.support.listener import Listening, exchange, listening, row_counts, split_response
 from web import http as web_http
 from web import keys
 from web.openapi import api as spec

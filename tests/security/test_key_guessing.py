@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from papayya.config import Config
-from tests.security.support import call, serving
+from tests.support.serving import call, serving
 from web.ratelimit import AuthLimiter
 
 

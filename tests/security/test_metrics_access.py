@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from papayya.domain import events as ev
 from papayya.errors import InvalidInput
-from tests.conftest import Api
-from tests.security.support import call, serving
+from tests.support.api import Api
+from tests.support.serving import call, serving
 from web import keys
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from papayya.runtime.netns import host_sockets, socket_dirs
-from tests.integration.cloud_support import agent_workspace
+from tests.support.cloud import agent_workspace
 from workers.hardening import agent_uid
 from workers.process import ProcessRuntime
 from workers.relay import remove_dead, socket_path

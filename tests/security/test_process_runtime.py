@@ -25,8 +25,8 @@ from fakellm.testing import running_fake_in_thread
 from papayya.domain.state import RunState
 from papayya.processruntime import SETTING, ProcessRuntimePolicy
 from server.cli import main as cli
-from tests.integration.cloud_support import Cloud, agent_workspace, running_cloud
-from tests.security.runtime_support import (
+from tests.support.cloud import Cloud, agent_workspace, running_cloud
+from tests.support.process_runtime import (
     Tenant,
     bundle,
     call,
@@ -37,7 +37,7 @@ from tests.security.runtime_support import (
     two_tenants,
     wait_for_run,
 )
-from tests.security.support import serving
+from tests.support.serving import serving
 from workers.hardening import SECRETS
 from workers.worker import Worker
 

@@ -19,8 +19,8 @@ from papayya.domain import events as ev
 from projections.runner import PROJECTION_FAILING, ProjectionRunner
 from projections.service import Projections, refresh_gauges
 from server.cli_projections import projections as projections_cli
-from tests.conftest import Api, running_api
-from tests.security.bounds_support import FailingProjector
+from tests.support.api import Api, running_api
+from tests.support.bounds import FailingProjector
 from web import keys
 
 pytestmark = pytest.mark.timeout(120)

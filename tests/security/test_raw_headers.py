@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from tests.security.support import call, serving
+from tests.support.serving import call, serving
 
 
 async def raw_request(

@@ -15,8 +15,8 @@ import pytest
 from papayya.apiclient import ApiClient
 from papayya.errors import Unauthorized
 from server.cli_api import follow
-from tests.conftest import Api
-from tests.security.support import call, serving
+from tests.support.api import Api
+from tests.support.serving import call, serving
 from web import keys
 from web.revocation import RECHECK_SECONDS
 from web.routes import login

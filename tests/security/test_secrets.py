@@ -18,11 +18,11 @@ import pytest
 
 from fakellm import FakeConfig, Usage
 from papayya import runtokens
-from tests.integration.cloud_support import Cloud, running_cloud
-from tests.integration.gateway_support import PROVIDER_KEY
-from tests.integration.test_runtime import AGENT
-from tests.integration.test_webhooks_api import signed
-from tests.security.support import receiver
+from tests.support.agents import AGENT
+from tests.support.cloud import Cloud, running_cloud
+from tests.support.gateway import PROVIDER_KEY
+from tests.support.serving import receiver
+from tests.support.webhooks import signed
 from web import keys
 
 pytestmark = pytest.mark.timeout(180)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.listener_support import (
+from tests.support.listener import (
     HALF_SENT,
     connect,
     healthz_once,
@@ -235,7 +235,7 @@ async def test_a_slow_request_flood_leaves_healthz_answering_within_1s(
         baseline = _descriptors(proc.pid)
         # The flood runs in a process of its own: its work must not delay the probe here.
         flooder = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.security.listener_support", str(port), str(FLOOD),
+            sys.executable, "-m", "tests.support.listener", str(port), str(FLOOD),
             str(WINDOW), stdout=subprocess.PIPE, cwd=Path(__file__).parents[2],
         )  # fmt: skip
         flooding = asyncio.create_task(flooder.communicate())

@@ -18,8 +18,8 @@ import pytest
 
 from papayya.processruntime import ProcessRuntimePolicy
 from projections.service import Projections
-from tests.conftest import Api
-from tests.security.support import call, serving
+from tests.support.api import Api
+from tests.support.serving import call, serving
 from web import keys
 
 pytestmark = pytest.mark.timeout(300)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from papayya.errors import InvalidCron, InvalidTimezone
 from papayya.triggers.cron import CronExpression
 from papayya.triggers.zone import CronSchedule, first_instant, timezone, wall
-from tests.unit.test_cron import croniter_reads_otherwise, expressions
+from tests.support.cron import croniter_reads_otherwise, expressions
 
 ZONES = [
     "UTC",

@@ -12,7 +12,7 @@ from hypothesis import given
 from eventstore.types import NewEvent, RecordedEvent
 from papayya.domain import events as ev
 from papayya.errors import InvalidEvent, InvalidInput
-from tests.unit.strategies import any_event, events_of, queued
+from tests.support.strategies import any_event, events_of, queued
 
 
 @pytest.mark.parametrize("cls", ev.EVENT_CLASSES, ids=lambda c: c.__name__)

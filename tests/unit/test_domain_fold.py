@@ -20,7 +20,7 @@ from papayya.errors import (
     StepLimitReached,
     StepNotFound,
 )
-from tests.unit.strategies import llm, queued, tool
+from tests.support.strategies import llm, queued, tool
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 T1 = datetime(2030, 1, 1, 0, 1, tzinfo=UTC)

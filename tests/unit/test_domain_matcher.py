@@ -20,7 +20,7 @@ from papayya.domain.matcher import (
     tool_fingerprint,
 )
 from papayya.errors import InvalidInput
-from tests.unit.strategies import json_values, llm, queued, tool
+from tests.support.strategies import json_values, llm, queued, tool
 
 
 @st.composite

@@ -11,7 +11,7 @@ from papayya.domain.fold import apply, fold, state_at
 from papayya.domain.rules import check
 from papayya.domain.state import TERMINAL, Amount, RunState
 from papayya.errors import BudgetExhausted, IllegalTransition
-from tests.unit.strategies import legal_runs, llm, queued
+from tests.support.strategies import legal_runs, llm, queued
 
 Run = tuple[list[ev.RunEvent], RunState]
 

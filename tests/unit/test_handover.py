@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.handover import handover
-from tests.unit.strategies import queued
+from tests.support.strategies import queued
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 LOST = [ev.AttemptLost(attempt=1, reason="agent_exit_137")]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.state import RunState
-from tests.unit.strategies import queued
+from tests.support.strategies import queued
 from workers.sweeper import recovery, stale_settlements
 
 

@@ -17,7 +17,7 @@ from papayya import runtokens
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.runs import Runs, run_stream, run_summary
-from tests.integration.cloud_support import Cloud
+from tests.support.cloud import Cloud
 from web import keys
 
 # One model call, then the agent returns its answer; no SDK retries of its own.

@@ -26,8 +26,8 @@ from papayya.config import Config
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.runs import Runs
-from tests.integration.cloud_support import REDIS_URL, TERMINAL, free_port
-from tests.integration.gateway_support import PROVIDER_KEY
+from tests.support.cloud import REDIS_URL, TERMINAL, free_port
+from tests.support.gateway import PROVIDER_KEY
 from web import keys
 from web.routes import agents, deployments
 from workers.docker import DockerRuntime
@@ -37,6 +37,8 @@ from workers.services import Services, background
 from workers.worker import WorkerConfig
 
 T = TypeVar("T")
+# The sample agent (openai SDK, requirements.txt, a probe module) the docker tests build.
+SAMPLE = Path(__file__).parents[1] / "docker" / "sample_agent"
 
 
 @dataclass

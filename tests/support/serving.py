@@ -14,14 +14,14 @@ import pytest
 from aiohttp import web
 
 from papayya.config import Config
-from tests.conftest import Api
+from tests.support.api import Api
 
 
 @asynccontextmanager
 async def serving(
     dsn: str, monkeypatch: pytest.MonkeyPatch, host: str = "127.0.0.1", **config: Any
 ) -> AsyncIterator[Api]:
-    """``tests.conftest.running_api`` with ``Config`` fields of the caller's choosing."""
+    """``tests.support.api.running_api`` with ``Config`` fields of the caller's choosing."""
     from web.app import init_app
 
     key = "cpk_test_" + uuid.uuid4().hex

@@ -30,7 +30,7 @@ from papayya.config import Config
 from papayya.domain.state import RunState
 from papayya.processruntime import ProcessRuntimePolicy
 from papayya.runs import Runs
-from tests.integration.gateway_support import PROVIDER_KEY
+from tests.support.gateway import PROVIDER_KEY
 from web import keys
 from workers.process import ProcessRuntime
 from workers.queue import RunQueue, connect

@@ -10,7 +10,7 @@ import aiohttp
 
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
-from tests.integration.gateway_support import Gateway
+from tests.support.gateway import Gateway
 
 # One cent an output token, input free: a reservation is then its output cap in cents, which
 # keeps the arithmetic of the tests readable.

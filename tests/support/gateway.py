@@ -18,7 +18,7 @@ from papayya import runtokens
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.runs import Runs
-from tests.conftest import Api, running_api
+from tests.support.api import Api, running_api
 from web import keys
 
 PROVIDER_KEY = "sk-real-provider-key"

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from papayya.config import Config
-from tests.conftest import Api
+from tests.support.api import Api
 from web.listener import Guard, GuardedRunner, Limits
 
 

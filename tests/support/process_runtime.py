@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from tests.integration.cloud_support import REDIS_URL, TERMINAL, bundle_bytes, free_port
+from tests.support.cloud import REDIS_URL, TERMINAL, bundle_bytes, free_port
 from web import tenancy
 
 
