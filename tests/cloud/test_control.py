@@ -78,6 +78,12 @@ async def test_a_cancelled_queued_run_never_starts(
         status, _ = await cloud.call("POST", f"/v1/runs/{run_id}/cancel", {})
         assert status == 200
         other = await cloud.start("slow", input={"sleep": 0})
+        # The dispatcher queues runs after their events commit: a burst worker started before
+        # `other` reaches Redis would find the queue empty and stop.
+        mark = cloud.queue._mark(other)
+        async with asyncio.timeout(30):
+            while not await cloud.queue.redis.exists(mark):
+                await asyncio.sleep(0.02)
         worker = cloud.in_process_worker(burst=True, block_ms=200)
         await asyncio.wait_for(worker.run(), 30)
         assert (await cloud.runs.load(other)).status == "completed"
