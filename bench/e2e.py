@@ -191,11 +191,10 @@ async def statuses(pool: Any, run_ids: list[str]) -> dict[str, str]:
 BENCH_APP = "papayya-e2e-bench"  # the benchmark's own Postgres sessions, left out of the CPU
 
 
-def _cpu(proc: Any, children: bool = False) -> float:
-    """CPU seconds of one process (all its threads); with ``children``, of the children it
-    has reaped too (the fork server reaps every agent process it forked)."""
+def _cpu(proc: Any) -> float:
+    """CPU seconds of one process (all its threads)."""
     t = proc.cpu_times()
-    return float(t.user + t.system + (t.children_user + t.children_system if children else 0))
+    return float(t.user + t.system)
 
 
 async def backend_pids(pool: Any) -> list[int]:
@@ -211,27 +210,37 @@ async def backend_pids(pool: Any) -> list[int]:
 def cpu_seconds(server: int, workers: list[int], postgres: list[int]) -> dict[str, float]:
     """CPU time used so far, by process kind: the API server (API, dispatcher, sweeper,
     projectors), the workers, their fork servers, the agent processes (forked by the fork
-    servers and reaped by them), the Postgres backends of this database, Redis."""
+    servers and reaped by them), the Postgres backends of this database, Redis. ``<kind>_sys``
+    is the part spent in the kernel."""
     import psutil
 
-    found = dict.fromkeys(("api", "worker", "forkserver", "agents", "redis"), 0.0)
+    kinds = ("api", "worker", "forkserver", "agents")
+    found = dict.fromkeys((*kinds, *(k + "_sys" for k in kinds), "redis"), 0.0)
+
+    def add(kind: str, user: float, system: float) -> None:
+        found[kind] += user + system
+        found[kind + "_sys"] += system
+
     with contextlib.suppress(psutil.Error):
-        found["api"] += _cpu(psutil.Process(server))
+        t = psutil.Process(server).cpu_times()
+        add("api", t.user, t.system)
     for pid in workers:
         with contextlib.suppress(psutil.Error):
             worker = psutil.Process(pid)
-            found["worker"] += _cpu(worker)
+            t = worker.cpu_times()
+            add("worker", t.user, t.system)
             for child in worker.children():
                 with contextlib.suppress(psutil.Error):
-                    if "papayya.runtime.forkserver" in " ".join(child.cmdline()):
-                        found["forkserver"] += _cpu(child)
-                        t = child.cpu_times()
-                        found["agents"] += t.children_user + t.children_system
-                        for agent in child.children():  # still running: not yet reaped
-                            with contextlib.suppress(psutil.Error):
-                                found["agents"] += _cpu(agent)
-                    else:
-                        found["worker"] += _cpu(child)
+                    t = child.cpu_times()
+                    if "papayya.runtime.forkserver" not in " ".join(child.cmdline()):
+                        add("worker", t.user, t.system)
+                        continue
+                    add("forkserver", t.user, t.system)
+                    add("agents", t.children_user, t.children_system)
+                    for agent in child.children():  # still running: not yet reaped
+                        with contextlib.suppress(psutil.Error):
+                            a = agent.cpu_times()
+                            add("agents", a.user, a.system)
     for pid in postgres:
         with contextlib.suppress(psutil.Error):
             found[f"pg{pid}"] = _cpu(psutil.Process(pid))
@@ -593,7 +602,10 @@ def print_table(
     kinds = (("api", "API server (API, dispatcher, sweeper, projectors)"), ("worker", "worker"),
              ("forkserver", "fork server"), ("agents", "agent processes"))  # fmt: skip
     for key, label in kinds:
-        print(f"| CPU per run in the batch, {label}, ms | {ours['cpu_' + key]:.2f} | | | |")
+        print(
+            f"| CPU per run in the batch, {label}, ms (of which kernel) | "
+            f"{ours['cpu_' + key]:.2f} ({ours['cpu_' + key + '_sys']:.2f}) | | | |"
+        )
     ours_total = sum(ours["cpu_" + k] for k, _ in kinds)
     print(
         f"| CPU per run, all Papayya processes, ms | **{ours_total:.2f}** | "
