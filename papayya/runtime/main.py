@@ -186,7 +186,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except ConfigError as exc:
         print(f"papayya runtime: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    client = RuntimeClient(url, token)
+    client = RuntimeClient(url, token, env.get("PAPAYYA_RUNTIME_SOCKET") or None)
     grace = float(env.get("PAPAYYA_GRACE_SECONDS", DEFAULT_GRACE_SECONDS))
     signal.signal(signal.SIGTERM, _on_sigterm(grace))
     run = client.get("run")
