@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import ctypes
+import gc
 import importlib
 import json
 import os
@@ -153,6 +154,10 @@ def serve() -> int:
     not_dumpable()  # before any of the agent's code (preload) runs; inherited by children
     preload(module)
     import papayya.runtime.main  # noqa: F401  (loaded once, shared by every child)
+
+    # What is loaded now is shared copy-on-write with every child: out of the collector's
+    # sight, a child's collections do not touch (and so copy) the pages it lives in.
+    gc.freeze()
 
     read_wakeup, write_wakeup = os.pipe()
     os.set_blocking(write_wakeup, False)
