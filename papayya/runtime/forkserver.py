@@ -153,7 +153,9 @@ def serve() -> int:
     die_with_parent()  # after the change of uid, which clears it
     not_dumpable()  # before any of the agent's code (preload) runs; inherited by children
     preload(module)
-    import papayya.runtime.main  # noqa: F401  (loaded once, shared by every child)
+    from papayya.runtime.main import precompile  # loaded once, shared by every child
+
+    precompile(module)
 
     # What is loaded now is shared copy-on-write with every child: out of the collector's
     # sight, a child's collections do not touch (and so copy) the pages it lives in.

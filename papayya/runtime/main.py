@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import CodeType, FrameType, ModuleType
 from typing import Any, TypeVar
 
 from papayya.agentapi import AGENTS, AgentSpec, ToolSpec, install
@@ -96,6 +96,37 @@ class RemoteRun:
         return output
 
 
+# An agent module's code, compiled by the fork server: (mtime_ns, size, code) by path.
+_compiled: dict[str, tuple[int, int, CodeType]] = {}
+
+
+def precompile(target: str) -> None:
+    """Compile the agent module at the absolute path ``target`` without running it (its
+    module-level code may read the run's environment), so that each forked run executes it
+    without reading and compiling it again: the agent's uid may not write its ``.pyc``."""
+    if not (target.endswith(".py") and os.path.isabs(target)):
+        return
+    try:
+        info = os.stat(target)
+        with open(target, "rb") as source:
+            code = compile(source.read(), target, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        return  # the run loads it itself, and reports what is wrong
+    _compiled[target] = (info.st_mtime_ns, info.st_size, code)
+
+
+def _precompiled(target: str) -> CodeType | None:
+    """The fork server's compilation of ``target``, if the file has not changed since."""
+    found = _compiled.get(target)
+    if found is None:
+        return None
+    try:
+        info = os.stat(target)
+    except OSError:
+        return None
+    return found[2] if (info.st_mtime_ns, info.st_size) == found[:2] else None
+
+
 def load_module(target: str) -> ModuleType:
     """An agent module by file path (``./agent.py``) or by module name (``pkg.agent``)."""
     path = Path(target)
@@ -106,7 +137,11 @@ def load_module(target: str) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
         sys.path.insert(0, str(path.resolve().parent))
-        spec.loader.exec_module(module)
+        code = _precompiled(target)
+        if code is not None:
+            exec(code, module.__dict__)  # what the loader's exec_module does with it
+        else:
+            spec.loader.exec_module(module)
         return module
     return importlib.import_module(target)
 
