@@ -112,7 +112,9 @@ async def admin(dsn: str, statement: str) -> None:
 class Papayya:
     """``papayya server --concurrency 0`` and ``papayya worker`` processes on one database."""
 
-    def __init__(self, dsn: str, redis: str, tmp: Path, concurrency: int) -> None:
+    def __init__(
+        self, dsn: str, redis: str, tmp: Path, concurrency: int, socket: bool = False
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.key = "cpk_bench_" + uuid.uuid4().hex
@@ -131,6 +133,8 @@ class Papayya:
             "PAPAYYA_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
             "PYTHONPATH": str(ROOT),
         }
+        if socket:  # the worker hands its agents the API's own socket: no relay in between
+            self.env["PAPAYYA_RUNTIME_SOCKET"] = str(tmp / "data" / "papayya.sock")
         self.server: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
 
@@ -508,6 +512,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-recovery", action="store_true", help="skip the worker-kill part")
     parser.add_argument("--no-baselines", action="store_true", help="papayya alone (profiling)")
+    parser.add_argument(
+        "--socket", action="store_true",
+        help="give the worker the API's Unix socket (PAPAYYA_RUNTIME_SOCKET), as a worker on "
+        "the API's machine would have; by default its agents reach the API through its relay",
+    )  # fmt: skip
     parser.add_argument("--dbos-child", metavar="DSN", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -523,7 +532,7 @@ async def main(args: argparse.Namespace) -> None:
     dsn = with_database(base, name)
     tmp = Path(tempfile.mkdtemp(prefix="papayya-e2e-"))
     os.chmod(tmp, 0o755)  # a root worker's agents run as another uid and read their module here
-    p = Papayya(dsn, redis, tmp, args.concurrency)
+    p = Papayya(dsn, redis, tmp, args.concurrency, args.socket)
     load_start = os.getloadavg()
     arq = dbos = None
     recovery = float("nan")
@@ -567,7 +576,8 @@ def print_table(
         f"\n## Cloud execution end to end ({platform.node()}, {os.cpu_count()} cores, "
         f"load average {load_start[0]:.2f} at start, {load[0]:.2f} / {load[1]:.2f} / "
         f"{load[2]:.2f} at end; {args.runs} no-op runs triggered at once, worker concurrency "
-        f"{args.concurrency})\n"
+        f"{args.concurrency}; agents reach the API through "
+        f"{'its Unix socket' if args.socket else 'the worker relay'})\n"
     )
     print("| measurement | papayya (process runtime) | DBOS queue | arq | target |")
     print("|---|---|---|---|---|")
