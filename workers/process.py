@@ -83,14 +83,6 @@ def _connectable(path: Path, uid: int | None) -> bool:
     return True
 
 
-def _make_scratch(scratch: Path, uid: int | None) -> None:
-    """The run's own directory, the agent's uid's alone if it has one."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    if uid is not None:
-        os.chown(scratch, uid, uid)
-        scratch.chmod(0o700)
-
-
 class ProcessHandle:
     """A forked agent process: its exit comes from the fork server, its output from a pipe."""
 
@@ -120,9 +112,7 @@ class ProcessHandle:
             await asyncio.wait_for(asyncio.shield(self._reader), 2)
         with contextlib.suppress(OSError):  # whatever it started goes with it
             os.killpg(self.pid, signal.SIGKILL)
-        # In a thread: a directory's removal waits on the file system's journal (a millisecond
-        # here), which would hold up every other run this worker's loop serves.
-        await asyncio.to_thread(shutil.rmtree, self.scratch, ignore_errors=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
         return code
 
     async def stop(self, grace: float) -> None:
@@ -302,8 +292,11 @@ class ProcessRuntime:
     async def start(self, launch: Launch) -> ProcessHandle:
         deployment = launch.deployment
         scratch = launch.scratch or self.scratch_root / f"{launch.run_id}-{launch.attempt}"
+        scratch.mkdir(parents=True, exist_ok=True)
         uid = self.uid_for(deployment.project_id)
-        await asyncio.to_thread(_make_scratch, scratch, uid)  # off the loop, as in wait()
+        if uid is not None:
+            os.chown(scratch, uid, uid)
+            scratch.chmod(0o700)
         env = {
             "PAPAYYA_RUN_TOKEN": launch.token,
             "PAPAYYA_AGENT_MODULE": deployment.entrypoint,
