@@ -324,7 +324,9 @@ async def bench_papayya(http: Any, pool: Any, p: Papayya, runs: int) -> dict[str
     from eventstore.postgres import PostgresEventStore
     from papayya.domain import events as ev
 
-    store = await PostgresEventStore.connect(p.env["PAPAYYA_DATABASE_URL"])
+    store = await PostgresEventStore.connect(
+        p.env["PAPAYYA_DATABASE_URL"], min_size=1, max_size=2, notify=False
+    )
     try:
         runs_api = Runs(store)
         for run_id, _ in single:
