@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -563,6 +564,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         p.stop()
         await admin(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    shutil.rmtree(tmp, ignore_errors=True)  # kept, with the processes' logs, if it failed
     print_table(args, ours, arq, dbos, recovery, load_start)
 
 
