@@ -667,7 +667,8 @@ def measure(admin_dsn: str, ours_dsn: str, dbos_dsn: str, args: argparse.Namespa
     finally:
         client.close()
 
-    lines = ["## Checkpoint benchmark", "", info, ""]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = ["## Checkpoint benchmark", "", info, f"- load avg {load} at end", ""]
     if ours:
         lines += task_table(args, ours, ours_long, dbos, dbos_error)
     if sa:

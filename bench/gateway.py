@@ -82,7 +82,7 @@ BUDGET_MICRO_USD = 10**12  # a million dollars: every call reserves and settles,
 PROVIDER_KEY = "sk-bench-provider-key"
 # About 600 bytes of system prompt: a small but not empty request.
 SYSTEM_PROMPT = "You are a careful assistant. Answer briefly and cite your sources. " * 9
-TARGETS = {"added_p50": 2.0, "added_p99": 5.0, "added_ttft": 2.0, "calls_per_s": 500.0}
+TARGETS = {"added_p50": 2.0, "added_p99": 5.0, "added_ttft": 2.0, "calls_per_s": 1000.0}
 
 
 @dataclass(frozen=True)
@@ -1101,6 +1101,7 @@ async def run(s: Settings, admin_dsn: str, projectors: bool) -> None:
             r.section("6. what-if")
             r.whatif = await what_if(system, s)
             r.section("done")
+        r.machine.append(["load average at end", " ".join(f"{x:.2f}" for x in os.getloadavg())])
         r.machine.append(["read-model projectors in the app", "on" if projectors else "off"])
         text = report(s, r)
     finally:
@@ -1178,7 +1179,7 @@ def report(s: Settings, r: Results) -> str:
         for name in ("direct", "many", "one"):
             t = r.tp[(c, name)]
             target = "" if name == "direct" else (
-                f"≥ 500: {verdict(t['calls_per_s'], TARGETS['calls_per_s'], True)}"
+                f"≥ 1,000: {verdict(t['calls_per_s'], TARGETS['calls_per_s'], True)}"
             )  # fmt: skip
             rows.append([
                 str(c), labels[name], f"**{t['calls_per_s']:.0f}**", ms(t["p50"]), ms(t["p99"]),

@@ -75,9 +75,16 @@ BENCHES = (
         ("--quick",),
     ),
     Bench(
+        "agent_process",
+        "CPU of one no-op run's agent process (process runtime), against a stub API",
+        "fork + exit of the same interpreter",
+        ("--runs", "50"),
+    ),
+    Bench(
         "e2e",
-        "API trigger → completed run, recovery after a worker kill",
-        "arq (a plain Redis job queue) on the same Redis",
+        "API trigger → completed run, CPU per run by process, recovery after a worker kill",
+        "DBOS's durable queue on the same Postgres; arq (a plain Redis job queue) on the same "
+        "Redis",
         ("--runs", "30", "--concurrency", "4"),
     ),
     Bench(

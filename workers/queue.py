@@ -23,6 +23,18 @@ MARK_PREFIX: Final = "papayya:queued:"  # + the stream name + ":" + the run id
 MARK_SECONDS: Final = 24 * 3600
 # Trimmed lazily: a stream of acknowledged run ids need not grow without bound.
 MAX_LENGTH: Final = 100_000
+# KEYS: the stream, then each run's mark; ARGV: mark seconds, max length, then the run ids.
+ENQUEUE_UNMARKED: Final = """
+local added = {}
+for i = 2, #KEYS do
+    local run_id = ARGV[i + 1]
+    if redis.call('SET', KEYS[i], '1', 'EX', ARGV[1], 'NX') then
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'run_id', run_id)
+        added[#added + 1] = run_id
+    end
+end
+return added
+"""
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -53,15 +65,17 @@ class RunQueue:
             await pipe.execute()
 
     async def enqueue_unmarked(self, run_ids: list[str]) -> list[str]:
-        """Enqueue those of ``run_ids`` not already marked as in the stream; which ones."""
-        added = []
-        for run_id in run_ids:
-            if await self.redis.set(self._mark(run_id), "1", ex=MARK_SECONDS, nx=True):
-                await self.redis.xadd(
-                    self.stream, {"run_id": run_id}, maxlen=MAX_LENGTH, approximate=True
-                )
-                added.append(run_id)
-        return added
+        """Enqueue those of ``run_ids`` not already marked as in the stream; which ones.
+
+        One round trip whatever the number (the sweeper passes hundreds of runs that are
+        mostly still in the stream), and each run's mark and message go in together."""
+        if not run_ids:
+            return []
+        keys = [self.stream, *(self._mark(run_id) for run_id in run_ids)]
+        added = await self.redis.eval(  # type: ignore[misc]
+            ENQUEUE_UNMARKED, len(keys), *keys, str(MARK_SECONDS), str(MAX_LENGTH), *run_ids
+        )
+        return [str(run_id) for run_id in added]
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, str]]:
         """Up to ``count`` new messages for ``consumer``: (message id, run id)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -25,16 +26,40 @@ class RuntimeApiError(Exception):
         self.status = status
 
 
-class RuntimeClient:
-    """One keep-alive connection per thread (the agent's and the heartbeat's)."""
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the control plane's Unix socket."""
 
-    def __init__(self, base_url: str, token: str) -> None:
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class RuntimeClient:
+    """One keep-alive connection per thread (the agent's and the heartbeat's).
+
+    Given the control plane's Unix socket (``unix_socket``), the calls go straight to it; the
+    loopback port that ``forward`` opens on the same socket is for the agent's own SDKs. Each
+    call through that port would cost two thread hand-offs and two more copies in this
+    process, and a noop run makes five calls."""
+
+    def __init__(self, base_url: str, token: str, unix_socket: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         parts = urllib.parse.urlsplit(self.base_url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 80
         self._prefix = parts.path.rstrip("/") + "/v1/runtime/"
+        self._unix_socket = unix_socket
         self._local = threading.local()
 
     def close(self) -> None:
@@ -74,7 +99,10 @@ class RuntimeClient:
         data = None if body is None else json.dumps(body).encode()
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT_SECONDS)
+            if self._unix_socket:
+                conn = UnixHTTPConnection(self._unix_socket, TIMEOUT_SECONDS)
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT_SECONDS)
             self._local.conn = conn
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         if key is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import ctypes
+import gc
 import importlib
 import json
 import os
@@ -152,7 +153,13 @@ def serve() -> int:
     die_with_parent()  # after the change of uid, which clears it
     not_dumpable()  # before any of the agent's code (preload) runs; inherited by children
     preload(module)
-    import papayya.runtime.main  # noqa: F401  (loaded once, shared by every child)
+    from papayya.runtime.main import precompile  # loaded once, shared by every child
+
+    precompile(module)
+
+    # What is loaded now is shared copy-on-write with every child: out of the collector's
+    # sight, a child's collections do not touch (and so copy) the pages it lives in.
+    gc.freeze()
 
     read_wakeup, write_wakeup = os.pipe()
     os.set_blocking(write_wakeup, False)

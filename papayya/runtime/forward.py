@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
+from collections.abc import Callable
 
 BUFFER = 65536
 
@@ -41,20 +43,36 @@ def _serve(client: socket.socket, path: str) -> None:
     upstream.close()
 
 
-def _accept(listener: socket.socket, path: str) -> None:
+def _accept(
+    listener: socket.socket, path: str, later: tuple[float, Callable[[], None]] | None
+) -> None:
+    deadline = None if later is None else time.monotonic() + later[0]
     while True:
+        if deadline is not None and later is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:  # (a timeout of 0 would make the listener non-blocking)
+                listener.settimeout(None)
+                deadline = None
+                later[1]()
+            else:
+                listener.settimeout(left)
         try:
             client, _ = listener.accept()
+        except TimeoutError:
+            continue  # the deadline has passed: the top of the loop calls ``later``
         except OSError:
             return
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         threading.Thread(target=_serve, args=(client, path), daemon=True).start()
 
 
-def forward(path: str) -> str:
-    """Start forwarding; the ``http://127.0.0.1:<port>`` URL that reaches ``path``."""
+def forward(path: str, later: tuple[float, Callable[[], None]] | None = None) -> str:
+    """Start forwarding; the ``http://127.0.0.1:<port>`` URL that reaches ``path``. With
+    ``later`` = (seconds, fn), the forward's thread calls ``fn`` once, that many seconds from
+    now (it must not block): the runtime starts its heartbeats so, and a run shorter than a
+    beat needs no thread of its own for them."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
-    threading.Thread(target=_accept, args=(listener, path), daemon=True).start()
+    threading.Thread(target=_accept, args=(listener, path, later), daemon=True).start()
     return f"http://127.0.0.1:{listener.getsockname()[1]}"

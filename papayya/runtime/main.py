@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import CodeType, FrameType, ModuleType
 from typing import Any, TypeVar
 
 from papayya.agentapi import AGENTS, AgentSpec, ToolSpec, install
@@ -96,6 +96,37 @@ class RemoteRun:
         return output
 
 
+# An agent module's code, compiled by the fork server: (mtime_ns, size, code) by path.
+_compiled: dict[str, tuple[int, int, CodeType]] = {}
+
+
+def precompile(target: str) -> None:
+    """Compile the agent module at the absolute path ``target`` without running it (its
+    module-level code may read the run's environment), so that each forked run executes it
+    without reading and compiling it again: the agent's uid may not write its ``.pyc``."""
+    if not (target.endswith(".py") and os.path.isabs(target)):
+        return
+    try:
+        info = os.stat(target)
+        with open(target, "rb") as source:
+            code = compile(source.read(), target, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        return  # the run loads it itself, and reports what is wrong
+    _compiled[target] = (info.st_mtime_ns, info.st_size, code)
+
+
+def _precompiled(target: str) -> CodeType | None:
+    """The fork server's compilation of ``target``, if the file has not changed since."""
+    found = _compiled.get(target)
+    if found is None:
+        return None
+    try:
+        info = os.stat(target)
+    except OSError:
+        return None
+    return found[2] if (info.st_mtime_ns, info.st_size) == found[:2] else None
+
+
 def load_module(target: str) -> ModuleType:
     """An agent module by file path (``./agent.py``) or by module name (``pkg.agent``)."""
     path = Path(target)
@@ -106,7 +137,11 @@ def load_module(target: str) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
         sys.path.insert(0, str(path.resolve().parent))
-        spec.loader.exec_module(module)
+        code = _precompiled(target)
+        if code is not None:
+            exec(code, module.__dict__)  # what the loader's exec_module does with it
+        else:
+            spec.loader.exec_module(module)
         return module
     return importlib.import_module(target)
 
@@ -137,17 +172,56 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _heartbeats(client: RuntimeClient, every: float, stop: threading.Event) -> None:
-    while not stop.wait(every):
-        try:
-            answer = client.post("heartbeat", {})
-        except Exception as exc:  # a missed beat is the lease's business, not the agent's
-            print(f"papayya runtime: heartbeat failed: {exc}", file=sys.stderr)
-            continue
-        if answer.get("cancel_requested"):
-            # Stopping is the same path as the worker's SIGTERM: interrupt, then the grace timer.
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
+class Heartbeats:
+    """Heartbeats on a thread of their own, from when the first one is due (``due``, called
+    ``every`` seconds after the start) and the run is known (``begin``), whichever is later.
+    A thread costs a no-op run about a tenth of its CPU, and most short runs never beat."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._client: RuntimeClient | None = None
+        self._due = False
+
+    def begin(self, client: RuntimeClient) -> None:
+        with self._lock:
+            self._client, due = client, self._due
+        if due:
+            self._start(client)
+
+    def due(self) -> None:
+        with self._lock:
+            self._due, client = True, self._client
+        if client is not None:
+            self._start(client)
+
+    def after(self) -> None:
+        """Wait for the first beat on a thread of our own (no forward's thread to wait on)."""
+        threading.Thread(target=self._wait, daemon=True).start()
+
+    def _wait(self) -> None:
+        if not self.stop.wait(self.every):
+            self.due()
+
+    def _start(self, client: RuntimeClient) -> None:
+        if not self.stop.is_set():
+            threading.Thread(target=self._beat, args=(client,), daemon=True).start()
+
+    def _beat(self, client: RuntimeClient) -> None:
+        while not self.stop.is_set():
+            try:
+                answer = client.post("heartbeat", {})
+            except Exception as exc:  # a missed beat is the lease's business, not the agent's
+                print(f"papayya runtime: heartbeat failed: {exc}", file=sys.stderr)
+            else:
+                if answer.get("cancel_requested"):
+                    # Stopping is the same path as the worker's SIGTERM: interrupt, then the
+                    # grace timer.
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+            if self.stop.wait(self.every):
+                return
 
 
 def _on_sigterm(grace: float) -> Callable[[int, FrameType | None], None]:
@@ -164,13 +238,15 @@ def _on_sigterm(grace: float) -> Callable[[int, FrameType | None], None]:
 
 def main(env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
+    beats = Heartbeats(float(env.get("PAPAYYA_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS)))
     try:
         token, module = env["PAPAYYA_RUN_TOKEN"], env["PAPAYYA_AGENT_MODULE"]
         if env.get("PAPAYYA_RUNTIME_SOCKET"):
             # No network but the control plane's socket: reach it through a loopback port.
-            url = forward(env["PAPAYYA_RUNTIME_SOCKET"])
+            url = forward(env["PAPAYYA_RUNTIME_SOCKET"], (beats.every, beats.due))
         else:
             url = env["PAPAYYA_RUNTIME_URL"].rstrip("/")
+            beats.after()
     except KeyError as missing:
         print(f"papayya runtime: {missing.args[0]} is not set", file=sys.stderr)
         return EXIT_USAGE
@@ -186,16 +262,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except ConfigError as exc:
         print(f"papayya runtime: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    client = RuntimeClient(url, token)
+    client = RuntimeClient(url, token, env.get("PAPAYYA_RUNTIME_SOCKET") or None)
     grace = float(env.get("PAPAYYA_GRACE_SECONDS", DEFAULT_GRACE_SECONDS))
     signal.signal(signal.SIGTERM, _on_sigterm(grace))
     run = client.get("run")
     remote = RemoteRun(client, run["run_id"])
     install(remote, remote.call_tool)
-    stop = threading.Event()
-    every = float(env.get("PAPAYYA_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS))
-    beats = threading.Thread(target=_heartbeats, args=(client, every, stop), daemon=True)
-    beats.start()
+    beats.begin(client)
     try:
         output = run_agent(spec, run["input"])
     except Exception as exc:
@@ -206,6 +279,6 @@ def main(env: Mapping[str, str] | None = None) -> int:
         })  # fmt: skip
         return EXIT_FAILED
     finally:
-        stop.set()
+        beats.stop.set()
     client.post("complete", {"output": _json(output)})
     return 0
