@@ -301,8 +301,12 @@ async def test_cancelled_callers_leave_every_append_whole(pg_store: PostgresEven
         asyncio.create_task(pg_store.append(f"run-{i}", batch, "no_stream"))
         for i, batch in enumerate(batches)
     ]
-    await asyncio.sleep(0)  # every append is queued (or already in flight)
-    for task in tasks[1::2]:
+    await asyncio.sleep(0)  # every append is queued, none taken yet
+    for task in tasks[1::4]:
+        task.cancel()
+    for _ in range(3):  # a group is in flight now
+        await asyncio.sleep(0)
+    for task in tasks[3::4]:
         task.cancel()
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     for i, outcome in enumerate(outcomes):
