@@ -241,10 +241,12 @@ async def test_a_held_stream_does_not_hold_back_other_streams(
 
 
 async def test_a_batch_that_fails_fails_every_caller_and_writes_nothing(
-    dsn: str, admin_dsn: str, pg_store: PostgresEventStore
+    dsn: str, admin_dsn: str
 ) -> None:
     """If the shared transaction dies before its commit, every append in it gets the error
     and none of them is visible; retrying with the same ids then writes each once."""
+    # One group in flight, so the three appends issued together share it.
+    pg_store = await PostgresEventStore.connect(dsn, poll_interval=0.1, groups_in_flight=1)
     body = b"a payload another transaction is inserting"
     blocker = await asyncpg.connect(dsn)
     admin = await asyncpg.connect(admin_dsn)
@@ -276,18 +278,19 @@ async def test_a_batch_that_fails_fails_every_caller_and_writes_nothing(
         for i in range(3):
             assert await pg_store.stream_version(f"run-{i}") == 0
         await tx.rollback()
+        retried = await asyncio.gather(
+            pg_store.append("run-0", batches[0], payloads=[(body, "text/plain")]),
+            pg_store.append("run-1", batches[1]),
+            pg_store.append("run-2", batches[2]),
+        )
+        assert [r.stream_version for r in retried] == [1, 1, 1]
+        assert await pg_store.get_payload(payload_ref(body)) == body
+        await pg_store.wait_visible()
+        assert len((await pg_store.read_all()).events) == 3
     finally:
         await blocker.close()
         await admin.close()
-    retried = await asyncio.gather(
-        pg_store.append("run-0", batches[0], payloads=[(body, "text/plain")]),
-        pg_store.append("run-1", batches[1]),
-        pg_store.append("run-2", batches[2]),
-    )
-    assert [r.stream_version for r in retried] == [1, 1, 1]
-    assert await pg_store.get_payload(payload_ref(body)) == body
-    await pg_store.wait_visible()
-    assert len((await pg_store.read_all()).events) == 3
+        await pg_store.close()
 
 
 async def test_cancelled_callers_leave_every_append_whole(pg_store: PostgresEventStore) -> None:
