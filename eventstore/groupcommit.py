@@ -61,6 +61,7 @@ class GroupCommit(Generic[T, R]):
         self.max_inflight = max_inflight
         self._queue: deque[Queued[T, R]] = deque()
         self._leaders = 0
+        self._running = 0  # leaders whose group is in the database now
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T, size: int) -> R:
@@ -81,6 +82,7 @@ class GroupCommit(Generic[T, R]):
     async def _lead(self) -> None:
         try:
             while group := self._take():
+                self._running += 1
                 try:
                     await self._run(group)
                 except BaseException as exc:  # a bug or a cancelled leader: nobody hangs
@@ -88,13 +90,20 @@ class GroupCommit(Generic[T, R]):
                         queued.fail(exc)
                     if not isinstance(exc, Exception):
                         raise
+                finally:
+                    self._running -= 1
         finally:
             self._leaders -= 1
 
     def _take(self) -> list[Queued[T, R]]:
+        # Share what is queued among the leaders that are free to run it, so that a burst
+        # (callers answered together come back together) keeps every group slot busy
+        # instead of riding one large group while the others idle.
+        free = max(1, self.max_inflight - self._running)
+        limit = min(self.max_items, -(-len(self._queue) // free))
         group: list[Queued[T, R]] = []
         size = 0
-        while self._queue and len(group) < self.max_items:
+        while self._queue and len(group) < limit:
             queued = self._queue[0]
             if queued.future.done():  # cancelled before it was taken: never written
                 self._queue.popleft()
