@@ -6,8 +6,10 @@ migrates it, measures, drops it and prints a Markdown table. Not a test: ``make 
 runs it, and its numbers depend on the machine (print the machine info alongside them).
 
 Measurements
-1. single-event append vs a raw autocommit INSERT of an event-sized row, 1 and 16 writers;
-2. batch append of 100 events per call at 1, 2 and 4 writers (raw: one unnest INSERT);
+1. single-event append vs a raw autocommit INSERT of an event-sized row (one row, one commit),
+   1 and 16 writers; the store commits concurrent appends in groups, and the table says how
+   many appends shared each commit;
+2. batch append of 100 events per call at 1, 2, 4 and 8 writers (raw: one unnest INSERT);
 3. catch-up ``read_all`` in pages of 5000 (raw: the same keyset query without the fence
    and without building RecordedEvents);
 4. commit -> subscriber latency with 100 in-process subscribers and a paced writer.
@@ -38,7 +40,7 @@ import msgspec  # noqa: E402
 
 from eventstore.migrations import migrate  # noqa: E402
 from eventstore.postgres import SERVER_SETTINGS, PostgresEventStore  # noqa: E402
-from eventstore.types import NO_STREAM, START, Cursor, NewEvent  # noqa: E402
+from eventstore.types import NO_STREAM, START, Cursor, ExpectedVersion, NewEvent  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 POOL_SIZE = 20  # PostgresEventStore.connect's default max_size; the raw pool gets the same
@@ -198,10 +200,10 @@ def raw_single(pool: asyncpg.Pool, writer: int) -> Callable[[], Awaitable[None]]
     return op
 
 
-def ours_append(store: PostgresEventStore, batch: int) -> Callable[[int], Any]:
+def ours_append(store: PostgresEventStore, batch: int, tag: str = "") -> Callable[[int], Any]:
     def make(writer: int) -> Callable[[], Awaitable[None]]:
-        stream = f"bench-{writer}-{uuid.uuid4().hex[:8]}"
-        version: int | str = NO_STREAM
+        stream = f"bench-{tag}{writer}-{uuid.uuid4().hex[:8]}"
+        version: ExpectedVersion = NO_STREAM
         step = 0
 
         async def op() -> None:
@@ -536,20 +538,35 @@ async def _measure(dsn: str, args: argparse.Namespace, busy: BackgroundLoad) -> 
     return f"{info}\n{notes}\n\n{markdown(rows)}"
 
 
+async def appends_per_commit(pool: asyncpg.Pool, tag: str) -> float:
+    """How many appends shared a transaction, on average, in the streams of one cell."""
+    value = await pool.fetchval(
+        "SELECT count(DISTINCT (stream_id, transaction_id))::float8"
+        "       / greatest(count(DISTINCT transaction_id), 1)"
+        "  FROM events WHERE stream_id LIKE $1",
+        f"bench-{tag}%",
+    )
+    return float(value)
+
+
 async def single_appends(
     store: PostgresEventStore, raw: asyncpg.Pool, args: argparse.Namespace
 ) -> list[Row]:
     rows = []
-    for writers in (1, 16):
+    # 1 writer: nothing to group with, so the store must add nothing to a lone append.
+    # 16 writers: the raw side commits each row alone; the store commits appends in groups.
+    for writers, target in ((1, 0.70), (16, 1.00)):
         progress(f"single-event append, {writers} writer(s)")
-        c = await paired(lambda i: raw_single(raw, i), ours_append(store, 1), writers, args)
+        tag = f"s{writers}x"
+        c = await paired(lambda i: raw_single(raw, i), ours_append(store, 1, tag), writers, args)
+        grouped = await appends_per_commit(raw, tag)
         rows.append(
             Row(
-                f"1-event append, {writers} writer(s)",
+                f"1-event append, {writers} writer(s); {grouped:.1f} appends per commit",
                 fmt_load(c.ours),
                 fmt_load(c.base),
-                f"{c.ratio:.2f} (≥ 0.70)",
-                c.ratio >= 0.7,
+                f"{c.ratio:.2f} (≥ {target:.2f})",
+                c.ratio >= target,
             )
         )
     return rows
@@ -560,13 +577,15 @@ async def batch_appends(
 ) -> list[Row]:
     rows = []
     best: tuple[float, int] = (0.0, 0)
-    for writers in (1, 2, 4):
+    for writers in (1, 2, 4, 8):
         progress(f"batch append x100, {writers} writer(s)")
-        c = await paired(raw_batch(raw, 100), ours_append(store, 100), writers, args)
+        tag = f"b{writers}x"
+        c = await paired(raw_batch(raw, 100), ours_append(store, 100, tag), writers, args)
         best = max(best, (c.ours.rate * 100, writers))
+        grouped = await appends_per_commit(raw, tag)
         rows.append(
             Row(
-                f"batch append x100, {writers} writer(s)",
+                f"batch append x100, {writers} writer(s); {grouped:.1f} appends per commit",
                 fmt_load(c.ours, "events/s", 100),
                 fmt_load(c.base, "events/s", 100),
                 f"{c.ratio:.2f}",
@@ -578,8 +597,8 @@ async def batch_appends(
             f"batch append x100, best ({best[1]} writer(s))",
             f"{best[0]:,.0f} events/s",
             "",
-            "≥ 50,000 events/s",
-            best[0] >= 50_000,
+            "≥ 60,000 events/s",
+            best[0] >= 60_000,
         )
     )
     return rows
