@@ -3,8 +3,9 @@
 A caller queues its append and waits on a future. While fewer than ``max_inflight`` groups are
 in flight, a queued append starts a leader task at once, so an append that arrives alone goes
 straight to the database (no timer, no added latency). Otherwise it waits for a running
-leader, which takes everything queued (up to ``max_items`` appends and ``max_bytes``) as its
-next group when its current one has committed: the busier the store, the larger the groups.
+leader, which takes its share of what is queued (the queue over the free group slots, up to
+``max_items`` appends and ``max_bytes``) as its next group when its current one has
+committed: the busier the store, the larger the groups.
 
 The leader, not the caller, runs the group: a caller cancelled while it waits only drops its
 own result (an append not yet taken is skipped; one already taken commits or not with its
