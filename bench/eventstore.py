@@ -6,8 +6,10 @@ migrates it, measures, drops it and prints a Markdown table. Not a test: ``make 
 runs it, and its numbers depend on the machine (print the machine info alongside them).
 
 Measurements
-1. single-event append vs a raw autocommit INSERT of an event-sized row, 1 and 16 writers;
-2. batch append of 100 events per call at 1, 2 and 4 writers (raw: one unnest INSERT);
+1. single-event append vs a raw autocommit INSERT of an event-sized row (one row, one commit),
+   1 and 16 writers; the store commits concurrent appends in groups, and the table says how
+   many appends shared each commit;
+2. batch append of 100 events per call at 1, 2, 4 and 8 writers (raw: one unnest INSERT);
 3. catch-up ``read_all`` in pages of 5000 (raw: the same keyset query without the fence
    and without building RecordedEvents);
 4. commit -> subscriber latency with 100 in-process subscribers and a paced writer.
@@ -38,7 +40,7 @@ import msgspec  # noqa: E402
 
 from eventstore.migrations import migrate  # noqa: E402
 from eventstore.postgres import SERVER_SETTINGS, PostgresEventStore  # noqa: E402
-from eventstore.types import NO_STREAM, START, Cursor, NewEvent  # noqa: E402
+from eventstore.types import NO_STREAM, START, Cursor, ExpectedVersion, NewEvent  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 POOL_SIZE = 20  # PostgresEventStore.connect's default max_size; the raw pool gets the same
@@ -109,6 +111,8 @@ class Load:
     ops: int
     seconds: float
     latencies: list[float] = field(repr=False)
+    client_cpu: float = 0.0  # CPU seconds of this process in the window
+    server_cpu: float | None = None  # of the database's server backends; None if unreadable
 
     @property
     def rate(self) -> float:
@@ -118,11 +122,45 @@ class Load:
         return percentile(self.latencies, q) * 1000
 
 
+class CpuMeter:
+    """CPU seconds spent by this process and by the server backends of the bench database.
+
+    Throughput on a shared machine moves with everyone else's load (and a side with more
+    processes gets more of the CPU); the CPU each operation costs barely does. Server
+    backends are read from ``/proc``, so only for a Postgres on this machine."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._pids: list[int] = []
+
+    async def refresh(self) -> None:
+        rows = await self._pool.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        self._pids = [int(row[0]) for row in rows]
+
+    def read(self) -> tuple[float, float | None]:
+        server: float | None = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in self._pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue  # a backend that exited; what it spent is lost, a few ticks at most
+            except OSError:
+                server = None
+                break
+            server = (server or 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        return time.process_time(), server
+
+
 async def closed_loop(
     make_worker: Callable[[int], Callable[[], Awaitable[None]]],
     writers: int,
     duration: float,
     warmup: float,
+    meter: CpuMeter | None = None,
 ) -> Load:
     """Each writer calls its op back to back; only calls ending in the window are counted."""
     measuring = False
@@ -138,27 +176,38 @@ async def closed_loop(
 
     tasks = [asyncio.create_task(run(make_worker(i))) for i in range(writers)]
     await asyncio.sleep(warmup)
+    if meter is not None:
+        await meter.refresh()  # the pools' backends, and any the warm-up opened
+    client0, server0 = meter.read() if meter else (0.0, None)
     measuring = True
     started = time.perf_counter()
     await asyncio.sleep(duration)
     measuring = False
     elapsed = time.perf_counter() - started
+    client1, server1 = meter.read() if meter else (0.0, None)
     stop = True
     await asyncio.gather(*tasks)
-    return Load(len(latencies), elapsed, latencies)
+    server = None if server0 is None or server1 is None else server1 - server0
+    return Load(len(latencies), elapsed, latencies, client1 - client0, server)
 
 
 Make = Callable[[int], Callable[[], Awaitable[None]]]
 
 
-async def paired(base: Make, ours: Make, writers: int, args: argparse.Namespace) -> Comparison:
+async def paired(
+    base: Make,
+    ours: Make,
+    writers: int,
+    args: argparse.Namespace,
+    meter: CpuMeter | None = None,
+) -> Comparison:
     """Alternate baseline and ours in short rounds, so that drift and background load on a
     shared machine hit both sides alike; the ratio is the median of the per-round ratios."""
     per_round = args.duration / args.rounds
     rounds = []
     for _ in range(args.rounds):
-        b = await closed_loop(base, writers, per_round, args.warmup)
-        o = await closed_loop(ours, writers, per_round, args.warmup)
+        b = await closed_loop(base, writers, per_round, args.warmup, meter)
+        o = await closed_loop(ours, writers, per_round, args.warmup, meter)
         rounds.append((b, o))
     return Comparison(
         merge([b for b, _ in rounds]),
@@ -168,10 +217,13 @@ async def paired(base: Make, ours: Make, writers: int, args: argparse.Namespace)
 
 
 def merge(loads: list[Load]) -> Load:
+    servers = [x.server_cpu for x in loads]
     return Load(
         sum(x.ops for x in loads),
         sum(x.seconds for x in loads),
         [t for x in loads for t in x.latencies],
+        sum(x.client_cpu for x in loads),
+        None if None in servers else sum(s or 0.0 for s in servers),
     )
 
 
@@ -198,10 +250,10 @@ def raw_single(pool: asyncpg.Pool, writer: int) -> Callable[[], Awaitable[None]]
     return op
 
 
-def ours_append(store: PostgresEventStore, batch: int) -> Callable[[int], Any]:
+def ours_append(store: PostgresEventStore, batch: int, tag: str = "") -> Callable[[int], Any]:
     def make(writer: int) -> Callable[[], Awaitable[None]]:
-        stream = f"bench-{writer}-{uuid.uuid4().hex[:8]}"
-        version: int | str = NO_STREAM
+        stream = f"bench-{tag}{writer}-{uuid.uuid4().hex[:8]}"
+        version: ExpectedVersion = NO_STREAM
         step = 0
 
         async def op() -> None:
@@ -379,7 +431,12 @@ def markdown(rows: list[Row]) -> str:
 
 
 def fmt_load(load: Load, unit: str = "ops/s", scale: int = 1) -> str:
-    return f"{load.rate * scale:,.0f} {unit} (p50 {load.p(50):.2f} / p99 {load.p(99):.2f} ms)"
+    text = f"{load.rate * scale:,.0f} {unit} (p50 {load.p(50):.2f} / p99 {load.p(99):.2f} ms)"
+    if load.ops and load.server_cpu is not None:
+        per = 1e6 / (load.ops * scale)  # µs per op (or per event)
+        total, server = (load.client_cpu + load.server_cpu) * per, load.server_cpu * per
+        text += f"; CPU {total:.0f} µs/{unit.split('/')[0].rstrip('s')} ({server:.0f} server)"
+    return text
 
 
 def memory_gib() -> float:
@@ -530,26 +587,46 @@ async def _measure(dsn: str, args: argparse.Namespace, busy: BackgroundLoad) -> 
         f"- event body {size} bytes of JSON; {delivery_note}\n"
         f"- appends: closed loop, per cell {args.rounds} alternating rounds of raw then ours, "
         f"{args.duration / args.rounds:g} s measured after {args.warmup:g} s warm-up each; "
-        f"ratio = median of per-round ratios; pools of {POOL_SIZE}\n"
+        f"ratio = median of per-round ratios; pools of {POOL_SIZE}; CPU = this process plus "
+        "the bench database's server backends, per op (per event for batches), which the "
+        "machine's other load moves far less than throughput\n"
         f"- other sessions active on the server during the run: {busy.describe()}"
     )
     return f"{info}\n{notes}\n\n{markdown(rows)}"
 
 
+async def appends_per_commit(pool: asyncpg.Pool, tag: str) -> float:
+    """How many appends shared a transaction, on average, in the streams of one cell."""
+    value = await pool.fetchval(
+        "SELECT count(DISTINCT (stream_id, transaction_id))::float8"
+        "       / greatest(count(DISTINCT transaction_id), 1)"
+        "  FROM events WHERE stream_id LIKE $1",
+        f"bench-{tag}%",
+    )
+    return float(value)
+
+
 async def single_appends(
     store: PostgresEventStore, raw: asyncpg.Pool, args: argparse.Namespace
 ) -> list[Row]:
+    meter = CpuMeter(raw)
     rows = []
-    for writers in (1, 16):
+    # 1 writer: nothing to group with, so the store must add nothing to a lone append.
+    # 16 writers: the raw side commits each row alone; the store commits appends in groups.
+    for writers, target in ((1, 0.70), (16, 1.00)):
         progress(f"single-event append, {writers} writer(s)")
-        c = await paired(lambda i: raw_single(raw, i), ours_append(store, 1), writers, args)
+        tag = f"s{writers}x"
+        c = await paired(
+            lambda i: raw_single(raw, i), ours_append(store, 1, tag), writers, args, meter
+        )
+        grouped = await appends_per_commit(raw, tag)
         rows.append(
             Row(
-                f"1-event append, {writers} writer(s)",
+                f"1-event append, {writers} writer(s); {grouped:.1f} appends per commit",
                 fmt_load(c.ours),
                 fmt_load(c.base),
-                f"{c.ratio:.2f} (≥ 0.70)",
-                c.ratio >= 0.7,
+                f"{c.ratio:.2f} (≥ {target:.2f})",
+                c.ratio >= target,
             )
         )
     return rows
@@ -558,15 +635,18 @@ async def single_appends(
 async def batch_appends(
     store: PostgresEventStore, raw: asyncpg.Pool, args: argparse.Namespace
 ) -> list[Row]:
+    meter = CpuMeter(raw)
     rows = []
     best: tuple[float, int] = (0.0, 0)
-    for writers in (1, 2, 4):
+    for writers in (1, 2, 4, 8):
         progress(f"batch append x100, {writers} writer(s)")
-        c = await paired(raw_batch(raw, 100), ours_append(store, 100), writers, args)
+        tag = f"b{writers}x"
+        c = await paired(raw_batch(raw, 100), ours_append(store, 100, tag), writers, args, meter)
         best = max(best, (c.ours.rate * 100, writers))
+        grouped = await appends_per_commit(raw, tag)
         rows.append(
             Row(
-                f"batch append x100, {writers} writer(s)",
+                f"batch append x100, {writers} writer(s); {grouped:.1f} appends per commit",
                 fmt_load(c.ours, "events/s", 100),
                 fmt_load(c.base, "events/s", 100),
                 f"{c.ratio:.2f}",
@@ -578,8 +658,8 @@ async def batch_appends(
             f"batch append x100, best ({best[1]} writer(s))",
             f"{best[0]:,.0f} events/s",
             "",
-            "≥ 50,000 events/s",
-            best[0] >= 50_000,
+            "≥ 60,000 events/s",
+            best[0] >= 60_000,
         )
     )
     return rows

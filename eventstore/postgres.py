@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -15,6 +16,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import Gauge, Histogram
 
+from eventstore.groupcommit import GroupCommit, Queued
 from eventstore.listen import listen_forever
 from eventstore.payloads import check_ref, payload_ref
 from eventstore.subscriptions import Hub, Subscription
@@ -121,11 +123,34 @@ def _event(row: asyncpg.Record | Sequence[Any], offset: int = 0) -> RecordedEven
     )
 
 
+@dataclass(slots=True)
+class _Append:
+    """One validated append, waiting for its group."""
+
+    stream_id: str
+    category: str
+    expected: int
+    prepared: list[PreparedEvent]
+    summary_json: str | None
+    payloads: list[tuple[str, str, bytes]]  # (ref, content type, content)
+
+    @property
+    def size(self) -> int:
+        events = sum(len(e.data_json) + len(e.metadata_json) for e in self.prepared)
+        return events + sum(len(c) for _, _, c in self.payloads) + len(self.summary_json or "")
+
+
+_Group = list[Queued[_Append, AppendResult]]
+
+
 class PostgresEventStore:
     """Append-only event store on Postgres with an xid8-fenced, gapless global order.
 
     ``serialized=True`` takes a global advisory lock per append: slow, but its commit order
     is its position order, which makes it the oracle that the fenced reads are tested against.
+
+    Concurrent appends commit in groups (``eventstore.groupcommit``): up to ``max_group``
+    appends or ``max_group_bytes`` per transaction, ``groups_in_flight`` transactions at once.
     """
 
     def __init__(
@@ -136,8 +161,17 @@ class PostgresEventStore:
         serialized: bool = False,
         poll_interval: float = 0.5,
         notify: bool = True,
+        max_group: int = 256,
+        max_group_bytes: int = 4 * 1024 * 1024,
+        groups_in_flight: int = 2,
     ) -> None:
         self._pool = pool
+        self._group: GroupCommit[_Append, AppendResult] = GroupCommit(
+            self._commit_group,
+            max_items=max_group,
+            max_bytes=max_group_bytes,
+            max_inflight=groups_in_flight,
+        )
         self._dsn = dsn
         self.serialized = serialized
         self._notify_enabled = notify
@@ -163,6 +197,7 @@ class PostgresEventStore:
         max_size: int = 20,
         poll_interval: float = 0.5,
         notify: bool = True,
+        groups_in_flight: int = 2,
     ) -> PostgresEventStore:
         try:
             pool = await asyncpg.create_pool(
@@ -175,13 +210,19 @@ class PostgresEventStore:
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(f"cannot connect to the event store: {exc}") from exc
         store = cls(
-            pool, dsn=dsn, serialized=serialized, poll_interval=poll_interval, notify=notify
+            pool,
+            dsn=dsn,
+            serialized=serialized,
+            poll_interval=poll_interval,
+            notify=notify,
+            groups_in_flight=groups_in_flight,
         )
         if notify and dsn:
             store._background.append(asyncio.create_task(store._notifier(), name="es-notify"))
         return store
 
     async def close(self) -> None:
+        await self._group.close()  # appends in flight finish and their callers are answered
         await self.hub.close()
         for task in self._background:
             task.cancel()
@@ -218,38 +259,104 @@ class PostgresEventStore:
         event raises ``IdempotencyConflict``.
         """
         stream_id = validate_stream_id(stream_id)
-        expected = expected_to_int(expected_version)
-        prepared = prepare(events)
-        summary_json = None if summary is None else encode_summary(summary)
-        refs = [payload_ref(content) for content, _ in payloads]
+        queued = _Append(
+            stream_id,
+            category_of(stream_id),
+            expected_to_int(expected_version),
+            prepare(events),
+            None if summary is None else encode_summary(summary),
+            [(payload_ref(content), ctype, bytes(content)) for content, ctype in payloads],
+        )
         started = time.perf_counter()
+        result = await self._group.submit(queued, queued.size)
+        APPEND_SECONDS.observe(time.perf_counter() - started)
+        return result
+
+    async def _commit_group(self, group: _Group) -> None:
+        """Run a group in one statement (one transaction, one WAL flush), then answer each
+        caller. An append that conflicted or reused an id is resolved as a single append's
+        would be; one on a stream another transaction holds, or that failed otherwise, is
+        appended alone. Those follow-ups run beside the next group, never holding it up."""
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(14))
+        (streams, categories, expected, counts, ids, types, versions, data, metadata,
+         summaries, payload_counts, hashes, ctypes, contents) = columns  # fmt: skip
+        for queued in group:
+            a = queued.item
+            streams.append(a.stream_id)
+            categories.append(a.category)
+            expected.append(a.expected)
+            counts.append(len(a.prepared))
+            summaries.append(a.summary_json)
+            payload_counts.append(len(a.payloads))
+            for e in a.prepared:
+                ids.append(e.event_id)
+                types.append(e.type)
+                versions.append(e.schema_version)
+                data.append(e.data_json)
+                metadata.append(e.metadata_json)
+            for ref, ctype, content in a.payloads:
+                hashes.append(ref)
+                ctypes.append(ctype)
+                contents.append(content)
+        try:
+            with _translate_errors():
+                rows = await self._pool.fetch(Q["append_batch"], self.serialized, *columns)
+        except Exception as exc:  # nothing of the group committed (or, if the connection
+            for queued in group:  # died during COMMIT, all of it): each caller may retry
+                queued.fail(exc)
+            return
+        xid = max((int(row[2]) for row in rows if row[0] == "ok"), default=0)
+        if xid:
+            self._committed(xid)
+        for queued, row in zip(group, rows, strict=True):
+            a = queued.item
+            outcome = row[0]
+            if outcome == "ok":
+                queued.resolve(AppendResult(row[1], Cursor(int(row[2]), row[3])))
+            elif outcome in ("conflict", "duplicate"):
+                conflict = row[4] if outcome == "conflict" else None
+                self._group.spawn(
+                    self._settle(queued, self._resolve_retry(a.stream_id, a.prepared, conflict))
+                )
+            else:  # "busy" or "failed"
+                self._group.spawn(self._settle(queued, self._append_alone(a)))
+
+    @staticmethod
+    async def _settle(queued: Queued[_Append, AppendResult], work: Awaitable[AppendResult]) -> None:
+        try:
+            queued.resolve(await work)
+        except Exception as exc:
+            queued.fail(exc)
+
+    async def _append_alone(self, a: _Append) -> AppendResult:
+        """One append in a transaction of its own: it waits for a stream another transaction
+        holds, and any error it meets is its own."""
         try:
             with _translate_errors():
                 row = await self._pool.fetchrow(
                     Q["append"],
-                    stream_id,
-                    category_of(stream_id),
-                    expected,
+                    a.stream_id,
+                    a.category,
+                    a.expected,
                     self.serialized,
-                    [e.event_id for e in prepared],
-                    [e.type for e in prepared],
-                    [e.schema_version for e in prepared],
-                    [e.data_json for e in prepared],
-                    [e.metadata_json for e in prepared],
-                    summary_json,
-                    refs or None,
-                    [ctype for _, ctype in payloads] or None,
-                    [bytes(content) for content, _ in payloads] or None,
+                    [e.event_id for e in a.prepared],
+                    [e.type for e in a.prepared],
+                    [e.schema_version for e in a.prepared],
+                    [e.data_json for e in a.prepared],
+                    [e.metadata_json for e in a.prepared],
+                    a.summary_json,
+                    [ref for ref, _, _ in a.payloads] or None,
+                    [ctype for _, ctype, _ in a.payloads] or None,
+                    [content for _, _, content in a.payloads] or None,
                 )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_event_id_key":
                 raise
-            return await self._resolve_retry(stream_id, prepared, None)
+            return await self._resolve_retry(a.stream_id, a.prepared, None)
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", None) != CONCURRENCY_SQLSTATE:
                 raise
-            return await self._resolve_retry(stream_id, prepared, str(exc.args[0]))
-        APPEND_SECONDS.observe(time.perf_counter() - started)
+            return await self._resolve_retry(a.stream_id, a.prepared, str(exc.args[0]))
         assert row is not None
         xid = int(row[1])
         self._committed(xid)

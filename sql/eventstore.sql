@@ -88,3 +88,10 @@ SELECT event_type, data::text, recorded_at
   FROM events
  WHERE stream_id = $1 AND stream_version >= $2 AND stream_version <= $3
  ORDER BY stream_version;
+
+-- Group commit: one row per append, in the order given (see papayya_append_batch).
+-- name: append_batch
+SELECT outcome, stream_version, transaction_id, global_position, message
+  FROM papayya_append_batch($1, $2::text[], $3::text[], $4::bigint[], $5::integer[],
+                            $6::uuid[], $7::text[], $8::integer[], $9::jsonb[], $10::jsonb[],
+                            $11::jsonb[], $12::integer[], $13::text[], $14::text[], $15::bytea[]);

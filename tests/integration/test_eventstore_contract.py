@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 
-from eventstore import Cursor, Filters, InMemoryEventStore, NewEvent, PostgresEventStore
+from eventstore import (
+    AppendResult,
+    Cursor,
+    Filters,
+    InMemoryEventStore,
+    NewEvent,
+    PostgresEventStore,
+    RecordedEvent,
+)
+from eventstore.payloads import payload_ref
 from eventstore.protocol import EventStore
 from papayya.errors import (
     ConcurrencyError,
@@ -256,3 +267,114 @@ async def test_payloads_can_ride_with_an_append(store: EventStore) -> None:
         await store.append("run-1", ev(), 7, payloads=[(b"lost", "text/plain")])
     with pytest.raises(NotFound):
         await store.get_payload(payload_ref(b"lost"))
+
+
+async def read_everything(store: EventStore) -> list[RecordedEvent]:
+    """The whole global order, in small pages, once every append is visible."""
+    await store.wait_visible()
+    events: list[RecordedEvent] = []
+    cursor: Cursor | None = None
+    while True:
+        page = await store.read_all(after=cursor, limit=7)
+        if not page.events:
+            return events
+        events.extend(page.events)
+        cursor = page.cursor
+
+
+async def test_concurrent_mixed_appends_each_get_their_own_outcome(store: EventStore) -> None:
+    """Appends issued together (the Postgres store commits them as a group) keep every
+    per-append guarantee: a conflict, a retry or a reused id touches only its own caller,
+    and the global order holds each committed event once, in each stream's order."""
+    n = 12
+    seeded = []
+    for i in range(n):
+        batch = [NewEvent("Seeded", {"i": i}, event_id=uuid.uuid4())]
+        seeded.append((batch, await store.append(f"run-m{i}", batch, "no_stream")))
+
+    def body(kind: str, i: int) -> bytes:
+        return f"{kind} payload {i} {uuid.uuid4()}".encode()
+
+    good = [[NewEvent("Good", {"i": i}, event_id=uuid.uuid4())] for i in range(n)]
+    good_bodies = [body("good", i) for i in range(n)]
+    stale_bodies = [body("stale", i) for i in range(n)]
+    shared = [[ev("Shared", i=i, k=k) for k in range(2)] for i in range(n)]
+    doubles = [[NewEvent("Double", {"i": i, "k": k}, event_id=uuid.uuid4()) for k in (0, 1)]
+               for i in range(n)]  # fmt: skip
+    racers = [[[ev("Racer", i=i, r=r)] for r in range(3)] for i in range(n)]
+    calls: list[tuple[str, int, Any]] = []
+    for i in range(n):
+        calls += [
+            ("good", i, store.append(f"run-m{i}", good[i], 1, summary={"i": i},
+                                     payloads=[(good_bodies[i], "text/plain")])),
+            ("stale", i, store.append(f"run-m{i}", ev("Stale"), "no_stream",
+                                      payloads=[(stale_bodies[i], "text/plain")])),
+            ("stale", i, store.append(f"run-m{i}", ev("Stale"), 5)),
+            ("retry", i, store.append(f"run-m{i}", seeded[i][0], "no_stream")),
+            ("reuse", i, store.append(f"run-m{i}", [NewEvent(
+                "Seeded", {"i": -1}, event_id=seeded[i][0][0].event_id)], "any")),
+            ("shared", i, store.append("job-shared", shared[i])),
+            ("double", i, store.append(f"run-d{i}", doubles[i], "no_stream")),
+            ("double", i, store.append(f"run-d{i}", doubles[i], "no_stream")),
+            *[("race", i, store.append(f"run-r{i}", racers[i][r], "no_stream"))
+              for r in range(3)],
+        ]  # fmt: skip
+    random.Random(15).shuffle(calls)
+    outcomes = await asyncio.gather(*(call for _, _, call in calls), return_exceptions=True)
+
+    by_kind: dict[tuple[str, int], list[Any]] = {}
+    for (kind, i, _), outcome in zip(calls, outcomes, strict=True):
+        by_kind.setdefault((kind, i), []).append(outcome)
+    shared_versions = []
+    for i in range(n):
+        [good_result] = by_kind["good", i]
+        assert isinstance(good_result, AppendResult) and good_result.stream_version == 2
+        assert all(isinstance(r, ConcurrencyError) for r in by_kind["stale", i])
+        assert by_kind["retry", i] == [seeded[i][1]]
+        assert [type(r) for r in by_kind["reuse", i]] == [IdempotencyConflict]
+        [shared_result] = by_kind["shared", i]
+        assert isinstance(shared_result, AppendResult)
+        shared_versions.append(shared_result.stream_version)
+        first, second = by_kind["double", i]
+        assert isinstance(first, AppendResult) and first == second
+        assert first.stream_version == 2
+        race = by_kind["race", i]
+        assert sum(isinstance(r, AppendResult) for r in race) == 1
+        assert sum(isinstance(r, ConcurrencyError) for r in race) == 2
+    assert sorted(shared_versions) == list(range(2, 2 * n + 1, 2))
+
+    for i in range(n):
+        assert await store.stream_version(f"run-m{i}") == 2
+        assert await store.stream_version(f"run-d{i}") == 2
+        assert await store.stream_version(f"run-r{i}") == 1
+        assert await store.summary(f"run-m{i}") == (2, {"i": i})
+        assert await store.get_payload(payload_ref(good_bodies[i])) == good_bodies[i]
+        with pytest.raises(NotFound):
+            await store.get_payload(payload_ref(stale_bodies[i]))
+        stream = await store.read_stream(f"run-m{i}")
+        assert [(e.event_type, e.data) for e in stream] == [
+            ("Seeded", {"i": i}),
+            ("Good", {"i": i}),
+        ]
+        winner = next(r for r in by_kind["race", i] if isinstance(r, AppendResult))
+        [raced] = await store.read_stream(f"run-r{i}")
+        assert raced.cursor == winner.cursor
+    assert await store.stream_version("job-shared") == 2 * n
+
+    everything = await read_everything(store)
+    ids = [e.event_id for e in everything]
+    assert len(ids) == len(set(ids)) == n * (1 + 1 + 2 + 2 + 1)
+    cursors = [e.cursor for e in everything]
+    assert cursors == sorted(cursors)
+    per_stream: dict[str, list[int]] = {}
+    for event in everything:
+        per_stream.setdefault(event.stream_id, []).append(event.stream_version)
+    assert all(v == list(range(1, len(v) + 1)) for v in per_stream.values())
+    ends = {e.cursor for e in everything}
+    results = [r for r in outcomes if isinstance(r, AppendResult)]
+    assert all(r.cursor in ends for r in results)
+    expected_ids = {e.event_id for batch in good + doubles for e in batch}
+    expected_ids |= {batch[0].event_id for batch, _ in seeded}
+    assert expected_ids <= set(ids)
+    for i in range(n):  # and every success stays retryable
+        assert await store.append(f"run-m{i}", good[i], 1) == by_kind["good", i][0]

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventstore import Cursor, PostgresEventStore, RecordedEvent
+from eventstore import AppendResult, Cursor, NewEvent, PostgresEventStore, RecordedEvent
+from eventstore.subscriptions import Subscription
+from eventstore.types import ExpectedVersion
+from papayya.errors import ConcurrencyError
 
 APPEND = (
     "SELECT * FROM papayya_append($1, 'run', -1, $2, $3::uuid[], $4::text[], $5::int[], "
@@ -26,6 +31,7 @@ write = st.tuples(
     st.booleans(),  # abort
     st.integers(0, 15),  # ms to hold the transaction open
 )
+Write = tuple[int, int, bool, int]
 scripts = st.lists(st.lists(write, min_size=1, max_size=6), min_size=2, max_size=6)
 
 
@@ -75,7 +81,7 @@ async def drain(sub: object, expected: int) -> list[RecordedEvent]:
 
 
 async def check_interleaving(
-    dsn: str, store: PostgresEventStore, serialized: bool, writers: list[list[tuple]]
+    dsn: str, store: PostgresEventStore, serialized: bool, writers: list[list[Write]]
 ) -> None:
     prefix = uuid.uuid4().hex[:8]
     start = await store.head()
@@ -85,6 +91,18 @@ async def check_interleaving(
         await task
     results = await asyncio.gather(*(run_writer(dsn, prefix, serialized, w) for w in writers))
     committed = [i for ids in results for i in ids]
+    await check_delivery(store, start, early, committed, serialized)
+
+
+async def check_delivery(
+    store: PostgresEventStore,
+    start: Cursor,
+    early: list[Subscription],
+    committed: list[uuid.UUID],
+    serialized: bool,
+) -> None:
+    """Every subscriber, early or late, sees exactly ``committed`` in one order that keeps
+    each stream's versions in order; one resumed from the middle sees exactly the rest."""
     seen = [await drain(s, len(committed)) for s in early]
     late = store.subscribe(after=start)
     seen.append(await drain(late, len(committed)))
@@ -119,7 +137,7 @@ async def check_interleaving(
 )
 @given(writers=scripts)
 async def test_fenced_mode_delivers_every_commit_once_in_one_order(
-    dsn: str, writers: list[list[tuple]]
+    dsn: str, writers: list[list[Write]]
 ) -> None:
     store = await PostgresEventStore.connect(dsn, poll_interval=0.05)
     try:
@@ -134,9 +152,76 @@ async def test_fenced_mode_delivers_every_commit_once_in_one_order(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(writers=scripts)
-async def test_serialized_oracle_agrees(dsn: str, writers: list[list[tuple]]) -> None:
+async def test_serialized_oracle_agrees(dsn: str, writers: list[list[Write]]) -> None:
     store = await PostgresEventStore.connect(dsn, poll_interval=0.05)
     try:
         await check_interleaving(dsn, store, True, writers)
     finally:
         await store.close()
+
+
+append_op = st.tuples(
+    st.integers(0, 1),  # which of two stores (two processes' worth of group commits)
+    st.integers(0, 3),  # stream
+    st.integers(1, 3),  # batch size
+    st.sampled_from(["any", "at_version", "stale", "repeat"]),
+)
+
+
+@pytest.mark.parametrize("serialized", [False, True], ids=["fenced", "serialized"])
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=st.lists(append_op, min_size=2, max_size=40), writers=scripts)
+async def test_group_commits_deliver_every_commit_once_in_one_order(
+    dsn: str, serialized: bool, ops: list[tuple[int, int, int, str]], writers: list[list[Write]]
+) -> None:
+    """Store appends issued at once from two stores, so that they commit in groups, beside
+    raw writers that hold transactions open: each append gets its own outcome and the
+    subscribers see every committed event once, in one order."""
+    stores = [
+        await PostgresEventStore.connect(dsn, serialized=serialized, poll_interval=0.05)
+        for _ in range(2)
+    ]
+    try:
+        prefix = uuid.uuid4().hex[:8]
+        start = await stores[0].head()
+        early = [stores[0].subscribe(after=start) for _ in range(2)]
+        for sub in early:
+            await drain(sub, 0)
+        versions = {s: await stores[0].stream_version(f"run-{prefix}{s}") for s in range(4)}
+        calls: list[tuple[list[NewEvent], str, str, Any]] = []
+        for which, stream, size, kind in ops:
+            retryable = [c for c in calls if c[2] != "stale"]
+            if kind == "repeat" and retryable:  # a retry of an earlier append, same ids
+                batch, stream_id = retryable[-1][0], retryable[-1][1]
+            else:
+                batch = [NewEvent("Happened", {"s": stream}, event_id=uuid.uuid4())
+                         for _ in range(size)]  # fmt: skip
+                stream_id = f"run-{prefix}{stream}"
+            expected: ExpectedVersion = "any"
+            if kind in ("stale", "at_version"):
+                expected = 10_000 if kind == "stale" else versions[stream]
+            calls.append((batch, stream_id, kind, stores[which].append(stream_id, batch, expected)))
+        raw = asyncio.gather(*(run_writer(dsn, prefix, serialized, w) for w in writers))
+        outcomes = await asyncio.gather(*(c[3] for c in calls), return_exceptions=True)
+        raw_ids = [i for ids in await raw for i in ids]
+        committed: dict[int, tuple[list[NewEvent], AppendResult]] = {}
+        for (batch, _, kind, _), outcome in zip(calls, outcomes, strict=True):
+            if isinstance(outcome, AppendResult):
+                assert kind != "stale"
+                # Every call with the same ids gets the first result.
+                assert committed.setdefault(id(batch), (batch, outcome))[1] == outcome
+            else:
+                assert isinstance(outcome, ConcurrencyError), outcome
+                assert kind in ("stale", "at_version", "repeat")
+        for stream_id in {c[1] for c in calls}:
+            stored = await stores[0].read_stream(stream_id)
+            assert [e.stream_version for e in stored] == list(range(1, len(stored) + 1))
+        ids = [e.event_id for batch, _ in committed.values() for e in batch if e.event_id]
+        await check_delivery(stores[0], start, early, ids + raw_ids, serialized)
+    finally:
+        for store in stores:
+            await store.close()

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from eventstore import NewEvent, PostgresEventStore, RecordedEvent
-from papayya.errors import ConcurrencyError
+from eventstore import AppendResult, NewEvent, PostgresEventStore, RecordedEvent
+from eventstore.payloads import payload_ref
+from papayya.errors import ConcurrencyError, StoreUnavailable
 
 
 def ev(**data: object) -> NewEvent:
@@ -201,3 +202,126 @@ async def test_serialized_mode_orders_by_position(dsn: str) -> None:
         assert positions == sorted(positions) and len(events) == 40
     finally:
         await store.close()
+
+
+async def test_appends_issued_together_commit_together(pg_store: PostgresEventStore) -> None:
+    """Group commit: concurrent appends to different streams share a transaction (and so one
+    WAL flush) instead of one each."""
+    results = await asyncio.gather(*(pg_store.append(f"run-{i}", ev(n=i)) for i in range(20)))
+    assert len({r.cursor.transaction_id for r in results}) < len(results)
+    await pg_store.wait_visible()
+    events = (await pg_store.read_all()).events
+    assert sorted(e.data["n"] for e in events) == list(range(20))
+    assert {e.cursor for e in events} == {r.cursor for r in results}
+
+
+async def test_a_held_stream_does_not_hold_back_other_streams(
+    dsn: str, pg_store: PostgresEventStore
+) -> None:
+    """A transaction that holds one stream (``append_on``, left open) delays only the appends
+    to that stream; and the late one still follows it in the global order."""
+    holder = await asyncpg.connect(dsn)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await pg_store.append_on(holder, "run-held", ev(n=0), "no_stream")
+        held = asyncio.create_task(pg_store.append("run-held", ev(n=1), "any"))
+        others = [asyncio.create_task(pg_store.append(f"run-{i}", ev(n=i))) for i in range(10)]
+        done = await asyncio.wait_for(asyncio.gather(*others), 20)
+        assert [r.stream_version for r in done] == [1] * 10
+        assert not held.done()
+        await tx.commit()
+        assert (await asyncio.wait_for(held, 20)).stream_version == 2
+    finally:
+        await holder.close()
+    await pg_store.wait_visible()
+    events = (await pg_store.read_all()).events
+    assert [e.data["n"] for e in events if e.stream_id == "run-held"] == [0, 1]
+    assert len(events) == 12
+
+
+async def test_a_batch_that_fails_fails_every_caller_and_writes_nothing(
+    dsn: str, admin_dsn: str
+) -> None:
+    """If the shared transaction dies before its commit, every append in it gets the error
+    and none of them is visible; retrying with the same ids then writes each once."""
+    # One group in flight, so the three appends issued together share it.
+    pg_store = await PostgresEventStore.connect(dsn, poll_interval=0.1, groups_in_flight=1)
+    body = b"a payload another transaction is inserting"
+    blocker = await asyncpg.connect(dsn)
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute(
+            "INSERT INTO payloads (hash, size, content_type, content) VALUES ($1, $2, 'x', $3)",
+            payload_ref(body), len(body), body,
+        )  # fmt: skip
+        batches = [[NewEvent("Happened", {"n": i}, event_id=uuid.uuid4())] for i in range(3)]
+        calls = [
+            pg_store.append("run-0", batches[0], payloads=[(body, "text/plain")]),
+            pg_store.append("run-1", batches[1]),
+            pg_store.append("run-2", batches[2]),
+        ]
+        failing = asyncio.gather(*calls, return_exceptions=True)
+        waiting = None
+        while waiting is None:  # the batch waits on the blocker's uncommitted payload row
+            await asyncio.sleep(0.02)
+            waiting = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = "
+                "'Lock' AND pid <> $2",
+                dsn.rsplit("/", 1)[1], blocker.get_server_pid(),
+            )  # fmt: skip
+        await admin.execute("SELECT pg_terminate_backend($1)", waiting)
+        outcomes = await asyncio.wait_for(failing, 20)
+        assert [type(o) for o in outcomes] == [StoreUnavailable] * 3
+        for i in range(3):
+            assert await pg_store.stream_version(f"run-{i}") == 0
+        await tx.rollback()
+        retried = await asyncio.gather(
+            pg_store.append("run-0", batches[0], payloads=[(body, "text/plain")]),
+            pg_store.append("run-1", batches[1]),
+            pg_store.append("run-2", batches[2]),
+        )
+        assert [r.stream_version for r in retried] == [1, 1, 1]
+        assert await pg_store.get_payload(payload_ref(body)) == body
+        await pg_store.wait_visible()
+        assert len((await pg_store.read_all()).events) == 3
+    finally:
+        await blocker.close()
+        await admin.close()
+        await pg_store.close()
+
+
+async def test_cancelled_callers_leave_every_append_whole(pg_store: PostgresEventStore) -> None:
+    """A caller cancelled while its append waits for (or rides in) a group commit: its append
+    is either wholly committed or not at all, the others complete, and the store goes on."""
+    batches = [
+        [NewEvent("Happened", {"i": i, "k": k}, event_id=uuid.uuid4()) for k in (0, 1)]
+        for i in range(40)
+    ]
+    tasks = [
+        asyncio.create_task(pg_store.append(f"run-{i}", batch, "no_stream"))
+        for i, batch in enumerate(batches)
+    ]
+    await asyncio.sleep(0)  # every append is queued, none taken yet
+    for task in tasks[1::4]:
+        task.cancel()
+    for _ in range(3):  # a group is in flight now
+        await asyncio.sleep(0)
+    for task in tasks[3::4]:
+        task.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, outcome in enumerate(outcomes):
+        if i % 2 == 0:
+            assert isinstance(outcome, AppendResult) and outcome.stream_version == 2
+        stored = await pg_store.read_stream(f"run-{i}")
+        assert [e.event_id for e in stored] in ([], [e.event_id for e in batches[i]])
+    retried = await asyncio.gather(
+        *(pg_store.append(f"run-{i}", b, "no_stream") for i, b in enumerate(batches))
+    )
+    assert all(r.stream_version == 2 for r in retried)
+    assert retried[0::2] == outcomes[0::2]
+    await pg_store.wait_visible()
+    events = (await pg_store.read_all(limit=1000)).events
+    assert len(events) == len({e.event_id for e in events}) == 80
