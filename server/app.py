@@ -12,6 +12,7 @@ not in ``web/``, because they need ``workers/``, which ``web/`` must not import
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -22,8 +23,15 @@ from server.builds import builds_ctx
 from web import app as web_app
 from web import keys
 from web.routes.schedules import running_scheduler
-from workers.services import background
+from workers.docker import DockerRuntime
+from workers.process import ProcessRuntime
+from workers.queue import connect
+from workers.runtime import Runtime
+from workers.services import Services, background
 from workers.worker import WorkerConfig
+
+# The background services of a running app, for draining at SIGTERM (``drain``).
+SERVICES = web.AppKey("services", Services)
 
 
 def init_app(config: Config, dsn: str) -> web.Application:
@@ -45,6 +53,14 @@ async def projectors_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     projections = Projections(app[keys.STORE], app[keys.DSN], poll_interval=0.5)
     task = asyncio.create_task(projections.run(), name="projectors")
+
+    async def projectors() -> str | None:
+        if not task.done():
+            return None
+        error = None if task.cancelled() else task.exception()
+        return f"projectors: stopped ({error!r})"
+
+    app[keys.READINESS].append(projectors)
     yield
     projections.stop()
     try:
@@ -61,20 +77,52 @@ async def cloud_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     worker_config = None
+    runtimes: dict[str, Runtime] = {}
     if config.run_worker:
-        # The API stops listening before this exits, so agents could not report during a
-        # drain: hand running attempts back to the queue at once (they resume next time).
+        # A SIGTERM drains the worker (``drain``) while the API still serves its agents.
         worker_config = WorkerConfig.from_env(
             control_url=config.control_url or f"http://127.0.0.1:{config.port}",
             control_socket=config.runtime_socket,
             concurrency=config.worker_concurrency,
-            drain_seconds=0.0,
         )
-    async with background(
-        app[keys.STORE], app[keys.DSN], config, config.redis_url,
-        scheduler=config.run_dispatcher, worker=config.run_worker, worker_config=worker_config,
-    ):  # fmt: skip
-        yield
+        runtimes = {
+            "process": ProcessRuntime(config.data_dir),
+            "docker": DockerRuntime(installation=app[keys.INSTALLATION]),
+        }
+    ping = connect(config.redis_url)
+
+    async def queue() -> str | None:
+        try:
+            await ping.ping()
+        except Exception as exc:
+            return f"queue (Redis): not answering ({type(exc).__name__})"
+        return None
+
+    app[keys.READINESS].append(queue)
+    try:
+        async with background(
+            app[keys.STORE], app[keys.DSN], config, config.redis_url,
+            scheduler=config.run_dispatcher, worker=config.run_worker,
+            worker_config=worker_config, runtimes=runtimes,
+        ) as services:  # fmt: skip
+            app[SERVICES] = services
+            yield
+    finally:
+        for runtime in runtimes.values():
+            await runtime.close()
+        with contextlib.suppress(Exception):
+            await ping.aclose()
+
+
+async def drain(app: web.Application) -> None:
+    """Let the worker of this process finish its running attempts (``PAPAYYA_DRAIN_SECONDS``)
+    and hand back the rest, as a ``papayya worker`` does at SIGTERM. Called before the API
+    stops listening, so that agents can still report and complete."""
+    services = app.get(SERVICES)
+    if services is None or services.worker is None:
+        return
+    services.worker.stop()
+    await services.worker.run_finished.wait()
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
