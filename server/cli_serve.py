@@ -57,7 +57,7 @@ def _backends(config: Config, redis: bool) -> Iterator[Config]:
         yield config
 
 
-def _required(config: Config, command: str, redis: bool) -> None:
+def required(config: Config, command: str, redis: bool) -> None:
     """Refuse to run a part apart without the shared Postgres (and Redis) it needs: one
     started embedded here would split the system in two, each half on its own database."""
     missing = [name for name, value in (("PAPAYYA_DATABASE_URL", config.database_url),
@@ -180,7 +180,7 @@ def api(host: str, port: int) -> None:
         run_scheduler=False,
     )  # fmt: skip
     _check_server_settings(config)
-    _required(config, "api", redis=False)
+    required(config, "api", redis=False)
     sock = bind(host, port)
     log_file = log_to(config, "api")
     _serve(config, host, sock, "api", limits, log_file)
@@ -293,7 +293,7 @@ def worker(concurrency: int, runtime: str, burst: bool) -> None:
     """
     _check_timing()
     config = _config(worker_concurrency=concurrency)
-    _required(config, "worker", redis=True)
+    required(config, "worker", redis=True)
     log_to(config, "worker")
     click.echo(config.process_runtime.describe())
     asyncio.run(_background(config, scheduler=False, worker=True, burst=burst,
@@ -306,7 +306,7 @@ def scheduler() -> None:
     callbacks. Any number may run: each fire, enqueue and recovery happens once."""
     _check_timing()
     config = _config()
-    _required(config, "scheduler", redis=True)
+    required(config, "scheduler", redis=True)
     log_to(config, "scheduler")
     asyncio.run(_background(config, scheduler=True, worker=False, burst=False,
                             runtime="none"))  # fmt: skip

@@ -87,19 +87,20 @@ async def healthz(request: web.Request) -> web.Response:
     auth="none", tag="ops",
 )  # fmt: skip
 async def readyz(request: web.Request) -> web.Response:
+    problems: list[str] = []
+    failures = []
     try:
         failures = await asyncio.wait_for(
             projection_failures(request.app[keys.STORE].pool), READY_SECONDS
         )
     except Exception as exc:
         log.warning("readyz: the database does not answer: %r", exc)
-        raise NotReady("database: not answering") from None
-    problems = []
+        problems.append("database: not answering")
     for check in request.app[keys.READINESS]:
         try:
             problem = await asyncio.wait_for(check(), READY_SECONDS)
         except Exception as exc:
-            problem = f"{getattr(check, '__name__', 'check')}: {exc!r}"
+            problem = f"{getattr(check, '__name__', 'check')}: {type(exc).__name__}"
         if problem is not None:
             problems.append(problem)
     if problems:
