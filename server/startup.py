@@ -13,6 +13,7 @@ import errno
 import logging
 import logging.handlers
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -104,10 +105,26 @@ def block(
     lines.append(f"  logs: {log_file}" if log_file is not None else "  logs: stderr")
     if what == "server":
         shown_key = key or "cpk_…"
+        me = command()
         lines += [
             "Next:",
             f"  export PAPAYYA_BASE_URL={url} PAPAYYA_API_KEY={shown_key}",
-            "  papayya agents create --name Researcher --slug researcher",
-            '  papayya run researcher --input \'{"topic": "durable execution"}\' --wait',
+            f"  {me} agents create --name Researcher --slug researcher --budget-usd 0.50",
+            f'  {me} run researcher --input \'{{"topic": "durable execution"}}\' --wait',
         ]
     return "\n".join(lines)
+
+
+def command() -> str:
+    """How the user can type this command: ``papayya`` if that is the one on the PATH, else
+    its path (relative to here when below here, as ``.venv/bin/papayya``)."""
+    invoked = Path(sys.argv[0])
+    if invoked.name != "papayya":
+        return "papayya"
+    found = shutil.which("papayya")
+    if found is not None and Path(found).resolve() == invoked.resolve():
+        return "papayya"
+    try:
+        return str(invoked.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(invoked.resolve())
