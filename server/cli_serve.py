@@ -145,8 +145,10 @@ def _serve(
 def server(host: str, port: int, concurrency: int) -> None:
     """Run everything in one process: the API and gateway, projectors, the dispatcher,
     sweeper and callbacks, and a worker. Unset PAPAYYA_DATABASE_URL / PAPAYYA_REDIS_URL
-    start embedded Postgres / Redis under PAPAYYA_DATA_DIR. Agents run in Docker; the process
-    runtime only where PAPAYYA_PROCESS_RUNTIME allows it (`make run` sets all).
+    start embedded Postgres / Redis under PAPAYYA_DATA_DIR (adopted again after a crash,
+    stopped at exit); one server per data directory. SIGTERM drains the worker (running runs
+    finish, PAPAYYA_DRAIN_SECONDS) while the API still serves. Agents run in Docker; the
+    process runtime only where PAPAYYA_PROCESS_RUNTIME allows it (`make run` sets all).
 
     HTTP limits: PAPAYYA_HTTP_HEADER_TIMEOUT (10 s), _BODY_TIMEOUT (60 s), _IDLE_TIMEOUT
     (75 s), _MAX_CONNECTIONS (10000), _MAX_CONNECTIONS_PER_ADDRESS (256, 0: off),
@@ -172,7 +174,8 @@ def server(host: str, port: int, concurrency: int) -> None:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 def api(host: str, port: int) -> None:
     """Serve only the API, the gateway and the runtime API (scale out behind a balancer;
-    run `papayya projector`, `papayya scheduler` and `papayya worker` elsewhere).
+    run `papayya projector`, `papayya scheduler` and `papayya worker` elsewhere). Needs
+    PAPAYYA_DATABASE_URL: the parts run apart never start embedded backends.
     HTTP limits: PAPAYYA_HTTP_* as for `papayya server`."""
     limits = _http_limits()
     config = _config(
@@ -281,6 +284,8 @@ def _check_timing() -> None:
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty (for tests, batch jobs).")
 def worker(concurrency: int, runtime: str, burst: bool) -> None:
     """Claim queued runs from Redis and run them (SIGTERM drains: running runs finish first).
+    Needs PAPAYYA_DATABASE_URL and PAPAYYA_REDIS_URL; checks at start that the API its agents
+    reach answers and serves the same database (installation), and refuses otherwise.
 
     \b
     PAPAYYA_CONTROL_URL or PAPAYYA_BASE_URL   where agents reach the API (TCP)
@@ -303,7 +308,8 @@ def worker(concurrency: int, runtime: str, burst: bool) -> None:
 @click.command()
 def scheduler() -> None:
     """Run cron schedules, the dispatcher (queued runs → Redis), the recovery sweeper and
-    callbacks. Any number may run: each fire, enqueue and recovery happens once."""
+    callbacks. Any number may run: each fire, enqueue and recovery happens once. Needs
+    PAPAYYA_DATABASE_URL and PAPAYYA_REDIS_URL."""
     _check_timing()
     config = _config()
     required(config, "scheduler", redis=True)
