@@ -8,12 +8,21 @@ would start agents that fail with 401 after three attempts; it refuses to start 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+
 import aiohttp
 import click
 
 from workers.worker import WorkerConfig
 
+log = logging.getLogger(__name__)
+
 CHECK_SECONDS = 10.0
+# A worker started beside its API (compose, systemd, a script) may come up first: it waits
+# this long for the API to answer before it gives up (PAPAYYA_CONTROL_WAIT_SECONDS).
+WAIT_SECONDS = 60.0
 
 
 async def _installation_at(url: str, connector: aiohttp.BaseConnector | None) -> str | None:
@@ -31,22 +40,50 @@ async def _installation_at(url: str, connector: aiohttp.BaseConnector | None) ->
     return found if isinstance(found, str) else None
 
 
+def _wait_seconds() -> float:
+    raw = os.environ.get("PAPAYYA_CONTROL_WAIT_SECONDS") or str(WAIT_SECONDS)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise click.ClickException("PAPAYYA_CONTROL_WAIT_SECONDS must be a number >= 0")
+    return value
+
+
 async def check_control(config: WorkerConfig, installation: str) -> None:
     """Refuse (``click.ClickException``) unless the control plane answers ``/healthz`` with
-    this database's installation id, over the socket if there is one, else over TCP."""
+    this database's installation id, over the socket if there is one, else over TCP; wait
+    up to ``PAPAYYA_CONTROL_WAIT_SECONDS`` (60) for it to answer at all."""
     if config.control_socket is not None:
         where = f"the control socket {config.control_socket} (PAPAYYA_RUNTIME_SOCKET)"
-        url, connector = "http://localhost", aiohttp.UnixConnector(str(config.control_socket))
     else:
         where = f"the control URL {config.control_url} (PAPAYYA_CONTROL_URL)"
-        url, connector = config.control_url, None
-    try:
-        found = await _installation_at(url, connector)
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-        raise click.ClickException(
-            f"{where} does not answer ({exc or type(exc).__name__}): this worker's agents "
-            "could not report. Start the API there, or point PAPAYYA_CONTROL_URL at it"
-        ) from None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _wait_seconds()
+    waited = False
+    while True:
+        if config.control_socket is not None:
+            url = "http://localhost"
+            connector: aiohttp.BaseConnector | None = aiohttp.UnixConnector(
+                str(config.control_socket)
+            )
+        else:
+            url, connector = config.control_url, None
+        try:
+            found = await _installation_at(url, connector)
+            break
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            if loop.time() >= deadline:
+                raise click.ClickException(
+                    f"{where} does not answer ({exc or type(exc).__name__}): this worker's "
+                    "agents could not report. Start the API there, or point "
+                    "PAPAYYA_CONTROL_URL at it"
+                ) from None
+            if not waited:
+                log.warning("waiting for %s to answer (%s)", where, exc or type(exc).__name__)
+                waited = True
+            await asyncio.sleep(0.5)
     if found != installation:
         raise click.ClickException(
             f"{where} serves another installation ({found or 'an older papayya'}; this "

@@ -17,13 +17,13 @@ from tests.support.operator import bare_env, free_port, work_dir
 pytestmark = pytest.mark.timeout(180)
 
 
-async def worker(control_url: str, dsn: str, *args: str) -> tuple[int, str]:
+async def worker(control_url: str, dsn: str, *args: str, **extra: str) -> tuple[int, str]:
     """``papayya worker ARGS`` on ``dsn`` with agents pointed at ``control_url``."""
     with work_dir() as work:
         env = bare_env(
             PAPAYYA_DATABASE_URL=dsn, PAPAYYA_REDIS_URL=REDIS_URL,
             PAPAYYA_QUEUE_NAME=f"papayya:test:{uuid.uuid4().hex}",
-            PAPAYYA_CONTROL_URL=control_url, PAPAYYA_DATA_DIR=str(work / "data"),
+            PAPAYYA_CONTROL_URL=control_url, PAPAYYA_DATA_DIR=str(work / "data"), **extra,
         )  # fmt: skip
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server.cli", "worker", *args, env=env,
@@ -36,7 +36,8 @@ async def worker(control_url: str, dsn: str, *args: str) -> tuple[int, str]:
 
 async def test_a_control_url_that_does_not_answer_is_refused(dsn: str) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    code, out = await worker(url, dsn)
+    # A worker waits for an API that starts beside it; not here, where none ever will.
+    code, out = await worker(url, dsn, PAPAYYA_CONTROL_WAIT_SECONDS="0")
     assert code == 1
     assert f"the control URL {url} (PAPAYYA_CONTROL_URL) does not answer" in out, out
     assert "Traceback" not in out
