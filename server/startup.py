@@ -96,7 +96,7 @@ def block(
     """The lines a server prints once it serves."""
     from papayya import __version__
 
-    lines = [f"papayya {__version__} {what} is running on {url}"]
+    lines = [f"papayya {__version__} {what} listening on {url}"]
     if key is not None:
         lines.append(f"  API key (shown once): {key}")
     if link is not None:
