@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,6 +86,22 @@ async def test_one_server_per_data_dir_and_no_backend_outlives_a_kill_and_a_rest
             assert old == new or not alive(old)
         assert await second.stop(signal.SIGTERM) == 0
         # A clean exit waits for both backends to end: nothing of the data dir remains.
+        assert processes_of(data) == []
+
+        # Pid files whose pid now belongs to another program (a reused pid): that program is
+        # neither adopted nor stopped; the server starts backends of its own, and stops them.
+        with subprocess.Popen(["sleep", "600"]) as stranger:  # noqa: ASYNC220 (a bystander)
+            for pid_file in (data / "postgres" / "postmaster.pid", data / "redis" / "redis.pid"):
+                pid_file.write_text(f"{stranger.pid}\n{data}\n")
+            third = ServerProcess(free_port(), env, tmp_path / "third.log").start()
+            try:
+                await third.ready()
+                assert stranger.pid not in backends(data)
+                assert await third.stop(signal.SIGTERM) == 0
+            finally:
+                third.kill()
+            assert stranger.poll() is None  # untouched
+            stranger.kill()
         assert processes_of(data) == []
     finally:
         first.kill()
