@@ -33,15 +33,19 @@ def _alive(pid: int) -> bool:
 
 def postmaster_pid(pgdata: Path) -> int | None:
     """The pid of the Postgres serving ``pgdata``, if one runs (checked: a ``postgres``
-    process, not another program that reused the pid)."""
+    process working in ``pgdata``, not another program, or cluster, that reused the pid)."""
     try:
         pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
         process = psutil.Process(pid)
-        if process.status() != psutil.STATUS_ZOMBIE and process.name().startswith("postgres"):
-            return pid
+        if process.status() == psutil.STATUS_ZOMBIE or not process.name().startswith("postgres"):
+            return None
+        try:
+            ours = Path(process.cwd()) == pgdata  # the postmaster works in its data dir
+        except psutil.AccessDenied:  # another user's: its command line names the data dir
+            ours = str(pgdata) in process.cmdline()
+        return pid if ours else None
     except (OSError, ValueError, psutil.Error):
-        pass
-    return None
+        return None
 
 
 class EmbeddedPostgres:
