@@ -124,7 +124,13 @@ def _serve(
 
             link = await login_link(app[keys.STORE].pool, url)
         key = app.get(keys.CREATED_KEY)
-        text = block(what, url, key=key, link=link, notes=notes, log_file=log_file)
+        example = None
+        if config.process_runtime.mode == "all":  # agents registered here may run here
+            import papayya
+
+            example = Path(papayya.__file__).parent / "examples" / "hello.py"
+        text = block(what, url, key=key, link=link, notes=notes, log_file=log_file,
+                     example=example)  # fmt: skip
         print(text, flush=True)
 
     app.on_startup.append(announce)

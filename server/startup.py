@@ -92,8 +92,10 @@ def block(
     link: str | None,
     notes: list[str],
     log_file: Path | None,
+    example: Path | None = None,
 ) -> str:
-    """The lines a server prints once it serves."""
+    """The lines a server prints once it serves. ``example``: an agent module to register
+    (where the process runtime lets every project run one), for the next commands."""
     from papayya import __version__
 
     lines = [f"papayya {__version__} {what} listening on {url}"]
@@ -104,15 +106,27 @@ def block(
     lines += [f"  {note}" for note in notes]
     lines.append(f"  logs: {log_file}" if log_file is not None else "  logs: stderr")
     if what == "server":
-        shown_key = key or "cpk_…"
         me = command()
-        lines += [
-            "Next:",
-            f"  export PAPAYYA_BASE_URL={url} PAPAYYA_API_KEY={shown_key}",
-            f"  {me} agents create --name Researcher --slug researcher --budget-usd 0.50",
-            f'  {me} run researcher --input \'{{"topic": "durable execution"}}\' --wait',
-        ]
+        lines += ["Next:", f"  export PAPAYYA_BASE_URL={url} PAPAYYA_API_KEY={key or 'cpk_…'}"]
+        if example is not None:
+            lines += [
+                f"  {me} agents register {shown_path(example)} --agent hello",
+                f'  {me} run hello --input \'{{"name": "Ada"}}\' --wait',
+            ]
+        else:
+            lines += [
+                f"  {me} deploy ./my-agent --agent my-agent   # agent.py, built into an image",
+                f'  {me} run my-agent --input \'{{"question": "…"}}\' --wait',
+            ]
     return "\n".join(lines)
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.resolve())
 
 
 def command() -> str:
@@ -124,7 +138,4 @@ def command() -> str:
     found = shutil.which("papayya")
     if found is not None and Path(found).resolve() == invoked.resolve():
         return "papayya"
-    try:
-        return str(invoked.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(invoked.resolve())
+    return shown_path(invoked)
