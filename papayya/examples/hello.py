@@ -8,7 +8,8 @@ no provider key. ``papayya server`` suggests it at start where the process runti
 from papayya import agent, current_run
 
 
-@agent  # type: ignore[untyped-decorator]  (agentapi is standard library only, untyped)
+# agentapi is standard library only and leaves @agent untyped.
+@agent  # type: ignore[untyped-decorator]
 def hello(task: dict[str, str]) -> dict[str, object]:
     run = current_run()
     greeting = run.task("greet", lambda: f"Hello, {task.get('name', 'world')}!")
