@@ -284,12 +284,14 @@ class DockerRuntime:
         """Remove this installation's containers of attempts that are over: left behind by
         a worker that died, or by an attempt the sweeper replaced. ``current(run, attempt)``
         says whether that attempt is still the run's running one. Containers of another
-        installation are never touched, nor (without an installation) any labelled with
-        one. Returns how many were removed."""
+        installation, or of none, are never touched; a runtime without an installation
+        removes nothing. Returns how many were removed."""
+        if self.installation is None:
+            return 0
         removed = 0
-        mine = f"{INSTALLATION_LABEL}={self.installation}" if self.installation else "papayya.run"
         containers = await self.docker.containers.list(
-            all=True, filters={"label": ["papayya.run", mine]}
+            all=True,
+            filters={"label": ["papayya.run", f"{INSTALLATION_LABEL}={self.installation}"]},
         )
         for container in containers:
             labels = container._container.get("Labels") or {}
