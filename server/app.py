@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -29,6 +30,8 @@ from workers.queue import connect
 from workers.runtime import Runtime
 from workers.services import Services, background
 from workers.worker import WorkerConfig
+
+log = logging.getLogger(__name__)
 
 # The background services of a running app, for draining at SIGTERM (``drain``).
 SERVICES = web.AppKey("services", Services)
@@ -121,8 +124,14 @@ async def drain(app: web.Application) -> None:
     services = app.get(SERVICES)
     if services is None or services.worker is None:
         return
-    services.worker.stop()
-    await services.worker.run_finished.wait()
+    worker = services.worker
+    if worker.active:
+        log.warning(
+            "stopping: %d running runs get %.0f s to finish (PAPAYYA_DRAIN_SECONDS); the rest "
+            "resume later", worker.active, worker.config.drain_seconds,
+        )  # fmt: skip
+    worker.stop()
+    await worker.run_finished.wait()
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import logging
 import os
 import signal
 import socket
@@ -136,11 +135,7 @@ def _serve(
     app.on_startup.append(announce)
     app.on_startup.append(_harden)  # after the cleanup contexts: secrets are read by then
 
-    async def before_stop() -> None:
-        logging.getLogger(__name__).warning("stopping: draining running work")
-        await drain(app)
-
-    serve(app, host, port, str(socket_path), limits, sock=sock, before_stop=before_stop)
+    serve(app, host, port, str(socket_path), limits, sock=sock, before_stop=lambda: drain(app))
 
 
 @click.command()
