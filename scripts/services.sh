@@ -16,7 +16,7 @@ LOGS=$STATE/log
 REGISTRY_ADDR=127.0.0.1:5000
 S3_PORT=5001
 S3_BUCKET=papayya-bundles
-. /etc/os-release
+[[ -r /etc/os-release ]] && . /etc/os-release
 SUITE=${PAPAYYA_BASE_SUITE:-${VERSION_CODENAME:-bookworm}}
 BASE_IMAGE=papayya/python-base:$SUITE
 BASE_TAR=$CACHE/python-base-$SUITE.tar
