@@ -1,6 +1,7 @@
-"""The server processes: ``papayya server`` runs everything in one process on embedded
-defaults; ``api``, ``worker`` and ``scheduler`` (with ``projector``) run the parts apart, to
-scale out over machines that share one Postgres and one Redis."""
+"""The server processes: ``papayya server`` runs everything in one process, on embedded
+Postgres and Redis where none is configured (one server per data directory); ``api``,
+``worker`` and ``scheduler`` (with ``projector``) run the parts apart, to scale out over
+machines that share one Postgres and one Redis, and never start embedded ones."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def default_socket(config: Config) -> Path:
 @contextlib.contextmanager
 def _backends(config: Config, redis: bool) -> Iterator[Config]:
     """``config`` with a database URL and (if wanted) a Redis URL, embedded ones started
-    (only ``papayya server`` may: see ``_required``)."""
+    (only ``papayya server`` may: see ``required``)."""
     with database_url(config) as dsn, contextlib.ExitStack() as stack:
         config = dataclasses.replace(config, database_url=dsn)
         if redis:
