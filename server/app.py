@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -33,8 +34,10 @@ from workers.worker import WorkerConfig
 
 log = logging.getLogger(__name__)
 
-# The background services of a running app, for draining at SIGTERM (``drain``).
+# The background services of a running app, for draining at SIGTERM (``drain``), and how
+# long its worker may drain (PAPAYYA_DRAIN_SECONDS).
 SERVICES = web.AppKey("services", Services)
+DRAIN_SECONDS = web.AppKey("drain_seconds", float)
 
 
 def init_app(config: Config, dsn: str) -> web.Application:
@@ -82,12 +85,16 @@ async def cloud_ctx(app: web.Application) -> AsyncIterator[None]:
     worker_config = None
     runtimes: dict[str, Runtime] = {}
     if config.run_worker:
-        # A SIGTERM drains the worker (``drain``) while the API still serves its agents.
         worker_config = WorkerConfig.from_env(
             control_url=config.control_url or f"http://127.0.0.1:{config.port}",
             control_socket=config.runtime_socket,
             concurrency=config.worker_concurrency,
         )
+        # A SIGTERM drains the worker (``drain``) while the API still serves its agents.
+        # Stopped here instead, the API has stopped listening and agents could not report:
+        # hand running attempts back at once (they resume next time).
+        app[DRAIN_SECONDS] = worker_config.drain_seconds
+        worker_config = dataclasses.replace(worker_config, drain_seconds=0.0)
         runtimes = {
             "process": ProcessRuntime(config.data_dir),
             "docker": DockerRuntime(installation=app[keys.INSTALLATION]),
@@ -125,11 +132,14 @@ async def drain(app: web.Application) -> None:
     if services is None or services.worker is None:
         return
     worker = services.worker
+    seconds = app[DRAIN_SECONDS]
     if worker.active:
         log.warning(
             "stopping: %d running runs get %.0f s to finish (PAPAYYA_DRAIN_SECONDS); the rest "
-            "resume later", worker.active, worker.config.drain_seconds,
+            "resume later", worker.active, seconds,
         )  # fmt: skip
+    # The worker reads its drain time when it stops: give it the configured one (cloud_ctx).
+    worker.config = dataclasses.replace(worker.config, drain_seconds=seconds)
     worker.stop()
     await worker.run_finished.wait()
 
