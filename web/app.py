@@ -4,6 +4,7 @@ worker, image builds) are wired by the composition root, ``server.app.init_app``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -13,7 +14,8 @@ from aiohttp import web
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
-from papayya.errors import ProjectionFailing
+from papayya.errors import NotReady, ProjectionFailing
+from papayya.installation import installation_id
 from papayya.runs import Runs
 from projections.service import failing as projection_failures
 from web import http, keys, readmodels, tenancy
@@ -47,6 +49,8 @@ from web.routes import (  # noqa: F401  (importing a route module registers its 
 from web.sse import close_all as close_event_streams
 
 log = logging.getLogger(__name__)
+# How long /readyz waits for each part to answer.
+READY_SECONDS = 3.0
 
 
 async def _event_store(app: web.Application) -> AsyncIterator[None]:
@@ -59,27 +63,49 @@ async def _event_store(app: web.Application) -> AsyncIterator[None]:
     readmodels.install(app, store)
     try:
         created = await app[keys.PROJECTS].bootstrap(bootstrap_key)
+        app[keys.INSTALLATION] = await installation_id(store.pool)
     except BaseException:
         await store.close()
         raise
     if created is not None and not bootstrap_key:
-        # Shown once: only its hash is stored.
-        print(f"Created project 'default'. API key (shown once): {created.key}", flush=True)
+        # Shown once (only its hash is stored), in the start-up block of server/.
+        app[keys.CREATED_KEY] = created.key
     yield
     await store.close()
 
 
-@api.route("GET", "/healthz", "Liveness", auth="none", tag="ops")
+@api.route(
+    "GET", "/healthz", "Liveness, and the installation this API serves (a worker checks it "
+    "is its own)", auth="none", tag="ops",
+)  # fmt: skip
 async def healthz(request: web.Request) -> web.Response:
-    return http.json({"status": "ok"})
+    return http.json({"status": "ok", "installation": request.app[keys.INSTALLATION]})
 
 
 @api.route(
-    "GET", "/readyz", "Readiness: the database answers and no projector is stuck on an event "
-    "(503 naming it otherwise)", auth="none", tag="ops",
+    "GET", "/readyz", "Readiness: the database and the queue answer, this process's "
+    "projectors run, and no projector is stuck on an event (503 naming what is not)",
+    auth="none", tag="ops",
 )  # fmt: skip
 async def readyz(request: web.Request) -> web.Response:
-    failures = await projection_failures(request.app[keys.STORE].pool)
+    problems: list[str] = []
+    failures = []
+    try:
+        failures = await asyncio.wait_for(
+            projection_failures(request.app[keys.STORE].pool), READY_SECONDS
+        )
+    except Exception as exc:
+        log.warning("readyz: the database does not answer: %r", exc)
+        problems.append("database: not answering")
+    for check in request.app[keys.READINESS]:
+        try:
+            problem = await asyncio.wait_for(check(), READY_SECONDS)
+        except Exception as exc:
+            problem = f"{getattr(check, '__name__', 'check')}: {type(exc).__name__}"
+        if problem is not None:
+            problems.append(problem)
+    if problems:
+        raise NotReady("; ".join(problems))
     if failures:
         # Unauthenticated: the projector and the event, not the error (it may quote data).
         said = "; ".join(f.describe(why=False) for f in failures)
@@ -99,6 +125,7 @@ def init_app(config: Config, dsn: str) -> web.Application:
     )
     app[keys.CONFIG] = config
     app[keys.DSN] = dsn
+    app[keys.READINESS] = []
     app[keys.AUTH_LIMITER] = AuthLimiter(
         config.auth_failure_limit, config.auth_failure_window_seconds
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
@@ -36,6 +37,15 @@ SPEND = web.AppKey("spend", Spend)
 SECRETS = web.AppKey("secrets", Secrets)
 # Failed API-key checks per remote address (web.auth).
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)
+
+# This database's installation id (papayya.installation), which /healthz tells workers.
+INSTALLATION = web.AppKey("installation", str)
+# The default project's API key when this start made it (to be shown once, by server/).
+CREATED_KEY = web.AppKey("created_key", str)
+# What /readyz asks besides the database and the projectors' checkpoints: each check says
+# what is wrong, or None. The composition root adds the queue's and its projectors' checks.
+Check = Callable[[], Awaitable[str | None]]
+READINESS = web.AppKey[list[Check]]("readiness")
 
 PROJECT_ID = web.RequestKey("project_id", str)
 # The API key a request authenticated with; its streams end when it is revoked (KEY_WATCH).

@@ -29,7 +29,7 @@ import signal
 import socket
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -425,9 +425,16 @@ class GuardedRunner(web.AppRunner):
         await super().cleanup()
         self.guard.log.close()
 
-    async def start(self, host: str, port: int, path: str | None = None) -> list[web.BaseSite]:
-        """Listen on ``host:port`` and, if given, the Unix socket ``path``."""
-        sites: list[web.BaseSite] = [web.TCPSite(self, host, port, backlog=ACCEPT_BURST)]
+    async def start(
+        self, host: str, port: int, path: str | None = None, sock: socket.socket | None = None
+    ) -> list[web.BaseSite]:
+        """Listen on ``host:port`` (or the socket ``sock``, bound already) and, if given, the
+        Unix socket ``path``."""
+        sites: list[web.BaseSite] = [
+            web.TCPSite(self, host, port, backlog=ACCEPT_BURST)
+            if sock is None
+            else web.SockSite(self, sock, backlog=ACCEPT_BURST)
+        ]
         if path is not None:
             sites.append(web.UnixSite(self, path, backlog=ACCEPT_BURST))
         for site in sites:
@@ -436,8 +443,20 @@ class GuardedRunner(web.AppRunner):
         return sites
 
 
-def serve(app: web.Application, host: str, port: int, path: str | None, limits: Limits) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM (what ``web.run_app`` does, with the limits)."""
+def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    path: str | None,
+    limits: Limits,
+    *,
+    sock: socket.socket | None = None,
+    before_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM (what ``web.run_app`` does, with the limits).
+    ``sock``: a listening socket bound beforehand (so a port in use is found before anything
+    starts). ``before_stop`` runs after the signal, while the app still serves: a worker in
+    the process drains there, its agents still able to report."""
 
     async def main() -> None:
         runner = GuardedRunner(app, limits)
@@ -449,8 +468,10 @@ def serve(app: web.Application, host: str, port: int, path: str | None, limits: 
             loop.add_signal_handler(sig, stop.set)
         await runner.setup()
         try:
-            await runner.start(host, port, path)
+            await runner.start(host, port, path, sock)
             await stop.wait()
+            if before_stop is not None:
+                await before_stop()
         finally:
             await runner.cleanup()
 

@@ -40,12 +40,21 @@ class DockerUnavailable(Exception):
     """The Docker engine cannot be reached, or the image cannot be had."""
 
 
-def container_name(launch: Launch) -> str:
-    return f"papayya-{launch.run_id}-{launch.attempt}"
+INSTALLATION_LABEL: Final = "papayya.installation"
 
 
-def container_config(launch: Launch, socket_gid: int | None = None) -> dict[str, Any]:
-    """The container of one attempt: isolation, limits and the runtime's environment."""
+def container_name(launch: Launch, installation: str | None = None) -> str:
+    """Unique on the engine: two installations may each have a run of the same id."""
+    if installation is None:
+        return f"papayya-{launch.run_id}-{launch.attempt}"
+    return f"papayya-{installation.removeprefix('ins_')[:12]}-{launch.run_id}-{launch.attempt}"
+
+
+def container_config(
+    launch: Launch, socket_gid: int | None = None, installation: str | None = None
+) -> dict[str, Any]:
+    """The container of one attempt: isolation, limits and the runtime's environment,
+    labelled with its run, attempt and installation (whose workers alone may remove it)."""
     deployment = launch.deployment
     if deployment.image is None:
         raise ValueError(f"deployment {deployment.deployment_id} has no image")
@@ -84,17 +93,20 @@ def container_config(launch: Launch, socket_gid: int | None = None) -> dict[str,
         host["PidsLimit"] = limits.pids
     if socket_gid:
         host["GroupAdd"] = [str(socket_gid)]  # a 0660 socket of the server's group
+    labels = {
+        "papayya.run": launch.run_id,
+        "papayya.attempt": str(launch.attempt),
+        "papayya.deployment": deployment.deployment_id,
+    }
+    if installation is not None:
+        labels[INSTALLATION_LABEL] = installation
     return {
         "Image": deployment.image,
         "Env": [f"{k}={v}" for k, v in env.items()],
         "User": f"{AGENT_UID}:{AGENT_UID}",
         "WorkingDir": "/tmp",
         "StopSignal": "SIGTERM",
-        "Labels": {
-            "papayya.run": launch.run_id,
-            "papayya.attempt": str(launch.attempt),
-            "papayya.deployment": deployment.deployment_id,
-        },
+        "Labels": labels,
         "HostConfig": host,
     }
 
@@ -209,11 +221,18 @@ class DockerHandle:
 
 
 class DockerRuntime:
-    """Runs deployments' images with one Docker engine (``DOCKER_HOST`` or the local socket)."""
+    """Runs deployments' images with one Docker engine (``DOCKER_HOST`` or the local socket).
+
+    ``installation`` (papayya.installation) labels and names its containers: an engine may
+    serve several installations (staging and production, parallel CI jobs), and a worker
+    removes only containers of its own installation."""
 
     name = "docker"
 
-    def __init__(self, docker: aiodocker.Docker | None = None) -> None:
+    def __init__(
+        self, docker: aiodocker.Docker | None = None, *, installation: str | None = None
+    ) -> None:
+        self.installation = installation
         self._docker = docker
         self._own = docker is None
         self._pulls: dict[str, asyncio.Task[None]] = {}
@@ -247,9 +266,9 @@ class DockerRuntime:
         gid = None
         if launch.control_socket is not None:
             gid = open_socket(launch.control_socket)
-        config = container_config(launch, gid)
+        config = container_config(launch, gid, self.installation)
         await self.ensure_image(config["Image"])
-        name = container_name(launch)
+        name = container_name(launch, self.installation)
         with contextlib.suppress(aiodocker.DockerError):  # a leftover of a crashed worker
             await (await self.docker.containers.get(name)).delete(force=True)
         container = await self.docker.containers.create(config, name=name)
@@ -262,13 +281,22 @@ class DockerRuntime:
         return DockerHandle(container, launch.limits.timeout_seconds)
 
     async def reap(self, current: Callable[[str, int], Awaitable[bool]]) -> int:
-        """Remove containers of attempts that are over: left behind by a worker that died,
-        or by an attempt the sweeper replaced. ``current(run, attempt)`` says whether that
-        attempt is still the run's running one. Returns how many were removed."""
+        """Remove this installation's containers of attempts that are over: left behind by
+        a worker that died, or by an attempt the sweeper replaced. ``current(run, attempt)``
+        says whether that attempt is still the run's running one. Containers of another
+        installation, or of none, are never touched; a runtime without an installation
+        removes nothing. Returns how many were removed."""
+        if self.installation is None:
+            return 0
         removed = 0
-        containers = await self.docker.containers.list(all=True, filters={"label": ["papayya.run"]})
+        containers = await self.docker.containers.list(
+            all=True,
+            filters={"label": ["papayya.run", f"{INSTALLATION_LABEL}={self.installation}"]},
+        )
         for container in containers:
             labels = container._container.get("Labels") or {}
+            if labels.get(INSTALLATION_LABEL) != self.installation:
+                continue
             run_id, attempt = labels.get("papayya.run"), labels.get("papayya.attempt", "")
             if not run_id or not attempt.isdigit() or await current(run_id, int(attempt)):
                 continue

@@ -14,7 +14,7 @@ import pytest
 from tests.support.docker_cloud import DockerCloud, containers_of, running_docker_cloud, wait_for
 from tests.support.gateway import PROVIDER_KEY
 from workers.builder import AGENT_UID
-from workers.docker import DockerRuntime, container_config
+from workers.docker import INSTALLATION_LABEL, DockerRuntime, container_config
 from workers.runtime import Launch, Limits
 
 LIMITS = Limits(memory_mb=256, cpus=0.5, pids=64)
@@ -166,25 +166,36 @@ def test_the_container_config_holds_nothing_but_the_runs_own() -> None:
 async def test_containers_of_attempts_that_are_over_are_reaped(
     quiet_cloud: DockerCloud, sample_image: str, docker: aiodocker.Docker
 ) -> None:
-    """A worker that died leaves its containers; any worker on the engine removes those whose
-    attempt is no longer the run's running one, and leaves the others alone."""
+    """A worker that died leaves its containers; any worker of the same installation removes
+    those whose attempt is no longer the run's running one, and leaves the others alone:
+    running attempts, and every container of another installation (or of none)."""
+    mine, theirs = "ins_reap_mine", "ins_reap_theirs"
     labels = {"papayya.run": "run_reap_test", "papayya.attempt": "1"}
-    config = {"Image": sample_image, "Cmd": ["sleep", "60"], "Labels": labels,
+    config = {"Image": sample_image, "Cmd": ["sleep", "60"],
               "HostConfig": {"NetworkMode": "none"}}  # fmt: skip
-    stale = await docker.containers.create(config, name="papayya-reap-stale")
-    kept = await docker.containers.create(
-        {**config, "Labels": {**labels, "papayya.run": "run_reap_kept"}}, name="papayya-reap-kept"
-    )
-    runtime = DockerRuntime(docker)
+    made = {
+        name: await docker.containers.create(
+            {**config, "Labels": {**labels, **extra}}, name=f"papayya-reap-{name}"
+        )
+        for name, extra in {
+            "stale": {INSTALLATION_LABEL: mine},
+            "kept": {INSTALLATION_LABEL: mine, "papayya.run": "run_reap_kept"},
+            "theirs": {INSTALLATION_LABEL: theirs},
+            "unlabelled": {},
+        }.items()
+    }
+    runtime = DockerRuntime(docker, installation=mine)
     try:
 
         async def current(run_id: str, attempt: int) -> bool:
             return run_id == "run_reap_kept"
 
-        assert await runtime.reap(current) >= 1
+        assert await DockerRuntime(docker).reap(current) == 0  # no installation: not its own
+        assert await runtime.reap(current) == 1
         names = {c._container["Names"][0] for c in await docker.containers.list(all=True)}
-        assert "/papayya-reap-stale" not in names and "/papayya-reap-kept" in names
+        assert "/papayya-reap-stale" not in names
+        assert {"/papayya-reap-kept", "/papayya-reap-theirs", "/papayya-reap-unlabelled"} <= names
     finally:
-        for container in (stale, kept):
+        for container in made.values():
             with contextlib.suppress(aiodocker.DockerError):
                 await container.delete(force=True)

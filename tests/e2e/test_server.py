@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from papayya import __version__
+from tests.support.operator import work_dir
 
 
 def free_port() -> int:
@@ -46,8 +47,13 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60)
 
 
 @pytest.fixture
-def embedded_server(tmp_path: Path) -> Iterator[str]:
+def embedded_server() -> Iterator[str]:
     """A server with no database configured: it must start an embedded Postgres."""
+    with work_dir() as tmp_path:
+        yield from _embedded_server(tmp_path)
+
+
+def _embedded_server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
     env["PAPAYYA_DATA_DIR"] = str(tmp_path / "data")
@@ -76,7 +82,8 @@ async def test_server_with_embedded_postgres_answers_health(embedded_server: str
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{embedded_server}/healthz") as resp:
             assert resp.status == 200
-            assert await resp.json() == {"status": "ok"}
+            body = await resp.json()
+            assert body["status"] == "ok" and body["installation"].startswith("ins_")
             assert resp.headers["X-Request-Id"]
         async with http.get(f"{embedded_server}/readyz") as resp:
             assert resp.status == 200
