@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from papayya.domain import events as ev
 from fakellm import FakeConfig, Usage
-from papayya.runs import cancel_events
+from papayya.commands.cancel import cancel_events
+from papayya.domain import events as ev
 from tests.integration.gateway_support import Gateway, running_gateway
 from web import keys
 

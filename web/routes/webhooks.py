@@ -15,6 +15,7 @@ converge on one run too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -25,6 +26,8 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from papayya.commands import queue
+from papayya.commands.queue import RunOptions
 from papayya.errors import InvalidInput, NotFound, RateLimited
 from papayya.runs import run_stream
 from papayya.signing import new_secret
@@ -32,8 +35,7 @@ from papayya.triggers.verify import verify
 from sql import queries
 from web import http, keys, tenancy
 from web.openapi import api
-from web.routes import agents, runs
-from web.routes.runs import RunOptions
+from web.routes import agents
 
 Q: Final = queries("triggers.sql")
 # Below the event size limit (256 KiB), so that any accepted body fits in the run's event.
@@ -231,7 +233,7 @@ async def trigger_webhook(request: web.Request) -> web.Response:
     key = delivery_key(webhook_id, message_id)
     options = RunOptions(input=run_input(request, body), idempotency_key=key)
     agent = await agents.find(store.pool, found["project_id"], found["agent_id"])
-    runs.check_run(agent, options, "webhook")  # a bad body is refused before it counts
+    queue.check_run(agent, options, "webhook")  # a bad body is refused before it counts
     run_id = delivery_run_id(webhook_id, message_id)
     async with store.pool.acquire() as conn, conn.transaction():
         # One request per webhook at a time here: the repeat check, the rate limit and the
@@ -252,8 +254,9 @@ async def trigger_webhook(request: web.Request) -> web.Response:
     # the sender's retry finds the delivery and queues it (same id and key: idempotent).
     if first is not None and await store.summary(run_stream(first)) is not None:
         return http.json(Triggered(first), 200)
-    state, _ = await runs.queue_run(
-        store, found["project_id"], found["agent_id"], options,
+    state, _ = await queue.queue_run(
+        request.app[keys.RUNS], queue.PostgresIdempotencyKeys(store.pool),
+        functools.partial(agents.find, store.pool), found["project_id"], found["agent_id"], options,
         trigger="webhook", run_id=first or run_id,
         trigger_metadata={"papayya.webhook_id": webhook_id,
                           "papayya.webhook_message_id": message_id},
