@@ -97,10 +97,18 @@ class Runs:
         event_ids: Sequence[uuid.UUID] = (),
     ) -> RunState:
         """Append what ``build`` makes of the freshest state: another writer of the run (the
-        meter, for one) moves it on, so rebuild after each lost race."""
+        meter, for one) moves it on, so rebuild after each lost race. Nothing to append on a
+        state that may be behind is decided again on the fresh one."""
         for _ in range(MAX_RETRIES):
+            events = build(state)
+            if not events:
+                fresh = await self.refresh(state)
+                if fresh.version == state.version:
+                    return state
+                state = fresh
+                continue
             try:
-                return await self.append(state, build(state), event_ids=event_ids)
+                return await self.append(state, events, event_ids=event_ids)
             except ConcurrencyError:
                 state = await self.refresh(state)
         raise ConcurrencyError(f"run {state.run_id} kept changing; gave up after {MAX_RETRIES}")
