@@ -119,7 +119,8 @@ class DirectBackend:
         if self._meter is None:
             session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
             self._session = session
-            self._meter = Meter(self.store, session, {}, RateCardCache(self.store.pool))
+            cards = RateCardCache(self.store.pool)
+            self._meter = Meter(self.store, session, {}, cards, runs=self.runs)
         return self._meter
 
     async def close(self) -> None:
