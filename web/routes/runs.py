@@ -24,7 +24,6 @@ from papayya.domain import events as ev
 from papayya.domain.fold import fold, state_at
 from papayya.domain.state import RunState, RunStatus
 from papayya.errors import InvalidInput, RunNotFound
-from papayya.money import cents_up, usd_string
 from papayya.runs import MAX_RUN_ID, run_stream
 from sql import queries
 from web import http, keys
@@ -140,37 +139,32 @@ def _json(value: str | None) -> Any:
     return None if value is None else _decode(value)
 
 
+# Columns of the runs read model named as RunState's fields.
+_SAME_AS_STATE: Final = (
+    "run_id", "project_id", "agent_id", "status", "trigger", "error_code", "error_message",
+    "max_steps", "attempt", "replayed_from", "replay_from_step", "diverged_at_step",
+    "deployment_version", "idempotency_key", "started_at", "completed_at", "current_step",
+)  # fmt: skip
+
+
 def _listed(row: asyncpg.Record) -> RunOut:
-    budget = row["budget_micro_usd"]
-    cost = int(row["total_cost_micro_usd"])  # the totals are numeric columns (Decimal here)
-    return RunOut(
-        id=row["run_id"],
-        project_id=row["project_id"],
-        agent_id=row["agent_id"],
-        status=row["status"],
+    """A row of the runs read model, shaped as a run's stream summary so that one mapping
+    (``run_out``) makes every ``RunOut``."""
+    cached = int(row["total_cached_tokens"])  # the totals are numeric columns (Decimal here)
+    summary: dict[str, Any] = {k: row[k] for k in _SAME_AS_STATE}
+    summary.update(
         input=_json(row["input"]),
         output=_json(row["output"]),
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        current_step=row["current_step"],
-        total_input_tokens=int(row["total_input_tokens"]),
-        total_output_tokens=int(row["total_output_tokens"]),
-        total_cached_tokens=int(row["total_cached_tokens"]),
-        total_cost_cents=cents_up(cost),
-        cost_usd=usd_string(cost),
-        budget_cents=None if budget is None else cents_up(budget),
-        max_steps=row["max_steps"],
-        attempt=row["attempt"],
-        trigger=row["trigger"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        replayed_from=row["replayed_from"],
-        replay_from_step=row["replay_from_step"],
-        diverged_at_step=row["diverged_at_step"],
-        deployment_version=row["deployment_version"],
-        idempotency_key=row["idempotency_key"],
+        queued_at=row["created_at"],
+        usage={
+            "input_tokens": int(row["total_input_tokens"]) - cached,
+            "cached_input_tokens": cached,
+            "output_tokens": int(row["total_output_tokens"]),
+            "cost_micro_usd": int(row["total_cost_micro_usd"]),
+        },
+        budget={"micro_usd": row["budget_micro_usd"]},
     )
+    return run_out_from_summary(summary)
 
 
 @api.route(
