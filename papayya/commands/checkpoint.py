@@ -4,18 +4,23 @@ runtime API and the SDK's direct mode all record through here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from papayya.domain import events as ev
 from papayya.domain.matcher import task_fingerprint
 from papayya.domain.state import RunState, StepState
+from papayya.errors import ConcurrencyError, Conflict
 from papayya.runs import Runs
+from papayya.runstates import RunStates, RunView
 
 TASK_ERROR: Final = "task_error"
+# Writers racing on one run each win one round, so this many concurrent writers always finish.
+MAX_TRIES: Final = 64
 ERROR_TEXT: Final = 2000
 
+Meta = Mapping[str, Any]
 TaskEvent = ev.StepStarted | ev.CheckpointSaved | ev.StepCompleted | ev.StepFailed
 
 
@@ -52,7 +57,7 @@ def task_events(
 
 
 def recorded_task(
-    state: RunState, tasks: dict[tuple[str, bool], int] | Any, label: str, failed: bool
+    state: RunState, tasks: Mapping[tuple[str, bool], int], label: str, failed: bool
 ) -> StepState | None:
     """The step ``label`` already has in the run's current attempt (``tasks`` by
     ``(label, failed)``, as ``RunView.tasks`` keeps them): a retried post."""
@@ -86,3 +91,35 @@ async def record_checkpoint(
         )  # fmt: skip
 
     return await runs.append_fresh(state, build)
+
+
+async def record_once(
+    runs: RunStates,
+    view: RunView,
+    reload: Callable[[], Awaitable[RunView]],
+    label: str,
+    failed: bool,
+    events_for: Callable[[int], list[TaskEvent]],
+    meta: Sequence[Meta | None] = (),
+) -> tuple[RunView, StepState, bool]:
+    """Record the task ``label`` of the run's current attempt once: the run, its step, and
+    whether this call recorded it (``False``: a retried post, answered with the step the label
+    has). A lost race reloads (``reload``) and numbers the step again."""
+    for _ in range(MAX_TRIES):
+        found = recorded_task(view.state, view.tasks, label, failed)
+        if found is not None:
+            return view, found, False
+        if view.state.status != "running":
+            raise Conflict(
+                f"run {view.state.run_id} is {view.state.status}; it takes no checkpoints"
+            )
+        events = events_for(view.state.next_step)
+        try:
+            view = await runs.append_view(view, events, meta=meta)
+        except ConcurrencyError:
+            view = await reload()
+            continue
+        return view, view.state.steps[events[0].step_number], True
+    raise ConcurrencyError(
+        f"run {view.state.run_id} kept changing; gave up after {MAX_TRIES} tries"
+    )

@@ -4,7 +4,7 @@ the run-state repository's fast-forward across two "processes" sharing one store
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -26,7 +26,7 @@ from papayya.errors import (
     NotFound,
     RunNotFound,
 )
-from papayya.runstates import RunStates
+from papayya.runstates import RunStates, RunView
 
 PROJECT = "proj_a"
 
@@ -407,3 +407,33 @@ async def test_the_cache_is_bounded_and_an_evicted_run_is_read_again(
     assert (await runs.load(ids[0])).status == "queued"
     with pytest.raises(RunNotFound):
         await runs.load("run_missing")
+
+
+async def test_a_labelled_task_is_recorded_once_per_attempt_even_from_a_stale_view(
+    runs: RunStates, store: InMemoryEventStore
+) -> None:
+    view, _ = await durable.open_or_resume(runs, _spec())
+    run_id = view.state.run_id
+
+    def events_for(label: str) -> Callable[[int], list[checkpoint.TaskEvent]]:
+        return lambda n: checkpoint.task_events(n, label, duration_ms=1.0, result=label)
+
+    async def reload() -> RunView:
+        return await durable.own(runs, "r1", PROJECT)
+
+    first, step, created = await checkpoint.record_once(
+        runs, view, reload, "a", False, events_for("a")
+    )
+    assert created and step.step_number == 0
+    # Another process records "b" meanwhile; this one still holds the view from before it.
+    other = RunStates(store)
+    await checkpoint.record_checkpoint(other, await other.load(run_id), "b", duration_ms=1)
+    again, same, created_again = await checkpoint.record_once(
+        runs, first, reload, "a", False, events_for("a")
+    )
+    assert not created_again and same == step and again.state.version == first.state.version
+    _, c, created_c = await checkpoint.record_once(runs, first, reload, "c", False, events_for("c"))
+    assert created_c and c.step_number == 2  # numbered after "b", found on reload
+    await finish.complete_run(runs, await runs.load(run_id), None)
+    with pytest.raises(Conflict):
+        await checkpoint.record_once(runs, await reload(), reload, "d", False, events_for("d"))

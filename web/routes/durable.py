@@ -258,22 +258,16 @@ async def post_checkpoint(request: web.Request) -> web.Response:
         raise Conflict(f"run {run_id} is {view.state.status}; it takes no checkpoints")
     result, ref = (None, None) if failed else await stash(store, req.result)
     context = await _context(store, req)
-    for _ in range(MAX_TRIES):
-        events = task_events(view.state.next_step, req, result, ref)
-        meta = [None, {CONTEXT: context} if context else None]
-        try:
-            view = await runs.append_view(view, events, meta=meta)
-        except ConcurrencyError:
-            view = await durable.own(runs, run_id, project)
-            if (found := _recorded(view, req.label, failed)) is not None:
-                return await _answer(store, view, found, 200)
-            continue
-        step = view.state.steps[events[0].step_number]
-        # What was just stashed is answered from the request, not read back.
-        values = {ref: req.result} if ref else {}
-        values |= {context[f"{n}_ref"]: getattr(req, n) for n in SNAPSHOTS if f"{n}_ref" in context}
-        return http.json(_checkpoint(view, step, values), 201)
-    raise ConcurrencyError(f"run {run_id} kept changing; gave up after {MAX_TRIES} tries")
+    view, step, created = await checkpoint.record_once(
+        runs, view, lambda: durable.own(runs, run_id, project), req.label, failed,
+        lambda n: task_events(n, req, result, ref), [None, {CONTEXT: context} if context else None],
+    )  # fmt: skip
+    if not created:
+        return await _answer(store, view, step, 200)
+    # What was just stashed is answered from the request, not read back.
+    values = {ref: req.result} if ref else {}
+    values |= {context[f"{n}_ref"]: getattr(req, n) for n in SNAPSHOTS if f"{n}_ref" in context}
+    return http.json(_checkpoint(view, step, values), 201)
 
 
 def _takes(view: View, project: str, label: str, failed: bool) -> bool:
