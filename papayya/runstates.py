@@ -172,7 +172,7 @@ class RunStates(Runs):
         events = [e if e.at is not None else msgspec.structs.replace(e, at=now) for e in events]
         pairs = [(e, meta[i] if i < len(meta) else None) for i, e in enumerate(events)]
         new_state = fold(events, state)
-        await self.store.append(
+        result = await self.store.append(
             run_stream(new_state.run_id),
             [
                 ev.to_new_event(
@@ -186,6 +186,13 @@ class RunStates(Runs):
             summary=run_summary(new_state),
             payloads=payloads,
         )
+        if result.stream_version != new_state.version:
+            # The store answered a retry of an append that committed earlier, at other
+            # versions (its event ids were known): the fold above is not what is stored.
+            self._views.pop(new_state.run_id, None)
+            fresh = await self.view(new_state.run_id)
+            assert fresh is not None  # it has just been appended to
+            return fresh
         view = base if isinstance(base, RunView) else self._views.get(new_state.run_id)
         if state is None or (view is not None and view.state.version != state.version):
             view = None

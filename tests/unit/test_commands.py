@@ -4,8 +4,10 @@ the run-state repository's fast-forward across two "processes" sharing one store
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -437,3 +439,20 @@ async def test_a_labelled_task_is_recorded_once_per_attempt_even_from_a_stale_vi
     await finish.complete_run(runs, await runs.load(run_id), None)
     with pytest.raises(Conflict):
         await checkpoint.record_once(runs, await reload(), reload, "d", False, events_for("d"))
+
+
+async def test_a_retried_report_the_store_recognises_leaves_the_cached_run_as_stored(
+    runs: RunStates,
+) -> None:
+    running = await _running(runs)
+    state = await checkpoint.record_checkpoint(runs, running, "a", duration_ms=1.0)
+    call = ev.ToolCallRecorded(
+        step_number=0, tool="search", fingerprint="fp", at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    report = [uuid.uuid4()]
+    first = await runs.append(state, [call], event_ids=report)
+    # The retry is decided on the state after the first (its answer was lost): the store
+    # answers it with the first append's result and writes nothing.
+    again = await runs.append(first, [call], event_ids=report)
+    assert again.version == first.version and len(again.steps[0].tool_calls) == 1
+    assert (await runs.load(first.run_id)) == again
