@@ -222,6 +222,17 @@ class RunStates(Runs):
                     continue
         raise ConcurrencyError(f"run {run_id} kept changing; gave up after {MAX_RETRIES} tries")
 
+    async def append_fresh(
+        self,
+        state: RunState,
+        build: Callable[[RunState], Sequence[ev.RunEvent]],
+        event_ids: Sequence[uuid.UUID] = (),
+    ) -> RunState:
+        """``Runs.append_fresh`` under the run's lock: the meter and the reports of one process
+        take turns on a run instead of making each other decide again."""
+        async with self.lock(state.run_id):
+            return await super().append_fresh(state, build, event_ids)
+
     def _keep(self, view: RunView) -> None:
         run_id = view.state.run_id
         cached = self._views.get(run_id)
