@@ -209,7 +209,7 @@ async def queue_run(
     agent = await find_agent(project, agent_ref)
     event = run_of_agent(run_id or new_run_id(), agent, req, trigger)
     if trigger_metadata:
-        event = queued(**{**_fields(event), "metadata": {**event.metadata, **trigger_metadata}})
+        event = queued(**fields_of(event, metadata={**event.metadata, **trigger_metadata}))
     key = req.idempotency_key
     if key is None or await keys.claim(project, key, event.run_id):
         return await queue(runs, event), True
@@ -220,5 +220,7 @@ async def queue_run(
     return await queue(runs, msgspec.structs.replace(event, run_id=existing)), False
 
 
-def _fields(event: ev.RunQueued) -> dict[str, Any]:
-    return {f: getattr(event, f) for f in event.__struct_fields__}
+def fields_of(event: ev.RunQueued, **changes: Any) -> dict[str, Any]:
+    """``event``'s fields with ``changes``, to build it again with ``queued`` (which checks
+    the changed event can be stored)."""
+    return {**{f: getattr(event, f) for f in event.__struct_fields__}, **changes}

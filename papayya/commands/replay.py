@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from msgspec import UNSET, UnsetType
 
 from papayya.commands.owned import load_own
-from papayya.commands.queue import FindAgent, new_run_id, queue, queued
+from papayya.commands.queue import FindAgent, fields_of, new_run_id, queue, queued
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.errors import Conflict, InvalidInput, NotFound
@@ -75,9 +74,11 @@ async def replay_run(
             f"{current}; send allow_version_mismatch to replay anyway"
         )
     event = replay_of(source, new_run_id(), from_step)
+    changes: dict[str, Any] = {}
     if not isinstance(input, UnsetType):
-        event = msgspec.structs.replace(event, input=input)
+        changes["input"] = input
     if current is not None:
-        event = msgspec.structs.replace(event, deployment_version=current)
-    queued(**{f: getattr(event, f) for f in event.__struct_fields__})  # still storable?
+        changes["deployment_version"] = current
+    if changes:
+        event = queued(**fields_of(event, **changes))
     return await queue(runs, event)
