@@ -16,7 +16,7 @@ from papayya.domain import events as ev
 from papayya.domain.fold import fold, state_at
 from papayya.domain.matcher import Recorded, recorded_calls
 from papayya.domain.state import RunState
-from papayya.errors import ConcurrencyError, Conflict, InvalidInput, RunNotFound
+from papayya.errors import ConcurrencyError, InvalidInput, RunNotFound
 
 RUN_CATEGORY: Final = "run"
 MAX_RETRIES: Final = 20
@@ -97,10 +97,18 @@ class Runs:
         event_ids: Sequence[uuid.UUID] = (),
     ) -> RunState:
         """Append what ``build`` makes of the freshest state: another writer of the run (the
-        meter, for one) moves it on, so rebuild after each lost race."""
+        meter, for one) moves it on, so rebuild after each lost race. Nothing to append on a
+        state that may be behind is decided again on the fresh one."""
         for _ in range(MAX_RETRIES):
+            events = build(state)
+            if not events:
+                fresh = await self.refresh(state)
+                if fresh.version == state.version:
+                    return state
+                state = fresh
+                continue
             try:
-                return await self.append(state, build(state), event_ids=event_ids)
+                return await self.append(state, events, event_ids=event_ids)
             except ConcurrencyError:
                 state = await self.refresh(state)
         raise ConcurrencyError(f"run {state.run_id} kept changing; gave up after {MAX_RETRIES}")
@@ -151,8 +159,7 @@ class Runs:
         makes a concurrent writer lose with ``ConcurrencyError`` instead of interleaving.
         ``event_ids`` (the first ones get them) make a retried append recognisable.
         """
-        if not all(isinstance(e, ev.RunEvent) for e in events):
-            raise InvalidInput("events must be run events")
+        self._check(events)
         now = datetime.now(UTC)
         # Stamped here so the summary written with them carries the same times as a re-fold.
         events = [e if e.at is not None else msgspec.structs.replace(e, at=now) for e in events]
@@ -168,6 +175,11 @@ class Runs:
             payloads=payloads,
         )
         return new_state
+
+    @staticmethod
+    def _check(events: Sequence[ev.Event]) -> None:
+        if not all(isinstance(e, ev.RunEvent) for e in events):
+            raise InvalidInput("events must be run events")
 
     async def execute(
         self, run_id: str, decide: Callable[[RunState], Sequence[ev.RunEvent]]
@@ -190,43 +202,3 @@ class Runs:
             return await self.append(None, [queued])
         except ConcurrencyError:
             return await self.load(queued.run_id)
-
-
-def cancel_events(state: RunState, reason: str | None = None) -> list[ev.RunEvent]:
-    """What cancelling appends: a queued run ends now (it must never start); a running one
-    is asked to stop and its worker records ``RunCancelled`` once the agent has stopped."""
-    if state.is_terminal:
-        raise Conflict(f"run {state.run_id} is already {state.status}")
-    if state.status == "queued":
-        return [ev.CancelRequested(reason=reason), ev.RunCancelled(reason=reason)]
-    if state.cancel_requested:
-        return []
-    return [ev.CancelRequested(reason=reason)]
-
-
-def replay_of(source: RunState, new_run_id: str, from_step: int, input: Any = None) -> ev.RunQueued:
-    """The ``RunQueued`` of a replay: a new run linked to ``source`` whose steps before
-    ``from_step`` will be answered from the source's recording."""
-    if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 0:
-        raise InvalidInput("from_step must be an integer >= 0")
-    if from_step > source.next_step:
-        raise InvalidInput(f"run {source.run_id} has only {source.next_step} steps")
-    budget = source.budget
-    return ev.RunQueued(
-        run_id=new_run_id,
-        project_id=source.project_id,
-        agent_id=source.agent_id,
-        input=source.input if input is None else input,
-        budget_micro_usd=budget.micro_usd,
-        budget_input_tokens=budget.input_tokens,
-        budget_output_tokens=budget.output_tokens,
-        budget_total_tokens=budget.total_tokens,
-        max_steps=source.max_steps,
-        loop_threshold=source.loop_threshold,
-        trigger="replay",
-        callback_url=source.callback_url,
-        replayed_from=source.run_id,
-        replay_from_step=from_step,
-        deployment_version=source.deployment_version,
-        metadata=source.metadata,
-    )

@@ -13,12 +13,14 @@ import msgspec
 
 from eventstore.postgres import PostgresEventStore
 from eventstore.types import Filters
+from papayya.commands.cancel import cancel_events
+from papayya.commands.replay import replay_of
 from papayya.config import Config
 from papayya.database import database_url
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.errors import PapayyaError
-from papayya.runs import Runs, cancel_events, replay_of, run_events, run_stream
+from papayya.runs import Runs, run_events, run_stream
 from server.cli_api import api_mode, echo_json, follow, parse_input, step_line, with_api
 from web.models import run_out, run_out_from_summary, step_out
 

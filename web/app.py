@@ -16,7 +16,7 @@ from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
 from papayya.errors import NotReady, ProjectionFailing
 from papayya.installation import installation_id
-from papayya.runs import Runs
+from papayya.runstates import RunStates
 from projections.service import failing as projection_failures
 from web import http, keys, readmodels, tenancy
 from web.auth import auth_middleware
@@ -47,6 +47,7 @@ from web.routes import (  # noqa: F401  (importing a route module registers its 
     webhooks,
 )
 from web.sse import close_all as close_event_streams
+from web.sse import sse_ctx
 
 log = logging.getLogger(__name__)
 # How long /readyz waits for each part to answer.
@@ -59,7 +60,7 @@ async def _event_store(app: web.Application) -> AsyncIterator[None]:
     await migrate(app[keys.DSN])
     store = await PostgresEventStore.connect(app[keys.DSN])
     app[keys.STORE] = store
-    app[keys.RUNS] = Runs(store)
+    app[keys.RUNS] = RunStates(store)
     readmodels.install(app, store)
     try:
         created = await app[keys.PROJECTS].bootstrap(bootstrap_key)
@@ -130,6 +131,7 @@ def init_app(config: Config, dsn: str) -> web.Application:
         config.auth_failure_limit, config.auth_failure_window_seconds
     )
     app.cleanup_ctx.append(_event_store)
+    app.cleanup_ctx.append(sse_ctx)  # needs the store and its run states
     app.cleanup_ctx.append(key_watch_ctx)  # revoked keys end their streams
     app.cleanup_ctx.append(gateway_ctx)
     app.cleanup_ctx.append(deploy.blobs_ctx)  # uploaded bundles

@@ -73,7 +73,7 @@ async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     cards = RateCardCache(store.pool)
     app[keys.RATE_CARDS] = cards
     app[keys.RUN_TOKEN_SECRET] = await server_secret(store.pool)
-    app[keys.METER] = Meter(store, session, upstreams_from_env(), cards)
+    app[keys.METER] = Meter(store, session, upstreams_from_env(), cards, runs=app[keys.RUNS])
     yield
     await session.close()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -19,14 +19,18 @@ from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
 from papayya.readmodels.spend import Spend
 from papayya.readmodels.webhooks import Webhooks
-from papayya.runs import Runs
+from papayya.runstates import RunStates
 from web.ratelimit import AuthLimiter
 from web.revocation import KeyWatch
+
+if TYPE_CHECKING:  # web.sse needs these keys itself
+    from web.sse import OpenStreams, RunFeeds, StreamOwners
 
 CONFIG = web.AppKey("config", Config)
 DSN = web.AppKey("dsn", str)
 STORE = web.AppKey("store", PostgresEventStore)
-RUNS = web.AppKey("runs", Runs)
+# The run-state repository: every reader of a run's state in this process goes through it.
+RUNS = web.AppKey("runs", RunStates)
 # The read-model repositories (web.readmodels.install, alongside the store).
 PROJECTS = web.AppKey("projects", Projects)
 AGENTS = web.AppKey("agents", Agents)
@@ -70,3 +74,8 @@ IMAGE_BUILDS = web.AppKey[ImageBuilds]("image_builds")
 RATE_CARDS = web.AppKey("rate_cards", RateCardCache)
 RUN_TOKEN_SECRET = web.AppKey("run_token_secret", bytes)
 METER = web.AppKey("meter", Meter)
+# Server-sent events (web.sse.sse_ctx): open streams, the feeds of watched runs, and which
+# project each stream belongs to.
+OPEN_STREAMS: web.AppKey[OpenStreams] = web.AppKey("open_streams")
+FEEDS: web.AppKey[RunFeeds] = web.AppKey("feeds")
+STREAM_OWNERS: web.AppKey[StreamOwners] = web.AppKey("stream_owners")

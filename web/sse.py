@@ -15,26 +15,29 @@ import contextlib
 import logging
 import time
 import uuid
-import weakref
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Final
 
 import msgspec
 from aiohttp import web
 
-from eventstore.postgres import PostgresEventStore
-from eventstore.types import Filters, RecordedEvent
+from eventstore.protocol import EventStore
+from eventstore.types import Cursor, Filters, RecordedEvent
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.state import RunState, StepState
 from papayya.errors import PapayyaError, RunNotFound
-from papayya.runs import run_events, run_stream
+from papayya.runs import run_stream
+from papayya.runstates import RunStates
+from projections.lru import Lru
 from web import keys
 from web.middleware import error_body
 from web.models import step_out
 
 log = logging.getLogger(__name__)
 
+OWNER_CACHE_SIZE: Final = 100_000
+_NO_PROJECT: Final = ""  # cached answer for a stream whose first event names no project
 HEARTBEAT_SECONDS: Final = 15.0
 # How often an idle stream checks that its client is still there. aiohttp does not cancel a
 # handler whose client disconnected, so without this a silent stream would hold its
@@ -87,16 +90,29 @@ class EventSource:
 
 
 Producer = Callable[[EventSource], Awaitable[None]]
-# Streams that are open, so that a shutting-down server can end them instead of waiting out
-# its shutdown timeout on clients that never hang up.
-_open: weakref.WeakKeyDictionary[asyncio.Event, web.Application] = weakref.WeakKeyDictionary()
+
+
+class OpenStreams:
+    """The app's open streams, so that a shutting-down server can end them instead of waiting
+    out its shutdown timeout on clients that never hang up."""
+
+    def __init__(self) -> None:
+        self.closing: set[asyncio.Event] = set()
 
 
 async def close_all(app: web.Application) -> None:
     """``on_shutdown`` hook: end every open stream of ``app``."""
-    for closing, owner in list(_open.items()):
-        if owner is app:
-            closing.set()
+    for closing in list(app[keys.OPEN_STREAMS].closing):
+        closing.set()
+
+
+async def sse_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The app's stream registries: its open streams, the feeds of the runs watched here, and
+    the memo of which project owns a stream (after the store and its run states exist)."""
+    app[keys.OPEN_STREAMS] = OpenStreams()
+    app[keys.FEEDS] = RunFeeds(app[keys.RUNS])
+    app[keys.STREAM_OWNERS] = StreamOwners(app[keys.STORE])
+    yield
 
 
 def _gone(request: web.Request) -> bool:
@@ -120,7 +136,8 @@ async def stream(request: web.Request, produce: Producer) -> web.StreamResponse:
     await response.prepare(request)
     source = EventSource(response)
     closing = asyncio.Event()
-    _open[closing] = request.app
+    open_streams = request.app[keys.OPEN_STREAMS].closing
+    open_streams.add(closing)
     key_id, key_watch = request.get(keys.API_KEY_ID), request.app.get(keys.KEY_WATCH)
     revoked = asyncio.Event()
     if key_id is not None and key_watch is not None:
@@ -138,7 +155,7 @@ async def stream(request: web.Request, produce: Producer) -> web.StreamResponse:
     except ConnectionError:  # the heartbeat found the client gone
         pass
     finally:
-        _open.pop(closing, None)
+        open_streams.discard(closing)
         if key_id is not None and key_watch is not None:
             key_watch.unwatch(key_id, revoked)
         for task in (producer, *ending):
@@ -260,12 +277,14 @@ def _touched(state: RunState, event: ev.RunEvent) -> list[int]:
 class RunFeed:
     """A run's step messages: backfilled from its stream, then followed live."""
 
-    def __init__(self, store: PostgresEventStore, recorded: list[RecordedEvent]) -> None:
+    def __init__(self, store: EventStore, state: RunState, cursor: Cursor) -> None:
+        """``state`` was read after the store's head was ``cursor``: the subscription from
+        there skips what the state holds already (by stream version) and misses nothing."""
         self.store = store
-        self.stream = recorded[0].stream_id
-        self.state = fold(run_events(recorded))
-        self.version = recorded[-1].stream_version
-        self.cursor = recorded[-1].cursor
+        self.stream = run_stream(state.run_id)
+        self.state = state
+        self.version = state.version
+        self.cursor = cursor
         self.latest: dict[int, bytes] = {}  # step number -> its latest message, in step order
         self.terminal: bytes | None = None
         self.failed = False
@@ -332,10 +351,11 @@ class RunFeed:
 
 
 class RunFeeds:
-    """The feeds of one store's runs that someone is watching in this process."""
+    """The feeds of the runs that someone is watching in this process, backfilled from the
+    run-state repository."""
 
-    def __init__(self, store: PostgresEventStore) -> None:
-        self.store = store
+    def __init__(self, runs: RunStates) -> None:
+        self.runs = runs
         self._feeds: dict[str, RunFeed] = {}
         self._opening: dict[str, asyncio.Task[None]] = {}
 
@@ -356,10 +376,11 @@ class RunFeeds:
             await asyncio.shield(task)
 
     async def _open(self, run_id: str) -> None:
-        recorded = await self.store.read_stream(run_stream(run_id))
-        if not run_events(recorded):
+        head = await self.runs.store.head()
+        state = await self.runs.find(run_id)
+        if state is None:
             raise RunNotFound(f"run {run_id} not found")
-        self._feeds[run_id] = RunFeed(self.store, recorded)
+        self._feeds[run_id] = RunFeed(self.runs.store, state, head)
 
     def _opened(self, run_id: str, task: asyncio.Task[None]) -> None:
         del self._opening[run_id]
@@ -376,12 +397,50 @@ class RunFeeds:
                 feed.task.cancel()
 
 
-# Feeds are per store (one database); a store lives as long as its app.
-_feeds: weakref.WeakKeyDictionary[PostgresEventStore, RunFeeds] = weakref.WeakKeyDictionary()
+# -- which project a stream belongs to ---------------------------------------------------
 
 
-def run_feeds(store: PostgresEventStore) -> RunFeeds:
-    feeds = _feeds.get(store)
-    if feeds is None:
-        feeds = _feeds[store] = RunFeeds(store)
-    return feeds
+def _owner_in(data: Any) -> str:
+    project = data.get("project_id") if isinstance(data, dict) else None
+    return project if isinstance(project, str) and project else _NO_PROJECT
+
+
+class StreamOwners:
+    """Which project a stream belongs to: the ``project_id`` of its first event (RunQueued,
+    AgentDefined, …), which never changes, so the memo never goes stale. Streams whose first
+    event names no project belong to none and are never sent to anyone."""
+
+    def __init__(self, store: EventStore, capacity: int = OWNER_CACHE_SIZE) -> None:
+        self._store = store
+        self._known: Lru[str, str] = Lru(capacity)
+        self._loading: dict[str, asyncio.Task[str]] = {}
+
+    async def project_of(self, event: RecordedEvent) -> str:
+        known = self._known.get(event.stream_id)
+        if known is not None:
+            return known
+        if event.stream_version == 1:
+            owner = _owner_in(event.data)
+        else:
+            owner = await self._load(event.stream_id)
+        self._known.put(event.stream_id, owner)
+        return owner
+
+    async def _load(self, stream_id: str) -> str:
+        # Subscribers that meet the same unknown stream at once share one read, made by a
+        # task of its own so that one of them leaving does not fail the others.
+        task = self._loading.get(stream_id)
+        if task is None:
+            task = asyncio.create_task(self._first_owner(stream_id))
+            self._loading[stream_id] = task
+            task.add_done_callback(lambda t: self._loaded(stream_id, t))
+        return await asyncio.shield(task)
+
+    async def _first_owner(self, stream_id: str) -> str:
+        first = await self._store.read_stream(stream_id, 1, 1)
+        return _owner_in(first[0].data) if first else _NO_PROJECT
+
+    def _loaded(self, stream_id: str, task: asyncio.Task[str]) -> None:
+        del self._loading[stream_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: its awaiters have it, or nobody wants it

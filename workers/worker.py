@@ -21,19 +21,20 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
 from eventstore.postgres import PostgresEventStore
 from eventstore.types import Filters
 from papayya import runtokens
+from papayya.commands.settle import end_attempt
 from papayya.domain import events as ev
-from papayya.domain.handover import SETTLE_WAIT_SECONDS, handover
+from papayya.domain.handover import SETTLE_WAIT_SECONDS
 from papayya.domain.state import RunState
 from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
 from papayya.processruntime import ProcessRuntimePolicy
-from papayya.runs import Runs, run_stream
+from papayya.runs import run_stream
+from papayya.runstates import RunStates
 from papayya.runtime.main import EXIT_USAGE  # could not load the agent: retrying is futile
 from sql import queries
 from workers.queue import RunQueue
@@ -150,7 +151,9 @@ class Worker:
         name: str | None = None,
     ) -> None:
         self.store = store
-        self.runs = Runs(store)
+        # The runs this worker claims and relays, folded once: the claim's append, each
+        # stopping event and the outcome only read what is newer than the state kept here.
+        self.runs = RunStates(store)
         self.queue = queue
         self.runtimes = runtimes
         self.secret = secret
@@ -381,14 +384,7 @@ class Worker:
         tail = output[-OUTPUT_TAIL:]
         max_attempts = self.config.max_attempts
         logged = agent_output(current.attempt, lines)
-        waiting = False
-
-        def decide(state: RunState) -> list[ev.RunEvent]:
-            nonlocal waiting
-            ending = handover(state, outcome(state), datetime.now(UTC),
-                              self.config.settle_wait_seconds)  # fmt: skip
-            waiting = ending is None
-            return [] if ending is None else logged + ending
+        wait = self.config.settle_wait_seconds
 
         def outcome(state: RunState) -> list[ev.RunEvent]:
             if state.status != "running" or state.attempt != current.attempt:
@@ -421,10 +417,8 @@ class Worker:
         with contextlib.suppress(RunNotFound):
             # The attempt's calls still in flight at the gateway settle (and are recorded)
             # before the next attempt may start: it is answered from their recording.
-            await self.runs.execute(current.run_id, decide)
-            while waiting:
+            while not await end_attempt(self.runs, current.run_id, outcome, wait, logged):
                 await asyncio.sleep(SETTLE_POLL_SECONDS)
-                await self.runs.execute(current.run_id, decide)
 
     # -- relays -------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from papayya.metering.loops import DEFAULT_THRESHOLD, repeated_tool_calls
 from papayya.metering.runcache import RunCache, RunSlot
 from papayya.metering.sse import SseSplitter
 from papayya.pricing import RateCardEntry, UnitPrices, prices_for
+from papayya.runstates import RunStates
 
 CAPPED_HEADER: Final = "x-papayya-output-capped"
 CALLER_GONE: Final = "the caller went away before the stream ended"
@@ -107,11 +108,13 @@ class Meter:
         session: aiohttp.ClientSession,
         upstreams: Mapping[pv.Provider, Upstream],
         rate_cards: RateCards,
+        runs: RunStates | None = None,
     ) -> None:
         """``upstreams`` are the providers the gateway forwards to; a call may name its own
-        (the local SDK forwards with the caller's key)."""
+        (the local SDK forwards with the caller's key). ``runs``: the process's run-state
+        repository, so the meter and the other writers of a run share its state and lock."""
         self.store = store
-        self.cache = RunCache(store)
+        self.cache = RunCache(store, runs=runs)
         self.session = session
         self.upstreams = upstreams
         self.rate_cards = rate_cards

@@ -1,5 +1,7 @@
-"""Each run's folded state, kept between calls and refreshed from the stream's new events,
-with a lock so that one process appends to a run one batch at a time."""
+"""The meter's view of the runs it meters: each run's state (through the run-state repository,
+``papayya.runstates``, shared with the rest of the process when one is given), its replayer of
+model calls for the current attempt, and the run's lock, so that one process appends to a run
+one batch at a time."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from papayya.domain.fold import fold
 from papayya.domain.matcher import Replayer
 from papayya.domain.state import RunState
 from papayya.errors import ConcurrencyError, StoreUnavailable
-from papayya.runs import Runs, run_events, run_stream
+from papayya.runstates import RunStates
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,11 @@ T = TypeVar("T")
 
 
 class RunSlot:
-    def __init__(self, state: RunState, replayer: Replayer, copy_answers: bool) -> None:
+    def __init__(
+        self, state: RunState, replayer: Replayer, copy_answers: bool, lock: asyncio.Lock
+    ) -> None:
         self.state = state
-        self.lock = asyncio.Lock()
+        self.lock = lock
         self.replayer = replayer
         self.copy_answers = copy_answers
         self.attempt = state.attempt
@@ -41,9 +45,11 @@ class RunSlot:
 
 
 class RunCache:
-    def __init__(self, store: EventStore, size: int = 10_000) -> None:
+    def __init__(
+        self, store: EventStore, size: int = 10_000, runs: RunStates | None = None
+    ) -> None:
         self.store = store
-        self.runs = Runs(store)
+        self.runs = runs if runs is not None else RunStates(store)
         self._slots: OrderedDict[str, RunSlot] = OrderedDict()
         self._loading: dict[str, asyncio.Lock] = {}
         self._size = size
@@ -69,7 +75,8 @@ class RunCache:
         events = await self.runs.events(run_id)
         state = fold(events)
         found = await self.runs.recording(state, events, LLM_CALLS)
-        slot = RunSlot(state, Replayer(found.calls, found.until_step), found.copied)
+        replayer = Replayer(found.calls, found.until_step)
+        slot = RunSlot(state, replayer, found.copied, self.runs.lock(run_id))
         self._slots[run_id] = slot
         while len(self._slots) > self._size:
             evicted, _ = self._slots.popitem(last=False)
@@ -78,11 +85,7 @@ class RunCache:
 
     async def refresh(self, slot: RunSlot) -> None:
         """Fold the stream's newer events in; call it holding ``slot.lock``."""
-        new = await self.store.read_stream(
-            run_stream(slot.state.run_id), from_version=slot.state.version + 1
-        )
-        if new:
-            slot.state = fold(run_events(new), slot.state)
+        slot.state = await self.runs.refresh(slot.state)
 
     async def append(
         self,

@@ -10,19 +10,20 @@ import aiohttp
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
-from papayya.domain import events as ev
-from papayya.domain.fold import fold
-from papayya.domain.handover import settled_in_full
-from papayya.domain.matcher import Recorded, recorded_calls
+from papayya.commands import finish
+from papayya.commands.checkpoint import ERROR_TEXT as TASK_ERROR_TEXT
+from papayya.commands.checkpoint import record_checkpoint
+from papayya.commands.durable import OpenRun, open_or_resume
+from papayya.commands.payloads import stash_raw
+from papayya.domain.matcher import Recorded
 from papayya.domain.state import RunState
-from papayya.errors import InvalidInput, RunNotFound
+from papayya.errors import InvalidInput
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
-from papayya.runs import Runs
+from papayya.runstates import RunStates
+from papayya.wire import INLINE_RESULT_BYTES as INLINE_RESULT_BYTES
 
 LOCAL_PROJECT: Final = "local"
-# Results larger than this go to the payloads table; the event keeps a reference.
-INLINE_RESULT_BYTES: Final = 4096
 _encoder = msgspec.json.Encoder()
 TASKS: Final = frozenset({"task"})
 
@@ -52,7 +53,7 @@ class Opened(msgspec.Struct, frozen=True):
 class DirectBackend:
     def __init__(self, store: PostgresEventStore) -> None:
         self.store = store
-        self.runs = Runs(store)
+        self.runs = RunStates(store)
         self._meter: Meter | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -67,98 +68,59 @@ class DirectBackend:
         replay_of: str | None,
         from_step: int | None,
     ) -> Opened:
-        try:
-            events = await self.runs.events(run_id)
-        except RunNotFound:
-            events = None
-        if events is not None:
-            return await self._resume(run_id, agent, events)
-        recording: list[Recorded] = []
-        if replay_of is not None:
-            recording = recorded_calls(await self.runs.events(replay_of), TASKS)
-        queued = ev.RunQueued(
+        spec = OpenRun(
             run_id=run_id,
             project_id=LOCAL_PROJECT,
-            agent_id=agent,
+            agent=agent,
             input=input,
-            budget_micro_usd=budget_micro_usd,
-            trigger="replay" if replay_of else "sdk",
-            replayed_from=replay_of,
-            replay_from_step=from_step if replay_of else None,
             metadata=metadata or {},
+            budget_micro_usd=budget_micro_usd,
+            replayed_from=replay_of,
+            replay_from_step=from_step,
+            worker=worker_name(),
+            # A run of another project (a replay queued through the API) may run here too.
+            check_project=False,
         )
-        state = await self.runs.append(
-            None, [queued, ev.RunStarted(attempt=1, worker=worker_name())]
-        )
-        return Opened(state, recording, from_step, copy_answers=replay_of is not None)
-
-    async def _resume(self, run_id: str, agent: str, events: list[ev.RunEvent]) -> Opened:
-        state = fold(events)
-        if state.agent_id != agent:
-            raise InvalidInput(f"run {run_id} belongs to agent {state.agent_id!r}, not {agent!r}")
-        if state.status in ("queued", "running"):
-            # A new attempt: after a crash the fold gives up the step that was in flight, and
-            # the model calls it had in flight count in full (their usage is lost with it).
-            attempt = ev.RunStarted(attempt=state.attempt + 1, worker=worker_name())
-            state = await self.runs.append(state, [*settled_in_full(state.reservations), attempt])
-        # A replay queued through the API runs here first: answered from its source.
-        found = await self.runs.recording(state, events, TASKS)
+        if replay_of is not None:
+            await self.runs.load(replay_of)  # RunNotFound before anything is written
+        view, _ = await open_or_resume(self.runs, spec)
+        state = view.state
+        # A replay (opened here, or queued through the API and run here first) is answered
+        # from its source; a resumed run from its own recording.
+        found = await self.runs.recording(state, await self.runs.events(run_id), TASKS)
         return Opened(state, found.calls, found.until_step, copy_answers=found.copied)
 
     async def record_task(
         self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float
     ) -> RunState:
-        result, ref = await self._inline_or_payload(raw)
-
-        def events(s: RunState) -> list[ev.RunEvent]:
-            n = s.next_step
-            return [
-                ev.StepStarted(step_number=n, step_type="checkpoint", label=label),
-                ev.CheckpointSaved(
-                    step_number=n,
-                    label=label,
-                    fingerprint=fingerprint,
-                    result=result,
-                    result_ref=ref,
-                    duration_ms=duration_ms,
-                ),
-                ev.StepCompleted(step_number=n, duration_ms=duration_ms),
-            ]
-
-        return await self.runs.append_fresh(state, events)
+        result, ref = await stash_raw(self.store, raw)
+        return await record_checkpoint(
+            self.runs, state, label, duration_ms=duration_ms, result=result, ref=ref,
+            fingerprint=fingerprint,
+        )  # fmt: skip
 
     async def record_task_error(
         self, state: RunState, label: str, error: BaseException, duration_ms: float
     ) -> RunState:
-        def events(s: RunState) -> list[ev.RunEvent]:
-            n = s.next_step
-            return [
-                ev.StepStarted(step_number=n, step_type="checkpoint", label=label),
-                ev.StepFailed(
-                    step_number=n,
-                    error_code="task_error",
-                    error_message=f"{type(error).__name__}: {error}"[:2000],
-                    duration_ms=duration_ms,
-                ),
-            ]
-
-        return await self.runs.append_fresh(state, events)
+        message = f"{type(error).__name__}: {error}"[:TASK_ERROR_TEXT]
+        return await record_checkpoint(
+            self.runs, state, label, duration_ms=duration_ms, error=message
+        )
 
     async def complete(self, state: RunState, raw: bytes) -> RunState:
-        output, ref = await self._inline_or_payload(raw)
-        completed = ev.RunCompleted(output=output, output_ref=ref)
-        return await self.runs.append_fresh(state, lambda s: [completed])
+        output, ref = await stash_raw(self.store, raw)
+        return await self.runs.append_fresh(state, lambda s: finish.completed(output, ref))
 
     async def fail(self, state: RunState, code: str, message: str) -> RunState:
-        failed = ev.RunFailed(code=code, message=message[:4000])
-        return await self.runs.append_fresh(state, lambda s: [failed])
+        return await self.runs.append_fresh(state, lambda s: finish.failed(code, message))
 
     async def meter(self) -> Meter:
         """The metering core for this client's runs' model calls (made once, on first use)."""
         if self._meter is None:
             session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
             self._session = session
-            self._meter = Meter(self.store, session, {}, RateCardCache(self.store.pool))
+            cards = RateCardCache(self.store.pool)
+            self._meter = Meter(self.store, session, {}, cards, runs=self.runs)
         return self._meter
 
     async def close(self) -> None:
@@ -169,8 +131,3 @@ class DirectBackend:
         if recorded.result_ref is not None:
             return msgspec.json.decode(await self.store.get_payload(recorded.result_ref))
         return recorded.result
-
-    async def _inline_or_payload(self, raw: bytes) -> tuple[Any, str | None]:
-        if len(raw) <= INLINE_RESULT_BYTES:
-            return msgspec.json.decode(raw), None
-        return None, await self.store.put_payload(raw, "application/json")

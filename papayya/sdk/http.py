@@ -2,7 +2,7 @@
 
 ``papayya(base_url=..., api_key=...)`` (or ``PAPAYYA_BASE_URL`` / ``PAPAYYA_API_KEY``) uses
 ``HttpBackend``, which keeps the backend interface of ``DirectBackend``. The wire types below
-are the API's contract, shared with the server (``web/routes/durable.py``): it decodes request
+are the API's contract, shared with the server through ``papayya.wire``: it decodes request
 bodies strictly, and the SDK decodes answers ignoring fields it does not know yet.
 """
 
@@ -14,19 +14,17 @@ import random
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 import msgspec
 
-from papayya import __version__
+from papayya import __version__, wire
 from papayya.domain import events as ev
-from papayya.domain.bounds import FromStep, MicroUsd, Millis
-from papayya.domain.events import StepType
 from papayya.domain.fold import fold
 from papayya.domain.matcher import Recorded
-from papayya.domain.state import RunState, RunStatus, StepState, StepStatus
+from papayya.domain.state import RunState, StepState
 from papayya.errors import (
     BudgetExhausted,
     Conflict,
@@ -39,120 +37,22 @@ from papayya.errors import (
 )
 from papayya.sdk.direct import Opened
 
+# The wire types (papayya.wire), under the names the SDK's callers know them by.
+CheckpointBody = wire.CheckpointBody
+DurableCheckpoint = wire.DurableCheckpoint
+DurableRun = wire.DurableRun
+DurableStep = wire.DurableStep
+FinishRunBody = wire.FinishRunBody
+Label = wire.Label
+Message = wire.Message
+Name = wire.Name
+OpenRunBody = wire.OpenRunBody
+RunId = wire.RunId
+
 T = TypeVar("T")
 LARGE_BODY: Final = 512 * 1024
 
-RunId = Annotated[str, msgspec.Meta(min_length=1, max_length=150, pattern=r"^\S+$")]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Label = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Message = Annotated[str, msgspec.Meta(max_length=4000)]
-
-# -- the wire ----------------------------------------------------------------------------------
-
-
-class OpenRunBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    """Create run ``run_id`` of ``agent``, or resume it if it exists. ``item_id`` and
-    ``agent_version`` are kept in the run's metadata; ``replay_of`` + ``from_step`` link a new
-    run to the run it replays."""
-
-    run_id: RunId
-    agent: Name
-    item_id: Name | None = None
-    agent_version: Name | None = None
-    input: Any = None
-    metadata: dict[str, Any] | None = None
-    budget_micro_usd: MicroUsd | None = None
-    replay_of: RunId | None = None
-    from_step: FromStep | None = None
-
-
-class CheckpointBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    """A finished task: its ``result``, or with ``error`` a task that raised (no result)."""
-
-    label: Label
-    duration_ms: Millis
-    result: Any = None
-    completed_at: datetime | None = None
-    item_id: Name | None = None
-    input_snapshot: Any = None
-    output_snapshot: Any = None
-    agent_version: Name | None = None
-    error: Message | None = None
-
-
-class FinishRunBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    """End the run: ``completed`` with ``output``, or ``failed`` with ``error``."""
-
-    status: Literal["completed", "failed"]
-    output: Any = None
-    error: Message | None = None
-    error_code: Name | None = None
-
-
-class DurableCheckpoint(msgspec.Struct, kw_only=True):
-    """A task's step. ``result`` is always the value (a bulky one is stored apart, as
-    ``result_ref``); ``status`` is ``failed``, with ``error``, for a task that raised."""
-
-    label: str
-    result: Any
-    duration_ms: float
-    completed_at: datetime | None
-    item_id: str | None
-    input_snapshot: Any
-    output_snapshot: Any
-    agent_version: str | None
-    step_number: int
-    attempt: int
-    status: StepStatus
-    error: str | None = None
-    result_ref: str | None = None
-
-
-class DurableStep(msgspec.Struct, kw_only=True):
-    """One step of the run, of any type, without its result."""
-
-    step_number: int
-    step_type: StepType
-    label: str | None
-    status: StepStatus
-    attempt: int
-    fingerprint: str | None
-    error_code: str | None
-    error_message: str | None
-    duration_ms: float
-    started_at: datetime | None
-    completed_at: datetime | None
-
-
-class DurableRun(msgspec.Struct, kw_only=True):
-    """A run as the SDK resumes it: ``checkpoints`` are its completed tasks (the recording,
-    results included), ``steps`` every step in order (failed and interrupted ones too).
-    ``run_id`` is the client's id, scoped to its project; ``id`` is the run's id in the rest
-    of the API (``/v1/runs/{id}``, its events, the dashboard)."""
-
-    run_id: str
-    project_id: str
-    agent: str
-    status: RunStatus
-    attempt: int
-    item_id: str | None
-    agent_version: str | None
-    trigger: str
-    input: Any
-    output: Any
-    output_ref: str | None
-    error_code: str | None
-    error_message: str | None
-    replayed_from: str | None
-    replay_from_step: int | None
-    metadata: dict[str, Any]
-    created_at: datetime | None
-    started_at: datetime | None
-    completed_at: datetime | None
-    updated_at: datetime | None
-    checkpoints: list[DurableCheckpoint]
-    steps: list[DurableStep]
-    id: str | None = None  # None from servers older than scoped ids
+# The wire types live in papayya.wire, shared with the server.
 
 
 # -- a run document as the SDK's state ---------------------------------------------------------

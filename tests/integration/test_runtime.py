@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from fakellm import FakeConfig, Usage
+from papayya.commands.cancel import cancel_events
 from papayya.domain import events as ev
-from papayya.runs import cancel_events
 from tests.support.agents import AGENT
 from tests.support.gateway import Gateway, running_gateway
 from web import keys

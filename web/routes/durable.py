@@ -15,27 +15,20 @@ Another project's run answers 404, exactly as a missing one.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any, Final
 
-import msgspec
 from aiohttp import web
 
-from eventstore.postgres import PostgresEventStore
-from eventstore.types import RecordedEvent
-from papayya.domain import events as ev
-from papayya.domain.fold import fold
-from papayya.domain.matcher import task_fingerprint
-from papayya.domain.state import RunState, StepState
+from eventstore.protocol import EventStore
+from papayya.commands import checkpoint, durable, finish
+from papayya.commands.durable import MAX_TRIES, OpenRun, public_id
+from papayya.commands.payloads import resolve, stash
+from papayya.domain.state import StepState
 from papayya.errors import ConcurrencyError, Conflict, InvalidInput, RunNotFound
-from papayya.runs import MAX_RUN_ID, run_stream, run_summary
-from papayya.sdk.direct import INLINE_RESULT_BYTES
-from papayya.sdk.http import (
+from papayya.runs import run_stream
+from papayya.runstates import CONTEXT, RunView
+from papayya.wire import (
     CheckpointBody,
     DurableCheckpoint,
     DurableRun,
@@ -46,171 +39,10 @@ from papayya.sdk.http import (
 from web import http, keys
 from web.openapi import api
 
-# Runs kept folded in memory per server; each read still catches up with the stream.
-CACHED_RUNS: Final = 512
-# Writers racing on one run each win one round, so this many concurrent writers always finish.
-MAX_TRIES: Final = 64
-# Event metadata keys: what a run's events carry beside their domain data.
-KEY: Final = "idempotency_key"
-CREATED: Final = "created"
-CONTEXT: Final = "context"
 SNAPSHOTS: Final = ("input_snapshot", "output_snapshot")
-_encoder = msgspec.json.Encoder()
 
 Meta = Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class View:
-    """A run as this API answers it: the fold, plus what its events carry as metadata (the
-    context of each checkpoint, and which open started the latest attempt), and its tasks of
-    the current attempt by ``(label, failed)``, so a post finds its label without a scan."""
-
-    state: RunState
-    context: Mapping[int, Meta]
-    start_key: str | None
-    start_created: bool
-    updated_at: datetime | None
-    tasks: Mapping[tuple[str, bool], int]
-
-
-def _next_view(
-    view: View | None, state: RunState, events: Iterable[tuple[ev.RunEvent, Meta]], at: Any
-) -> View:
-    # Copied once per call, never per event, so catching up on a long run stays linear.
-    context = dict(view.context) if view else {}
-    tasks = dict(view.tasks) if view else {}
-    key, created = (view.start_key, view.start_created) if view else (None, False)
-    for event, meta in events:
-        if isinstance(event, ev.RunStarted):
-            key, created = meta.get(KEY), bool(meta.get(CREATED))
-            tasks.clear()
-        elif isinstance(event, ev.StepCompleted | ev.StepFailed):
-            step = state.steps[event.step_number]
-            if step.step_type == "checkpoint" and step.label is not None:
-                tasks[step.label, step.status == "failed"] = step.step_number
-        if meta.get(CONTEXT) and isinstance(event, ev.CheckpointSaved | ev.StepFailed):
-            context[event.step_number] = meta[CONTEXT]
-    return View(state, context, key, created, at, tasks)
-
-
-def _summary(state: RunState) -> dict[str, Any]:
-    """``run_summary`` without converting every step only to drop them (that made each
-    append cost time in proportion to the run's length)."""
-    summary = run_summary(msgspec.structs.replace(state, steps=()))
-    summary["current_step"] = state.next_step
-    return summary
-
-
-class Views:
-    """Recently used runs, folded. A read catches up with one query for the events since the
-    cached version, so a long run is neither re-read nor re-folded on every call."""
-
-    def __init__(self, store: PostgresEventStore) -> None:
-        self.store = store
-        self._runs: OrderedDict[str, View] = OrderedDict()
-
-    async def get(self, run_id: str) -> View | None:
-        cached = self._runs.get(run_id)
-        after = cached.state.version if cached else 0
-        recorded = await self.store.read_stream(run_stream(run_id), after + 1)
-        if recorded:
-            cached = _caught_up(cached, recorded)
-            self._keep(cached)
-        elif cached is not None:
-            self._runs.move_to_end(run_id)
-        return cached
-
-    async def append(
-        self, view: View | None, events: Sequence[ev.RunEvent], meta: Sequence[Meta | None] = ()
-    ) -> View:
-        """``Runs.append`` with event metadata: ``ConcurrencyError`` if the run moved on."""
-        now = datetime.now(UTC)
-        events = [e if e.at is not None else msgspec.structs.replace(e, at=now) for e in events]
-        pairs = [(e, meta[i] if i < len(meta) else None) for i, e in enumerate(events)]
-        state = fold(events, view.state if view else None)
-        await self.store.append(
-            run_stream(state.run_id),
-            [ev.to_new_event(e, metadata=dict(m) if m else None) for e, m in pairs],
-            view.state.version if view else "no_stream",
-            summary=_summary(state),
-        )
-        new = _next_view(view, state, [(e, m or {}) for e, m in pairs], now)
-        self._keep(new)
-        return new
-
-    def cached(self, run_id: str) -> View | None:
-        """The run as last seen here, possibly behind its stream (no query)."""
-        return self._runs.get(run_id)
-
-    def _keep(self, view: View) -> None:
-        run_id = view.state.run_id
-        cached = self._runs.get(run_id)
-        if cached is None or cached.state.version < view.state.version:
-            self._runs[run_id] = view
-        self._runs.move_to_end(run_id)
-        while len(self._runs) > CACHED_RUNS:
-            self._runs.popitem(last=False)
-
-
-def _caught_up(view: View | None, recorded: Sequence[RecordedEvent]) -> View:
-    pairs = [
-        (e, r.metadata or {}) for r in recorded if isinstance(e := ev.from_recorded(r), ev.RunEvent)
-    ]
-    state = fold([e for e, _ in pairs], view.state if view else None)
-    return _next_view(view, state, pairs, recorded[-1].recorded_at)
-
-
-# app.py owns the app's keys and the app is frozen once it serves, so the cache hangs off the
-# app's store: one per app, gone with it.
-_VIEWS: weakref.WeakKeyDictionary[PostgresEventStore, Views] = weakref.WeakKeyDictionary()
-
-
-def _views(request: web.Request) -> Views:
-    store = request.app[keys.STORE]
-    views = _VIEWS.get(store)
-    if views is None:
-        views = _VIEWS[store] = Views(store)
-    return views
-
-
-def scoped_id(project: str, run_id: str) -> str:
-    """The id under which ``project`` stores its durable run ``run_id``."""
-    return f"{project}:{run_id}"
-
-
-def public_id(project: str, stored: str) -> str:
-    """The id that ``project``'s client knows its run by: ``scoped_id`` undone."""
-    prefix = f"{project}:"
-    return stored[len(prefix) :] if stored.startswith(prefix) else stored
-
-
-async def _find(views: Views, run_id: str, project: str) -> tuple[str, View | None]:
-    """The stored id of ``project``'s run ``run_id`` and the run, if any: the scoped id, else
-    a run of the project's under the bare id (see the module's docstring). A run found under
-    the scoped id that another project owns (an id taken before ids were scoped) is returned
-    for the caller to refuse."""
-    scoped = scoped_id(project, run_id)
-    if len(scoped) <= MAX_RUN_ID:
-        view = await views.get(scoped)
-        if view is not None:
-            return scoped, view
-    bare = await views.get(run_id)
-    if bare is not None and bare.state.project_id == project:
-        return run_id, bare
-    return scoped, None
-
-
-async def _own(views: Views, run_id: str, project: str) -> View:
-    _, view = await _find(views, run_id, project)
-    if view is None or view.state.project_id != project:
-        raise RunNotFound(f"run {run_id} not found")
-    return view
-
-
-def _cached(views: Views, run_id: str, project: str) -> View | None:
-    """``_find`` among the runs cached here, without a query (possibly behind its stream)."""
-    return views.cached(scoped_id(project, run_id)) or views.cached(run_id)
+View = RunView
 
 
 def _path_run_id(request: web.Request) -> str:
@@ -225,21 +57,7 @@ def _path_run_id(request: web.Request) -> str:
 # -- bulky values ------------------------------------------------------------------------------
 
 
-async def _stash(store: PostgresEventStore, value: Any) -> tuple[Any, str | None]:
-    """``(value, None)`` if small, else ``(None, ref)`` with the JSON in the payloads table."""
-    raw = _encoder.encode(value)
-    if len(raw) <= INLINE_RESULT_BYTES:
-        return value, None
-    return None, await store.put_payload(raw, "application/json")
-
-
-async def _resolve(store: PostgresEventStore, refs: set[str]) -> dict[str, Any]:
-    ordered = list(refs)
-    found = await asyncio.gather(*(store.get_payload(ref) for ref in ordered))
-    return {ref: msgspec.json.decode(raw) for ref, raw in zip(ordered, found, strict=True)}
-
-
-async def _context(store: PostgresEventStore, req: CheckpointBody) -> dict[str, Any]:
+async def _context(store: EventStore, req: CheckpointBody) -> dict[str, Any]:
     """A checkpoint's context as its event's metadata keeps it (bulky snapshots by ref)."""
     context: dict[str, Any] = {}
     if req.item_id is not None:
@@ -249,7 +67,7 @@ async def _context(store: PostgresEventStore, req: CheckpointBody) -> dict[str, 
     for name in SNAPSHOTS:
         value = getattr(req, name)
         if value is not None:
-            value, ref = await _stash(store, value)
+            value, ref = await stash(store, value)
             context[name if ref is None else f"{name}_ref"] = value if ref is None else ref
     return context
 
@@ -309,8 +127,8 @@ def _step(step: StepState) -> DurableStep:
     )
 
 
-async def _document(store: PostgresEventStore, view: View) -> DurableRun:
-    values = await _resolve(store, _refs(view))
+async def _document(store: EventStore, view: View) -> DurableRun:
+    values = await resolve(store, _refs(view))
     s = view.state
 
     def meta_str(name: str) -> str | None:
@@ -368,63 +186,29 @@ async def open_run(request: web.Request) -> web.Response:
     req = await http.body(request, OpenRunBody)
     key = _idempotency_key(request)
     project = http.project_id(request)
-    views = _views(request)
+    runs = request.app[keys.RUNS]
     run_stream(req.run_id)  # refuses ids no stream may have, before anything is read
     if (req.replay_of is None) != (req.from_step is None):
         raise InvalidInput("replay_of and from_step go together")
-    for _ in range(MAX_TRIES):
-        stored, view = await _find(views, req.run_id, project)
-        try:
-            if view is None:
-                view, created = await _create(views, stored, req, project, key), True
-            else:
-                view, created = await _resume(views, view, req, project, key)
-        except ConcurrencyError:
-            continue
-        return http.json(await _document(views.store, view), 201 if created else 200)
-    raise ConcurrencyError(f"run {req.run_id} kept changing; gave up after {MAX_TRIES} tries")
-
-
-async def _create(
-    views: Views, stored: str, req: OpenRunBody, project: str, key: str | None
-) -> View:
-    source = None if req.replay_of is None else await _own(views, req.replay_of, project)
+    source = None if req.replay_of is None else await durable.own(runs, req.replay_of, project)
     metadata = dict(req.metadata or {})
     metadata.update(
         {k: v for k, v in (("item_id", req.item_id), ("agent_version", req.agent_version)) if v}
     )
-    queued = ev.RunQueued(
-        run_id=stored,
-        project_id=project,
-        agent_id=req.agent,
-        input=req.input,
-        budget_micro_usd=req.budget_micro_usd,
-        trigger="replay" if req.replay_of else "sdk",
-        replayed_from=None if source is None else source.state.run_id,
-        replay_from_step=req.from_step,
-        metadata=metadata,
-    )
-    started = ev.RunStarted(attempt=1)
-    return await views.append(None, [queued, started], [None, {KEY: key, CREATED: True}])
-
-
-async def _resume(
-    views: Views, view: View, req: OpenRunBody, project: str, key: str | None
-) -> tuple[View, bool]:
-    state = view.state
-    if state.project_id != project:  # only an id taken before ids were scoped
-        raise Conflict(f"run id {req.run_id} is taken; choose another")
-    if state.agent_id != req.agent:
-        raise InvalidInput(
-            f"run {req.run_id} belongs to agent {state.agent_id!r}, not {req.agent!r}"
-        )
-    if key is not None and view.start_key == key:
-        return view, view.start_created  # a retry of the open that started this attempt
-    if state.status in ("queued", "running"):
-        # A new attempt, as in direct mode: the step in flight at a crash is given up.
-        started = ev.RunStarted(attempt=state.attempt + 1)
-        view = await views.append(view, [started], [{KEY: key} if key else None])
-    return view, False
+    for _ in range(MAX_TRIES):
+        stored, view = await durable.find(runs, req.run_id, project)
+        spec = OpenRun(
+            run_id=stored, project_id=project, agent=req.agent, input=req.input,
+            metadata=metadata, budget_micro_usd=req.budget_micro_usd,
+            replayed_from=None if source is None else source.state.run_id,
+            replay_from_step=req.from_step, idempotency_key=key,
+        )  # fmt: skip
+        try:
+            view, created = await durable.open_run(runs, spec, view)
+        except ConcurrencyError:
+            continue
+        return http.json(await _document(runs.store, view), 201 if created else 200)
+    raise ConcurrencyError(f"run {req.run_id} kept changing; gave up after {MAX_TRIES} tries")
 
 
 @api.route(
@@ -432,26 +216,18 @@ async def _resume(
     response=DurableRun, tag="durable",
 )  # fmt: skip
 async def get_run(request: web.Request) -> web.Response:
-    views = _views(request)
-    view = await _own(views, _path_run_id(request), http.project_id(request))
-    return http.json(await _document(views.store, view))
+    runs = request.app[keys.RUNS]
+    view = await durable.own(runs, _path_run_id(request), http.project_id(request))
+    return http.json(await _document(runs.store, view))
 
 
 def _recorded(view: View, label: str, failed: bool) -> StepState | None:
     """The step this label already has in the run's current attempt: a retried post."""
-    n = view.tasks.get((label, failed))
-    if n is None:
-        return None
-    step = view.state.steps[n]
-    if failed and step.error_code != "task_error":
-        return None
-    return step
+    return checkpoint.recorded_task(view.state, view.tasks, label, failed)
 
 
-async def _answer(
-    store: PostgresEventStore, view: View, step: StepState, status: int
-) -> web.Response:
-    values = await _resolve(store, {step.output_ref} if step.output_ref else set())
+async def _answer(store: EventStore, view: View, step: StepState, status: int) -> web.Response:
+    values = await resolve(store, {step.output_ref} if step.output_ref else set())
     return http.json(_checkpoint(view, step, values), status)
 
 
@@ -468,35 +244,30 @@ async def post_checkpoint(request: web.Request) -> web.Response:
         raise InvalidInput("a task that failed has no result")
     run_id = _path_run_id(request)
     project = http.project_id(request)
-    views = _views(request)
-    store = views.store
+    runs = request.app[keys.RUNS]
+    store = runs.store
     # The common case skips reading the stream: an append on a cached view that fell behind
     # fails on its version and is decided again on a fresh one. Anything else reads first.
     # A rule the cached view breaks is broken by the run too: events are only ever added.
-    view = _cached(views, run_id, project)
+    view = durable.cached(runs, run_id, project)
     if view is None or not _takes(view, project, req.label, failed):
-        view = await _own(views, run_id, project)
+        view = await durable.own(runs, run_id, project)
     if (found := _recorded(view, req.label, failed)) is not None:
         return await _answer(store, view, found, 200)
     if view.state.status != "running":
         raise Conflict(f"run {run_id} is {view.state.status}; it takes no checkpoints")
-    result, ref = (None, None) if failed else await _stash(store, req.result)
+    result, ref = (None, None) if failed else await stash(store, req.result)
     context = await _context(store, req)
-    for _ in range(MAX_TRIES):
-        events = _task_events(view.state.next_step, req, result, ref)
-        try:
-            view = await views.append(view, events, [None, {CONTEXT: context} if context else None])
-        except ConcurrencyError:
-            view = await _own(views, run_id, project)
-            if (found := _recorded(view, req.label, failed)) is not None:
-                return await _answer(store, view, found, 200)
-            continue
-        step = view.state.steps[events[0].step_number]
-        # What was just stashed is answered from the request, not read back.
-        values = {ref: req.result} if ref else {}
-        values |= {context[f"{n}_ref"]: getattr(req, n) for n in SNAPSHOTS if f"{n}_ref" in context}
-        return http.json(_checkpoint(view, step, values), 201)
-    raise ConcurrencyError(f"run {run_id} kept changing; gave up after {MAX_TRIES} tries")
+    view, step, created = await checkpoint.record_once(
+        runs, view, lambda: durable.own(runs, run_id, project), req.label, failed,
+        lambda n: task_events(n, req, result, ref), [None, {CONTEXT: context} if context else None],
+    )  # fmt: skip
+    if not created:
+        return await _answer(store, view, step, 200)
+    # What was just stashed is answered from the request, not read back.
+    values = {ref: req.result} if ref else {}
+    values |= {context[f"{n}_ref"]: getattr(req, n) for n in SNAPSHOTS if f"{n}_ref" in context}
+    return http.json(_checkpoint(view, step, values), 201)
 
 
 def _takes(view: View, project: str, label: str, failed: bool) -> bool:
@@ -510,26 +281,14 @@ def _takes(view: View, project: str, label: str, failed: bool) -> bool:
     )
 
 
-def _task_events(
+def task_events(
     n: int, req: CheckpointBody, result: Any, ref: str | None
-) -> list[ev.StepStarted | ev.CheckpointSaved | ev.StepCompleted | ev.StepFailed]:
-    at, label, took = req.completed_at, req.label, req.duration_ms
-    started = ev.StepStarted(step_number=n, step_type="checkpoint", label=label, at=at)
-    if req.error is not None:
-        ended = ev.StepFailed(
-            step_number=n, error_code="task_error", error_message=req.error, duration_ms=took, at=at
-        )
-        return [started, ended]
-    saved = ev.CheckpointSaved(
-        step_number=n,
-        label=label,
-        fingerprint=task_fingerprint(label),
-        result=result,
-        result_ref=ref,
-        duration_ms=took,
-        at=at,
-    )
-    return [started, saved, ev.StepCompleted(step_number=n, duration_ms=took, at=at)]
+) -> list[checkpoint.TaskEvent]:
+    """The checkpoint's events for a posted task, as step ``n``."""
+    return checkpoint.task_events(
+        n, req.label, duration_ms=req.duration_ms, result=result, ref=ref, error=req.error,
+        at=req.completed_at,
+    )  # fmt: skip
 
 
 @api.route(
@@ -546,26 +305,24 @@ async def finish_run(request: web.Request) -> web.Response:
         raise InvalidInput("output goes with status completed")
     run_id = _path_run_id(request)
     project = http.project_id(request)
-    views = _views(request)
-    view = await _own(views, run_id, project)
+    runs = request.app[keys.RUNS]
+    view = await durable.own(runs, run_id, project)
     output, ref = None, None
     if req.status == "completed" and not view.state.is_terminal:
-        output, ref = await _stash(views.store, req.output)
+        output, ref = await stash(runs.store, req.output)
+    end = (
+        finish.completed(output, ref)
+        if req.status == "completed"
+        else finish.failed(req.error_code or "agent_error", req.error or "")
+    )
     for _ in range(MAX_TRIES):
-        state = view.state
-        if state.status == req.status:
-            return http.json(await _document(views.store, view))
-        if state.is_terminal:
-            raise Conflict(f"run {run_id} is already {state.status}")
-        end: ev.RunEvent = (
-            ev.RunCompleted(output=output, output_ref=ref)
-            if req.status == "completed"
-            else ev.RunFailed(code=req.error_code or "agent_error", message=req.error or "")
-        )
+        events = finish.ending(view.state, end)
+        if not events:
+            return http.json(await _document(runs.store, view))
         try:
-            view = await views.append(view, [end])
+            view = await runs.append_view(view, events)
         except ConcurrencyError:
-            view = await _own(views, run_id, project)
+            view = await durable.own(runs, run_id, project)
             continue
-        return http.json(await _document(views.store, view))
+        return http.json(await _document(runs.store, view))
     raise ConcurrencyError(f"run {run_id} kept changing; gave up after {MAX_TRIES} tries")

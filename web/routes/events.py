@@ -9,10 +9,8 @@ cursor.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -21,13 +19,9 @@ from eventstore.postgres import PostgresEventStore
 from eventstore.types import Cursor, Filters, RecordedEvent
 from papayya.errors import InvalidInput, RunNotFound
 from papayya.runs import run_stream
-from projections.lru import Lru
 from web import http, keys, sse
 from web.models import StepOut
 from web.openapi import api
-
-OWNER_CACHE_SIZE: Final = 100_000
-_NO_PROJECT: Final = ""  # cached answer for a stream whose first event names no project
 
 
 class StoreEventOut(msgspec.Struct):
@@ -68,7 +62,7 @@ async def run_events_stream(request: web.Request) -> web.StreamResponse:
     run_id = http.path_id(request)
     after_step = _after_step(request)
     run_stream(run_id)  # a malformed id is bad input, before anything is read
-    feeds = sse.run_feeds(request.app[keys.STORE])
+    feeds = request.app[keys.FEEDS]
     feed = await feeds.open(run_id)
     listener = None
     try:
@@ -81,63 +75,6 @@ async def run_events_stream(request: web.Request) -> web.StreamResponse:
 
 
 # -- a project's store events -------------------------------------------------------------
-
-
-def _owner_in(data: Any) -> str:
-    project = data.get("project_id") if isinstance(data, dict) else None
-    return project if isinstance(project, str) and project else _NO_PROJECT
-
-
-class StreamOwners:
-    """Which project a stream belongs to: the ``project_id`` of its first event (RunQueued,
-    AgentDefined, …), which never changes, so the memo never goes stale. Streams whose first
-    event names no project belong to none and are never sent to anyone."""
-
-    def __init__(self, store: PostgresEventStore, capacity: int = OWNER_CACHE_SIZE) -> None:
-        self._store = store
-        self._known: Lru[str, str] = Lru(capacity)
-        self._loading: dict[str, asyncio.Task[str]] = {}
-
-    async def project_of(self, event: RecordedEvent) -> str:
-        known = self._known.get(event.stream_id)
-        if known is not None:
-            return known
-        if event.stream_version == 1:
-            owner = _owner_in(event.data)
-        else:
-            owner = await self._load(event.stream_id)
-        self._known.put(event.stream_id, owner)
-        return owner
-
-    async def _load(self, stream_id: str) -> str:
-        # Subscribers that meet the same unknown stream at once share one read, made by a
-        # task of its own so that one of them leaving does not fail the others.
-        task = self._loading.get(stream_id)
-        if task is None:
-            task = asyncio.create_task(self._first_owner(stream_id))
-            self._loading[stream_id] = task
-            task.add_done_callback(lambda t: self._loaded(stream_id, t))
-        return await asyncio.shield(task)
-
-    async def _first_owner(self, stream_id: str) -> str:
-        first = await self._store.read_stream(stream_id, 1, 1)
-        return _owner_in(first[0].data) if first else _NO_PROJECT
-
-    def _loaded(self, stream_id: str, task: asyncio.Task[str]) -> None:
-        del self._loading[stream_id]
-        if not task.cancelled():
-            task.exception()  # retrieved: its awaiters have it, or nobody wants it
-
-
-# The memo is per store: a store is one database, and its owners hold for its lifetime.
-_owners: weakref.WeakKeyDictionary[PostgresEventStore, StreamOwners] = weakref.WeakKeyDictionary()
-
-
-def owners_of(store: PostgresEventStore) -> StreamOwners:
-    owners = _owners.get(store)
-    if owners is None:
-        owners = _owners[store] = StreamOwners(store)
-    return owners
 
 
 def _names(request: web.Request, name: str) -> list[str] | None:
@@ -184,7 +121,7 @@ async def store_events_stream(request: web.Request) -> web.StreamResponse:
         types=_names(request, "type"),
         streams=_names(request, "stream"),
     )
-    owners = owners_of(store)
+    owners = request.app[keys.STREAM_OWNERS]
 
     async def produce(source: sse.EventSource) -> None:
         async with store.subscribe(after=after, filters=filters) as events:

@@ -18,41 +18,29 @@ gets a ``tool_call`` step of its own, labelled with the tool's name, so no call 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import msgspec
 from aiohttp import web
 
-from eventstore.postgres import PostgresEventStore
+from eventstore.protocol import EventStore
 from papayya import runtokens
+from papayya.commands import checkpoint, finish, toolcall
+from papayya.commands.payloads import stash
 from papayya.domain import events as ev
 from papayya.domain.bounds import Millis
 from papayya.domain.events import Label, Name
-from papayya.domain.matcher import (
-    CallKind,
-    Recorded,
-    Replayer,
-    task_fingerprint,
-    tool_fingerprint,
-)
+from papayya.domain.matcher import Recorded, task_fingerprint, tool_fingerprint
 from papayya.domain.state import RunState
-from papayya.errors import Conflict, IdempotencyConflict, InvalidInput, Unauthorized
-from papayya.runs import Runs
-from papayya.sdk.http import CheckpointBody, Message
+from papayya.errors import IdempotencyConflict, InvalidInput, Unauthorized
+from papayya.wire import CheckpointBody, Message
 from sql import queries
 from web import gateway, http, keys
 from web.openapi import api
-from web.routes.durable import _stash, _task_events
 
 Q: Final = queries("runtime.sql")
-CACHED_ATTEMPTS: Final = 1024
-CACHED_ANSWERS: Final = 10_000
-ERROR_TEXT: Final = 100_000
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 MAX_KEY_LENGTH: Final = 200
 # Names the events of one report: uuid5(run, attempt, route, key, index).
@@ -121,67 +109,18 @@ class Outcome(msgspec.Struct):
     status: str
 
 
-class Replayers:
-    """A replayer per (run, attempt, kind), built from the run's recording on first use."""
-
-    def __init__(self, runs: Runs) -> None:
-        self.runs = runs
-        self._cache: OrderedDict[tuple[str, int, CallKind], Replayer] = OrderedDict()
-        self._building: dict[tuple[str, int, CallKind], asyncio.Lock] = {}
-        self._answers: OrderedDict[tuple[str, int, str], Recorded | None] = OrderedDict()
-
-    async def match(
-        self, state: RunState, kind: CallKind, fingerprint: str, key: str | None
-    ) -> Recorded | None:
-        """The replayer's answer; a retried question (same ``key``) gets the first answer
-        again instead of moving the replayer on to the next recorded call."""
-        replayer = await self.get(state, kind)
-        if key is None:
-            return replayer.match(kind, fingerprint)
-        memo = (state.run_id, state.attempt, f"{kind}:{key}")
-        if memo in self._answers:
-            return self._answers[memo]
-        found = self._answers[memo] = replayer.match(kind, fingerprint)
-        while len(self._answers) > CACHED_ANSWERS:
-            self._answers.popitem(last=False)
-        return found
-
-    async def get(self, state: RunState, kind: CallKind) -> Replayer:
-        key = (state.run_id, state.attempt, kind)
-        found = self._cache.get(key)
-        if found is None:
-            # One build per key; other runs' first calls do not wait behind this read.
-            async with self._building.setdefault(key, asyncio.Lock()):
-                found = self._cache.get(key)
-                if found is None:
-                    events = await self.runs.events(state.run_id)
-                    # A replay's tool calls before its from_step come from its source too.
-                    rec = await self.runs.recording(state, events, frozenset({kind}))
-                    found = self._cache[key] = Replayer(rec.calls, rec.until_step)
-                    while len(self._cache) > CACHED_ATTEMPTS:
-                        self._cache.popitem(last=False)
-            self._building.pop(key, None)
-        self._cache.move_to_end(key)
-        return found
-
-
-_REPLAYERS: weakref.WeakKeyDictionary[PostgresEventStore, Replayers] = weakref.WeakKeyDictionary()
-
-
-def _replayers(request: web.Request) -> Replayers:
-    store = request.app[keys.STORE]
-    found = _REPLAYERS.get(store)
-    if found is None:
-        found = _REPLAYERS[store] = Replayers(request.app[keys.RUNS])
-    return found
-
-
 async def _running(request: web.Request) -> RunState:
-    """The token's run, running in the token's attempt; 401 otherwise."""
-    run_id = await gateway.running_run(request)
-    if run_id is None:
+    """The token's run, running in the token's attempt; 401 otherwise. One read: the token's
+    signature is checked without a query, and the run's state (caught up through the
+    app's repository) answers both whether the attempt still runs and what the call needs."""
+    found = runtokens.verify(request.app[keys.RUN_TOKEN_SECRET], gateway._token(request))
+    if found is None:
         raise Unauthorized(EXPIRED)
-    return await request.app[keys.RUNS].load(run_id)
+    run_id, attempt = found
+    state = await request.app[keys.RUNS].find(run_id)
+    if state is None or state.status != "running" or state.attempt != attempt:
+        raise Unauthorized(EXPIRED)
+    return state
 
 
 def _key(request: web.Request) -> str | None:
@@ -237,7 +176,7 @@ async def _report(
         return await request.app[keys.RUNS].load(state.run_id)
 
 
-async def _resolved(store: PostgresEventStore, found: Recorded) -> Any:
+async def _resolved(store: EventStore, found: Recorded) -> Any:
     if found.result_ref is None:
         return found.result
     return msgspec.json.decode(await store.get_payload(found.result_ref))
@@ -272,7 +211,7 @@ async def ask_tool_call(request: web.Request) -> web.Response:
     req = await http.body(request, ToolCallBody)
     print_ = tool_fingerprint(req.tool, req.arguments)
     state = await _running(request)
-    found = await _replayers(request).match(state, "tool", print_, _key(request))
+    found = await request.app[keys.RUNS].replayers.match(state, "tool", print_, _key(request))
     if found is None:
         return http.json(Answer(recorded=False))
     output = await _resolved(request.app[keys.STORE], found)
@@ -288,21 +227,15 @@ async def record_tool_call(request: web.Request) -> web.Response:
     req = await http.body(request, ToolResultBody)
     fingerprint = tool_fingerprint(req.tool, req.arguments)
     store = request.app[keys.STORE]
-    arguments, input_ref = await _stash(store, req.arguments)
-    output, output_ref = (None, None) if req.error else await _stash(store, req.output)
+    arguments, input_ref = await stash(store, req.arguments)
+    output, output_ref = (None, None) if req.error else await stash(store, req.output)
 
     def build(state: RunState) -> list[ev.RunEvent]:
-        own_step = not state.steps
-        n = state.next_step if own_step else state.steps[-1].step_number
-        call = ev.ToolCallRecorded(
-            step_number=n, tool=req.tool, fingerprint=fingerprint, call_id=req.call_id,
-            input=arguments, input_ref=input_ref, output=output, output_ref=output_ref,
-            error=req.error[:ERROR_TEXT] if req.error else None, duration_ms=req.duration_ms,
+        return toolcall.tool_call_events(
+            state, req.tool, fingerprint, call_id=req.call_id, input=arguments,
+            input_ref=input_ref, output=output, output_ref=output_ref, error=req.error,
+            duration_ms=req.duration_ms,
         )  # fmt: skip
-        if not own_step:
-            return [call]
-        started = ev.StepStarted(step_number=n, step_type="tool_call", label=req.tool)
-        return [started, call, ev.StepCompleted(step_number=n, duration_ms=req.duration_ms)]
 
     state = await _report(request, build)
     return http.json(Outcome(state.run_id, state.status), 201)
@@ -317,7 +250,7 @@ async def record_tool_call(request: web.Request) -> web.Response:
 async def ask_task(request: web.Request) -> web.Response:
     req = await http.body(request, TaskBody)
     state = await _running(request)
-    found = await _replayers(request).match(
+    found = await request.app[keys.RUNS].replayers.match(
         state, "task", task_fingerprint(req.label), _key(request)
     )
     if found is None:
@@ -334,10 +267,13 @@ async def ask_task(request: web.Request) -> web.Response:
 async def record_task(request: web.Request) -> web.Response:
     req = await http.body(request, CheckpointBody)
     failed = req.error is not None
-    result, ref = (None, None) if failed else await _stash(request.app[keys.STORE], req.result)
+    result, ref = (None, None) if failed else await stash(request.app[keys.STORE], req.result)
 
     def build(state: RunState) -> Sequence[ev.RunEvent]:
-        return _task_events(state.next_step, req, result, ref)
+        return checkpoint.task_events(
+            state.next_step, req.label, duration_ms=req.duration_ms, result=result, ref=ref,
+            error=req.error, at=req.completed_at,
+        )  # fmt: skip
 
     state = await _report(request, build)
     return http.json(Outcome(state.run_id, state.status), 201)
@@ -350,8 +286,8 @@ async def record_task(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def complete(request: web.Request) -> web.Response:
     req = await http.body(request, CompleteBody)
-    output, ref = await _stash(request.app[keys.STORE], req.output)
-    state = await _report(request, lambda s: [ev.RunCompleted(output=output, output_ref=ref)])
+    output, ref = await stash(request.app[keys.STORE], req.output)
+    state = await _report(request, lambda s: finish.completed(output, ref))
     return http.json(Outcome(state.run_id, state.status))
 
 
@@ -363,17 +299,9 @@ async def complete(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def fail(request: web.Request) -> web.Response:
     req = await http.body(request, FailBody)
-    text = f"{req.message}\n\n{req.traceback}".strip()[:ERROR_TEXT]
 
     def build(state: RunState) -> list[ev.RunEvent]:
-        if state.in_flight is not None:
-            raise Conflict(f"step {state.in_flight.step_number} is still in flight")
-        n = state.next_step
-        return [
-            ev.StepStarted(step_number=n, step_type="error", label=req.error_type),
-            ev.StepFailed(step_number=n, error_code="agent_error", error_message=text),
-            ev.RunFailed(code="agent_error", message=f"{req.error_type}: {req.message}"),
-        ]
+        return finish.agent_raised(state, req.error_type, req.message, req.traceback)
 
     state = await _report(request, build)
     return http.json(Outcome(state.run_id, state.status))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
@@ -18,17 +19,20 @@ from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from eventstore.postgres import PostgresEventStore
+from papayya.commands import queue
+from papayya.commands.queue import RunOptions
 from papayya.errors import InvalidInput, NotFound
 from papayya.readmodels.agents import Agent, MaxSteps
 from papayya.readmodels.projects import new_id
 from papayya.readmodels.schedules import FireOut, Schedule, input_json
+from papayya.runs import Runs
 from papayya.triggers.policy import CatchupPolicy, OverlapPolicy
 from papayya.triggers.scheduler import Clock, Scheduler, StartRun, fire_key, utcnow
 from papayya.triggers.zone import CronSchedule
 from web import http, keys
 from web.openapi import api
-from web.routes import agents, runs
-from web.routes.runs import Cents, RunOptions
+from web.routes import agents
+from web.routes.runs import Cents
 
 NEXT_FIRES: Final = 5
 _NO_NUL = r"^[^\x00]*$"
@@ -122,7 +126,7 @@ def _checked(agent: Agent, schedule: Schedule) -> CronSchedule:
     options = RunOptions(
         input=schedule.input, max_steps=schedule.max_steps, budget_cents=schedule.budget_cents
     )
-    runs.check_run(agent, options, "schedule")
+    queue.check_run(agent, options, "schedule")
     return cron
 
 
@@ -288,6 +292,9 @@ def _fire_cursor(request: web.Request) -> datetime | None:
 def start_scheduled_run(store: PostgresEventStore) -> StartRun:
     """The scheduler's way to queue a fire's run: ``POST /v1/runs``'s, with
     ``trigger="schedule"`` and the fire's idempotency key."""
+    runs = Runs(store)
+    keys_ = queue.PostgresIdempotencyKeys(store.pool)
+    find_agent = functools.partial(agents.find, store.pool)
 
     async def start(schedule: Schedule, fire_at: datetime, run_id: str) -> str:
         options = RunOptions(
@@ -296,8 +303,8 @@ def start_scheduled_run(store: PostgresEventStore) -> StartRun:
             budget_cents=schedule.budget_cents,
             idempotency_key=fire_key(schedule.schedule_id, fire_at),
         )
-        state, _ = await runs.queue_run(
-            store, schedule.project_id, schedule.agent_id, options,
+        state, _ = await queue.queue_run(
+            runs, keys_, find_agent, schedule.project_id, schedule.agent_id, options,
             trigger="schedule", run_id=run_id,
             trigger_metadata={
                 "papayya.schedule_id": schedule.schedule_id,

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Final
 import msgspec
 from aiohttp import web
 
+from papayya.commands import queue
+from papayya.commands.queue import RunOptions
 from papayya.errors import InvalidInput, NotFound
 from papayya.readmodels.projects import new_id
 from papayya.readmodels.webhooks import Webhook
@@ -32,8 +34,7 @@ from papayya.signing import new_secret
 from papayya.triggers.verify import verify
 from web import http, keys
 from web.openapi import api
-from web.routes import agents, runs
-from web.routes.runs import RunOptions
+from web.routes import agents
 
 # Below the event size limit (256 KiB), so that any accepted body fits in the run's event.
 MAX_TRIGGER_BODY: Final = 200 * 1024
@@ -220,7 +221,7 @@ async def trigger_webhook(request: web.Request) -> web.Response:
     key = delivery_key(webhook_id, message_id)
     options = RunOptions(input=run_input(request, body), idempotency_key=key)
     agent = await request.app[keys.AGENTS].find(found.project_id, found.agent_id)
-    runs.check_run(agent, options, "webhook")  # a bad body is refused before it counts
+    queue.check_run(agent, options, "webhook")  # a bad body is refused before it counts
     run_id = delivery_run_id(webhook_id, message_id)
 
     def still_signed(webhook: Webhook) -> None:
@@ -233,8 +234,9 @@ async def trigger_webhook(request: web.Request) -> web.Response:
     # the sender's retry finds the delivery and queues it (same id and key: idempotent).
     if first is not None and await store.summary(run_stream(first)) is not None:
         return http.json(Triggered(first), 200)
-    state, _ = await runs.queue_run(
-        store, found.project_id, found.agent_id, options,
+    state, _ = await queue.queue_run(
+        request.app[keys.RUNS], queue.PostgresIdempotencyKeys(store.pool),
+        request.app[keys.AGENTS].find, found.project_id, found.agent_id, options,
         trigger="webhook", run_id=first or run_id,
         trigger_metadata={"papayya.webhook_id": webhook_id,
                           "papayya.webhook_message_id": message_id},

@@ -1,0 +1,84 @@
+"""Replay a run from a step: a new run linked to its source by ``replayed_from`` and
+``replay_from_step``, whose steps before that one are answered from the source's recording
+and cost nothing (DESIGN §5). The source is untouched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import UNSET, UnsetType
+
+from papayya.commands.owned import load_own
+from papayya.commands.queue import FindAgent, fields_of, new_run_id, queue, queued
+from papayya.domain import events as ev
+from papayya.domain.state import RunState
+from papayya.errors import Conflict, InvalidInput, NotFound
+from papayya.runs import Runs
+
+
+def replay_of(source: RunState, new_run_id: str, from_step: int, input: Any = None) -> ev.RunQueued:
+    """The ``RunQueued`` of a replay of ``source`` from ``from_step``."""
+    if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 0:
+        raise InvalidInput("from_step must be an integer >= 0")
+    if from_step > source.next_step:
+        raise InvalidInput(f"run {source.run_id} has only {source.next_step} steps")
+    budget = source.budget
+    return queued(
+        run_id=new_run_id,
+        project_id=source.project_id,
+        agent_id=source.agent_id,
+        input=source.input if input is None else input,
+        budget_micro_usd=budget.micro_usd,
+        budget_input_tokens=budget.input_tokens,
+        budget_output_tokens=budget.output_tokens,
+        budget_total_tokens=budget.total_tokens,
+        max_steps=source.max_steps,
+        loop_threshold=source.loop_threshold,
+        trigger="replay",
+        callback_url=source.callback_url,
+        replayed_from=source.run_id,
+        replay_from_step=from_step,
+        deployment_version=source.deployment_version,
+        metadata=source.metadata,
+    )
+
+
+async def deployment_version(find_agent: FindAgent, run: RunState) -> str | None:
+    """The run's agent's current deployment version; ``None`` (matches any run) while the
+    agent has none or is not a registered agent (a local SDK run)."""
+    try:
+        agent = await find_agent(run.project_id, run.agent_id)
+    except NotFound:
+        return None
+    return agent.deployment_version if agent.id == run.agent_id else None
+
+
+async def replay_run(
+    runs: Runs,
+    find_agent: FindAgent,
+    project: str,
+    run_id: str,
+    from_step: int,
+    *,
+    input: Any | UnsetType = UNSET,
+    allow_version_mismatch: bool = False,
+) -> RunState:
+    """Queue the replay (``input``, when given, replaces the source's, ``None`` included).
+    A source that ran another deployment than its agent's current one is refused (409)
+    unless ``allow_version_mismatch``; the replay runs the current one."""
+    source = await load_own(runs, project, run_id)
+    current = await deployment_version(find_agent, source)
+    if not allow_version_mismatch and current is not None and current != source.deployment_version:
+        raise Conflict(
+            f"run {run_id} ran deployment {source.deployment_version}, the agent is now at "
+            f"{current}; send allow_version_mismatch to replay anyway"
+        )
+    event = replay_of(source, new_run_id(), from_step)
+    changes: dict[str, Any] = {}
+    if not isinstance(input, UnsetType):
+        changes["input"] = input
+    if current is not None:
+        changes["deployment_version"] = current
+    if changes:
+        event = queued(**fields_of(event, **changes))
+    return await queue(runs, event)
