@@ -462,6 +462,18 @@ CREATE TABLE project_secrets (
     PRIMARY KEY (project_id, name)
 );
 
+-- Project secrets: values the project's agents find in their environment, sealed with the
+-- server's secrets key (papayya/secretbox.py); key_id says which key sealed each.
+CREATE TABLE project_env_secrets (
+    project_id text NOT NULL REFERENCES projects (project_id),
+    name       text NOT NULL,
+    sealed     bytea NOT NULL,
+    key_id     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, name)
+);
+
 -- A cron schedule of an agent. next_fire_at is the earliest fire not yet handled: the
 -- scheduler locks due rows (FOR UPDATE SKIP LOCKED), fires them and moves it on.
 CREATE TABLE schedules (
