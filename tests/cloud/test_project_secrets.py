@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -134,9 +135,10 @@ async def test_bad_input_is_refused_and_writes_nothing(cloud: Cloud, body: dict[
     assert await rows(cloud) == []
 
 
-async def test_an_agent_sees_its_projects_secrets_and_no_value_reaches_events(
-    cloud: Cloud,
+async def test_an_agent_sees_its_projects_secrets_and_no_value_reaches_events_or_logs(
+    cloud: Cloud, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     first, other, other_key = await projects(cloud)
     await cloud.call("POST", f"/v1/projects/{first}/secrets", {"name": "API_TOKEN", "value": VALUE})
     status, _ = await call(
@@ -159,8 +161,11 @@ async def test_an_agent_sees_its_projects_secrets_and_no_value_reaches_events(
     answers = [json.dumps((await cloud.call("GET", f"/v1/runs/{run_id}{s}"))[1])
                for s in ("", "/steps", "/state")]  # fmt: skip
     assert events and len(answers) == 3
+    logged = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    assert len(logged) > 3  # the scan did see the server's logs
+    out, err = capfd.readouterr()
     for secret in (VALUE, OTHER_VALUE):
-        assert not any(secret in text for text in events + answers)
+        assert not any(secret in text for text in events + answers + logged + [out, err])
         assert not any(secret.encode() in content for content in payloads)
 
 
