@@ -512,8 +512,9 @@ CREATE TABLE schedule_fires (
     CHECK ((status = 'started') = (run_id IS NOT NULL))
 );
 
--- A webhook endpoint of an agent. The secret (whsec_…) is kept as it is: verifying a
--- signature needs the key (unlike an API key, which is only compared, so stored hashed).
+-- A webhook endpoint of an agent. The secret (whsec_…, or the sender's own) is kept as it is:
+-- verifying a signature needs the key (unlike an API key, which is only compared, so stored
+-- hashed). scheme says how the sender signs (papayya/triggers/schemes.py).
 CREATE TABLE webhooks (
     webhook_id            text PRIMARY KEY,
     project_id            text NOT NULL REFERENCES projects (project_id),
@@ -523,7 +524,9 @@ CREATE TABLE webhooks (
     secret                text NOT NULL,
     rate_limit_per_minute integer NOT NULL,
     created_at            timestamptz NOT NULL,
-    secret_rotated_at     timestamptz NOT NULL
+    secret_rotated_at     timestamptz NOT NULL,
+    scheme                text NOT NULL DEFAULT 'standard'
+        CHECK (scheme IN ('standard', 'bearer', 'github', 'stripe', 'slack'))
 );
 CREATE INDEX webhooks_project_agent_idx ON webhooks (project_id, agent_id, created_at DESC);
 
