@@ -44,6 +44,7 @@ BODIES: dict[str, Any] = {
     "patch_patch_schedule": {"enabled": False},
     "post_create_webhook": {"name": "stolen"},
     "post_set_secret": {"name": "STOLEN", "value": "stolen"},
+    "patch_update_webhook": {"scheme": "bearer", "secret": "stolen-token-0123456789"},
 }
 # Ids that name nothing, or that no id could be: answered like any missing id, never a 5xx.
 # (".." is left out: the client resolves it before sending.)
