@@ -38,6 +38,7 @@ def peek(task):
     return {
         "api_token_sha256": found and hashlib.sha256(found.encode()).hexdigest(),
         "other_token": "OTHER_TOKEN" in os.environ,
+        "server_key": any("SECRETS_KEY" in name for name in os.environ),
     }
 """
 
@@ -153,6 +154,7 @@ async def test_an_agent_sees_its_projects_secrets_and_no_value_reaches_events_or
     assert run.output == {
         "api_token_sha256": hashlib.sha256(VALUE.encode()).hexdigest(),
         "other_token": False,
+        "server_key": False,
     }
 
     pool = cloud.app[keys.STORE].pool
@@ -213,3 +215,31 @@ async def test_rotating_the_key_reseals_every_value_in_one_go(cloud: Cloud) -> N
     # Run again (after a crash, say): nothing left to re-seal.
     code, out = await rotate(cloud, "--old-key", old_key, "--new-key", fresh)
     assert code == 0 and "re-sealed 0" in out, out
+
+
+async def test_a_worker_elsewhere_needs_the_same_key(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A ``papayya worker`` with a data directory of its own (another machine) has another
+    key: the run fails saying so, and shows no value. Given ``PAPAYYA_SECRETS_KEY`` (the
+    API's key), its agents get the secret."""
+    async with running_cloud(dsn, monkeypatch, tmp_path, worker=False, max_attempts=1) as cloud:
+        first, _, _ = await projects(cloud)
+        path = f"/v1/projects/{first}/secrets"
+        await cloud.call("POST", path, {"name": "API_TOKEN", "value": VALUE})
+        await cloud.register("peek", PEEK)
+        worker = await cloud.spawn_worker()
+        run = await cloud.wait(await cloud.start("peek"))
+        assert run.status == "failed" and run.error_code == "runtime_error", run.error_code
+        assert "another secrets key" in (run.error_message or "") and "API_TOKEN" in (
+            run.error_message or ""
+        )
+        assert VALUE not in (run.error_message or "")
+        worker.kill()
+        await worker.wait()
+        key = key_file(cloud.config.data_dir).read_text().strip()
+        await cloud.spawn_worker(PAPAYYA_SECRETS_KEY=key)
+        run = await cloud.wait(await cloud.start("peek"))
+        assert run.status == "completed", (run.error_code, run.error_message)
+        assert run.output["api_token_sha256"] == hashlib.sha256(VALUE.encode()).hexdigest()
+        assert run.output["server_key"] is False  # the worker's key never reaches its agents
