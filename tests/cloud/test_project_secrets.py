@@ -32,9 +32,12 @@ PEEK = """
 import hashlib, os
 from papayya import agent
 
+# Read at import, as module-level code often does: the fork server preloads the agent's
+# imports but runs its module in the run's own process, with the run's environment.
+found = os.environ.get("API_TOKEN")
+
 @agent
 def peek(task):
-    found = os.environ.get("API_TOKEN")
     return {
         "api_token_sha256": found and hashlib.sha256(found.encode()).hexdigest(),
         "other_token": "OTHER_TOKEN" in os.environ,
