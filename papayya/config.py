@@ -50,6 +50,9 @@ class Config:
     metrics_listen: str | None = None
     # Whose agents may run as local processes (PAPAYYA_PROCESS_RUNTIME; papayya/processruntime.py).
     process_runtime: ProcessRuntimePolicy = field(default_factory=ProcessRuntimePolicy)
+    # Seals project secrets at rest (PAPAYYA_SECRETS_KEY; unset: a key file under data_dir,
+    # papayya/secretbox.py). Never in a repr, so never in a log line of the config.
+    secrets_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -75,6 +78,7 @@ class Config:
             "metrics_token": env.get("PAPAYYA_METRICS_TOKEN") or None,
             "metrics_listen": env.get("PAPAYYA_METRICS_LISTEN") or None,
             "process_runtime": ProcessRuntimePolicy.parse(env.get("PAPAYYA_PROCESS_RUNTIME")),
+            "secrets_key": env.get("PAPAYYA_SECRETS_KEY") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from server.cli_dev import dev
 from server.cli_keys import keys
 from server.cli_projections import projections, projector
 from server.cli_runs import runs
+from server.cli_secrets import secrets
 from server.cli_serve import api, scheduler, server, worker
 from server.cli_triggers import schedules, webhooks
 
@@ -43,6 +44,8 @@ def main() -> None:
       PAPAYYA_METRICS_LISTEN  host:port: serve /metrics there, without a token
       PAPAYYA_PROCESS_RUNTIME     whose agents may run as local processes: off (default),
                                   all (single-user machine), projects:<id>,<id>
+      PAPAYYA_SECRETS_KEY    seals project secrets (papayya secrets new-key; unset: made
+                             once in PAPAYYA_DATA_DIR/secrets.key, mode 0600)
     Client side (agents, run, runs through the API, the SDK's HTTP mode):
       PAPAYYA_BASE_URL, PAPAYYA_API_KEY
     """
@@ -85,6 +88,7 @@ main.add_command(projections)
 main.add_command(projector)
 main.add_command(schedules)
 main.add_command(webhooks)
+main.add_command(secrets)
 
 
 if __name__ == "__main__":

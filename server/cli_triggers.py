@@ -16,6 +16,7 @@ from papayya.errors import PapayyaError
 from papayya.signing import headers as signed_headers
 from papayya.signing import secret_key
 from papayya.triggers.policy import CATCHUP_POLICIES, OVERLAP_POLICIES
+from papayya.triggers.schemes import SCHEMES
 from server.cli_api import echo_json, parse_input, with_api
 
 SECRET_ENV = "PAPAYYA_WEBHOOK_SECRET"
@@ -196,11 +197,56 @@ def webhooks() -> None:
 @click.option("--description", default=None)
 @click.option("--rate-limit", type=click.IntRange(1, 100_000), default=None,
               help="Accepted calls per minute (default 60).")  # fmt: skip
-def webhooks_create(agent: str, name: str, description: str | None, rate_limit: int | None) -> None:
+@click.option(
+    "--scheme",
+    type=click.Choice(SCHEMES),
+    default=None,
+    help="How the sender signs its calls (default standard; docs/webhooks.md).",
+)
+@click.option("--secret", "secret_env", metavar="ENV", default=None,
+              help="The name of a variable holding the sender's own secret (Stripe's or "
+                   "Slack's signing secret); else one is made.")  # fmt: skip
+def webhooks_create(
+    agent: str, name: str, description: str | None, rate_limit: int | None,
+    scheme: str | None, secret_env: str | None,
+) -> None:  # fmt: skip
     """Create a webhook; prints it with its secret, which is shown only this once."""
-    body = _options(name=name, description=description, rate_limit_per_minute=rate_limit)
+    body = _options(
+        name=name, description=description, rate_limit_per_minute=rate_limit, scheme=scheme,
+        secret=_sender_secret(secret_env),
+    )  # fmt: skip
     echo_json(with_api(lambda c: c.call("POST", f"/v1/agents/{agent}/webhooks", body)))
     click.echo("Keep the secret: it is not shown again (rotate it to get a new one).", err=True)
+
+
+def _sender_secret(env: str | None) -> str | None:
+    """Read from a variable, never from the command line (shell history, ``ps``)."""
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if not value:
+        raise click.UsageError(f"--secret {env}: that variable is not set")
+    return value
+
+
+@webhooks.command("update")
+@click.argument("webhook_id")
+@click.option("--name", default=None)
+@click.option("--description", default=None)
+@click.option("--rate-limit", type=click.IntRange(1, 100_000), default=None)
+@click.option("--scheme", type=click.Choice(SCHEMES), default=None)
+@click.option("--secret", "secret_env", metavar="ENV", default=None,
+              help="The name of a variable holding the sender's new secret.")  # fmt: skip
+def webhooks_update(
+    webhook_id: str, name: str | None, description: str | None, rate_limit: int | None,
+    scheme: str | None, secret_env: str | None,
+) -> None:  # fmt: skip
+    """Change a webhook: its scheme, or the secret its sender gave (Stripe, Slack)."""
+    body = _options(
+        name=name, description=description, rate_limit_per_minute=rate_limit, scheme=scheme,
+        secret=_sender_secret(secret_env),
+    )  # fmt: skip
+    echo_json(with_api(lambda c: c.call("PATCH", f"/v1/webhooks/{webhook_id}", body)))
 
 
 @webhooks.command("list")
@@ -209,7 +255,7 @@ def webhooks_list(agent: str) -> None:
     """An agent's webhooks (without secrets)."""
     page = with_api(lambda c: c.call("GET", f"/v1/agents/{agent}/webhooks", params={"limit": 200}))
     for hook in page["data"]:
-        click.echo(f"{hook['id']}  {hook['name']:<24} {hook['trigger_url']}")
+        click.echo(f"{hook['id']}  {hook['name']:<24} {hook['scheme']:<8} {hook['trigger_url']}")
 
 
 @webhooks.command("delete")

@@ -462,6 +462,18 @@ CREATE TABLE project_secrets (
     PRIMARY KEY (project_id, name)
 );
 
+-- Project secrets: values the project's agents find in their environment, sealed with the
+-- server's secrets key (papayya/secretbox.py); key_id says which key sealed each.
+CREATE TABLE project_env_secrets (
+    project_id text NOT NULL REFERENCES projects (project_id),
+    name       text NOT NULL,
+    sealed     bytea NOT NULL,
+    key_id     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, name)
+);
+
 -- A cron schedule of an agent. next_fire_at is the earliest fire not yet handled: the
 -- scheduler locks due rows (FOR UPDATE SKIP LOCKED), fires them and moves it on.
 CREATE TABLE schedules (
@@ -500,8 +512,9 @@ CREATE TABLE schedule_fires (
     CHECK ((status = 'started') = (run_id IS NOT NULL))
 );
 
--- A webhook endpoint of an agent. The secret (whsec_…) is kept as it is: verifying a
--- signature needs the key (unlike an API key, which is only compared, so stored hashed).
+-- A webhook endpoint of an agent. The secret (whsec_…, or the sender's own) is kept as it is:
+-- verifying a signature needs the key (unlike an API key, which is only compared, so stored
+-- hashed). scheme says how the sender signs (papayya/triggers/schemes.py).
 CREATE TABLE webhooks (
     webhook_id            text PRIMARY KEY,
     project_id            text NOT NULL REFERENCES projects (project_id),
@@ -511,7 +524,9 @@ CREATE TABLE webhooks (
     secret                text NOT NULL,
     rate_limit_per_minute integer NOT NULL,
     created_at            timestamptz NOT NULL,
-    secret_rotated_at     timestamptz NOT NULL
+    secret_rotated_at     timestamptz NOT NULL,
+    scheme                text NOT NULL DEFAULT 'standard'
+        CHECK (scheme IN ('standard', 'bearer', 'github', 'stripe', 'slack'))
 );
 CREATE INDEX webhooks_project_agent_idx ON webhooks (project_id, agent_id, created_at DESC);
 

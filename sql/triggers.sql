@@ -71,8 +71,22 @@ UPDATE schedules SET next_fire_at = $2, last_fire_at = $3, last_run_id = $4
 
 -- name: insert_webhook
 INSERT INTO webhooks (webhook_id, project_id, agent_id, name, description, secret,
-                      rate_limit_per_minute, created_at, secret_rotated_at)
-VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $8)
+                      rate_limit_per_minute, created_at, secret_rotated_at, scheme)
+VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $8, $9)
+RETURNING *;
+
+-- name: project_webhook
+SELECT * FROM webhooks WHERE project_id = $1 AND webhook_id = $2;
+
+-- An update reads the row locked, checks the scheme and secret it would have, then writes.
+-- name: lock_project_webhook
+SELECT * FROM webhooks WHERE project_id = $1 AND webhook_id = $2 FOR UPDATE;
+
+-- name: update_webhook
+UPDATE webhooks
+   SET name = $3, description = $4, rate_limit_per_minute = $5, scheme = $6, secret = $7,
+       secret_rotated_at = $8
+ WHERE project_id = $1 AND webhook_id = $2
 RETURNING *;
 
 -- name: list_webhooks

@@ -15,6 +15,7 @@ from papayya.metering.ratecards import RateCardCache
 from papayya.readmodels.agents import Agents
 from papayya.readmodels.deployments import Deployments
 from papayya.readmodels.projects import Projects
+from papayya.readmodels.projectsecrets import ProjectSecrets
 from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
 from papayya.readmodels.spend import Spend
@@ -39,6 +40,7 @@ SCHEDULES = web.AppKey("schedules", Schedules)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 SPEND = web.AppKey("spend", Spend)
 SECRETS = web.AppKey("secrets", Secrets)
+PROJECT_SECRETS = web.AppKey("project_secrets", ProjectSecrets)
 # Failed API-key checks per remote address (web.auth).
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)
 

@@ -8,10 +8,12 @@ from eventstore.postgres import PostgresEventStore
 from papayya.readmodels.agents import Agents
 from papayya.readmodels.deployments import Deployments
 from papayya.readmodels.projects import Projects
+from papayya.readmodels.projectsecrets import ProjectSecrets
 from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
 from papayya.readmodels.spend import Spend
 from papayya.readmodels.webhooks import Webhooks
+from papayya.secretbox import SecretBox, load_key
 from web import keys
 
 
@@ -24,3 +26,6 @@ def install(app: web.Application, store: PostgresEventStore) -> None:
     app[keys.WEBHOOKS] = Webhooks(store)
     app[keys.SPEND] = Spend(store.pool)
     app[keys.SECRETS] = Secrets(store)
+    config = app[keys.CONFIG]
+    box = SecretBox(load_key(config.secrets_key, config.data_dir))
+    app[keys.PROJECT_SECRETS] = ProjectSecrets(store, box)

@@ -61,6 +61,7 @@ def container_config(
     if launch.control_socket is None:
         raise ValueError("the docker runtime needs the control plane's Unix socket")
     env = {
+        **launch.secrets,
         "PAPAYYA_RUNTIME_SOCKET": SOCKET_IN_CONTAINER,
         "PAPAYYA_RUN_TOKEN": launch.token,
         "PAPAYYA_AGENT_MODULE": agent_module(deployment.entrypoint),

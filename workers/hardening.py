@@ -36,6 +36,7 @@ SECRETS: Final = (
     "PAPAYYA_ANTHROPIC_API_KEY",
     "PAPAYYA_API_KEY",  # the CLI's key, should the server's shell hold one
     "PAPAYYA_METRICS_TOKEN",  # read into Config at start-up
+    "PAPAYYA_SECRETS_KEY",  # read into Config at start-up: seals project secrets
     "OPENAI_API_KEY",
     "ANTHROPIC_API_KEY",
     "AWS_ACCESS_KEY_ID",

@@ -298,6 +298,7 @@ class ProcessRuntime:
             os.chown(scratch, uid, uid)
             scratch.chmod(0o700)
         env = {
+            **launch.secrets,
             "PAPAYYA_RUN_TOKEN": launch.token,
             "PAPAYYA_AGENT_MODULE": deployment.entrypoint,
             "PAPAYYA_HEARTBEAT_SECONDS": str(launch.heartbeat_seconds),

@@ -7,6 +7,7 @@ deployment's ``runtime``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -59,6 +60,9 @@ class Launch:
     grace_seconds: float = 10.0
     limits: Limits = field(default_factory=Limits)
     scratch: Path | None = None  # a work directory of the attempt's own
+    # The project's secrets (docs/security.md): put into the agent's environment, under the
+    # runtime's own variables (which win). Left out of the repr: never in a log line.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class AgentHandle(Protocol):

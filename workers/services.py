@@ -17,7 +17,9 @@ from typing import Any
 
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
+from papayya.readmodels.projectsecrets import ProjectSecrets
 from papayya.readmodels.secrets import Secrets
+from papayya.secretbox import SecretBox, load_key
 from projections.runner import ProjectionRunner
 from workers.callbacks import CallbackOutbox, Deliverer
 from workers.dispatcher import Dispatcher
@@ -93,7 +95,9 @@ async def background(
         # The process's Config is the one truth on whose agents may run as processes.
         wc = dataclasses.replace(wc, process_runtime=config.process_runtime)
         secret = await Secrets(store).server()
-        services.worker = Worker(store, queue, runtimes, secret, wc)
+        box = SecretBox(load_key(config.secrets_key, config.data_dir))
+        opened = ProjectSecrets(store, box).environment
+        services.worker = Worker(store, queue, runtimes, secret, wc, project_secrets=opened)
         start("worker", services.worker.run, services.worker.stop)
     try:
         yield services

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -41,6 +42,9 @@ from workers.queue import RunQueue
 from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
 
 log = logging.getLogger(__name__)
+
+# A project's secrets, opened, by project id (papayya.readmodels.projectsecrets).
+ProjectSecretsSource = Callable[[str], Awaitable[Mapping[str, str]]]
 
 Q: Final = queries("workers.sql")
 OUTPUT_TAIL: Final = 4000
@@ -149,8 +153,10 @@ class Worker:
         secret: bytes,
         config: WorkerConfig,
         name: str | None = None,
+        project_secrets: ProjectSecretsSource | None = None,
     ) -> None:
         self.store = store
+        self.project_secrets = project_secrets
         # The runs this worker claims and relays, folded once: the claim's append, each
         # stopping event and the outcome only read what is newer than the state kept here.
         self.runs = RunStates(store)
@@ -345,6 +351,9 @@ class Worker:
                 )
                 log.info("run %s: starting attempt %s", state.run_id, state.attempt)
                 try:
+                    if self.project_secrets is not None:  # opened per attempt: never kept
+                        found = await self.project_secrets(deployment.project_id)
+                        launch = dataclasses.replace(launch, secrets=found)
                     current.handle = await runtime.start(launch)
                     log.info("run %s: started attempt %s", state.run_id, state.attempt)
                 except Exception as exc:

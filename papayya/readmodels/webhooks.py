@@ -19,7 +19,8 @@ Q: Final = queries("triggers.sql")
 
 
 class Webhook(msgspec.Struct, frozen=True, kw_only=True):
-    """A ``webhooks`` row; ``secret`` signs its calls (``whsec_…``)."""
+    """A ``webhooks`` row; ``secret`` is the key of its ``scheme`` (``whsec_…`` for
+    ``standard``; for the others, the sender's own or one we made)."""
 
     webhook_id: str
     project_id: str
@@ -30,6 +31,7 @@ class Webhook(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_minute: int
     created_at: datetime
     secret_rotated_at: datetime
+    scheme: str = "standard"
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Webhook:
@@ -47,10 +49,11 @@ class Webhooks(Repository):
         secret: str,
         rate_limit_per_minute: int,
         now: datetime,
+        scheme: str = "standard",
     ) -> Webhook:
         row = await self.pool.fetchrow(
             Q["insert_webhook"], project_id, webhook_id, agent_id, name, description, secret,
-            rate_limit_per_minute, now,
+            rate_limit_per_minute, now, scheme,
         )  # fmt: skip
         assert row is not None  # INSERT … RETURNING
         return Webhook.from_row(row)
@@ -71,6 +74,28 @@ class Webhooks(Repository):
         row = await self.pool.fetchrow(Q["delete_webhook"], project_id, webhook_id)
         if row is None:
             raise NotFound(f"webhook {webhook_id} not found")
+        return Webhook.from_row(row)
+
+    async def get(self, project_id: str, webhook_id: str) -> Webhook:
+        row = await self.pool.fetchrow(Q["project_webhook"], project_id, webhook_id)
+        if row is None:
+            raise NotFound(f"webhook {webhook_id} not found")
+        return Webhook.from_row(row)
+
+    async def update(
+        self, project_id: str, webhook_id: str, change: Callable[[Webhook], Webhook]
+    ) -> Webhook:
+        """Apply ``change`` to the webhook, locked; whatever it raises writes nothing."""
+        async with self.transaction() as conn:
+            row = await conn.fetchrow(Q["lock_project_webhook"], project_id, webhook_id)
+            if row is None:
+                raise NotFound(f"webhook {webhook_id} not found")
+            w = change(Webhook.from_row(row))
+            row = await conn.fetchrow(
+                Q["update_webhook"], project_id, webhook_id, w.name, w.description,
+                w.rate_limit_per_minute, w.scheme, w.secret, w.secret_rotated_at,
+            )  # fmt: skip
+        assert row is not None  # locked above
         return Webhook.from_row(row)
 
     async def rotate_secret(

@@ -163,6 +163,21 @@ def test_the_container_config_holds_nothing_but_the_runs_own() -> None:
         container_config(Launch("r", 1, deployment, "t", "http://x"))
 
 
+def test_the_projects_secrets_are_in_the_containers_environment_under_the_runtimes_own() -> None:
+    from workers.runtime import Deployment
+
+    deployment = Deployment("dep_1", "prj", "agt", 3, "docker", "agent.py", None, None, "i:3")
+    launch = Launch(
+        run_id="run_1", attempt=1, deployment=deployment, token="tok", control_url="http://x",
+        control_socket=Path("/srv/papayya.sock"),
+        secrets={"API_TOKEN": "s3cret", "HOME": "/elsewhere"},
+    )  # fmt: skip
+    env = dict(entry.split("=", 1) for entry in container_config(launch)["Env"])
+    assert env["API_TOKEN"] == "s3cret" and env["HOME"] == "/tmp"
+    assert env["PAPAYYA_RUN_TOKEN"] == "tok"
+    assert "s3cret" not in repr(launch)
+
+
 async def test_containers_of_attempts_that_are_over_are_reaped(
     quiet_cloud: DockerCloud, sample_image: str, docker: aiodocker.Docker
 ) -> None:

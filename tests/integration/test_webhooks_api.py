@@ -289,7 +289,7 @@ async def test_openapi_describes_schedules_and_webhooks(api: Api, http: Any) -> 
         "/v1/schedules/{id}": {"get", "patch", "delete"},
         "/v1/schedules/{id}/fires": {"get"},
         "/v1/agents/{id}/webhooks": {"get", "post"},
-        "/v1/webhooks/{id}": {"delete"},
+        "/v1/webhooks/{id}": {"get", "patch", "delete"},
         "/v1/webhooks/{id}/rotate-secret": {"post"},
         "/v1/webhooks/{id}/trigger": {"post"},
     }

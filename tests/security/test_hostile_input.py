@@ -60,6 +60,8 @@ BODIES: dict[str, dict[str, Any]] = {
     "post_create_schedule": {"cron_expression": "0 9 * * *", "timezone": "UTC", "input": {}},
     "patch_patch_schedule": {"enabled": False, "input": {"q": "x"}},
     "post_create_webhook": {"name": "other", "description": "d"},
+    "patch_update_webhook": {"name": "renamed", "scheme": "github", "secret": "x" * 20},
+    "post_set_secret": {"name": "HOSTILE", "value": "v"},
 }
 
 

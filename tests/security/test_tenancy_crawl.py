@@ -43,6 +43,8 @@ BODIES: dict[str, Any] = {
     "post_create_schedule": {"cron_expression": "0 9 * * *", "timezone": "UTC"},
     "patch_patch_schedule": {"enabled": False},
     "post_create_webhook": {"name": "stolen"},
+    "post_set_secret": {"name": "STOLEN", "value": "stolen"},
+    "patch_update_webhook": {"scheme": "bearer", "secret": "stolen-token-0123456789"},
 }
 # Ids that name nothing, or that no id could be: answered like any missing id, never a 5xx.
 # (".." is left out: the client resolves it before sending.)
@@ -141,6 +143,12 @@ async def tenant_a(api: Api, http: aiohttp.ClientSession, tmp: Path) -> Tenant:
     a.secrets.append(key["key"])
     callback = await make("GET", "/v1/callbacks/secret", status=200)
     a.secrets.append(callback["secret"])
+    await make(
+        "POST", f"/v1/projects/{a.project}/secrets",
+        {"name": "A_TOKEN", "value": "a-project-secret-value"}, status=200,
+    )  # fmt: skip
+    a.ids["secret"] = "A_TOKEN"
+    a.secrets.append("a-project-secret-value")
     await make(
         "PUT",
         f"/v1/projects/{a.project}/rate-card",
