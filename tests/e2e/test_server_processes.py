@@ -4,6 +4,7 @@ backend dies, and the parts run apart, which never start embedded backends."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -126,10 +127,16 @@ async def test_readyz_fails_when_the_queue_or_the_database_stops(work: Path) -> 
         assert "queue (Redis)" in body["error"]["message"]  # type: ignore[index]
 
         os.kill(postgres, signal.SIGQUIT)  # an immediate shutdown
-        status, body = await readyz(server.url)
-        assert status == 503
-        message = body["error"]["message"]  # type: ignore[index]
-        assert "database: not answering" in message and "queue (Redis)" in message
+        # The postmaster takes a moment to stop its backends: until then the database still
+        # answers, so wait for readyz to say it does not (or fail at the deadline).
+        async with asyncio.timeout(30):
+            while True:
+                status, body = await readyz(server.url)
+                message = body["error"]["message"]  # type: ignore[index]
+                if "database: not answering" in message:
+                    break
+                await asyncio.sleep(0.1)
+        assert status == 503 and "queue (Redis)" in message
         assert await server.stop(signal.SIGTERM) == 0
         assert processes_of(data) == []
     finally:
