@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install services run test lint bench chaos clean
+.PHONY: install services run test lint bench chaos topology clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ bench: install
 CHAOS_MINUTES ?= 10
 chaos: install
 	$(PY) scripts/chaos.py --minutes $(CHAOS_MINUTES)
+
+# A cluster of separate nodes (2 API behind HAProxy, 2 schedulers, a projector, 3 workers)
+# that loses one node of each kind under load (tests/topology; docs/deploy.md). In `test` too.
+topology: install
+	$(PY) -m pytest -q tests/topology
 
 clean:
 	rm -rf $(VENV) .papayya .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
