@@ -453,7 +453,13 @@ async def check(cluster: Cluster, store: PostgresEventStore, load: Load, kills: 
     assert triggers == {"api": len(load.runs), "webhook": len(load.deliveries),
                         "schedule": len(fires)}, triggers  # fmt: skip
     assert len(set(load.runs.values())) == len(load.runs)
-    print(f"runs: {dict(triggers)}; {load.retried} requests repeated by their clients")
+    orphans = await cluster.pool.fetchval(
+        "SELECT count(*) FROM events r WHERE r.event_type = 'BudgetReserved' AND NOT EXISTS ("
+        " SELECT 1 FROM events s WHERE s.stream_id = r.stream_id AND s.event_type = 'BudgetSettled'"
+        " AND s.data->>'reservation_id' = r.data->>'reservation_id')"
+    )
+    print(f"runs: {dict(triggers)}; {load.retried} requests repeated by their clients; "
+          f"{orphans} model calls died with their gateway (reservations left open)")  # fmt: skip
 
     # Every run ended, and completed.
     everything = [*load.runs.values(), *load.deliveries.values(), *scheduled]
