@@ -291,7 +291,7 @@ async def running_cluster(
 ) -> AsyncIterator[Cluster]:
     """The cluster, started node by node, each waited for: API nodes answering through
     HAProxy, the projector leading, the first scheduler leading the dispatcher and the
-    callbacks (the others its standbys), each worker a consumer of the queue."""
+    callbacks (the others its standbys, connected), each worker connected to Postgres."""
     binary = haproxy()
     queue = f"papayya:topology:{uuid.uuid4().hex}"
     key = "cpk_topology_" + uuid.uuid4().hex
