@@ -205,13 +205,15 @@ class Kills:
         self.http = http
         self.report: list[str] = []
         self.leased: list[str] = []  # runs whose attempt died with the killed worker
+        self.orphans: set[str] = set()  # reservations of model calls that died with a gateway
         self.schedules: list[str] = []
 
     async def api_node(self) -> None:
-        """An API node with requests in flight through HAProxy: HAProxy then counts the
-        responses the dead node never sent (eresp) or cut short (srv_abrt). A kill that
-        caught none (they ended between the look and the kill) does not count: the node is
-        started again and the next one is tried."""
+        """An API node with requests in flight through HAProxy. The proof that it died
+        mid-work: HAProxy counts responses it never sent (eresp) or cut short (srv_abrt), or
+        a model call's budget reservation at its gateway is left open (checked again at the
+        end, when every run has completed: no live gateway left it so). A kill that caught
+        neither does not count: the node is started again and the next one is tried."""
 
         def lost(name: str) -> int:
             stats = self.cluster.server_stats()[name]
@@ -225,10 +227,14 @@ class Kills:
             name = await poll("an API node busy", lambda: _sync(busy), 30)
             before = lost(name)
             node = self.cluster.nodes[name]
+            killed_at = datetime.now(UTC)
             await node.kill()
-            await asyncio.sleep(1.5)
-            if (cut := lost(name) - before) >= 1:
-                self.report.append(f"{name}: SIGKILL with {cut} request(s) in flight")
+            await asyncio.sleep(3)  # the other node's calls in flight settle meanwhile
+            cut = lost(name) - before
+            self.orphans = await open_reservations(self.cluster, killed_at)
+            if cut or self.orphans:
+                self.report.append(f"{name}: SIGKILL with {cut} request(s) cut at HAProxy, "
+                                   f"{len(self.orphans)} model call(s) at its gateway")  # fmt: skip
                 return
             node.start()
             await poll(f"{name} back", lambda n=name: _sync(lambda: self._up(n)), 60, 0.2)
@@ -316,6 +322,19 @@ class Kills:
         checkpoint = await self._checkpoint()
         page = await self.store.read_all(after=checkpoint, limit=50, filters=filters)
         return page.events[-1].cursor if page.events else None
+
+
+async def open_reservations(cluster: Cluster, before: datetime) -> set[str]:
+    """Budget reservations made before ``before`` and not settled: model calls in flight
+    at a gateway that died (a live one settles each call as it ends)."""
+    rows = await cluster.pool.fetch(
+        "SELECT r.data->>'reservation_id' AS id FROM events r"
+        " WHERE r.event_type = 'BudgetReserved' AND r.recorded_at < $1 AND NOT EXISTS ("
+        " SELECT 1 FROM events s WHERE s.stream_id = r.stream_id AND s.event_type = 'BudgetSettled'"
+        " AND s.data->>'reservation_id' = r.data->>'reservation_id')",
+        before,
+    )  # fmt: skip
+    return {r["id"] for r in rows}
 
 
 async def _sync(check: Callable[[], Any]) -> Any:
@@ -453,14 +472,6 @@ async def check(cluster: Cluster, store: PostgresEventStore, load: Load, kills: 
     assert triggers == {"api": len(load.runs), "webhook": len(load.deliveries),
                         "schedule": len(fires)}, triggers  # fmt: skip
     assert len(set(load.runs.values())) == len(load.runs)
-    orphans = await cluster.pool.fetchval(
-        "SELECT count(*) FROM events r WHERE r.event_type = 'BudgetReserved' AND NOT EXISTS ("
-        " SELECT 1 FROM events s WHERE s.stream_id = r.stream_id AND s.event_type = 'BudgetSettled'"
-        " AND s.data->>'reservation_id' = r.data->>'reservation_id')"
-    )
-    print(f"runs: {dict(triggers)}; {load.retried} requests repeated by their clients; "
-          f"{orphans} model calls died with their gateway (reservations left open)")  # fmt: skip
-
     # Every run ended, and completed.
     everything = [*load.runs.values(), *load.deliveries.values(), *scheduled]
     deadline = time.monotonic() + DRAIN_SECONDS
@@ -474,6 +485,12 @@ async def check(cluster: Cluster, store: PostgresEventStore, load: Load, kills: 
     failed = [(s.run_id, s.status, s.error_code, s.error_message) for s in states
               if s.status != "completed"]  # fmt: skip
     assert not failed, failed[:5]
+    orphans = await open_reservations(cluster, datetime.now(UTC))
+    assert kills.orphans <= orphans, "a model call counted as lost with its gateway was settled"
+    print(
+        f"runs: {dict(triggers)}; {load.retried} requests repeated by their clients; "
+        f"{len(orphans)} model calls died with their gateway (reservations left open)"
+    )
     for run_id in kills.leased:  # the dead worker's runs were taken over and resumed
         events = await runs.events(run_id)
         assert any(isinstance(e, ev.AttemptLost) for e in events), run_id
