@@ -81,8 +81,9 @@ defaults
     timeout client 120s
     timeout server 120s
     timeout http-request 10s
-    # A request that cannot reach a server goes to another; one already sent is never
-    # repeated by HAProxy (clients retry with idempotency keys).
+    # A request that cannot reach a server goes to another. So may one a dying server had
+    # received on a kept-alive connection: each kind of request must bear a repeat (runs and
+    # runtime calls carry idempotency keys; a model call in flight may run twice).
     option redispatch
     retries 3
 
