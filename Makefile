@@ -6,7 +6,7 @@ PORT   ?= 8080
 # setuptools' notes about editable installs are for packagers, not for someone starting us.
 PIP    := PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-dev services run test lint bench chaos clean
+.PHONY: install install-dev services run test lint bench chaos topology clean
 
 install: $(VENV)/.installed-run
 install-dev: $(VENV)/.installed-dev
@@ -52,6 +52,11 @@ bench: install-dev
 CHAOS_MINUTES ?= 10
 chaos: install-dev
 	$(PY) scripts/chaos.py --minutes $(CHAOS_MINUTES)
+
+# A cluster of separate nodes (2 API behind HAProxy, 2 schedulers, a projector, 3 workers)
+# that loses one node of each kind under load (tests/topology; docs/deploy.md). In `test` too.
+topology: install-dev
+	$(PY) -m pytest -q tests/topology
 
 clean:
 	rm -rf $(VENV) .papayya .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

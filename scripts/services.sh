@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the cloud path needs on a Debian machine, as root (DESIGN §11):
 # Docker engine, a Python base image built by debootstrap, a local registry and an S3 server,
-# and Chromium for the dashboard's browser tests.
+# Chromium for the dashboard's browser tests, and HAProxy for the multi-node test
+# (tests/topology; it runs its own HAProxy, never the system service).
+# `services.sh install CMD:PACKAGE...` installs only those packages (a test's prerequisite).
 # Idempotent and quick when all is there (`make test` runs it every time): each step is
 # skipped when its result is already there. Writes the variables that point Papayya at these
 # services to .papayya/services.env. Not root: it installs and starts nothing, says what is
@@ -35,12 +37,14 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
     done
 }
 
-install_packages() {
+install_packages() { # install_packages [CMD:PACKAGE...] (default: every one below)
     local missing=()
     # chromium: the dashboard's browser tests (tests/browser) drive Debian's build with
     # Playwright; Playwright never downloads a browser of its own.
-    for cmd_pkg in curl:curl dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap \
-        chromium:chromium; do
+    local wanted=("$@")
+    ((${#wanted[@]})) || wanted=(curl:curl dockerd:docker.io docker-registry:docker-registry
+        debootstrap:debootstrap chromium:chromium haproxy:haproxy)
+    for cmd_pkg in "${wanted[@]}"; do
         command -v "${cmd_pkg%%:*}" >/dev/null || missing+=("${cmd_pkg#*:}")
     done
     ((${#missing[@]})) || return 0
@@ -145,8 +149,15 @@ EOF
     say "wrote .papayya/services.env"
 }
 
+if [[ ${1:-} == install ]]; then
+    shift
+    install_packages "$@"
+    exit 0
+fi
+
 missing() { # what the tests need and is not there, one item a line
     command -v chromium >/dev/null || echo "chromium (the browser tests)"
+    command -v haproxy >/dev/null || echo "haproxy (the multi-node test)"
     docker version >/dev/null 2>&1 || echo "the Docker engine"
     docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || echo "the base image $BASE_IMAGE"
     curl -fsS -o /dev/null "http://$REGISTRY_ADDR/v2/" 2>/dev/null ||
