@@ -25,6 +25,7 @@ from papayya.domain.fold import fold, state_at
 from papayya.domain.state import RunState, RunStatus
 from papayya.errors import Conflict, InvalidInput, NotFound, RunNotFound
 from papayya.money import cents_to_micro, cents_up, usd_string, usd_to_micro
+from papayya.readmodels.agents import Instructions
 from papayya.runs import MAX_RUN_ID, Runs, cancel_events, replay_of, run_stream
 from sql import queries
 from web import http, keys
@@ -38,6 +39,8 @@ STATUSES: Final = frozenset(get_args(RunStatus))
 # RunQueued has no field for the model yet: until it does, the run's model (the request's,
 # else the agent's) travels in its metadata under this reserved key.
 MODEL_KEY: Final = "papayya.model"
+# Likewise the system prompt a run or a replay gives the built-in loop instead of the agent's.
+SYSTEM_PROMPT_KEY: Final = "papayya.system_prompt"
 RESERVED_PREFIX: Final = "papayya."
 _decode = msgspec.json.decode
 
@@ -55,6 +58,7 @@ class RunOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     input: Any = None
     model: Model | None = None
+    system_prompt: Instructions | None = None
     max_steps: MaxSteps | None = None
     budget_cents: Cents | None = None
     budget_input_tokens: Tokens | None = None
@@ -82,6 +86,9 @@ class ReplayRun(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     from_step: Step
     input: Any | UnsetType = UNSET
     allow_version_mismatch: bool = False
+    # A built-in loop's replay may run its live steps with another model or system prompt.
+    model: Model | None = None
+    system_prompt: Instructions | None = None
 
 
 class ResumeRun(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -140,6 +147,8 @@ def _queued(
     model = req.model or config.model
     if model is not None:
         metadata[MODEL_KEY] = model
+    if req.system_prompt is not None:
+        metadata[SYSTEM_PROMPT_KEY] = req.system_prompt
 
     def pick(sent: int | None, default: int | None) -> int | None:
         return default if sent is None else sent
@@ -384,6 +393,10 @@ async def replay_run(request: web.Request) -> web.Response:
         queued = msgspec.structs.replace(queued, input=req.input)
     if current is not None:
         queued = msgspec.structs.replace(queued, deployment_version=current)
+    changed = {MODEL_KEY: req.model, SYSTEM_PROMPT_KEY: req.system_prompt}
+    if any(v is not None for v in changed.values()):
+        metadata = {**queued.metadata, **{k: v for k, v in changed.items() if v is not None}}
+        queued = msgspec.structs.replace(queued, metadata=metadata)
     _storable(queued)
     return http.json(run_out(await request.app[keys.RUNS].queue(queued)), 201)
 
