@@ -104,7 +104,9 @@ class HttpTools:
         )
         timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds)
         async with self.session.post(tool.url, data=body, headers=headers, timeout=timeout) as r:
-            content = await r.content.read(MAX_RESPONSE_BYTES + 1)
+            content = b""
+            while len(content) <= MAX_RESPONSE_BYTES and (chunk := await r.content.read(65536)):
+                content += chunk
             if len(content) > MAX_RESPONSE_BYTES:
                 raise ValueError(f"the tool's answer is larger than {MAX_RESPONSE_BYTES} bytes")
             if r.status >= 400:
