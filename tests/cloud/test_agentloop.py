@@ -3,11 +3,15 @@ configuration alone against the fake provider, with real HTTP and MCP tool serve
 
 from __future__ import annotations
 
+import asyncio
+import random
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from fakellm import Reply, ToolCall
 from papayya.readmodels.secrets import Secrets
@@ -80,3 +84,78 @@ async def test_a_weather_agent_calls_an_http_and_an_mcp_tool_and_answers(cloud: 
     results = [m["content"] for m in last["messages"] if m["role"] == "tool"]
     assert results == ['{"celsius": 21, "city": "Paris", "sky": "sunny"}',
                        "Tomorrow in Paris: rain, 14 C"]  # fmt: skip
+
+
+def cities(*names: str) -> list[Reply]:
+    return [Reply(tool_calls=[ToolCall("weather", {"city": n})]) for n in names]
+
+
+async def test_a_replay_from_step_3_with_other_instructions_calls_the_provider_from_there(
+    cloud: Cloud,
+) -> None:
+    async with running_http_tool() as tool:
+        await make_agent(cloud, "replayable", instructions="Be brief.",
+                         tools=[weather_tool(tool.url)])  # fmt: skip
+        cloud.fake.script.extend([*cities("Paris", "Rome", "Oslo", "Bern"), Reply(text="done")])
+        source = await cloud.wait(await cloud.start("replayable", input="Tour the weather"))
+        assert source.status == "completed" and len(source.steps) == 5
+        before, told = cloud.fake.stats.total, len(tool.received)
+        cloud.fake.script.extend([*cities("Lyon"), Reply(text="fini")])
+        status, body = await cloud.call(
+            "POST", f"/v1/runs/{source.run_id}/replay",
+            {"from_step": 3, "system_prompt": "Answer in French."},
+        )  # fmt: skip
+        assert status == 201, body
+        replay = await cloud.wait(body["id"])
+    assert replay.status == "completed" and replay.output == "fini"
+    # Steps 0-2 came from the recording: no provider call, no tool call, no cost.
+    assert cloud.fake.stats.total == before + 2
+    assert tool.bodies()[told:] == [{"city": "Lyon"}]
+    assert [s.usage.cost_micro_usd == 0 for s in replay.steps] == [True] * 3 + [False] * 2
+    assert [len(s.tool_calls) for s in replay.steps] == [1, 1, 1, 1, 0]
+    for request in list(cloud.fake.stats.requests)[-2:]:
+        assert request.body["messages"][0] == {"role": "system", "content": "Answer in French."}
+    # The source is untouched.
+    assert (await cloud.runs.load(source.run_id)).steps == source.steps
+
+
+async def test_a_killed_worker_resumes_on_another_without_repeating_finished_calls(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kill_at = random.randrange(5)  # the tool call in flight when the worker dies
+    async with running_cloud(dsn, monkeypatch, tmp_path, worker=False) as cloud:
+        env = {
+            "PAPAYYA_OPENAI_BASE_URL": cloud.fake.openai_base_url,
+            "PAPAYYA_OPENAI_API_KEY": "sk-test",
+            "PAPAYYA_CALLBACK_ALLOW_PRIVATE": "1",
+        }
+        entered = asyncio.Event()
+        release = asyncio.Event()
+
+        async def answer(body: Any) -> web.StreamResponse:
+            if len(tool.received) == kill_at + 1 and not release.is_set():
+                entered.set()
+                await release.wait()
+            return web.json_response({"city": body["city"], "sky": "grey"})
+
+        async with running_http_tool(answer) as tool:
+            await make_agent(cloud, "durable", tools=[weather_tool(tool.url)])
+            names = ["Paris", "Rome", "Oslo", "Bern", "Kyiv"]
+            cloud.fake.script.extend([*cities(*names), Reply(text="all grey")])
+            first = await cloud.spawn_worker(**env)
+            run_id = await cloud.start("durable", input="Tour")
+            await asyncio.wait_for(entered.wait(), 60)
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            release.set()
+            await cloud.spawn_worker(**env)
+            run = await cloud.wait(run_id, timeout=90)
+        assert run.status == "completed", (kill_at, run.error_code, run.error_message)
+        assert run.output == "all grey" and run.attempt == 2
+        # Each model call reached the provider once; each tool call arrived once, but the
+        # one in flight at the kill, which may have arrived twice.
+        assert cloud.fake.stats.by_route["/v1/chat/completions"] == 6
+        got = [b["city"] for b in tool.bodies()]
+        repeats = len(got) - len(set(got))
+        assert set(got) == set(names) and repeats <= 1, (kill_at, got)
+        assert [c.tool_calls[0].input["city"] for c in run.steps[:5]] == names
