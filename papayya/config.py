@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from papayya.metering.meter import Upstream
+from papayya.metering.providers import Provider
+from papayya.metering.upstreams import upstreams_from_env
 from papayya.processruntime import ProcessRuntimePolicy
 
 
@@ -50,6 +53,10 @@ class Config:
     metrics_listen: str | None = None
     # Whose agents may run as local processes (PAPAYYA_PROCESS_RUNTIME; papayya/processruntime.py).
     process_runtime: ProcessRuntimePolicy = field(default_factory=ProcessRuntimePolicy)
+    # The providers' base URLs and keys (PAPAYYA_{OPENAI,ANTHROPIC}_{BASE_URL,API_KEY}), read
+    # when the configuration is made: a worker drops the keys from its environment before
+    # the built-in agent loop (workers.agentloop) calls a model with them.
+    upstreams: dict[Provider, Upstream] = field(default_factory=lambda: upstreams_from_env())
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -75,6 +82,7 @@ class Config:
             "metrics_token": env.get("PAPAYYA_METRICS_TOKEN") or None,
             "metrics_listen": env.get("PAPAYYA_METRICS_LISTEN") or None,
             "process_runtime": ProcessRuntimePolicy.parse(env.get("PAPAYYA_PROCESS_RUNTIME")),
+            "upstreams": upstreams_from_env(env),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ import logging
 import time
 import traceback
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, Final
 
 import aiohttp
@@ -87,7 +88,7 @@ class AgentLoopRuntime:
     def __init__(
         self,
         store: PostgresEventStore,
-        upstreams: dict[pv.Provider, Upstream],
+        upstreams: Mapping[pv.Provider, Upstream],
         *,
         allow_private: bool = False,
         call_timeout: float = 600.0,

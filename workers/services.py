@@ -17,7 +17,7 @@ from typing import Any
 
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
-from papayya.metering.upstreams import call_timeout, upstreams_from_env
+from papayya.metering.upstreams import call_timeout
 from papayya.readmodels.secrets import Secrets
 from projections.runner import ProjectionRunner
 from workers.agentloop import AgentLoopRuntime
@@ -90,7 +90,7 @@ async def background(
         if "agentloop" not in runtimes:
             # Agents of configuration alone: a loop inside this process (issue 17).
             loop = AgentLoopRuntime(
-                store, upstreams_from_env(), allow_private=config.callback_allow_private,
+                store, dict(config.upstreams), allow_private=config.callback_allow_private,
                 call_timeout=call_timeout(),
             )  # fmt: skip
             runtimes = {**runtimes, loop.name: loop}

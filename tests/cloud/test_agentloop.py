@@ -144,7 +144,10 @@ async def test_a_killed_worker_resumes_on_another_without_repeating_finished_cal
             cloud.fake.script.extend([*cities(*names), Reply(text="all grey")])
             first = await cloud.spawn_worker(**env)
             run_id = await cloud.start("durable", input="Tour")
-            await asyncio.wait_for(entered.wait(), 60)
+            try:
+                await asyncio.wait_for(entered.wait(), 60)
+            except TimeoutError:
+                raise AssertionError(await cloud.runs.events(run_id)) from None
             first.send_signal(signal.SIGKILL)
             await first.wait()
             release.set()
