@@ -162,3 +162,21 @@ async def test_a_killed_worker_resumes_on_another_without_repeating_finished_cal
         repeats = len(got) - len(set(got))
         assert set(got) == set(names) and repeats <= 1, (kill_at, got)
         assert [c.tool_calls[0].input["city"] for c in run.steps[:5]] == names
+
+
+async def test_a_claude_model_speaks_the_anthropic_messages_shape(cloud: Cloud) -> None:
+    async with running_http_tool() as tool:
+        await make_agent(cloud, "claude-weather", model="claude-3-5-haiku-latest",
+                         instructions="Report the weather.", temperature=0.0,
+                         tools=[weather_tool(tool.url)])  # fmt: skip
+        cloud.fake.script.extend([*cities("Oslo"), Reply(text="Cold.")])
+        run = await cloud.wait(await cloud.start("claude-weather", input="Oslo?"))
+    assert run.status == "completed" and run.output == "Cold.", run.error_message
+    assert [s.provider for s in run.steps] == ["anthropic", "anthropic"]
+    assert run.steps[0].tool_calls[0].output == {"city": "Oslo", "sky": "sunny", "celsius": 21}
+    last = cloud.fake.stats.requests[-1]
+    assert last.path == "/v1/messages" and last.body["system"] == "Report the weather."
+    assert last.body["tools"][0]["input_schema"] == CITY and last.body["temperature"] == 0.0
+    [result] = last.body["messages"][-1]["content"]
+    assert result["type"] == "tool_result" and result["is_error"] is False
+    assert result["content"] == '{"celsius": 21, "city": "Oslo", "sky": "sunny"}'
