@@ -4,8 +4,11 @@ configuration alone against the fake provider, with real HTTP and MCP tool serve
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -180,3 +183,32 @@ async def test_a_claude_model_speaks_the_anthropic_messages_shape(cloud: Cloud) 
     [result] = last.body["messages"][-1]["content"]
     assert result["type"] == "tool_result" and result["is_error"] is False
     assert result["content"] == '{"celsius": 21, "city": "Oslo", "sky": "sunny"}'
+
+
+async def cli(cloud: Cloud, *args: str) -> tuple[int, str]:
+    env = {**os.environ, "PAPAYYA_BASE_URL": cloud.url, "PAPAYYA_API_KEY": cloud.key}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
+async def test_the_cli_makes_a_configured_agent_and_prints_its_answer(cloud: Cloud) -> None:
+    async with running_http_tool() as tool, running_mcp_server() as mcp:
+        code, out = await cli(
+            cloud, "agents", "create", "--name", "Researcher", "--slug", "researcher",
+            "--model", "gpt-4o-mini", "--instructions", "Research briefly.",
+            "--tool-url", f"weather={tool.url}", "--mcp", mcp.url,
+        )  # fmt: skip
+        assert code == 0, out
+        config = json.loads(out)["config"]
+        assert [t["name"] for t in config["tools"]] == ["weather"]
+        assert config["mcp_servers"][0]["url"] == mcp.url
+        cloud.fake.script.extend([*cities("Paris"), Reply(text="Paris is sunny.")])
+        code, out = await cli(cloud, "run", "researcher", "--input", "Paris?", "--wait")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[-2] == "Paris is sunny." and lines[-1].endswith("completed")
+    assert tool.bodies() == [{"city": "Paris"}]
