@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from fakellm import Reply, ToolCall
+from fakellm import FakeConfig, Latency, Reply, ToolCall
 from papayya.readmodels.secrets import Secrets
 from papayya.signing import sign
 from tests.support.agentloop import running_http_tool, running_mcp_server
@@ -212,3 +212,42 @@ async def test_the_cli_makes_a_configured_agent_and_prints_its_answer(cloud: Clo
     lines = out.splitlines()
     assert lines[-2] == "Paris is sunny." and lines[-1].endswith("completed")
     assert tool.bodies() == [{"city": "Paris"}]
+
+
+async def test_a_worker_killed_mid_model_call_repeats_at_most_that_call(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kill_at = random.randrange(6)  # the model call in flight when the worker dies
+    # The lost attempt's call never settles: the sweeper settles it at its reservation.
+    monkeypatch.setenv("PAPAYYA_SETTLE_WAIT_SECONDS", "1")
+    slow = FakeConfig(latency=Latency(first_byte=0.5))
+    async with running_cloud(dsn, monkeypatch, tmp_path, slow, worker=False) as cloud:
+        env = {
+            "PAPAYYA_OPENAI_BASE_URL": cloud.fake.openai_base_url,
+            "PAPAYYA_OPENAI_API_KEY": "sk-test",
+            "PAPAYYA_CALLBACK_ALLOW_PRIVATE": "1",
+        }
+        async with running_http_tool() as tool:
+            await make_agent(cloud, "durable", tools=[weather_tool(tool.url)])
+            names = ["Paris", "Rome", "Oslo", "Bern", "Kyiv"]
+            replies = [*cities(*names), Reply(text="all grey")]
+            # The fake hands the call cut off by the kill its scripted reply: the repeat of
+            # that call, on the next worker, must get the same one, as a real model's would.
+            replies.insert(kill_at, replies[kill_at])
+            cloud.fake.script.extend(replies)
+            first = await cloud.spawn_worker(**env)
+            run_id = await cloud.start("durable", input="Tour")
+            while cloud.fake.stats.total < kill_at + 1:
+                await asyncio.sleep(0.01)
+                if (await cloud.runs.load(run_id)).is_terminal:
+                    raise AssertionError(await cloud.runs.events(run_id))
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            await cloud.spawn_worker(**env)
+            run = await cloud.wait(run_id, timeout=90)
+        assert run.status == "completed", (kill_at, run.error_code, run.error_message)
+        assert run.output == "all grey" and run.attempt == 2
+        # Six model calls, and the one cut off by the kill once more; each tool call once.
+        calls = cloud.fake.stats.by_route["/v1/chat/completions"]
+        got = [b["city"] for b in tool.bodies()]
+        assert calls == 7 and got == names, (kill_at, calls, got)
