@@ -23,7 +23,7 @@ import logging
 import time
 import traceback
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Final
 
 import aiohttp
@@ -100,6 +100,7 @@ class AgentLoopRuntime:
         self._meter: Meter | None = None
         self._sessions: list[aiohttp.ClientSession] = []
         self.tool_session: aiohttp.ClientSession | None = None
+        self._in_flight: set[asyncio.Future[MeteredResponse]] = set()
 
     def _open(self) -> Meter:
         if self._meter is None:
@@ -113,12 +114,23 @@ class AgentLoopRuntime:
             self._meter = Meter(self.store, model_session, self.upstreams, cards)
         return self._meter
 
+    async def metered(self, call: Coroutine[Any, Any, MeteredResponse]) -> MeteredResponse:
+        """``call``, carried on to its settlement even if the loop is stopped meanwhile: as
+        at the gateway, a model call that reached the provider is recorded and settled
+        once, whoever stops waiting for it (its reservation is never left open)."""
+        task = asyncio.ensure_future(call)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(task)
+
     async def start(self, launch: Launch) -> LoopHandle:
         meter = self._open()
         loop = AgentLoop(self, meter, launch.run_id, launch.attempt)
         return LoopHandle(loop)
 
     async def close(self) -> None:
+        if self._in_flight:  # calls of stopped loops: let them settle
+            await asyncio.wait(self._in_flight, timeout=min(self.call_timeout, 30.0))
         for session in self._sessions:
             await session.close()
         self._sessions = []
@@ -253,9 +265,10 @@ class AgentLoop:
         body = json.dumps(shape.request(settings, messages)).encode()
         for tries in range(1, MODEL_TRIES + 1):
             self.say(f"model call {step}: {settings.model}")
-            answer = await self.meter.call(
-                self.run_id, shape.provider, shape.route, body, attempt=self.attempt
-            )
+            answer = await self.runtime.metered(
+                self.meter.call(self.run_id, shape.provider, shape.route, body,
+                                attempt=self.attempt)
+            )  # fmt: skip
             if answer.status == 200:
                 try:
                     return json.loads(answer.body)

@@ -162,3 +162,23 @@ async def test_cancel_mid_tool_ends_the_run(cloud: Cloud) -> None:
     assert run.steps[0].tool_calls == ()  # cut off in flight: nothing recorded
     assert len(cloud.fake.script) == 1  # the model was not called again
     cloud.fake.script.clear()
+
+
+async def test_cancel_mid_model_call_still_records_and_settles_that_call(cloud: Cloud) -> None:
+    await make_agent(cloud, "slowpoke")
+    cloud.fake.configure(latency={"first_byte": 1.0})
+    cloud.fake.script.append(Reply(text="too late"))
+    run_id = await cloud.start("slowpoke", input="go")
+    while cloud.fake.stats.total < 1:
+        await asyncio.sleep(0.01)
+    status, body = await cloud.call("POST", f"/v1/runs/{run_id}/cancel", {})
+    assert status in (200, 202), body
+    run = await cloud.wait(run_id)
+    assert run.status == "cancelled"
+    for _ in range(200):  # the call goes on at the provider, then is recorded and settled
+        run = await cloud.runs.load(run_id)
+        if not run.reservations:
+            break
+        await asyncio.sleep(0.05)
+    assert run.reservations == () and run.committed.micro_usd > 0
+    assert cloud.fake.stats.total == 1
