@@ -16,7 +16,6 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -119,29 +118,27 @@ class HttpTools:
 
 @dataclass
 class McpTools:
-    """The tools of the agent's MCP servers, each reached over one session per attempt."""
+    """The tools of the agent's MCP servers, each reached over one session per attempt.
+
+    Each session lives in a task of its own that enters and leaves its contexts: the SDK's
+    anyio task groups must be left by the task that entered them, and a server that fails
+    while connecting cancels only that task, never the loop's."""
 
     allow_private: bool
-    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _routes: dict[str, Any] = field(default_factory=dict)  # tool name -> its ClientSession
     _specs: list[ToolSpec] = field(default_factory=list)
+    _holders: list[asyncio.Task[None]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def open(self, servers: Sequence[McpServer]) -> list[str]:
         """Connect and list; returns the problems (a server that is away offers no tools)."""
-        from mcp import ClientSession
-        from mcp.client import streamable_http
-
         problems = []
         for server in servers:
+            ready: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
+            self._holders.append(asyncio.create_task(self._hold(server.url, ready)))
             try:
                 await urlguard.check_url(server.url, allow_private=self.allow_private)
-                async with asyncio.timeout(MCP_TIMEOUT_SECONDS):
-                    read, write, _ = await self._stack.enter_async_context(
-                        streamable_http.streamable_http_client(server.url)
-                    )
-                    session = await self._stack.enter_async_context(ClientSession(read, write))
-                    await session.initialize()
-                    listed = await session.list_tools()
+                session, listed = await asyncio.wait_for(asyncio.shield(ready), MCP_TIMEOUT_SECONDS)
             except Exception as exc:  # any transport or protocol failure: no tools from it
                 problems.append(f"MCP server {server.url}: {_short(exc)}")
                 continue
@@ -154,6 +151,29 @@ class McpTools:
                     ToolSpec(tool.name, tool.description or "", _schema(tool.inputSchema))
                 )
         return problems
+
+    async def _hold(self, url: str, ready: asyncio.Future[tuple[Any, Any]]) -> None:
+        from mcp import ClientSession
+        from mcp.client import streamable_http
+
+        try:
+            async with (
+                streamable_http.streamable_http_client(url) as (read, write, _),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                listed = await session.list_tools()
+                if not ready.done():
+                    ready.set_result((session, listed))
+                await self._stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(
+                    exc if isinstance(exc, Exception) else RuntimeError("connection closed")
+                )
+            if isinstance(exc, Exception):
+                return
+            raise
 
     def specs(self) -> list[ToolSpec]:
         return list(self._specs)
@@ -181,10 +201,14 @@ class McpTools:
         return ToolResult(result.output, result.error, elapsed)
 
     async def close(self) -> None:
-        try:
-            await self._stack.aclose()
-        except Exception:  # a server gone away while closing: nothing left to do
-            pass
+        self._stop.set()
+        if self._holders:
+            done, pending = await asyncio.wait(self._holders, timeout=5)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a server's failure was reported already
 
 
 def message_id(run_id: str, call_id: str | None, index: int) -> str:

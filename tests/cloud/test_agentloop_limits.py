@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 
 from fakellm import Reply, ToolCall
-from tests.support.agentloop import running_http_tool
+from papayya.domain.events import AgentOutput
+from tests.support.agentloop import running_http_tool, running_mcp_server
 from tests.support.cloud import Cloud, running_cloud
 
 pytestmark = pytest.mark.timeout(120)
@@ -182,3 +183,22 @@ async def test_cancel_mid_model_call_still_records_and_settles_that_call(cloud: 
         await asyncio.sleep(0.05)
     assert run.reservations == () and run.committed.micro_usd > 0
     assert cloud.fake.stats.total == 1
+
+
+async def test_an_mcp_tool_that_fails_and_a_server_that_is_away_are_survived(
+    cloud: Cloud,
+) -> None:
+    async with running_mcp_server() as mcp:
+        await make_agent(cloud, "mcp-flaky", mcp_servers=[
+            {"url": mcp.url, "allowed_tools": ["broken"]}, {"url": "http://127.0.0.1:9/mcp"},
+        ])  # fmt: skip
+        cloud.fake.script.extend([Reply(tool_calls=[ToolCall("broken", {"city": "Oz"})]),
+                                  Reply(text="no luck")])  # fmt: skip
+        run = await cloud.wait(await cloud.start("mcp-flaky", input="Oz?"))
+    assert run.status == "completed" and run.output == "no luck", run.error_message
+    [call] = run.steps[0].tool_calls
+    assert call.tool == "broken" and "no data for Oz" in (call.error or "")
+    offered = cloud.fake.stats.requests[-1].body["tools"]
+    assert [t["function"]["name"] for t in offered] == ["broken"]
+    logs = [e for e in await cloud.runs.events(run.run_id) if isinstance(e, AgentOutput)]
+    assert any("127.0.0.1:9/mcp" in line for _, line in logs[0].lines)

@@ -64,7 +64,8 @@ class McpServerRunning:
 
 @asynccontextmanager
 async def running_mcp_server() -> AsyncIterator[McpServerRunning]:
-    """An MCP server (streamable HTTP at ``/mcp``) with tools ``forecast`` and ``secret``."""
+    """An MCP server (streamable HTTP at ``/mcp``) with tools ``forecast``, ``broken`` (it
+    raises) and ``secret``."""
     import uvicorn
     from mcp.server.fastmcp import FastMCP
 
@@ -79,6 +80,11 @@ async def running_mcp_server() -> AsyncIterator[McpServerRunning]:
         """Tomorrow's weather in a city."""
         running.calls.append(("forecast", city))
         return f"Tomorrow in {city}: rain, 14 C"
+
+    @server.tool()
+    def broken(city: str) -> str:
+        """A tool that fails."""
+        raise RuntimeError(f"no data for {city}")
 
     @server.tool()
     def secret(city: str) -> str:
