@@ -120,6 +120,17 @@ async def test_a_replay_from_step_3_with_other_instructions_calls_the_provider_f
         assert request.body["messages"][0] == {"role": "system", "content": "Answer in French."}
     # The source is untouched.
     assert (await cloud.runs.load(source.run_id)).steps == source.steps
+    # Another model from step 4: only step 4 reaches the provider, with that model.
+    cloud.fake.script.append(Reply(text="ok"))
+    status, body = await cloud.call(
+        "POST", f"/v1/runs/{source.run_id}/replay", {"from_step": 4, "model": "gpt-4o"}
+    )
+    assert status == 201, body
+    other = await cloud.wait(body["id"])
+    assert other.status == "completed" and other.output == "ok"
+    assert [s.model for s in other.steps] == ["gpt-4o-mini"] * 4 + ["gpt-4o"]
+    assert cloud.fake.stats.total == before + 3 and cloud.fake.stats.last is not None
+    assert cloud.fake.stats.last.body["model"] == "gpt-4o"
 
 
 async def test_a_killed_worker_resumes_on_another_without_repeating_finished_calls(
