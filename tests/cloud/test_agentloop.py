@@ -219,10 +219,21 @@ async def test_the_cli_makes_a_configured_agent_and_prints_its_answer(cloud: Clo
         assert config["mcp_servers"][0]["url"] == mcp.url
         cloud.fake.script.extend([*cities("Paris"), Reply(text="Paris is sunny.")])
         code, out = await cli(cloud, "run", "researcher", "--input", "Paris?", "--wait")
-    assert code == 0, out
-    lines = out.splitlines()
-    assert lines[-2] == "Paris is sunny." and lines[-1].endswith("completed")
-    assert tool.bodies() == [{"city": "Paris"}]
+        assert code == 0, out
+        lines = out.splitlines()
+        assert lines[-2] == "Paris is sunny." and lines[-1].endswith("completed")
+        assert tool.bodies() == [{"city": "Paris"}]
+        # The same conversation from step 1 with other instructions (while the tool servers
+        # are up: the tools offered are part of each request, so of its fingerprint).
+        cloud.fake.script.append(Reply(text="Paris: soleil."))
+        code, out = await cli(cloud, "runs", "replay", lines[0], "--from-step", "1",
+                              "--system-prompt", "Answer in French.")  # fmt: skip
+        assert code == 0, out
+        replay = await cloud.wait(out.strip())
+        assert replay.status == "completed" and replay.output == "Paris: soleil."
+        assert replay.diverged_at_step is None and replay.steps[0].usage.cost_micro_usd == 0
+        assert cloud.fake.stats.last is not None
+        assert cloud.fake.stats.last.body["messages"][0]["content"] == "Answer in French."
 
 
 async def test_a_worker_killed_mid_model_call_repeats_at_most_that_call(
