@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from papayya.metering.meter import Upstream
+from papayya.metering.providers import Provider
+from papayya.metering.upstreams import upstreams_from_env
 from papayya.processruntime import ProcessRuntimePolicy
 
 
@@ -53,6 +56,12 @@ class Config:
     # Seals project secrets at rest (PAPAYYA_SECRETS_KEY; unset: a key file under data_dir,
     # papayya/secretbox.py). Never in a repr, so never in a log line of the config.
     secrets_key: str | None = field(default=None, repr=False)
+    # The providers' base URLs and keys (PAPAYYA_{OPENAI,ANTHROPIC}_{BASE_URL,API_KEY}), read
+    # when the configuration is made: a worker drops the keys from its environment before
+    # the built-in agent loop (workers.agentloop) calls a model with them. Never in a repr.
+    upstreams: dict[Provider, Upstream] = field(
+        default_factory=lambda: upstreams_from_env(), repr=False
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -79,6 +88,7 @@ class Config:
             "metrics_listen": env.get("PAPAYYA_METRICS_LISTEN") or None,
             "process_runtime": ProcessRuntimePolicy.parse(env.get("PAPAYYA_PROCESS_RUNTIME")),
             "secrets_key": env.get("PAPAYYA_SECRETS_KEY") or None,
+            "upstreams": upstreams_from_env(env),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,19 +62,32 @@ def step_line(step: dict[str, Any]) -> str:
     )
 
 
-async def follow(client: ApiClient, run_id: str) -> str:
-    """Print steps as they end until the run is terminal; returns its status."""
+async def follow(client: ApiClient, run_id: str, answer: bool = False) -> str:
+    """Print steps as they end until the run is terminal; returns its status. ``answer``:
+    print the run's output (or error) before the last line."""
     status = "unknown"
     async for event, _id, data in client.sse(f"/v1/runs/{run_id}/events"):
         if event == "step":
             click.echo(step_line(data))
         elif event == "terminal":
             status = str(data.get("status"))
+            if answer:
+                await print_answer(client, run_id)
             click.echo(f"run {run_id} {status}")
             break
         elif event == "error":  # the server ended the stream: its API key was revoked
             raise Unauthorized(str((data.get("error") or {}).get("message") or "unauthorized"))
     return status
+
+
+async def print_answer(client: ApiClient, run_id: str) -> None:
+    """The run's output (a string as is, anything else as JSON), or its error."""
+    done = await client.call("GET", f"/v1/runs/{run_id}")
+    output = done.get("output")
+    if done.get("status") == "completed" and output is not None:
+        click.echo(output if isinstance(output, str) else json.dumps(output, indent=2))
+    elif done.get("error_message"):
+        click.echo(f"{done.get('error_code')}: {done['error_message']}")
 
 
 @click.group()
@@ -88,6 +102,13 @@ def agents() -> None:
 @click.option("--instructions", default=None)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None)
 @click.option("--budget-usd", default=None, help="Per-run budget in dollars, e.g. 0.50.")
+@click.option(
+    "--tool-url", "tool_urls", multiple=True,
+    help="An HTTP tool, [NAME=]URL: the built-in loop POSTs its arguments there (repeatable).",
+)  # fmt: skip
+@click.option("--mcp", "mcp_urls", multiple=True, help="An MCP server's URL (repeatable).")
+@click.option("--output-schema", default=None, help="JSON Schema the answer must satisfy.")
+@click.option("--temperature", type=click.FloatRange(0, 2), default=None)
 def agents_create(
     name: str,
     slug: str,
@@ -95,8 +116,12 @@ def agents_create(
     instructions: str | None,
     max_steps: int | None,
     budget_usd: str | None,
+    tool_urls: tuple[str, ...],
+    mcp_urls: tuple[str, ...],
+    output_schema: str | None,
+    temperature: float | None,
 ) -> None:
-    """Create an agent."""
+    """Create an agent. With --model and no deployment, its runs use the built-in loop."""
     config = {
         k: v
         for k, v in {
@@ -104,11 +129,29 @@ def agents_create(
             "instructions": instructions,
             "max_steps": max_steps,
             "budget_usd": budget_usd,
+            "temperature": temperature,
+            "output_schema": None if output_schema is None else parse_input(output_schema),
+            "tools": [http_tool(t) for t in tool_urls] or None,
+            "mcp_servers": [{"url": u} for u in mcp_urls] or None,
         }.items()
         if v is not None
     }
     body = {"name": name, "slug": slug, "config": config}
     echo_json(with_api(lambda c: c.call("POST", "/v1/agents", body)))
+
+
+def http_tool(spec: str) -> dict[str, Any]:
+    """``[NAME=]URL`` as an HTTP tool; the name defaults to the URL's last path segment."""
+    name, sep, url = spec.partition("=")
+    if not sep or "://" in name:
+        name, url = "", spec
+    name = name or re.sub(r"[^A-Za-z0-9_-]", "_", url.rstrip("/").rsplit("/", 1)[-1])[:64]
+    return {
+        "name": name or "tool",
+        "description": f"POST JSON arguments to {url}",
+        "parameters": {"type": "object", "additionalProperties": True},
+        "url": url,
+    }
 
 
 @agents.command("list")
@@ -163,17 +206,28 @@ def agents_register(path: Path, slug: str, function: str | None) -> None:
 @click.option("--input", "input_", default=None, help="JSON, or a plain string.")
 @click.option("--budget-cents", type=click.IntRange(min=0), default=None)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None)
+@click.option("--model", default=None, help="Another model than the agent's, for this run.")
+@click.option("--system-prompt", default=None, help="Other instructions, for this run.")
 @click.option("--wait", is_flag=True, help="Follow the run live until it ends.")
 def run(
-    agent: str, input_: str | None, budget_cents: int | None, max_steps: int | None, wait: bool
+    agent: str,
+    input_: str | None,
+    budget_cents: int | None,
+    max_steps: int | None,
+    model: str | None,
+    system_prompt: str | None,
+    wait: bool,
 ) -> None:
-    """Start a run of AGENT (id or slug) and print its id."""
+    """Start a run of AGENT (id or slug) and print its id; with --wait, its steps and then
+    its answer."""
     body = {
         k: v
         for k, v in {
             "input": parse_input(input_),
             "budget_cents": budget_cents,
             "max_steps": max_steps,
+            "model": model,
+            "system_prompt": system_prompt,
         }.items()
         if v is not None
     }
@@ -183,7 +237,7 @@ def run(
         click.echo(created["id"])
         if not wait:
             return "queued"
-        return await follow(client, created["id"])
+        return await follow(client, created["id"], answer=True)
 
     status = with_api(go)
     if wait and status != "completed":

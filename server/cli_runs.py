@@ -183,11 +183,19 @@ def cancel(run_id: str) -> None:
 @click.argument("run_id")
 @click.option("--from-step", type=click.IntRange(min=0), required=True)
 @click.option("--input", "input_", default=None, help="New input (JSON or a string).")
-def replay(run_id: str, from_step: int, input_: str | None) -> None:
+@click.option("--model", default=None, help="Another model from N on (built-in loop agents).")
+@click.option("--system-prompt", default=None, help="Other instructions from N on (likewise).")
+def replay(
+    run_id: str, from_step: int, input_: str | None, model: str | None, system_prompt: str | None
+) -> None:
     """Start a new run that answers steps before N from RUN_ID's recording."""
     body: dict[str, Any] = {"from_step": from_step}
     if input_ is not None:
         body["input"] = parse_input(input_)
+    changed = {"model": model, "system_prompt": system_prompt}
+    body |= {k: v for k, v in changed.items() if v is not None}
+    if any(v is not None for v in changed.values()) and not api_mode():
+        raise click.ClickException("--model and --system-prompt need the API (PAPAYYA_BASE_URL)")
     if api_mode():
         click.echo(with_api(lambda c: c.call("POST", f"/v1/runs/{run_id}/replay", body))["id"])
         return

@@ -17,10 +17,12 @@ from typing import Any
 
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
+from papayya.metering.upstreams import call_timeout
 from papayya.readmodels.projectsecrets import ProjectSecrets
 from papayya.readmodels.secrets import Secrets
 from papayya.secretbox import SecretBox, load_key
 from projections.runner import ProjectionRunner
+from workers.agentloop import AgentLoopRuntime
 from workers.callbacks import CallbackOutbox, Deliverer
 from workers.dispatcher import Dispatcher
 from workers.process import ProcessRuntime
@@ -87,6 +89,14 @@ async def background(
 
             runtimes = {"process": ProcessRuntime(config.data_dir), "docker": DockerRuntime()}
             own_runtimes += runtimes.values()
+        if "agentloop" not in runtimes:
+            # Agents of configuration alone: a loop inside this process (issue 17).
+            loop = AgentLoopRuntime(
+                store, dict(config.upstreams), allow_private=config.callback_allow_private,
+                call_timeout=call_timeout(),
+            )  # fmt: skip
+            runtimes = {**runtimes, loop.name: loop}
+            own_runtimes.append(loop)
         wc = worker_config or WorkerConfig.from_env(
             control_url=config.control_url or f"http://127.0.0.1:{config.port}",
             control_socket=config.runtime_socket,

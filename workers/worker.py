@@ -38,6 +38,7 @@ from papayya.runs import run_stream
 from papayya.runstates import RunStates
 from papayya.runtime.main import EXIT_USAGE  # could not load the agent: retrying is futile
 from sql import queries
+from workers.agentloop import builtin_deployment
 from workers.queue import RunQueue
 from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
 
@@ -265,7 +266,9 @@ class Worker:
                 return None
             if state.status != "queued":
                 return None
-            deployment = await self._deployment(state)
+            deployment = await self._deployment(state) or await builtin_deployment(
+                self.store, state
+            )  # an agent of configuration alone runs in the built-in loop (issue 17)
             if deployment is None:
                 await self._fail_undeployed(state)
                 return None

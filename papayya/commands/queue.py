@@ -29,9 +29,12 @@ Q: Final = queries("api.sql")
 # RunQueued has no field for the model yet: until it does, the run's model (the request's,
 # else the agent's) travels in its metadata under this reserved key.
 MODEL_KEY: Final = "papayya.model"
+# Likewise the system prompt a run or a replay gives the built-in loop instead of the agent's.
+SYSTEM_PROMPT_KEY: Final = "papayya.system_prompt"
 RESERVED_PREFIX: Final = "papayya."
 
 Model = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Instructions = Annotated[str, msgspec.Meta(max_length=200_000)]
 CallbackUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s/]+\S*$")]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
@@ -42,6 +45,7 @@ class RunOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     input: Any = None
     model: Model | None = None
+    system_prompt: Instructions | None = None
     max_steps: bounds.StepCount | None = None
     budget_cents: bounds.Cents | None = None
     budget_input_tokens: bounds.Tokens | None = None
@@ -151,6 +155,8 @@ def run_of_agent(
     model = req.model or config.model
     if model is not None:
         metadata[MODEL_KEY] = model
+    if req.system_prompt is not None:
+        metadata[SYSTEM_PROMPT_KEY] = req.system_prompt
 
     def pick(sent: int | None, default: int | None) -> int | None:
         return default if sent is None else sent

@@ -9,7 +9,15 @@ from typing import Any
 from msgspec import UNSET, UnsetType
 
 from papayya.commands.owned import load_own
-from papayya.commands.queue import FindAgent, fields_of, new_run_id, queue, queued
+from papayya.commands.queue import (
+    MODEL_KEY,
+    SYSTEM_PROMPT_KEY,
+    FindAgent,
+    fields_of,
+    new_run_id,
+    queue,
+    queued,
+)
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.errors import Conflict, InvalidInput, NotFound
@@ -62,10 +70,13 @@ async def replay_run(
     *,
     input: Any | UnsetType = UNSET,
     allow_version_mismatch: bool = False,
+    model: str | None = None,
+    system_prompt: str | None = None,
 ) -> RunState:
     """Queue the replay (``input``, when given, replaces the source's, ``None`` included).
     A source that ran another deployment than its agent's current one is refused (409)
-    unless ``allow_version_mismatch``; the replay runs the current one."""
+    unless ``allow_version_mismatch``; the replay runs the current one. A built-in loop's
+    replay may run its live steps with another ``model`` or ``system_prompt``."""
     source = await load_own(runs, project, run_id)
     current = await deployment_version(find_agent, source)
     if not allow_version_mismatch and current is not None and current != source.deployment_version:
@@ -79,6 +90,10 @@ async def replay_run(
         changes["input"] = input
     if current is not None:
         changes["deployment_version"] = current
+    changed = {MODEL_KEY: model, SYSTEM_PROMPT_KEY: system_prompt}
+    if any(v is not None for v in changed.values()):
+        overrides = {k: v for k, v in changed.items() if v is not None}
+        changes["metadata"] = {**event.metadata, **overrides}
     if changes:
         event = queued(**fields_of(event, **changes))
     return await queue(runs, event)

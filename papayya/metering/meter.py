@@ -42,7 +42,7 @@ RateCards = Callable[[str], Awaitable[Mapping[str, RateCardEntry]]]
 @dataclass(frozen=True)
 class Upstream:
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # a provider key: never in a log line
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import asyncpg
 import msgspec
@@ -38,11 +38,29 @@ Tool = Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | dict[str, An
 MaxSteps = bounds.StepCount
 Tokens = bounds.Tokens
 LoopThreshold = Annotated[int, msgspec.Meta(ge=2, le=1000)]
+Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
+Provider = Literal["openai", "anthropic"]
+McpUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s/]+\S*$")]
+ToolName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class McpServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An MCP server whose tools the built-in loop offers the model (streamable HTTP);
+    ``allowed_tools``, when set, narrows them to those names."""
+
+    url: McpUrl
+    allowed_tools: list[ToolName] | None = None
 
 
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How the agent runs. Every field has a default, so a run can override each one;
-    ``budget_usd`` and the token budgets are per run, ``None`` is no limit."""
+    ``budget_usd`` and the token budgets are per run, ``None`` is no limit.
+
+    An agent with a ``model`` and no deployment runs in the built-in loop
+    (``workers.agentloop``): ``instructions`` is its system prompt, ``tools`` (HTTP tools:
+    ``{"name", "description", "parameters", "url"}``) and ``mcp_servers`` its tools,
+    ``output_schema`` the JSON Schema its answer must satisfy, ``provider`` the API shape
+    when the price table does not know the model."""
 
     model: Model | None = None
     instructions: Instructions = ""
@@ -53,9 +71,32 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget_input_tokens: Tokens | None = None
     budget_output_tokens: Tokens | None = None
     budget_total_tokens: Tokens | None = None
+    temperature: Temperature | None = None
+    output_schema: dict[str, Any] | None = None
+    mcp_servers: list[McpServer] = []
+    provider: Provider | None = None
 
     def __post_init__(self) -> None:
         bounds.check_usd(self.budget_usd)
+        for tool in self.tools:
+            if isinstance(tool, dict) and "url" in tool:
+                check_http_tool(tool)
+
+
+def check_http_tool(tool: dict[str, Any]) -> None:
+    """An HTTP tool needs a name the providers accept and an http(s) URL; its ``parameters``
+    (a JSON Schema) and ``description`` are optional."""
+    msgspec.convert(tool, HttpTool)
+
+
+class HttpTool(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A tool the built-in loop runs by POSTing its arguments, signed, to ``url``."""
+
+    name: ToolName
+    url: McpUrl
+    description: Annotated[str, msgspec.Meta(max_length=4000)] = ""
+    parameters: dict[str, Any] = {}
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
 
 
 CONFIG_FIELDS: Final = frozenset(AgentConfig.__struct_fields__)

@@ -159,7 +159,7 @@ async def test_bad_bodies_write_nothing(api: Api, http: Any, dsn: str) -> None:
         (b'{"name": "n", "slug": "s", "config": {"budget_usd": -1}}', 400),
         (b'{"name": "n", "slug": "s", "config": {"budget_usd": "NaN"}}', 400),
         (b'{"name": "n", "slug": "s", "config": {"tools": [1]}}', 400),
-        (b'{"name": "n", "slug": "s", "config": {"temperature": 1}}', 400),
+        (b'{"name": "n", "slug": "s", "config": {"top_k": 1}}', 400),
         (b'{"name": "' + b"x" * (1024 * 1024 + 10) + b'"}', 413),
     ]
     for raw, status in create_cases:

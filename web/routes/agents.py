@@ -22,7 +22,10 @@ from papayya.readmodels.agents import (
     Instructions,
     LoopThreshold,
     MaxSteps,
+    McpServer,
     Model,
+    Provider,
+    Temperature,
     Tokens,
     Tool,
     find,
@@ -57,6 +60,10 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget_input_tokens: Tokens | UnsetType | None = UNSET
     budget_output_tokens: Tokens | UnsetType | None = UNSET
     budget_total_tokens: Tokens | UnsetType | None = UNSET
+    temperature: Temperature | UnsetType | None = UNSET
+    output_schema: dict[str, Any] | UnsetType | None = UNSET
+    mcp_servers: list[McpServer] | UnsetType | None = UNSET
+    provider: Provider | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         if isinstance(self.budget_usd, Decimal):
@@ -184,7 +191,7 @@ def patched(agent: Agent, req: PatchAgent) -> Agent:
             if not isinstance(v := getattr(req.config, k), UnsetType)
         }
         merged = {k: v for k, v in _config_json(agent.settings).items() if k not in sent}
-        merged.update({k: v for k, v in sent.items() if v is not None})
+        merged.update({k: msgspec.to_builtins(v) for k, v in sent.items() if v is not None})
         try:
             settings = msgspec.convert(merged, AgentConfig, strict=False)
         except msgspec.ValidationError as exc:

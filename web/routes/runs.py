@@ -59,6 +59,9 @@ class ReplayRun(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     from_step: Step
     input: Any | UnsetType = UNSET
     allow_version_mismatch: bool = False
+    # A built-in loop's replay may run its live steps with another model or system prompt.
+    model: queue.Model | None = None
+    system_prompt: queue.Instructions | None = None
 
 
 class ResumeRun(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -259,6 +262,7 @@ async def replay_run(request: web.Request) -> web.Response:
     state = await replay.replay_run(
         request.app[keys.RUNS], find_agent(request), http.project_id(request), run_id,
         req.from_step, input=req.input, allow_version_mismatch=req.allow_version_mismatch,
+        model=req.model, system_prompt=req.system_prompt,
     )  # fmt: skip
     return http.json(run_out(state), 201)
 
