@@ -1,5 +1,5 @@
 -- Named queries of the projectors (projections/). Queries that write a read table name it as
--- {runs}, {steps}, {costs}: the projector fills in the live table or its rebuild shadow.
+-- {runs}, {steps}, {costs}, {run_counts}...: the projector fills in the live table or its rebuild shadow.
 
 -- name: ensure_checkpoint
 INSERT INTO projection_checkpoints (name, cursor) VALUES ($1, $2)
@@ -133,6 +133,59 @@ ON CONFLICT (project_id, agent_id, model, day) DO UPDATE SET
     cost_micro_usd = c.cost_micro_usd + excluded.cost_micro_usd,
     calls = c.calls + excluded.calls;
 
+-- The aggregates of the runs (projections/aggregates.py): add a batch's changes, then delete
+-- the rows they brought to zero, so that a rebuild leaves exactly the same rows.
+-- name: add_run_counts
+INSERT INTO {run_counts} AS t (project_id, agent_id, status, runs)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+ON CONFLICT (project_id, agent_id, status) DO UPDATE SET runs = t.runs + excluded.runs;
+
+-- name: prune_run_counts
+DELETE FROM {run_counts} AS t
+ USING unnest($1::text[], $2::text[], $3::text[]) AS k(project_id, agent_id, status)
+ WHERE t.project_id = k.project_id AND t.agent_id = k.agent_id AND t.status = k.status
+   AND t.runs = 0;
+
+-- name: add_run_days
+INSERT INTO {run_days} AS t (project_id, agent_id, day, created)
+SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[])
+ON CONFLICT (project_id, agent_id, day) DO UPDATE SET created = t.created + excluded.created;
+
+-- name: prune_run_days
+DELETE FROM {run_days} AS t
+ USING unnest($1::text[], $2::text[], $3::date[]) AS k(project_id, agent_id, day)
+ WHERE t.project_id = k.project_id AND t.agent_id = k.agent_id AND t.day = k.day
+   AND t.created = 0;
+
+-- name: add_run_minutes
+INSERT INTO {run_minutes} AS t
+       (project_id, minute, created, completed, failed, cancelled, budget_exceeded)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bigint[])
+ON CONFLICT (project_id, minute) DO UPDATE SET
+    created = t.created + excluded.created,
+    completed = t.completed + excluded.completed,
+    failed = t.failed + excluded.failed,
+    cancelled = t.cancelled + excluded.cancelled,
+    budget_exceeded = t.budget_exceeded + excluded.budget_exceeded;
+
+-- name: prune_run_minutes
+DELETE FROM {run_minutes} AS t
+ USING unnest($1::text[], $2::timestamptz[]) AS k(project_id, minute)
+ WHERE t.project_id = k.project_id AND t.minute = k.minute
+   AND t.created = 0 AND t.completed = 0 AND t.failed = 0 AND t.cancelled = 0
+   AND t.budget_exceeded = 0;
+
+-- name: add_run_durations
+INSERT INTO {run_durations} AS t (project_id, minute, bin, runs)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::integer[], $4::bigint[])
+ON CONFLICT (project_id, minute, bin) DO UPDATE SET runs = t.runs + excluded.runs;
+
+-- name: prune_run_durations
+DELETE FROM {run_durations} AS t
+ USING unnest($1::text[], $2::timestamptz[], $3::integer[]) AS k(project_id, minute, bin)
+ WHERE t.project_id = k.project_id AND t.minute = k.minute AND t.bin = k.bin AND t.runs = 0;
+
 -- name: runs_by_status
 SELECT status, count(*) AS runs FROM runs WHERE project_id = $1 GROUP BY status;
 
@@ -150,7 +203,7 @@ SELECT coalesce(sum(cost_micro_usd) FILTER (WHERE day = $2), 0) AS today,
   FROM costs
  WHERE project_id = $1 AND day > $2 - 7 AND day <= $2;
 
--- Rebuild DDL. {table} and {shadow} are plain identifiers checked by the projector.
+-- Rebuild DDL; the table and shadow names filled in are plain identifiers the projector checks.
 -- name: create_shadow
 DROP TABLE IF EXISTS {shadow};
 CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL);
