@@ -186,23 +186,6 @@ DELETE FROM {run_durations} AS t
  USING unnest($1::text[], $2::timestamptz[], $3::integer[]) AS k(project_id, minute, bin)
  WHERE t.project_id = k.project_id AND t.minute = k.minute AND t.bin = k.bin AND t.runs = 0;
 
--- name: runs_by_status
-SELECT status, count(*) AS runs FROM runs WHERE project_id = $1 GROUP BY status;
-
--- Durations of the runs that started and finished, among those created since $2.
--- name: run_duration_percentiles
-SELECT percentile_cont(ARRAY[0.5, 0.95]::float8[]) WITHIN GROUP (
-           ORDER BY extract(epoch FROM completed_at - started_at) * 1000) AS ms
-  FROM runs
- WHERE project_id = $1 AND created_at >= $2
-   AND started_at IS NOT NULL AND completed_at IS NOT NULL;
-
--- name: spend
-SELECT coalesce(sum(cost_micro_usd) FILTER (WHERE day = $2), 0) AS today,
-       coalesce(sum(cost_micro_usd), 0) AS last_7_days
-  FROM costs
- WHERE project_id = $1 AND day > $2 - 7 AND day <= $2;
-
 -- Rebuild DDL; the table and shadow names filled in are plain identifiers the projector checks.
 -- name: create_shadow
 DROP TABLE IF EXISTS {shadow};

@@ -112,11 +112,3 @@ SELECT run_id, agent_id, status, trigger, total_input_tokens, total_output_token
    AND NOT (total_cost_micro_usd = $5 AND created_at = $6 AND run_id <= $7)
  ORDER BY total_cost_micro_usd DESC, created_at DESC, run_id
  LIMIT $4;
-
--- Runs created in [$2, $3) per agent.
--- name: usage_runs_by_agent
-SELECT agent_id, count(*) AS runs
-  FROM runs
- WHERE project_id = $1 AND created_at >= $2 AND created_at < $3
- GROUP BY agent_id
- ORDER BY agent_id;
