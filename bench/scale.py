@@ -15,7 +15,8 @@ local one), migrates it and, for each size in turn (each builds on the last):
 
 ``--before DIR`` also times a server started from another checkout on the same database (e.g.
 ``git archive <commit> | tar -x -C DIR``, the code before the aggregates), so the table holds
-the before and after figures of the same data on the same machine. Old code ignores the newer
+the before and after figures of the same data on the same machine; the two servers take turns
+request by request, so a busy machine weighs on both alike. Old code ignores the newer
 tables. Prints a Markdown table with the growth from the smallest size to the largest and the
 machine's load. Targets (issue 15): p50 <= 50 ms for each endpoint at 1M runs, and growth from
 10k to 1M of at most 2x.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import platform
 import random
@@ -245,24 +247,38 @@ async def first_cursors(http: aiohttp.ClientSession, url: str, key: str) -> tupl
     return cost, runs
 
 
-async def time_endpoints(url: str, key: str, samples: int) -> dict[str, tuple[float, float]]:
-    """p50 and p95 in milliseconds per endpoint, one request at a time."""
-    out: dict[str, tuple[float, float]] = {}
+async def time_endpoints(
+    servers: dict[str, str], key: str, samples: int
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """p50 and p95 in milliseconds per server and endpoint, one request at a time. The servers
+    take turns request by request, so both see the same load from the rest of the machine."""
+    took: dict[str, dict[str, list[float]]] = {which: {} for which in servers}
     async with aiohttp.ClientSession() as http:
-        cursor, runs_cursor = await first_cursors(http, url, key)
-        for path in endpoints(cursor, runs_cursor):
-            took = []
+        paths = {
+            which: endpoints(*await first_cursors(http, url, key)) for which, url in servers.items()
+        }
+        for n in range(len(endpoints("", ""))):
             for i in range(samples + 3):
-                began = time.perf_counter()
-                async with http.get(url + path, headers=headers(path, key)) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        raise RuntimeError(f"{path}: {resp.status} {await resp.text()}")
-                if i >= 3:
-                    took.append((time.perf_counter() - began) * 1000)
-            took.sort()
-            out[label(path)] = (statistics.median(took), took[max(0, int(len(took) * 0.95) - 1)])
-    return out
+                for which, url in servers.items():
+                    path = paths[which][n]
+                    began = time.perf_counter()
+                    async with http.get(url + path, headers=headers(path, key)) as resp:
+                        await resp.read()
+                        if resp.status != 200:
+                            raise RuntimeError(f"{path}: {resp.status} {await resp.text()}")
+                    if i >= 3:
+                        took[which].setdefault(label(path), []).append(
+                            (time.perf_counter() - began) * 1000
+                        )
+    return {
+        which: {path: summary(values) for path, values in found.items()}
+        for which, found in took.items()
+    }
+
+
+def summary(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[max(0, math.ceil(len(ordered) * 0.95) - 1)]
 
 
 def label(path: str) -> str:
@@ -329,11 +345,12 @@ async def measure(dsn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 "size": size, "events": total_events, "db_mb": db_mb, "load": os.getloadavg(),
                 "append_s": append_s, "project_s": project_s,
             }  # fmt: skip
-            async with api_server(ROOT, dsn, key) as url:
-                row["after"] = await time_endpoints(url, key, args.samples)
-            if args.before is not None and size <= args.before_max:
-                async with api_server(args.before, dsn, key) as url:
-                    row["before"] = await time_endpoints(url, key, args.samples)
+            async with contextlib.AsyncExitStack() as servers:
+                urls = {"after": await servers.enter_async_context(api_server(ROOT, dsn, key))}
+                if args.before is not None and size <= args.before_max:
+                    before = api_server(args.before, dsn, key)
+                    urls["before"] = await servers.enter_async_context(before)
+                row.update(await time_endpoints(urls, key, args.samples))
             results.append(row)
             progress(table(results, args))
     finally:

@@ -51,10 +51,47 @@ CREATE TABLE run_durations (
 CREATE INDEX runs_project_cost_idx ON runs (project_id, total_cost_micro_usd DESC, created_at DESC, run_id)
     WHERE total_cost_micro_usd > 0;
 
--- Fill the new tables from the events: the runs projector folds every run again from the
--- start (its rows are whole states, so writing them again changes nothing) and adds each
--- run's contribution once.
-UPDATE projection_checkpoints
-   SET cursor = 'c0_0', updated_at = now(),
-       failing_event_id = NULL, failing_cursor = NULL, failing_error = NULL, failing_since = NULL
- WHERE name = 'runs';
+-- Backfill: the aggregates of the runs rows as they stand, which are the fold of the events up
+-- to the runs projector's checkpoint (they commit together, and the projector is not running
+-- while migrations run). Each expression is the one projections/aggregates.py computes in
+-- Python, in the same float8 arithmetic, so later changes take back exactly what this adds:
+-- UTC minutes and days, durations in ms from the interval's exact seconds, and the DDSketch
+-- bin ceil(log2(ms) * 34.65620375188817) (ddsketch's LogarithmicMapping at 1% accuracy; the
+-- zero bin -2147483648 for durations of 0 or less).
+INSERT INTO run_counts (project_id, agent_id, status, runs)
+SELECT project_id, agent_id, status, count(*)
+  FROM runs
+ GROUP BY 1, 2, 3;
+
+INSERT INTO run_days (project_id, agent_id, day, created)
+SELECT project_id, agent_id, (created_at AT TIME ZONE 'UTC')::date, count(*)
+  FROM runs
+ GROUP BY 1, 2, 3;
+
+INSERT INTO run_minutes (project_id, minute, created, completed, failed, cancelled, budget_exceeded)
+SELECT project_id, minute, sum(created), sum(completed), sum(failed), sum(cancelled),
+       sum(budget_exceeded)
+  FROM (SELECT project_id, date_trunc('minute', created_at, 'UTC') AS minute, 1 AS created,
+               0 AS completed, 0 AS failed, 0 AS cancelled, 0 AS budget_exceeded
+          FROM runs
+        UNION ALL
+        SELECT project_id, date_trunc('minute', completed_at, 'UTC'), 0,
+               (status = 'completed')::int, (status = 'failed')::int,
+               (status = 'cancelled')::int, (status = 'budget_exceeded')::int
+          FROM runs
+         WHERE completed_at IS NOT NULL
+           AND status IN ('completed', 'failed', 'cancelled', 'budget_exceeded')) AS contributions
+ GROUP BY 1, 2;
+
+INSERT INTO run_durations (project_id, minute, bin, runs)
+SELECT project_id, minute, bin, count(*)
+  FROM (SELECT project_id, date_trunc('minute', completed_at, 'UTC') AS minute,
+               CASE WHEN ms <= 0 THEN -2147483648
+                    ELSE ceil(ln(ms) / ln(2::float8) * 34.65620375188817::float8)::integer
+               END AS bin
+          FROM runs,
+               LATERAL (SELECT extract(epoch FROM completed_at - started_at)::float8
+                               * 1000::float8 AS ms) AS d
+         WHERE completed_at IS NOT NULL AND started_at IS NOT NULL
+           AND status IN ('completed', 'failed', 'cancelled', 'budget_exceeded')) AS ended
+ GROUP BY 1, 2, 3;

@@ -1,11 +1,13 @@
 """The runs' aggregates move with each run: a run counted as running and then ended moves
-between rows, and one that runs out of budget, is resumed and completes ends once."""
+between rows, and one that runs out of budget, is resumed and completes ends once. The
+migration that adds them fills them with what the projector would have written."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from eventstore import PostgresEventStore
@@ -13,6 +15,7 @@ from papayya.domain import events as ev
 from projections import Projections
 from projections.aggregates import minute_of
 from projections.reporting import Reporting
+from sql import MIGRATIONS_DIR
 from tests.integration.projection_support import append_run, snapshot
 from tests.support.aggregates import aggregates_of, expected_aggregates
 
@@ -61,5 +64,42 @@ async def test_a_run_moves_between_rows_and_ends_once(dsn: str) -> None:
         # started_at stays the first start: 199 s from the first RunStarted to the end.
         p50 = await reporting.durations("p", T0)
         assert p50 is not None and abs(p50[0] - 199_000) <= 199_000 * 0.01
+    finally:
+        await store.close()
+
+
+async def test_the_migration_backfills_what_the_projector_keeps(dsn: str) -> None:
+    """Migration 0009 fills the aggregates from the runs rows in SQL; a run that moves later
+    must find its contribution where the projector would have put it."""
+    store = await PostgresEventStore.connect(dsn)
+    try:
+        runs: dict[str, list[Any]] = {
+            "done": [ev.RunStarted(attempt=1), ev.RunCompleted()],
+            "instant": [ev.RunStarted(attempt=1), ev.RunCompleted()],
+            "broke": [ev.RunStarted(attempt=1), ev.RunFailed(code="boom")],
+            "stopped": [ev.RunCancelled()],
+            "broke-budget": [ev.RunStarted(attempt=1), ev.BudgetExceeded()],
+            "resumed": [ev.RunStarted(attempt=1), ev.BudgetExceeded(), ev.RunResumed()],
+            "busy": [ev.RunStarted(attempt=1)],
+            "waiting": [],
+        }
+        for n, (run_id, rest) in enumerate(runs.items()):
+            queued = ev.RunQueued(run_id=run_id, project_id=f"p{n % 2}", agent_id=f"a{n % 3}")
+            dated = [at(0, queued)] + [
+                at(0 if run_id == "instant" else 7.3 * (i + 1) + n, e) for i, e in enumerate(rest)
+            ]
+            await append_run(store, run_id, dated)
+        await Projections(store, dsn).catch_up()
+        kept = aggregates_of(await snapshot(dsn))
+        assert kept["run_durations"] and kept["run_minutes"]
+        migration = (MIGRATIONS_DIR / "0009_aggregates_reporting.sql").read_text()
+        backfill = migration[migration.index("-- Backfill:") :]
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("TRUNCATE run_counts, run_days, run_minutes, run_durations")
+            await conn.execute(backfill)
+        finally:
+            await conn.close()
+        assert aggregates_of(await snapshot(dsn)) == kept
     finally:
         await store.close()
