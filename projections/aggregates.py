@@ -68,8 +68,9 @@ class Tally:
                 self.durations[(project, minute, bin_of(ms))] += sign
 
     async def write(self, conn: asyncpg.Connection, projector: Projector) -> None:
-        """Add the changes on ``conn`` (in the batch's transaction) and delete the rows that
-        reach zero; changes that cancel out within the batch write nothing."""
+        """Add the changes on ``conn`` (in the batch's transaction), one statement per table,
+        deleting the rows that reach zero; changes that cancel out within the batch write
+        nothing."""
         counts = {k: v for k, v in self.counts.items() if v}
         days = {k: v for k, v in self.days.items() if v}
         minutes = {k: v for k, v in self.minutes.items() if any(v)}
@@ -83,7 +84,6 @@ class Tally:
             columns = [[k[i] for k in keys] for i in range(2)]
             sums = [[minutes[k][i] for k in keys] for i in range(1 + len(ENDED))]
             await conn.execute(projector.sql("add_run_minutes"), *columns, *sums)
-            await conn.execute(projector.sql("prune_run_minutes"), *columns)
         if durations:
             await _apply(conn, projector, "run_durations", 3, durations)
 
@@ -98,4 +98,3 @@ async def _apply(
     keys = list(changes)
     columns = [[k[i] for k in keys] for i in range(width)]
     await conn.execute(projector.sql(f"add_{table}"), *columns, list(changes.values()))
-    await conn.execute(projector.sql(f"prune_{table}"), *columns)

@@ -133,58 +133,53 @@ ON CONFLICT (project_id, agent_id, model, day) DO UPDATE SET
     cost_micro_usd = c.cost_micro_usd + excluded.cost_micro_usd,
     calls = c.calls + excluded.calls;
 
--- The aggregates of the runs (projections/aggregates.py): add a batch's changes, then delete
--- the rows they brought to zero, so that a rebuild leaves exactly the same rows.
+-- The aggregates of the runs (projections/aggregates.py): add a batch's changes, deleting the
+-- rows they bring to zero, so that a rebuild leaves exactly the same rows. One MERGE per table
+-- (only the projector's leader writes them, so no concurrent insert can race it).
 -- name: add_run_counts
-INSERT INTO {run_counts} AS t (project_id, agent_id, status, runs)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-ON CONFLICT (project_id, agent_id, status) DO UPDATE SET runs = t.runs + excluded.runs;
-
--- name: prune_run_counts
-DELETE FROM {run_counts} AS t
- USING unnest($1::text[], $2::text[], $3::text[]) AS k(project_id, agent_id, status)
- WHERE t.project_id = k.project_id AND t.agent_id = k.agent_id AND t.status = k.status
-   AND t.runs = 0;
+MERGE INTO {run_counts} AS t
+USING unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+      AS c(project_id, agent_id, status, runs)
+   ON t.project_id = c.project_id AND t.agent_id = c.agent_id AND t.status = c.status
+ WHEN MATCHED AND t.runs + c.runs = 0 THEN DELETE
+ WHEN MATCHED THEN UPDATE SET runs = t.runs + c.runs
+ WHEN NOT MATCHED THEN INSERT VALUES (c.project_id, c.agent_id, c.status, c.runs);
 
 -- name: add_run_days
-INSERT INTO {run_days} AS t (project_id, agent_id, day, created)
-SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[])
-ON CONFLICT (project_id, agent_id, day) DO UPDATE SET created = t.created + excluded.created;
-
--- name: prune_run_days
-DELETE FROM {run_days} AS t
- USING unnest($1::text[], $2::text[], $3::date[]) AS k(project_id, agent_id, day)
- WHERE t.project_id = k.project_id AND t.agent_id = k.agent_id AND t.day = k.day
-   AND t.created = 0;
+MERGE INTO {run_days} AS t
+USING unnest($1::text[], $2::text[], $3::date[], $4::bigint[])
+      AS c(project_id, agent_id, day, created)
+   ON t.project_id = c.project_id AND t.agent_id = c.agent_id AND t.day = c.day
+ WHEN MATCHED AND t.created + c.created = 0 THEN DELETE
+ WHEN MATCHED THEN UPDATE SET created = t.created + c.created
+ WHEN NOT MATCHED THEN INSERT VALUES (c.project_id, c.agent_id, c.day, c.created);
 
 -- name: add_run_minutes
-INSERT INTO {run_minutes} AS t
-       (project_id, minute, created, completed, failed, cancelled, budget_exceeded)
-SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[],
-                     $6::bigint[], $7::bigint[])
-ON CONFLICT (project_id, minute) DO UPDATE SET
-    created = t.created + excluded.created,
-    completed = t.completed + excluded.completed,
-    failed = t.failed + excluded.failed,
-    cancelled = t.cancelled + excluded.cancelled,
-    budget_exceeded = t.budget_exceeded + excluded.budget_exceeded;
-
--- name: prune_run_minutes
-DELETE FROM {run_minutes} AS t
- USING unnest($1::text[], $2::timestamptz[]) AS k(project_id, minute)
- WHERE t.project_id = k.project_id AND t.minute = k.minute
-   AND t.created = 0 AND t.completed = 0 AND t.failed = 0 AND t.cancelled = 0
-   AND t.budget_exceeded = 0;
+MERGE INTO {run_minutes} AS t
+USING unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[],
+             $6::bigint[], $7::bigint[])
+      AS c(project_id, minute, created, completed, failed, cancelled, budget_exceeded)
+   ON t.project_id = c.project_id AND t.minute = c.minute
+ WHEN MATCHED AND t.created + c.created = 0 AND t.completed + c.completed = 0
+              AND t.failed + c.failed = 0 AND t.cancelled + c.cancelled = 0
+              AND t.budget_exceeded + c.budget_exceeded = 0 THEN DELETE
+ WHEN MATCHED THEN UPDATE SET
+    created = t.created + c.created,
+    completed = t.completed + c.completed,
+    failed = t.failed + c.failed,
+    cancelled = t.cancelled + c.cancelled,
+    budget_exceeded = t.budget_exceeded + c.budget_exceeded
+ WHEN NOT MATCHED THEN INSERT VALUES (c.project_id, c.minute, c.created, c.completed, c.failed,
+                                      c.cancelled, c.budget_exceeded);
 
 -- name: add_run_durations
-INSERT INTO {run_durations} AS t (project_id, minute, bin, runs)
-SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::integer[], $4::bigint[])
-ON CONFLICT (project_id, minute, bin) DO UPDATE SET runs = t.runs + excluded.runs;
-
--- name: prune_run_durations
-DELETE FROM {run_durations} AS t
- USING unnest($1::text[], $2::timestamptz[], $3::integer[]) AS k(project_id, minute, bin)
- WHERE t.project_id = k.project_id AND t.minute = k.minute AND t.bin = k.bin AND t.runs = 0;
+MERGE INTO {run_durations} AS t
+USING unnest($1::text[], $2::timestamptz[], $3::integer[], $4::bigint[])
+      AS c(project_id, minute, bin, runs)
+   ON t.project_id = c.project_id AND t.minute = c.minute AND t.bin = c.bin
+ WHEN MATCHED AND t.runs + c.runs = 0 THEN DELETE
+ WHEN MATCHED THEN UPDATE SET runs = t.runs + c.runs
+ WHEN NOT MATCHED THEN INSERT VALUES (c.project_id, c.minute, c.bin, c.runs);
 
 -- Rebuild DDL; the table and shadow names filled in are plain identifiers the projector checks.
 -- name: create_shadow
