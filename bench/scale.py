@@ -7,8 +7,9 @@ local one), migrates it and, for each size in turn (each builds on the last):
 1. appends runs up to that size through the event store's batch append (one ``append`` of a
    run's whole history per call, ``--writers`` at once), with a realistic mix: 1-3 model-call
    steps over four models and twenty agents; completed, failed, cancelled, out of budget,
-   resumed after a budget top-up and completed, still running or still queued; created over the
-   last ``--days`` days, so the recent windows hold a realistic share;
+   resumed after a budget top-up and completed, still running or still queued; queued over the
+   last ``--days`` days in time order (each size's new runs are spread over the whole period),
+   so the recent windows hold a realistic share;
 2. runs every projector to the head (``Projections.catch_up``) and ANALYZEs;
 3. starts ``papayya api`` (no projectors, no workers) on the database and times each endpoint
    over real HTTP, one request at a time: ``--samples`` requests after three warm-ups, p50/p95.
@@ -100,12 +101,9 @@ def endpoints(cursor: str, runs_cursor: str) -> list[str]:
 # -- building runs -----------------------------------------------------------------------------
 
 
-def run_events(
-    rng: random.Random, run_id: str, project: str, now: datetime, days: float
-) -> list[Any]:
-    """One run's whole history, dated: queued some time in the last ``days`` days."""
+def run_events(rng: random.Random, run_id: str, project: str, t: datetime) -> list[Any]:
+    """One run's whole history, dated: queued at ``t``."""
     status = rng.choices([s for s, _ in MIX], [w for _, w in MIX])[0]
-    t = now - timedelta(seconds=rng.uniform(0, days * 86400))
     agent = rng.choice(AGENTS)
     events: list[Any] = [ev.RunQueued(run_id=run_id, project_id=project, agent_id=agent, at=t)]
     if status == "queued":
@@ -172,7 +170,11 @@ async def build(
             n = next_run
             next_run += 1
             rng = random.Random(n)
-            events = run_events(rng, f"r{n:07d}", project, now, args.days)
+            # Each size's runs are appended in the order they were queued, spread evenly over
+            # the last ``days`` days, as a live system appends them (time order is what keeps
+            # a recent window's rows together on disk).
+            ago = args.days * 86400 * (1 - (n - start + rng.random()) / (stop - start))
+            events = run_events(rng, f"r{n:07d}", project, now - timedelta(seconds=ago))
             await store.append(f"run-r{n:07d}", [ev.to_new_event(e) for e in events], "no_stream")
             appended += len(events)
             if n % 20_000 == 0 and n > start:
