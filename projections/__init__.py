@@ -1,4 +1,5 @@
-"""Read models folded from the event store: projectors, their runner, rebuild, dashboard."""
+"""Read models folded from the event store: projectors, their runner, rebuild, and the
+reporting repository that reads their aggregates (``projections.reporting``)."""
 
 from projections.costs import CostsProjector
 from projections.projector import Envelope, Projector

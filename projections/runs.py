@@ -1,5 +1,7 @@
 """The ``runs`` projector: a ``runs`` row per run and a ``steps`` row per step, computed with
-the domain's run fold (the one resume, replay and time travel use), so they always agree."""
+the domain's run fold (the one resume, replay and time travel use), so they always agree; and
+the aggregates of the runs (``projections.aggregates``), which it moves as each run's state
+moves, in the same transaction as the rows they sum up."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from eventstore.types import RecordedEvent
 from papayya.domain.events import RunEvent
 from papayya.domain.fold import fold
 from papayya.domain.state import RunState, StepState
+from projections.aggregates import TABLES as AGGREGATES
+from projections.aggregates import Tally
 from projections.lru import Lru
 from projections.projector import Envelope, Projector, decode, utc
 
@@ -28,7 +32,7 @@ class RunsProjector(Projector):
 
     name = "runs"
     categories = frozenset({RUN_CATEGORY})
-    tables = ("runs", "steps")
+    tables = ("runs", "steps", *AGGREGATES)
 
     def __init__(self, store: EventStore, *, suffix: str = "", cache_size: int = 4096) -> None:
         super().__init__(store, suffix=suffix)
@@ -39,6 +43,7 @@ class RunsProjector(Projector):
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
         runs: list[dict[str, Any]] = []
         steps: list[dict[str, Any]] = []
+        tally = Tally()
         for stream_id, items in by_stream(batch).items():
             before = await self._state_before(stream_id, items[0].recorded.stream_version)
             events = [item.event for item in items if isinstance(item.event, RunEvent)]
@@ -49,10 +54,13 @@ class RunsProjector(Projector):
             self._states.put(stream_id, (last.stream_version, after))
             runs.append(run_row(after, last))
             steps.extend(step_row(after, step) for step in changed_steps(before, after))
+            if after is not before:
+                tally.move(before, after)
         if runs:
             await conn.execute(self.sql("upsert_runs"), _encode(runs).decode())
         if steps:
             await conn.execute(self.sql("upsert_steps"), _encode(steps).decode())
+        await tally.write(conn, self)
 
     async def _state_before(self, stream_id: str, version: int) -> RunState | None:
         """The run's state after its first ``version - 1`` events."""

@@ -1,5 +1,5 @@
 -- Named queries of the projectors (projections/). Queries that write a read table name it as
--- {runs}, {steps}, {costs}: the projector fills in the live table or its rebuild shadow.
+-- {runs}, {steps}, {costs}, {run_counts}...: the projector fills in the live table or its rebuild shadow.
 
 -- name: ensure_checkpoint
 INSERT INTO projection_checkpoints (name, cursor) VALUES ($1, $2)
@@ -133,24 +133,55 @@ ON CONFLICT (project_id, agent_id, model, day) DO UPDATE SET
     cost_micro_usd = c.cost_micro_usd + excluded.cost_micro_usd,
     calls = c.calls + excluded.calls;
 
--- name: runs_by_status
-SELECT status, count(*) AS runs FROM runs WHERE project_id = $1 GROUP BY status;
+-- The aggregates of the runs (projections/aggregates.py): add a batch's changes, deleting the
+-- rows they bring to zero, so that a rebuild leaves exactly the same rows. One MERGE per table
+-- (only the projector's leader writes them, so no concurrent insert can race it).
+-- name: add_run_counts
+MERGE INTO {run_counts} AS t
+USING unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+      AS c(project_id, agent_id, status, runs)
+   ON t.project_id = c.project_id AND t.agent_id = c.agent_id AND t.status = c.status
+ WHEN MATCHED AND t.runs + c.runs = 0 THEN DELETE
+ WHEN MATCHED THEN UPDATE SET runs = t.runs + c.runs
+ WHEN NOT MATCHED THEN INSERT VALUES (c.project_id, c.agent_id, c.status, c.runs);
 
--- Durations of the runs that started and finished, among those created since $2.
--- name: run_duration_percentiles
-SELECT percentile_cont(ARRAY[0.5, 0.95]::float8[]) WITHIN GROUP (
-           ORDER BY extract(epoch FROM completed_at - started_at) * 1000) AS ms
-  FROM runs
- WHERE project_id = $1 AND created_at >= $2
-   AND started_at IS NOT NULL AND completed_at IS NOT NULL;
+-- name: add_run_days
+MERGE INTO {run_days} AS t
+USING unnest($1::text[], $2::text[], $3::date[], $4::bigint[])
+      AS c(project_id, agent_id, day, created)
+   ON t.project_id = c.project_id AND t.agent_id = c.agent_id AND t.day = c.day
+ WHEN MATCHED AND t.created + c.created = 0 THEN DELETE
+ WHEN MATCHED THEN UPDATE SET created = t.created + c.created
+ WHEN NOT MATCHED THEN INSERT VALUES (c.project_id, c.agent_id, c.day, c.created);
 
--- name: spend
-SELECT coalesce(sum(cost_micro_usd) FILTER (WHERE day = $2), 0) AS today,
-       coalesce(sum(cost_micro_usd), 0) AS last_7_days
-  FROM costs
- WHERE project_id = $1 AND day > $2 - 7 AND day <= $2;
+-- name: add_run_minutes
+MERGE INTO {run_minutes} AS t
+USING unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[],
+             $6::bigint[], $7::bigint[])
+      AS c(project_id, minute, created, completed, failed, cancelled, budget_exceeded)
+   ON t.project_id = c.project_id AND t.minute = c.minute
+ WHEN MATCHED AND t.created + c.created = 0 AND t.completed + c.completed = 0
+              AND t.failed + c.failed = 0 AND t.cancelled + c.cancelled = 0
+              AND t.budget_exceeded + c.budget_exceeded = 0 THEN DELETE
+ WHEN MATCHED THEN UPDATE SET
+    created = t.created + c.created,
+    completed = t.completed + c.completed,
+    failed = t.failed + c.failed,
+    cancelled = t.cancelled + c.cancelled,
+    budget_exceeded = t.budget_exceeded + c.budget_exceeded
+ WHEN NOT MATCHED THEN INSERT VALUES (c.project_id, c.minute, c.created, c.completed, c.failed,
+                                      c.cancelled, c.budget_exceeded);
 
--- Rebuild DDL. {table} and {shadow} are plain identifiers checked by the projector.
+-- name: add_run_durations
+MERGE INTO {run_durations} AS t
+USING unnest($1::text[], $2::timestamptz[], $3::integer[], $4::bigint[])
+      AS c(project_id, minute, bin, runs)
+   ON t.project_id = c.project_id AND t.minute = c.minute AND t.bin = c.bin
+ WHEN MATCHED AND t.runs + c.runs = 0 THEN DELETE
+ WHEN MATCHED THEN UPDATE SET runs = t.runs + c.runs
+ WHEN NOT MATCHED THEN INSERT VALUES (c.project_id, c.minute, c.bin, c.runs);
+
+-- Rebuild DDL; the table and shadow names filled in are plain identifiers the projector checks.
 -- name: create_shadow
 DROP TABLE IF EXISTS {shadow};
 CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL);

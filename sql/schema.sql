@@ -330,6 +330,9 @@ CREATE INDEX runs_project_status_idx ON runs (project_id, status, created_at DES
 CREATE INDEX runs_project_agent_idx ON runs (project_id, agent_id, created_at DESC);
 -- The recovery sweeper and "active runs" look for unfinished runs across projects.
 CREATE INDEX runs_unfinished_idx ON runs (status) WHERE status IN ('queued', 'running');
+-- The costliest runs of a project in the order /v1/usage/runs lists them, read page by page.
+CREATE INDEX runs_project_cost_idx ON runs (project_id, total_cost_micro_usd DESC, created_at DESC, run_id)
+    WHERE total_cost_micro_usd > 0;
 
 CREATE TABLE steps (
     run_id         text NOT NULL,
@@ -371,6 +374,51 @@ CREATE TABLE costs (
     PRIMARY KEY (project_id, agent_id, model, day)
 );
 CREATE INDEX costs_project_day_idx ON costs (project_id, day);
+
+-- Aggregates of the runs kept by the runs projector (0009): each run adds its present
+-- contribution and takes back its previous one; rows that reach zero are deleted.
+
+-- Runs per project, agent and status, now (dashboard counts, queue depth, active runs, gauges).
+CREATE TABLE run_counts (
+    project_id text NOT NULL,
+    agent_id   text NOT NULL,
+    status     text NOT NULL,
+    runs       bigint NOT NULL,
+    PRIMARY KEY (project_id, agent_id, status)
+);
+
+-- Runs created per project, agent and UTC day (usage reports).
+CREATE TABLE run_days (
+    project_id text NOT NULL,
+    agent_id   text NOT NULL,
+    day        date NOT NULL,
+    created    bigint NOT NULL,
+    PRIMARY KEY (project_id, agent_id, day)
+);
+
+-- Per project and UTC minute: runs created in it, and runs whose terminal status was reached
+-- in it, by that status (the overview's series).
+CREATE TABLE run_minutes (
+    project_id      text NOT NULL,
+    minute          timestamptz NOT NULL,
+    created         bigint NOT NULL,
+    completed       bigint NOT NULL,
+    failed          bigint NOT NULL,
+    cancelled       bigint NOT NULL,
+    budget_exceeded bigint NOT NULL,
+    PRIMARY KEY (project_id, minute)
+);
+
+-- The durations (start to end) of the runs that ended in each minute, as the bins of a
+-- DDSketch (projections/sketch.py): the runs per bin. Sketches merge by adding bins, so the
+-- percentiles of any window are one GROUP BY over its minutes.
+CREATE TABLE run_durations (
+    project_id text NOT NULL,
+    minute     timestamptz NOT NULL,
+    bin        integer NOT NULL,
+    runs       bigint NOT NULL,
+    PRIMARY KEY (project_id, minute, bin)
+);
 
 -- A project's own prices, which win over the maintained price table.
 CREATE TABLE rate_cards (

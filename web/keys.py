@@ -18,7 +18,6 @@ from papayya.readmodels.projects import Projects
 from papayya.readmodels.projectsecrets import ProjectSecrets
 from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
-from papayya.readmodels.spend import Spend
 from papayya.readmodels.webhooks import Webhooks
 from papayya.runstates import RunStates
 from web.ratelimit import AuthLimiter
@@ -38,7 +37,6 @@ AGENTS = web.AppKey("agents", Agents)
 DEPLOYMENTS = web.AppKey("deployments", Deployments)
 SCHEDULES = web.AppKey("schedules", Schedules)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
-SPEND = web.AppKey("spend", Spend)
 SECRETS = web.AppKey("secrets", Secrets)
 PROJECT_SECRETS = web.AppKey("project_secrets", ProjectSecrets)
 # Failed API-key checks per remote address (web.auth).

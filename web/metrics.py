@@ -3,12 +3,13 @@ event store's and the projectors'.
 
 Domain counters are driven by one background task that follows the event store from its head
 at startup, so a run is counted once whichever process (API, worker, SDK) appended it. Gauges
-of what exists now (queued and running runs) are read from the ``runs`` read table at scrape
-time. No label ever holds a run id, and every label has a bounded set of values whatever
-clients send: ``agent`` is a defined agent's id (SDK durable runs, whose agent is any name
-the client chose, count as ``durable``; anything else as ``other``), ``model`` the price
-table's id of the model (``other`` for the rest, including models only a rate card prices),
-``route`` a route template.
+of what exists now (queued and running runs) are read at scrape time from the aggregates the
+runs projector keeps (``run_counts``, through the reporting repository), so a scrape costs the
+same however many runs exist. No label ever holds a run id, and every label has a bounded set
+of values whatever clients send: ``agent`` is a defined agent's id (SDK durable runs, whose
+agent is any name the client chose, count as ``durable``; anything else as ``other``),
+``model`` the price table's id of the model (``other`` for the rest, including models only a
+rate card prices), ``route`` a route template.
 """
 
 from __future__ import annotations
@@ -31,14 +32,12 @@ from papayya.domain import events as ev
 from papayya.money import MICRO_PER_USD
 from papayya.pricing import table_model
 from projections.lru import Lru
+from projections.reporting import Reporting
 from projections.runner import PROJECTION_LAG  # noqa: F401  (registers the gauge)
-from projections.service import refresh_gauges as projection_gauges
-from sql import queries
 from web import keys
 
 log = logging.getLogger(__name__)
 
-Q: Final = queries("reporting.sql")
 RUN_CACHE_SIZE: Final = 50_000
 LABEL_CACHE_SIZE: Final = 10_000
 RETRY_SECONDS: Final = 1.0
@@ -93,6 +92,7 @@ class EventCounter:
 
     def __init__(self, store: PostgresEventStore, cache_size: int = RUN_CACHE_SIZE) -> None:
         self.store = store
+        self.reporting = Reporting.of(store)
         self._runs: Lru[str, _Run] = Lru(cache_size)
         self._agents: Lru[str, bool] = Lru(LABEL_CACHE_SIZE)  # agent id -> defined
         self._models: Lru[tuple[str, str], str] = Lru(LABEL_CACHE_SIZE)  # -> label
@@ -171,7 +171,7 @@ class EventCounter:
             return DURABLE
         defined = self._agents.get(agent_id)
         if defined is None:
-            defined = bool(await self.store.pool.fetchval(Q["agent_exists"], agent_id))
+            defined = await self.reporting.agent_exists(agent_id)
             self._agents.put(agent_id, defined)
         return agent_id if defined else OTHER
 
@@ -198,11 +198,11 @@ async def refresh_gauges(store: PostgresEventStore) -> None:
     """Set the gauges that describe the present; a database that does not answer leaves
     them at their last values rather than failing the scrape."""
     try:
-        row = await store.pool.fetchrow(Q["unfinished_runs"])
-        assert row is not None
-        QUEUE_DEPTH.set(row["queued"])
-        ACTIVE_RUNS.set(row["running"])
-        await projection_gauges(store.pool)  # projectors may run in another process
+        reporting = Reporting.of(store)
+        unfinished = await reporting.unfinished()
+        QUEUE_DEPTH.set(unfinished.queued)
+        ACTIVE_RUNS.set(unfinished.running)
+        await reporting.refresh_projection_gauges()  # projectors may run in another process
         await store.visibility_lag()
     except Exception as exc:
         log.warning("metrics: cannot read the gauges (%s)", exc)

@@ -11,7 +11,6 @@ from papayya.readmodels.projects import Projects
 from papayya.readmodels.projectsecrets import ProjectSecrets
 from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
-from papayya.readmodels.spend import Spend
 from papayya.readmodels.webhooks import Webhooks
 from papayya.secretbox import SecretBox, load_key
 from web import keys
@@ -24,7 +23,6 @@ def install(app: web.Application, store: PostgresEventStore) -> None:
     app[keys.DEPLOYMENTS] = Deployments(store)
     app[keys.SCHEDULES] = Schedules(store)
     app[keys.WEBHOOKS] = Webhooks(store)
-    app[keys.SPEND] = Spend(store.pool)
     app[keys.SECRETS] = Secrets(store)
     config = app[keys.CONFIG]
     box = SecretBox(load_key(config.secrets_key, config.data_dir))

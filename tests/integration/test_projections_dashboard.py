@@ -1,18 +1,19 @@
-"""Dashboard aggregates over the projected tables."""
+"""The reporting repository's aggregates of a project, read from the tables the projectors
+keep: runs per status, spend, and DDSketch duration percentiles."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-import asyncpg
 import msgspec
 import pytest
 
 from eventstore import PostgresEventStore
 from papayya.domain import events as ev
 from projections import Projections
-from projections.dashboard import Durations, Spend, dashboard
+from projections.reporting import Reporting, Spend
+from projections.sketch import RELATIVE_ACCURACY
 from tests.support.projections import append_run, simple_run
 
 TODAY = datetime.now(UTC).date()
@@ -30,7 +31,7 @@ def timed(run_id: str, seconds: int, cost: int, days_ago: int = 0) -> list[Any]:
     ]
 
 
-async def test_dashboard_for_a_project(dsn: str) -> None:
+async def test_reporting_for_a_project(dsn: str) -> None:
     store = await PostgresEventStore.connect(dsn)
     try:
         for i, seconds in enumerate([1, 2, 3, 4, 100]):
@@ -42,18 +43,23 @@ async def test_dashboard_for_a_project(dsn: str) -> None:
         other[0] = msgspec.structs.replace(other[0], project_id="elsewhere")
         await append_run(store, "other", other)
         await Projections(store, dsn).catch_up()
-        conn = await asyncpg.connect(dsn)
-        try:
-            board = await dashboard(conn, "proj", today=TODAY)
-        finally:
-            await conn.close()
-        assert board.runs_by_status == {"completed": 7, "queued": 1}
-        assert board.spend == Spend(today_micro_usd=50, last_7_days_micro_usd=1050)
-        # Runs created in the last seven days: 1, 2, 3, 4, 5 and 100 seconds.
-        assert board.durations.p50_ms == pytest.approx(3500)
-        assert board.durations.p95_ms == pytest.approx(76_250)
-        empty = await dashboard(store.pool, "nobody")
-        assert empty.durations == Durations(None, None)
-        assert empty.spend == Spend(0, 0) and empty.runs_by_status == {}
+        reporting = Reporting.of(store)
+        assert await reporting.runs_by_status("proj") == {"completed": 7, "queued": 1}
+        assert await reporting.spend("proj", TODAY) == Spend(50, 1050)
+        assert await reporting.unfinished("proj") == (1, 0)
+        # Runs that ended in the last seven days took 1, 2, 3, 4, 5 and 100 seconds. The
+        # sketch gives the value of the lower rank (3 s, 5 s), within its relative accuracy.
+        since = NOON - timedelta(days=6)
+        p50, p95 = await reporting.durations("proj", since) or (None, None)
+        assert p50 == pytest.approx(3000, rel=RELATIVE_ACCURACY)
+        assert p95 == pytest.approx(5000, rel=RELATIVE_ACCURACY)
+        everything = await reporting.durations("proj", since - timedelta(days=30), [0, 1])
+        assert everything == [
+            pytest.approx(1000, rel=RELATIVE_ACCURACY),
+            pytest.approx(100_000, rel=RELATIVE_ACCURACY),
+        ]
+        assert await reporting.durations("nobody", since) is None
+        assert await reporting.spend("nobody") == Spend(0, 0)
+        assert await reporting.runs_by_status("nobody") == {}
     finally:
         await store.close()

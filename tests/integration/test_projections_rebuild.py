@@ -19,6 +19,7 @@ from eventstore import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.errors import ProjectionNotFound, RebuildInProgress
 from projections import Projections
+from tests.support.aggregates import aggregates_of, expected_aggregates
 from tests.support.catalog import CATALOG
 from tests.support.projections import (
     append_run,
@@ -101,6 +102,8 @@ async def check_against_fold(tables: dict[str, list[dict[str, Any]]], stored: An
     for row in tables["costs"]:
         costs[row["project_id"]] = costs.get(row["project_id"], 0) + row["cost_micro_usd"]
     assert {k: v for k, v in by_project.items() if v} == {k: v for k, v in costs.items() if v}
+    # The aggregates kept run by run are what grouping the final runs rows gives.
+    assert aggregates_of(tables) == expected_aggregates(tables["runs"])
 
 
 async def catalog_of_read_tables(dsn: str) -> dict[str, list[tuple[object, ...]]]:

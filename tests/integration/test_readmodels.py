@@ -19,8 +19,8 @@ from papayya.readmodels.deployments import Deployments
 from papayya.readmodels.projects import NewApiKey, Projects, new_id
 from papayya.readmodels.schedules import Schedule, Schedules
 from papayya.readmodels.secrets import Secrets
-from papayya.readmodels.spend import Spend
 from papayya.readmodels.webhooks import Webhooks
+from projections.reporting import Reporting
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FIRST_PAGE = (None, None)
@@ -173,7 +173,7 @@ async def test_callback_secrets_are_the_projects_own(world: World) -> None:
 
 
 async def test_spend_is_summed_in_its_project_only(world: World) -> None:
-    spend = Spend(world.store.pool)
+    spend = Reporting(world.store.pool)
     a, b = world.a, world.b
     day = date(2026, 3, 1)
     for tenant, micro in ((a, 1_500_000), (b, 9_000_000)):
@@ -189,7 +189,10 @@ async def test_spend_is_summed_in_its_project_only(world: World) -> None:
             " VALUES ($1, $2, $3, 'completed', 'api', 1, 10, 5, 0, $4, 1, $5, $5, 1)",
             f"run_{tenant.project_id}", tenant.project_id, tenant.agent.id, micro, NOW,
         )  # fmt: skip
-    days = await spend.by_day(a.project_id, day, day)
-    assert int(days[day]["cost_micro_usd"]) == 1_500_000
-    runs = await spend.costliest(a.project_id, NOW - timedelta(days=1), NOW + timedelta(1), 10)
-    assert [(r.id, r.total_cost_cents) for r in runs] == [(f"run_{a.project_id}", 150)]
+    days = await spend.spend_by_day(a.project_id, day, day)
+    assert [(row["day"], int(row["cost_micro_usd"])) for row in days] == [(day, 1_500_000)]
+    since, until = NOW - timedelta(days=1), NOW + timedelta(1)
+    runs = await spend.costliest_runs(a.project_id, since, until, 10, None)
+    assert [(r["run_id"], int(r["total_cost_micro_usd"])) for r in runs] == [
+        (f"run_{a.project_id}", 1_500_000)
+    ]

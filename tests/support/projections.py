@@ -19,6 +19,10 @@ READ_TABLES = {
     "runs": "SELECT * FROM runs ORDER BY run_id",
     "steps": "SELECT * FROM steps ORDER BY run_id, step_number",
     "costs": "SELECT * FROM costs ORDER BY project_id, agent_id, model, day",
+    "run_counts": "SELECT * FROM run_counts ORDER BY project_id, agent_id, status",
+    "run_days": "SELECT * FROM run_days ORDER BY project_id, agent_id, day",
+    "run_minutes": "SELECT * FROM run_minutes ORDER BY project_id, minute",
+    "run_durations": "SELECT * FROM run_durations ORDER BY project_id, minute, bin",
 }
 
 

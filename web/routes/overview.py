@@ -1,8 +1,10 @@
 """The dashboard's overview: the project's run rate, failure rate, durations, active runs,
 queue depth and spend, over a recent window of minutes.
 
-It reads the ``runs`` and ``costs`` read tables, so it is as fresh as the projectors (the
-Prometheus gauges in ``/metrics`` count every project; this is one project's view).
+It reads the aggregates the projectors keep, through the reporting repository, so it costs
+the same however many runs there are and is as fresh as the projectors (the Prometheus gauges
+in ``/metrics`` count every project; this is one project's view). The durations are DDSketch
+percentiles: within 1% of the duration of that rank, never interpolated between two runs.
 """
 
 from __future__ import annotations
@@ -14,12 +16,10 @@ import msgspec
 from aiohttp import web
 
 from papayya.money import usd_string
-from projections.dashboard import spend
-from sql import queries
+from projections.reporting import Reporting
 from web import http, keys
 from web.openapi import api
 
-Q: Final = queries("dashboard.sql")
 DEFAULT_WINDOW: Final = 60
 MAX_WINDOW: Final = 24 * 60
 
@@ -78,20 +78,17 @@ async def overview(request: web.Request) -> web.Response:
     window = http.query_int(request, "window", DEFAULT_WINDOW, 1, MAX_WINDOW)
     assert window is not None
     project = http.project_id(request)
-    pool = request.app[keys.STORE].pool
+    reporting = Reporting.of(request.app[keys.STORE])
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     since = now - timedelta(minutes=window - 1)  # the current minute is the last one
-    rows = await pool.fetch(Q["created_per_minute"], project, since)
-    created = {row["minute"]: row["runs"] for row in rows}
-    ended: dict[datetime, dict[str, int]] = {}
+    created, ended = await reporting.minutes(project, since)
     by_status: dict[str, int] = {}
-    for row in await pool.fetch(Q["ended_per_minute"], project, since):
-        ended.setdefault(row["minute"], {})[row["status"]] = row["runs"]
-        by_status[row["status"]] = by_status.get(row["status"], 0) + row["runs"]
-    durations = await pool.fetchval(Q["ended_duration_percentiles"], project, since)
-    unfinished = await pool.fetchrow(Q["unfinished_runs"], project)
-    assert unfinished is not None  # an aggregate without GROUP BY returns one row
-    spent = await spend(pool, project)
+    for outcomes in ended.values():
+        for status, runs in outcomes.items():
+            by_status[status] = by_status.get(status, 0) + runs
+    durations = await reporting.durations(project, since)
+    unfinished = await reporting.unfinished(project)
+    spent = await reporting.spend(project)
     runs_created, runs_ended = sum(created.values()), sum(by_status.values())
     return http.json(
         OverviewOut(
@@ -104,8 +101,8 @@ async def overview(request: web.Request) -> web.Response:
             failure_rate=by_status.get("failed", 0) / runs_ended if runs_ended else None,
             p50_duration_ms=None if durations is None else durations[0],
             p95_duration_ms=None if durations is None else durations[1],
-            active_runs=unfinished["running"],
-            queue_depth=unfinished["queued"],
+            active_runs=unfinished.running,
+            queue_depth=unfinished.queued,
             spend_today_usd=usd_string(spent.today_micro_usd),
             spend_last_7_days_usd=usd_string(spent.last_7_days_micro_usd),
             per_minute=minutes(since, window, created, ended),

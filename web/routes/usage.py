@@ -1,13 +1,14 @@
 """Usage reports: a project's model tokens, spend and runs over a range of UTC days.
 
 Spend comes from the ``costs`` read table (one row per project, agent, model and day) and run
-counts from the ``runs`` read table, both written by the projectors; so a report reflects the
-events up to the projectors' lag (exported as ``papayya_projection_lag_seconds``).
+counts from ``run_days`` (one row per project, agent and day), both kept by the projectors and
+read through the reporting repository; so a report costs the same however many runs there
+are, and reflects the events up to the projectors' lag (``papayya_projection_lag_seconds``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
@@ -16,11 +17,10 @@ from aiohttp import web
 
 from papayya.errors import InvalidInput
 from papayya.money import cents_up, usd_string
-from sql import queries
+from projections.reporting import Reporting
 from web import http, keys
 from web.openapi import api
 
-Q: Final = queries("reporting.sql")
 DEFAULT_DAYS: Final = 30
 
 
@@ -132,16 +132,6 @@ def date_range(request: web.Request, today: date | None = None) -> tuple[date, d
     return start, to
 
 
-def _bounds(start: date, to: date) -> tuple[datetime, datetime]:
-    """The range as instants: [start 00:00 UTC, the day after ``to`` 00:00 UTC)."""
-    return datetime.combine(start, time(), UTC), datetime.combine(to, time(), UTC) + timedelta(1)
-
-
-async def _runs_by_agent(pool: asyncpg.Pool, project: str, start: date, to: date) -> dict[str, int]:
-    rows = await pool.fetch(Q["usage_runs_by_agent"], project, *_bounds(start, to))
-    return {row["agent_id"]: row["runs"] for row in rows}
-
-
 @api.route(
     "GET", "/v1/usage", "Tokens, spend and runs of the project over a range of UTC days",
     response=UsageOut, query=(("from", "string"), ("to", "string")), tag="usage",
@@ -149,12 +139,10 @@ async def _runs_by_agent(pool: asyncpg.Pool, project: str, start: date, to: date
 async def usage(request: web.Request) -> web.Response:
     start, to = date_range(request)
     project = http.project_id(request)
-    pool = request.app[keys.STORE].pool
-    row = await pool.fetchrow(Q["usage_totals"], project, start, to)
-    assert row is not None  # an aggregate without GROUP BY returns one row
+    reporting = Reporting.of(request.app[keys.STORE])
     sums = _Sums()
-    sums.add(row)
-    runs = sum((await _runs_by_agent(pool, project, start, to)).values())
+    sums.add(await reporting.usage_totals(project, start, to))
+    runs = sum((await reporting.runs_by_agent(project, start, to)).values())
     return http.json(UsageOut(from_=start, to=to, runs=runs, **sums.money()))
 
 
@@ -165,9 +153,9 @@ async def usage(request: web.Request) -> web.Response:
 async def usage_breakdown(request: web.Request) -> web.Response:
     start, to = date_range(request)
     project = http.project_id(request)
-    pool = request.app[keys.STORE].pool
-    rows = await pool.fetch(Q["usage_by_agent_model"], project, start, to)
-    runs = await _runs_by_agent(pool, project, start, to)
+    reporting = Reporting.of(request.app[keys.STORE])
+    rows = await reporting.usage_by_agent_model(project, start, to)
+    runs = await reporting.runs_by_agent(project, start, to)
     agents: dict[str, _Sums] = {agent: _Sums() for agent in runs}
     models: dict[str, _Sums] = {}
     pairs = []
