@@ -33,8 +33,8 @@ from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.matcher import CallKind, Recorded, Replayer
 from papayya.domain.state import RunState
-from papayya.errors import ConcurrencyError, RunNotFound
-from papayya.runs import MAX_RETRIES, Runs, run_stream, run_summary
+from papayya.errors import RunNotFound
+from papayya.runs import Runs, run_stream, run_summary
 
 CACHED_RUNS: Final = 4096
 CACHED_ATTEMPTS: Final = 1024
@@ -211,16 +211,7 @@ class RunStates(Runs):
         """Load (caught up), decide, append, under the run's lock; on another process's
         write in between, catch up and decide again."""
         async with self.lock(run_id):
-            for _ in range(MAX_RETRIES):
-                state = await self.load(run_id)
-                events = decide(state)
-                if not events:
-                    return state
-                try:
-                    return await self.append(state, events)
-                except ConcurrencyError:
-                    continue
-        raise ConcurrencyError(f"run {run_id} kept changing; gave up after {MAX_RETRIES} tries")
+            return await super().execute(run_id, decide)
 
     async def append_fresh(
         self,
