@@ -55,8 +55,8 @@ import asyncpg  # noqa: E402
 from eventstore.migrations import migrate  # noqa: E402
 from eventstore.postgres import PostgresEventStore  # noqa: E402
 from papayya.domain import events as ev  # noqa: E402
+from papayya.readmodels.projects import create_key  # noqa: E402
 from projections import Projections  # noqa: E402
-from web.tenancy import create_key  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGET_P50_MS = 50.0

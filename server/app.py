@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from papayya.config import Config
+from papayya.triggers.firing import running_scheduler
 from projections.service import Projections
 from server.builds import builds_ctx
 from web import app as web_app
 from web import keys
-from web.routes.schedules import running_scheduler
 from workers.docker import DockerRuntime
 from workers.process import ProcessRuntime
 from workers.queue import connect

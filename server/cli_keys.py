@@ -24,7 +24,7 @@ def keys() -> None:
 def create(project: str, name: str | None) -> None:
     """Print a new API key for PROJECT (made if it does not exist). Shown once: only its
     hash is stored."""
-    from web import tenancy
+    from papayya.readmodels import projects
 
     if not project.strip() or len(project) > 100:
         raise click.BadParameter("a project name has 1 to 100 characters", param_hint="--project")
@@ -34,10 +34,10 @@ def create(project: str, name: str | None) -> None:
         conn = await asyncpg.connect(dsn)
         try:
             async with conn.transaction():
-                found = await tenancy.project_by_name(conn, project)
+                found = await projects.project_by_name(conn, project)
                 made = found is None
-                target = found or await tenancy.create_project(conn, project)
-                key = await tenancy.create_key(conn, target.id, name)
+                target = found or await projects.create_project(conn, project)
+                key = await projects.create_key(conn, target.id, name)
             return key.key, made
         finally:
             await conn.close()

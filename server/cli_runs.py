@@ -20,9 +20,9 @@ from papayya.database import database_url
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.errors import PapayyaError
+from papayya.models import run_out, run_out_from_summary, step_out
 from papayya.runs import Runs, run_events, run_stream
 from server.cli_api import api_mode, echo_json, follow, parse_input, step_line, with_api
-from web.models import run_out, run_out_from_summary, step_out
 
 T = TypeVar("T")
 

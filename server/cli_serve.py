@@ -196,8 +196,8 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
     from eventstore.migrations import migrate
     from eventstore.postgres import PostgresEventStore
     from papayya.installation import installation_id
+    from papayya.triggers.firing import running_scheduler
     from server.control import check_control
-    from web.routes.schedules import running_scheduler
     from workers.docker import DockerRuntime
     from workers.process import ProcessRuntime
     from workers.runtime import Runtime
@@ -258,8 +258,8 @@ def _check_server_settings(config: Config) -> None:
     """Refuse a malformed PAPAYYA_BOOTSTRAP_API_KEY, PAPAYYA_METRICS_TOKEN or
     PAPAYYA_METRICS_LISTEN before any database is started or written."""
     from papayya.errors import InvalidInput
+    from papayya.readmodels.projects import BOOTSTRAP_ENV, check_bootstrap_key
     from web.routes.metrics import check_config
-    from web.tenancy import BOOTSTRAP_ENV, check_bootstrap_key
 
     try:
         check_bootstrap_key(os.environ.get(BOOTSTRAP_ENV) or None)

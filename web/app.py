@@ -16,9 +16,10 @@ from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
 from papayya.errors import NotReady, ProjectionFailing
 from papayya.installation import installation_id
+from papayya.readmodels.projects import BOOTSTRAP_ENV, check_bootstrap_key
 from papayya.runstates import RunStates
 from projections.service import failing as projection_failures
-from web import http, keys, readmodels, tenancy
+from web import http, keys, readmodels
 from web.auth import auth_middleware
 from web.gateway import gateway_ctx
 from web.metrics import collector as metrics_collector
@@ -56,8 +57,8 @@ READY_SECONDS = 3.0
 
 
 async def _event_store(app: web.Application) -> AsyncIterator[None]:
-    bootstrap_key = os.environ.get(tenancy.BOOTSTRAP_ENV) or None
-    tenancy.check_bootstrap_key(bootstrap_key)  # before anything is written
+    bootstrap_key = os.environ.get(BOOTSTRAP_ENV) or None
+    check_bootstrap_key(bootstrap_key)  # before anything is written
     await migrate(app[keys.DSN])
     store = await PostgresEventStore.connect(app[keys.DSN])
     app[keys.STORE] = store

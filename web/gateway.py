@@ -21,7 +21,7 @@ from papayya.metering.ratecards import RateCardCache
 from papayya.metering.upstreams import call_timeout, upstreams_from_env
 from papayya.pricing import RateCardEntry
 from papayya.runs import run_stream
-from web import http, keys, tenancy
+from web import http, keys
 from web.openapi import api
 from web.routes.projects import own_project
 
@@ -148,8 +148,7 @@ async def put_rate_card(request: web.Request) -> web.Response:
     if len(card) > 1000 or any(not m or len(m) > 200 for m in card):
         raise InvalidInput("a rate card holds at most 1000 models with names of 1-200 characters")
     data: Any = msgspec.to_builtins(card)
-    await request.app[keys.STORE].pool.execute(
-        tenancy.Q["put_rate_card"], project, json.dumps(data)
-    )
-    request.app[keys.RATE_CARDS].forget(project)
+    cards = request.app[keys.RATE_CARDS]
+    await cards.cards.put(project, json.dumps(data))
+    cards.forget(project)
     return web.json_response({"data": data})

@@ -27,12 +27,12 @@ from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.state import RunState, StepState
 from papayya.errors import PapayyaError, RunNotFound
+from papayya.models import step_out
 from papayya.runs import run_stream
 from papayya.runstates import RunStates
 from projections.lru import Lru
 from web import keys
 from web.middleware import error_body
-from web.models import step_out
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
+from papayya.triggers.firing import start_scheduled_run
 from papayya.triggers.scheduler import Scheduler
 from tests.support.agents import AGENT
 from tests.support.browser import CRASHY, PHONE, SLOW, Dash, open_dash
 from tests.support.cloud import Cloud
 from web import keys
 from web.routes import login
-from web.routes.schedules import start_scheduled_run
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

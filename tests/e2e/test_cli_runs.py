@@ -73,7 +73,7 @@ def test_bad_input_exits_non_zero(dsn: str) -> None:
 def test_keys_create_prints_a_working_key(dsn: str) -> None:
     import asyncio
 
-    from web import tenancy
+    from papayya.readmodels import projects
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
     env["PAPAYYA_DATABASE_URL"] = dsn
@@ -98,7 +98,7 @@ def test_keys_create_prints_a_working_key(dsn: str) -> None:
 
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
         try:
-            return await tenancy.authenticate(pool, key)
+            return await projects.authenticate(pool, key)
         finally:
             await pool.close()
 

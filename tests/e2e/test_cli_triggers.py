@@ -10,11 +10,11 @@ import sys
 from datetime import timedelta
 from typing import Any
 
+from papayya.triggers.firing import start_scheduled_run
 from papayya.triggers.scheduler import Scheduler
 from tests.support.api import Api, create_agent
 from tests.support.db import db_fetch
 from web import keys
-from web.routes.schedules import start_scheduled_run
 
 
 async def cli(api: Api, *args: str, **env: str) -> tuple[int, str, str]:

@@ -14,11 +14,11 @@ import pytest
 
 from eventstore.postgres import PostgresEventStore
 from papayya.domain import events as ev
+from papayya.triggers.firing import start_scheduled_run
 from papayya.triggers.scheduler import Fire, Schedule, Scheduler, fire_key, fire_run_id
 from tests.support.api import Api, call, create_agent, create_schedule, running_api
 from tests.support.db import db_fetch
 from web import keys
-from web.routes.schedules import start_scheduled_run
 
 
 class Clock:

@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from papayya.readmodels import projects
 from tests.support.cloud import REDIS_URL, TERMINAL, bundle_bytes, free_port
-from web import tenancy
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,10 @@ async def two_tenants(dsn: str) -> tuple[Tenant, Tenant]:
     bootstrap_key = "cpk_boot_" + uuid.uuid4().hex
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
-        made = await tenancy.bootstrap(pool, bootstrap_key)
+        made = await projects.bootstrap(pool, bootstrap_key)
         assert made is not None
-        other = await tenancy.create_project(pool, "tenant-b")
-        other_key = await tenancy.create_key(pool, other.id, "b")
+        other = await projects.create_project(pool, "tenant-b")
+        other_key = await projects.create_key(pool, other.id, "b")
     finally:
         await pool.close()
     return Tenant(made.project_id, bootstrap_key), Tenant(other.id, other_key.key)

@@ -18,9 +18,9 @@ from aiohttp import web
 from eventstore.postgres import PostgresEventStore
 from eventstore.types import Cursor, Filters, RecordedEvent
 from papayya.errors import InvalidInput, RunNotFound
+from papayya.models import StepOut
 from papayya.runs import run_stream
 from web import http, keys, sse
-from web.models import StepOut
 from web.openapi import api
 
 

@@ -21,10 +21,10 @@ from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.state import StepState
 from papayya.errors import NotFound, RunNotFound
+from papayya.models import StepOut, step_out
 from papayya.money import usd_string
 from papayya.runs import MAX_RUN_ID
 from web import http, keys
-from web.models import StepOut, step_out
 from web.openapi import api
 
 # Larger payloads are cut to this many bytes of text, so a page never loads megabytes.

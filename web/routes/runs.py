@@ -24,10 +24,10 @@ from papayya.domain import events as ev
 from papayya.domain.fold import fold, state_at
 from papayya.domain.state import RunState, RunStatus
 from papayya.errors import InvalidInput, RunNotFound
+from papayya.models import RunOut, StepOut, run_out, run_out_from_summary, step_out
 from papayya.runs import MAX_RUN_ID, run_stream
 from sql import queries
 from web import http, keys
-from web.models import RunOut, StepOut, run_out, run_out_from_summary, step_out
 from web.openapi import api
 from web.routes import agents
 from web.routes.agents import Tokens

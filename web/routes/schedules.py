@@ -1,5 +1,5 @@
-"""Cron schedules over HTTP, and the glue that lets the scheduler queue their runs the way
-``POST /v1/runs`` does (``start_scheduled_run``, ``running_scheduler``).
+"""Cron schedules over HTTP. The scheduler that fires them queues their runs through the
+queue command (``papayya.triggers.firing``), not through this module.
 
 Times are UTC, except ``next_fire_times``, which are in the schedule's timezone (with its
 offset), so that DST changes show.
@@ -7,10 +7,6 @@ offset), so that DST changes show.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -18,16 +14,13 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from eventstore.postgres import PostgresEventStore
 from papayya.commands import queue
 from papayya.commands.queue import RunOptions
 from papayya.errors import InvalidInput, NotFound
 from papayya.readmodels.agents import Agent, MaxSteps
 from papayya.readmodels.projects import new_id
 from papayya.readmodels.schedules import FireOut, Schedule, input_json
-from papayya.runs import Runs
 from papayya.triggers.policy import CatchupPolicy, OverlapPolicy
-from papayya.triggers.scheduler import Clock, Scheduler, StartRun, fire_key, utcnow
 from papayya.triggers.zone import CronSchedule
 from web import http, keys
 from web.openapi import api
@@ -284,51 +277,3 @@ def _fire_cursor(request: web.Request) -> datetime | None:
         return when
     except (ValueError, TypeError):
         raise InvalidInput("cursor is not one this API issued") from None
-
-
-# -- firing -------------------------------------------------------------------------------
-
-
-def start_scheduled_run(store: PostgresEventStore) -> StartRun:
-    """The scheduler's way to queue a fire's run: ``POST /v1/runs``'s, with
-    ``trigger="schedule"`` and the fire's idempotency key."""
-    runs = Runs(store)
-    keys_ = queue.PostgresIdempotencyKeys(store.pool)
-    find_agent = functools.partial(agents.find, store.pool)
-
-    async def start(schedule: Schedule, fire_at: datetime, run_id: str) -> str:
-        options = RunOptions(
-            input=schedule.input,
-            max_steps=schedule.max_steps,
-            budget_cents=schedule.budget_cents,
-            idempotency_key=fire_key(schedule.schedule_id, fire_at),
-        )
-        state, _ = await queue.queue_run(
-            runs, keys_, find_agent, schedule.project_id, schedule.agent_id, options,
-            trigger="schedule", run_id=run_id,
-            trigger_metadata={
-                "papayya.schedule_id": schedule.schedule_id,
-                "papayya.fire_at": fire_at.astimezone(UTC).isoformat(),
-            },
-        )  # fmt: skip
-        return state.run_id
-
-    return start
-
-
-@contextlib.asynccontextmanager
-async def running_scheduler(
-    store: PostgresEventStore, clock: Clock = utcnow
-) -> AsyncIterator[Scheduler]:
-    """A scheduler firing in the background until the block ends (then it finishes its
-    tick). Any number may run against one database."""
-    scheduler = Scheduler(store, start_scheduled_run(store), clock=clock)
-    task = asyncio.create_task(scheduler.run(), name="scheduler")
-    try:
-        yield scheduler
-    finally:
-        scheduler.stop()
-        try:
-            await asyncio.wait_for(task, 10)
-        except (TimeoutError, asyncio.CancelledError):
-            task.cancel()
