@@ -154,9 +154,12 @@ async def test_checkpoints_and_endings_are_idempotent(api: Api, http: Any) -> No
     status, _ = await call(http, api, "PATCH", f"{RUNS}/d3", {"status": "completed"})
     assert status == 200
     ended = await written(api)
-    finish = {"status": "completed", "output": "ignored"}
-    status, doc = await call(http, api, "PATCH", f"{RUNS}/d3", finish)
+    status, doc = await call(http, api, "PATCH", f"{RUNS}/d3", {"status": "completed"})
     assert status == 200 and doc["output"] is None
+    # Another output is another ending (issue 16): refused, the first output stands.
+    finish = {"status": "completed", "output": "other"}
+    status, err = await call(http, api, "PATCH", f"{RUNS}/d3", finish)
+    assert status == 409 and "another output" in err["error"]["message"]
     status, err = await call(http, api, "PATCH", f"{RUNS}/d3", {"status": "failed"})
     assert status == 409 and "already completed" in err["error"]["message"]
     status, err = await call(
@@ -286,7 +289,7 @@ async def test_another_projects_run_is_not_found(api: Api, http: Any) -> None:
         ),
         ("PATCH", f"{RUNS}/d10", {"status": "cancelled"}),
         ("PATCH", f"{RUNS}/d10", {"status": "completed", "error": "x"}),
-        ("PATCH", f"{RUNS}/d10", {"status": "failed", "output": 1}),
+        ("PATCH", f"{RUNS}/d10", {"status": "failed", "output": "x", "error": "y"}),
         ("PATCH", f"{RUNS}/d10", {}),
     ],
 )
