@@ -114,8 +114,7 @@ def agents_create(
 @agents.command("list")
 def agents_list() -> None:
     """List the project's agents."""
-    page = with_api(lambda c: c.call("GET", "/v1/agents", params={"limit": 200}))
-    for agent in page["data"]:
+    for agent in with_api(lambda c: c.listing("/v1/agents", {"limit": 200})):
         click.echo(f"{agent['id']}  {agent['slug']:<24} {agent['name']}")
 
 

@@ -323,7 +323,7 @@ async def test_malformed_and_oversized_bodies(api: Api, http: Any) -> None:
 
 async def test_a_run_that_is_not_running_takes_no_checkpoints(api: Api, http: Any) -> None:
     status, projects = await call(http, api, "GET", "/v1/projects")
-    queued = ev.RunQueued(run_id="d12", project_id=projects["data"][0]["id"], agent_id="a")
+    queued = ev.RunQueued(run_id="d12", project_id=projects[0]["id"], agent_id="a")
     await api.app[keys.RUNS].queue(queued)
     status, err = await call(
         http, api, "POST", f"{RUNS}/d12/checkpoints", {"label": "a", "duration_ms": 0}

@@ -127,7 +127,7 @@ async def _fixtures(api: Listening, http: aiohttp.ClientSession) -> dict[str, st
             return await r.json()
 
     async with http.get(api.url + "/v1/projects", headers=h) as r:
-        project = (await r.json())["data"][0]["id"]
+        project = (await r.json())[0]["id"]
     await post("/v1/agents", {"name": "hostile", "slug": "hostile", "config": {"model": "m"}})
     key = await post(f"/v1/projects/{project}/api-keys", {"name": "k"})
     run = await post("/v1/agents/hostile/runs", {"input": "x"})

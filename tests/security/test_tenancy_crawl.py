@@ -98,7 +98,7 @@ async def tenant_a(api: Api, http: aiohttp.ClientSession, tmp: Path) -> Tenant:
         assert got == status, (method, path, answer)
         return answer
 
-    [project] = (await make("GET", "/v1/projects", status=200))["data"]
+    [project] = await make("GET", "/v1/projects", status=200)
     a = Tenant(api.key, project["id"], secrets=[api.key])
     a.ids["project"] = project["id"]
     agent = await make(

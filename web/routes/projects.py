@@ -39,14 +39,6 @@ class ProjectCreated(msgspec.Struct):
     api_key: NewApiKey
 
 
-class ProjectList(msgspec.Struct):
-    data: list[ProjectOut]
-
-
-class KeyList(msgspec.Struct):
-    data: list[ApiKey]
-
-
 def own_project(request: web.Request) -> str:
     """The path's project id, which must be the caller's: any other answers 404."""
     wanted = http.path_id(request)
@@ -66,11 +58,11 @@ async def create_project(request: web.Request) -> web.Response:
 
 
 @api.route(
-    "GET", "/v1/projects", "The caller's project", response=ProjectList, tag="projects"
+    "GET", "/v1/projects", "The caller's project", response=list[ProjectOut], tag="projects"
 )  # fmt: skip
 async def list_projects(request: web.Request) -> web.Response:
     p = await request.app[keys.PROJECTS].get(http.project_id(request))
-    return http.json(ProjectList([ProjectOut(p.id, p.name, p.created_at)]))
+    return http.page(request, [ProjectOut(p.id, p.name, p.created_at)])
 
 
 @api.route(
@@ -86,11 +78,11 @@ async def create_key(request: web.Request) -> web.Response:
 
 @api.route(
     "GET", "/v1/projects/{id}/api-keys", "List API keys (never their secrets)",
-    response=KeyList, tag="projects",
+    response=list[ApiKey], tag="projects",
 )  # fmt: skip
 async def list_keys(request: web.Request) -> web.Response:
     project = own_project(request)
-    return http.json(KeyList(await request.app[keys.PROJECTS].list_keys(project)))
+    return http.page(request, await request.app[keys.PROJECTS].list_keys(project))
 
 
 @api.route(

@@ -70,15 +70,6 @@ class ResumeRun(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget_total_tokens: Tokens | None = None
 
 
-class RunList(msgspec.Struct):
-    data: list[RunOut]
-    next_cursor: str | None
-
-
-class StepList(msgspec.Struct):
-    data: list[StepOut]
-
-
 def _run_id(request: web.Request) -> str:
     run_id = http.path_id(request)
     if len(run_id) > MAX_RUN_ID or any(ch.isspace() or not ch.isprintable() for ch in run_id):
@@ -168,7 +159,7 @@ def _listed(row: asyncpg.Record) -> RunOut:
 
 @api.route(
     "GET", "/v1/runs", "List runs, newest first (from the runs read model)",
-    response=RunList, tag="runs",
+    response=list[RunOut], tag="runs",
     query=(("limit", "integer"), ("cursor", "string"), ("agent_id", "string"),
            ("status", "string")),
 )  # fmt: skip
@@ -190,7 +181,7 @@ async def list_runs(request: web.Request) -> web.Response:
         last = runs[-1]
         assert last.created_at is not None  # the column is NOT NULL
         cursor = http.encode_cursor([last.created_at.isoformat(), last.id])
-    return http.json(RunList(runs, cursor))
+    return http.page(request, runs, cursor)
 
 
 @api.route("GET", "/v1/runs/{id}", "A run", response=RunOut, tag="runs")
@@ -205,10 +196,10 @@ async def get_run(request: web.Request) -> web.Response:
     return http.json(run_out_from_summary(summary))
 
 
-@api.route("GET", "/v1/runs/{id}/steps", "A run's steps", response=StepList, tag="runs")
+@api.route("GET", "/v1/runs/{id}/steps", "A run's steps", response=list[StepOut], tag="runs")
 async def list_steps(request: web.Request) -> web.Response:
     state = await _load(request, _run_id(request))
-    return http.json(StepList([step_out(s) for s in state.steps]))
+    return http.page(request, [step_out(s) for s in state.steps])
 
 
 @api.route(

@@ -88,16 +88,6 @@ class ScheduleOut(msgspec.Struct):
     updated_at: datetime
 
 
-class ScheduleList(msgspec.Struct):
-    data: list[ScheduleOut]
-    next_cursor: str | None
-
-
-class FireList(msgspec.Struct):
-    data: list[FireOut]
-    next_cursor: str | None
-
-
 def schedule_out(schedule: Schedule, now: datetime) -> ScheduleOut:
     fires: list[datetime] = []
     if schedule.enabled:
@@ -165,7 +155,7 @@ async def _list(request: web.Request, agent_id: str | None) -> web.Response:
     cursor = None
     if len(page) > limit:
         cursor = http.encode_cursor([found[-1].created_at.isoformat(), found[-1].schedule_id])
-    return http.json(ScheduleList([schedule_out(s, now) for s in found], cursor))
+    return http.page(request, [schedule_out(s, now) for s in found], cursor)
 
 
 PAGE: Final = (("limit", "integer"), ("cursor", "string"))
@@ -173,7 +163,7 @@ PAGE: Final = (("limit", "integer"), ("cursor", "string"))
 
 @api.route(
     "GET", "/v1/agents/{id}/schedules", "This agent's schedules, newest first",
-    response=ScheduleList, query=PAGE, tag="schedules",
+    response=list[ScheduleOut], query=PAGE, tag="schedules",
 )  # fmt: skip
 async def list_agent_schedules(request: web.Request) -> web.Response:
     ref = _ref(request)
@@ -183,7 +173,7 @@ async def list_agent_schedules(request: web.Request) -> web.Response:
 
 @api.route(
     "GET", "/v1/schedules", "The project's schedules, newest first",
-    response=ScheduleList, query=(*PAGE, ("agent_id", "string")), tag="schedules",
+    response=list[ScheduleOut], query=(*PAGE, ("agent_id", "string")), tag="schedules",
 )  # fmt: skip
 async def list_schedules(request: web.Request) -> web.Response:
     ref = request.query.get("agent_id") or None
@@ -194,7 +184,7 @@ async def list_schedules(request: web.Request) -> web.Response:
     try:
         agent = await request.app[keys.AGENTS].find(http.project_id(request), ref)
     except NotFound:
-        return http.json(ScheduleList([], None))
+        return http.page(request, [])
     return await _list(request, agent.id)
 
 
@@ -257,7 +247,7 @@ async def delete_schedule(request: web.Request) -> web.Response:
 @api.route(
     "GET", "/v1/schedules/{id}/fires",
     "A schedule's fires, newest first: the run each started or why it was skipped",
-    response=FireList, query=PAGE, tag="schedules",
+    response=list[FireOut], query=PAGE, tag="schedules",
 )  # fmt: skip
 async def list_fires(request: web.Request) -> web.Response:
     schedule_id = _ref(request)
@@ -269,7 +259,7 @@ async def list_fires(request: web.Request) -> web.Response:
     cursor = None
     if len(found) > limit:
         cursor = http.encode_cursor([fires[-1].fire_at.isoformat()])
-    return http.json(FireList(fires, cursor))
+    return http.page(request, fires, cursor)
 
 
 def _fire_cursor(request: web.Request) -> datetime | None:
