@@ -450,6 +450,9 @@ async def test_openapi_describes_agents_and_runs(api: Api, http: Any) -> None:
         assert f"/v1/runs/{{id}}{suffix}" in paths
     listed = {p["name"] for p in paths["/v1/runs"]["get"]["parameters"]}
     assert {"limit", "cursor", "agent_id", "status"} <= listed
+    answer = paths["/v1/runs"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"]["type"] == "array"
+    assert {"Link", "X-Next-Cursor"} <= set(answer["headers"])
     schemas = spec["components"]["schemas"]
     for name in ("CreateAgent", "PatchAgent", "AgentOut", "CreateRun", "RunOut", "ReplayRun"):
         assert name in schemas
@@ -474,3 +477,18 @@ async def test_the_server_keeps_the_runs_list_current(
                     return
             await asyncio.sleep(0.05)
         raise AssertionError("the runs list never showed the new run")
+
+
+async def test_a_new_run_is_listed_at_once(api: Api, http: Any) -> None:
+    """Read your writes: the list shows a run as soon as its creation answered, every time,
+    with no projector running (the list reads what the append wrote)."""
+    agent = await create_agent(api, http, "read-your-writes")
+    for i in range(200):
+        async with http.post(
+            f"{api.url}/v1/agents/{agent['id']}/runs", json={"input": i}, headers=api.headers()
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            run = await resp.json()
+        newest, _ = await page(api, http, "/v1/runs", limit=1)
+        assert [r["id"] for r in newest] == [run["id"]], i
+        assert newest[0]["status"] == "queued" and newest[0]["input"] == i
