@@ -43,6 +43,7 @@ from web.routes import (  # noqa: F401  (importing a route module registers its 
     runs,
     runtime,
     schedules,
+    unsupported,
     usage,
     webhooks,
 )

@@ -42,6 +42,9 @@ class RunOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     input: Any = None
     model: Model | None = None
+    # Sent by the published SDK's Client.run(); accepted here so that its requests are, and
+    # given its meaning (the built-in loop's instructions) by the agent-loop work (issue 17).
+    system_prompt: Annotated[str, msgspec.Meta(max_length=100_000)] | None = None
     max_steps: bounds.StepCount | None = None
     budget_cents: bounds.Cents | None = None
     budget_input_tokens: bounds.Tokens | None = None

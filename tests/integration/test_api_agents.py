@@ -150,7 +150,8 @@ async def test_bad_bodies_write_nothing(api: Api, http: Any, dsn: str) -> None:
         (b"{not json", 400),
         (b"[]", 400),
         (b"{" + good + b', "extra": 1}', 400),
-        (b'{"name": "n", "slug": "s"}', 400),  # config is required
+        (b'{"slug": "s", "config": {}}', 400),  # name is required
+        (b'{"name": "n", "slug": "s", "config": null}', 400),  # config may be left out, not null
         (b'{"name": "n", "slug": "Bad Slug", "config": {}}', 400),
         (b'{"name": "n", "slug": "has_underscore", "config": {}}', 400),
         (b'{"name": 5, "slug": "s", "config": {}}', 400),

@@ -181,7 +181,7 @@ async def test_bad_bodies_write_nothing(api: Api, http: Any, dsn: str) -> None:
         (b"{not json", 400),
         (b"[]", 400),
         (b"{" + good + b', "extra": 1}', 400),
-        (b'{"cron_expression": "* * * * *"}', 400),  # timezone is required
+        (b'{"cron_expression": "* * * * *", "timezone": null}', 400),  # UTC if left out
         (b'{"timezone": "UTC"}', 400),
         (b"{" + good + b', "overlap_policy": "queue"}', 400),
         (b"{" + good + b', "catchup_policy": "some"}', 400),

@@ -66,7 +66,8 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class CreateAgent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: AgentName
     slug: Slug
-    config: AgentConfig
+    # Optional as in the hosted API: an agent deployed as code needs no config to start.
+    config: AgentConfig = msgspec.field(default_factory=AgentConfig)
     project_id: ProjectRef | None = None
     description: Description | None = None
 

@@ -42,11 +42,11 @@ TimezoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=
 
 class CreateSchedule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Runs of the agent in the path at the times of a 5-field cron expression in an IANA
-    timezone. ``input``, ``max_steps`` and ``budget_cents`` are each run's (limits not sent
-    come from the agent's config)."""
+    timezone (UTC unless sent, as in the hosted API). ``input``, ``max_steps`` and
+    ``budget_cents`` are each run's (limits not sent come from the agent's config)."""
 
     cron_expression: CronText
-    timezone: TimezoneName
+    timezone: TimezoneName = "UTC"
     input: Any = None
     max_steps: MaxSteps | None = None
     budget_cents: Cents | None = None
