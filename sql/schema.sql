@@ -239,7 +239,9 @@ $$;
 CREATE TABLE projects (
     project_id text PRIMARY KEY,
     name       text NOT NULL UNIQUE,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Optional, as in the hosted API; unique when set.
+    slug       text UNIQUE
 );
 
 CREATE TABLE api_keys (

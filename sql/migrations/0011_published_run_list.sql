@@ -11,3 +11,6 @@ CREATE INDEX stream_summaries_run_list_idx
     ON stream_summaries ((summary->>'project_id'), papayya_instant(summary->>'queued_at') DESC,
                          (summary->>'run_id'))
     WHERE category = 'run';
+
+-- A project's slug, as the hosted API has one: optional, unique when set.
+ALTER TABLE projects ADD COLUMN slug text UNIQUE;

@@ -222,3 +222,25 @@ print(json.dumps(out))
     made = out["made"]
     assert made["runtime"] == "docker" and made["entrypoint"] == "agent.py"
     assert out["got"] == made["id"] and out["listed"] == [made["id"]]
+
+
+async def test_projects(published: Published) -> None:
+    out = await published.script(
+        PRELUDE
+        + """
+made = p.projects.create("Team B", "team-b")
+out["made"] = {k: v for k, v in made.items() if k != "api_key"}
+out["listed"] = p.projects.list()
+mine = out["listed"][0]["id"]
+out["got"] = p.projects.get(mine)
+out["updated"] = p.projects.update(mine, name="Renamed", slug="renamed")
+out["theirs"] = refused(lambda: p.projects.get(made["id"]))
+out["again"] = refused(lambda: p.projects.create("Team C", "team-b"))
+print(json.dumps(out))
+"""
+    )
+    assert out["made"]["slug"] == "team-b" and out["made"]["name"] == "Team B"
+    assert out["got"] == out["listed"][0]
+    assert (out["updated"]["name"], out["updated"]["slug"]) == ("Renamed", "renamed")
+    # A key sees its own project only; a slug is unique.
+    assert (out["theirs"], out["again"]) == (404, 409)

@@ -37,6 +37,7 @@ DEEP = b"[" * DEPTH + b"]" * DEPTH
 BODIES: dict[str, dict[str, Any]] = {
     "post_create_project": {"name": "hostile"},
     "post_create_key": {"name": "hostile"},
+    "patch_update_project": {"name": "hostile"},
     "put_put_rate_card": {"m": {"input_per_million_usd": "1", "output_per_million_usd": "2"}},
     "post_create_agent": {"name": "other", "slug": "other", "config": {"model": "m"}},
     "patch_patch_agent": {"name": "renamed", "config": {"model": "m"}},

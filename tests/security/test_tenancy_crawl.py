@@ -33,6 +33,7 @@ BODIES: dict[str, Any] = {
     "post_create_key": {"name": "stolen"},
     "put_put_rate_card": {},
     "patch_patch_agent": {"name": "stolen"},
+    "patch_update_project": {"name": "stolen"},
     "post_register": {"entrypoint": "/tmp/stolen.py"},
     "patch_finish_run": {"status": "completed", "output": "stolen"},
     "post_post_checkpoint": {"label": "stolen", "duration_ms": 0},
