@@ -93,18 +93,18 @@ class Published:
         lines = out.decode().strip().splitlines()
         return json.loads(lines[-1]) if lines else None
 
-    async def cli(self, *args: str, cwd: Path | None = None) -> tuple[int, str]:
-        """The published ``papayya`` command: its exit code and its output (both streams)."""
+    async def cli(self, *args: str, **env: str) -> tuple[int, str, str]:
+        """The published ``papayya`` command: its exit code, its output and its errors."""
         proc = await asyncio.create_subprocess_exec(
             str(self.venv / "bin" / "papayya"),
             *args,
-            env=self.env(),
-            cwd=cwd or self.home,
+            env=self.env(**env),
+            cwd=self.home,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stderr=asyncio.subprocess.PIPE,
         )
-        out, _ = await proc.communicate()
-        return proc.returncode or 0, out.decode()
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out.decode(), err.decode()
 
 
 class Interactive:
