@@ -300,7 +300,9 @@ async def test_openapi_describes_schedules_and_webhooks(api: Api, http: Any) -> 
     schemas = spec["components"]["schemas"]
     for name in ("CreateSchedule", "PatchSchedule", "CreateWebhook"):
         assert schemas[name]["additionalProperties"] is False, name
-    assert set(schemas["CreateSchedule"]["required"]) == {"cron_expression", "timezone"}
+    # The time zone is UTC unless sent, as in the hosted API.
+    assert set(schemas["CreateSchedule"]["required"]) == {"cron_expression"}
+    assert schemas["CreateSchedule"]["properties"]["timezone"]["default"] == "UTC"
     trigger = paths["/v1/webhooks/{id}/trigger"]["post"]
     assert "security" not in trigger  # the signature is the credential, not an API key
     assert {"200", "202", "401", "413", "429"} <= set(trigger["responses"])
