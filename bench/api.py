@@ -243,7 +243,7 @@ async def _measure(
     try:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{url}/v1/projects", headers={"X-Api-Key": key}) as resp:
-                project = (await resp.json())["data"][0]["id"]
+                project = (await resp.json())[0]["id"]
         state = await runs.append(
             None, [ev.RunQueued(run_id="bench", project_id=project, agent_id="bench")]
         )

@@ -313,7 +313,7 @@ async def admin(dsn: str, sql: str) -> None:
 async def project_of(url: str, key: str) -> str:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/v1/projects", headers=headers("", key)) as resp:
-            project: str = (await resp.json())["data"][0]["id"]
+            project: str = (await resp.json())[0]["id"]
             return project
 
 

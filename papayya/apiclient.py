@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import aiohttp
+from yarl import URL
 
 from papayya.errors import (
     Conflict,
@@ -66,6 +67,28 @@ class ApiClient:
                 return data
         except aiohttp.ClientConnectionError as exc:
             raise PapayyaError(f"cannot reach {self.base_url}: {exc}") from None
+
+    async def listing(
+        self, path: str, params: dict[str, Any] | None = None, most: int = 10_000
+    ) -> list[Any]:
+        """A list endpoint's items, page after page (each answer is a bare array, the next
+        page is its ``Link: <…>; rel="next"`` header), up to ``most`` items."""
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        url: str | None = self.base_url + path
+        items: list[Any] = []
+        try:
+            while url is not None and len(items) < most:
+                async with self.session.get(url, params=query) as resp:
+                    data = await resp.json(content_type=None)
+                    if resp.status >= 400:
+                        raise error_from(resp.status, data)
+                    items.extend(data)
+                    link = resp.links.get("next")
+                    url = None if link is None else str(resp.url.join(URL(str(link["url"]))))
+                    query = {}  # the next page's address carries its query
+        except aiohttp.ClientConnectionError as exc:
+            raise PapayyaError(f"cannot reach {self.base_url}: {exc}") from None
+        return items[:most]
 
     async def sse(
         self, path: str, last_event_id: str | None = None

@@ -60,6 +60,12 @@ class NotFound(PapayyaError):
     http_status = 404
 
 
+class RouteNotSupported(NotFound):
+    """This route of the hosted Papayya API is not supported by this server."""
+
+    code = "route_not_supported"
+
+
 class Conflict(PapayyaError):
     """The request conflicts with the current state."""
 

@@ -55,10 +55,15 @@ class CheckpointBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     output_snapshot: Any = None
     agent_version: Name | None = None
     error: Message | None = None
+    # Set by the published SDK when it delivers a checkpoint it journaled during an outage:
+    # how many times it tried, and when it gave up and journaled it. Kept with the step.
+    delivery_attempts: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    journaled_at: datetime | None = None
 
 
 class FinishRunBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    """End the run: ``completed`` with ``output``, or ``failed`` with ``error``."""
+    """End the run: ``completed`` with ``output``, or ``failed`` with ``error`` (or, as the
+    published SDK's ``fail(error)`` sends it, with the error as ``output``)."""
 
     status: Literal["completed", "failed"]
     output: Any = None
@@ -83,6 +88,8 @@ class DurableCheckpoint(msgspec.Struct, kw_only=True):
     status: StepStatus
     error: str | None = None
     result_ref: str | None = None
+    delivery_attempts: int | None = None
+    journaled_at: datetime | None = None
 
 
 class DurableStep(msgspec.Struct, kw_only=True):

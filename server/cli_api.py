@@ -157,8 +157,7 @@ def http_tool(spec: str) -> dict[str, Any]:
 @agents.command("list")
 def agents_list() -> None:
     """List the project's agents."""
-    page = with_api(lambda c: c.call("GET", "/v1/agents", params={"limit": 200}))
-    for agent in page["data"]:
+    for agent in with_api(lambda c: c.listing("/v1/agents", {"limit": 200})):
         click.echo(f"{agent['id']}  {agent['slug']:<24} {agent['name']}")
 
 

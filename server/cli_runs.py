@@ -101,7 +101,7 @@ def list_runs(agent: str | None, status: str | None, limit: int) -> None:
     """Recent runs."""
     if api_mode():
         params = {"agent_id": agent, "status": status, "limit": limit}
-        rows = with_api(lambda c: c.call("GET", "/v1/runs", params=params))["data"]
+        rows = with_api(lambda c: c.listing("/v1/runs", params, most=limit))
     else:
 
         async def direct(store: PostgresEventStore) -> list[dict[str, Any]]:
@@ -147,7 +147,6 @@ def show(run_id: str) -> None:
             )
 
         run, steps = with_api(via_api)
-        steps = steps["data"] if isinstance(steps, dict) else steps
     else:
         state = with_store(lambda store: Runs(store).load(run_id))
         run, steps = builtins(run_out(state)), [builtins(step_out(s)) for s in state.steps]
@@ -219,7 +218,7 @@ def logs(run_id: str, follow_: bool) -> None:
         if follow_:
             with_api(lambda c: follow(c, run_id))
         else:
-            for s in with_api(lambda c: c.call("GET", f"/v1/runs/{run_id}/steps"))["data"]:
+            for s in with_api(lambda c: c.call("GET", f"/v1/runs/{run_id}/steps")):
                 click.echo(step_line(s))
         return
 

@@ -106,10 +106,8 @@ def schedules_create(
 @click.option("--agent", default=None, help="Only this agent's (id or slug).")
 def schedules_list(agent: str | None) -> None:
     """The project's schedules, newest first."""
-    page = with_api(
-        lambda c: c.call("GET", "/v1/schedules", params={"limit": 200, "agent_id": agent})
-    )
-    for schedule in page["data"]:
+    found = with_api(lambda c: c.listing("/v1/schedules", {"limit": 200, "agent_id": agent}))
+    for schedule in found:
         click.echo(_schedule_line(schedule))
 
 
@@ -179,10 +177,10 @@ def schedules_delete(schedule_id: str) -> None:
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 def schedules_fires(schedule_id: str, limit: int) -> None:
     """A schedule's latest fires: the run each started, or why it was skipped."""
-    page = with_api(
-        lambda c: c.call("GET", f"/v1/schedules/{schedule_id}/fires", params={"limit": limit})
+    found = with_api(
+        lambda c: c.listing(f"/v1/schedules/{schedule_id}/fires", {"limit": limit}, most=limit)
     )
-    for fire in page["data"]:
+    for fire in found:
         click.echo(_fire_line(fire))
 
 
@@ -253,8 +251,7 @@ def webhooks_update(
 @click.option("--agent", required=True, help="The agent's id or slug.")
 def webhooks_list(agent: str) -> None:
     """An agent's webhooks (without secrets)."""
-    page = with_api(lambda c: c.call("GET", f"/v1/agents/{agent}/webhooks", params={"limit": 200}))
-    for hook in page["data"]:
+    for hook in with_api(lambda c: c.listing(f"/v1/agents/{agent}/webhooks", {"limit": 200})):
         click.echo(f"{hook['id']}  {hook['name']:<24} {hook['scheme']:<8} {hook['trigger_url']}")
 
 

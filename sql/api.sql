@@ -44,16 +44,19 @@ RETURNING run_id;
 SELECT run_id FROM run_idempotency WHERE project_id = $1 AND idempotency_key = $2;
 
 -- The runs read model (projections/runs.py), newest first. $2 is an agent id or slug.
--- The order matches runs_project_created_idx (created_at DESC, run_id), so the cursor
--- condition is spelled out instead of a row comparison.
 -- name: list_runs
-SELECT r.*
-  FROM runs r
- WHERE r.project_id = $1
-   AND ($2::text IS NULL OR r.agent_id = $2 OR r.agent_id = (
+-- From the summaries the append writes with the events, so a run is listed as soon as its
+-- creation commits (the runs read model would show it only once projected). The order
+-- matches stream_summaries_run_list_idx (queued_at DESC, run_id), so the cursor condition is
+-- spelled out instead of a row comparison.
+SELECT s.summary::text
+  FROM stream_summaries s
+ WHERE s.category = 'run'
+   AND s.summary->>'project_id' = $1
+   AND ($2::text IS NULL OR s.summary->>'agent_id' = $2 OR s.summary->>'agent_id' = (
             SELECT a.agent_id FROM agents a WHERE a.project_id = $1 AND a.slug = $2))
-   AND ($3::text IS NULL OR r.status = $3)
-   AND ($4::timestamptz IS NULL OR r.created_at < $4
-        OR (r.created_at = $4 AND r.run_id > $5::text))
- ORDER BY r.created_at DESC, r.run_id
+   AND ($3::text IS NULL OR s.summary->>'status' = $3)
+   AND ($4::timestamptz IS NULL OR papayya_instant(s.summary->>'queued_at') < $4
+        OR (papayya_instant(s.summary->>'queued_at') = $4 AND s.summary->>'run_id' > $5::text))
+ ORDER BY papayya_instant(s.summary->>'queued_at') DESC, s.summary->>'run_id'
  LIMIT $6;

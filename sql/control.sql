@@ -1,14 +1,19 @@
 -- Named queries of the control plane (web/tenancy.py).
 
 -- name: create_project
-INSERT INTO projects (project_id, name) VALUES ($1, $2)
-RETURNING project_id, name, created_at;
+INSERT INTO projects (project_id, name, slug) VALUES ($1, $2, $3)
+RETURNING project_id, name, created_at, slug;
 
 -- name: project_by_id
-SELECT project_id, name, created_at FROM projects WHERE project_id = $1;
+SELECT project_id, name, created_at, slug FROM projects WHERE project_id = $1;
 
 -- name: project_by_name
-SELECT project_id, name, created_at FROM projects WHERE name = $1;
+SELECT project_id, name, created_at, slug FROM projects WHERE name = $1;
+
+-- name: update_project
+UPDATE projects SET name = coalesce($2, name), slug = CASE WHEN $4 THEN $3 ELSE slug END
+ WHERE project_id = $1
+RETURNING project_id, name, created_at, slug;
 
 -- name: count_projects
 SELECT count(*) FROM projects;

@@ -45,6 +45,7 @@ from web.routes import (  # noqa: F401  (importing a route module registers its 
     runtime,
     schedules,
     secrets,
+    unsupported,
     usage,
     webhooks,
 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from decimal import Decimal
+from typing import Annotated, Any
 
 import aiohttp
 import msgspec
@@ -19,7 +20,7 @@ from papayya.metering import providers as pv
 from papayya.metering.meter import Meter, MeteredResponse
 from papayya.metering.ratecards import RateCardCache
 from papayya.metering.upstreams import call_timeout, upstreams_from_env
-from papayya.pricing import RateCardEntry
+from papayya.pricing import PriceStr, RateCardEntry
 from papayya.runs import run_stream
 from web import http, keys
 from web.openapi import api
@@ -120,35 +121,100 @@ async def anthropic_gateway(request: web.Request) -> web.StreamResponse:
     return await _serve(request, "anthropic")
 
 
-class RateCard(msgspec.Struct):
-    """Prices per model, USD per million tokens; they win over the built-in price table."""
+Cents = Annotated[float, msgspec.Meta(ge=0, le=99_999_999)]
 
-    data: dict[str, RateCardEntry]
+
+class RateCardPrice(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """A model's price, in either unit or both (they must agree): ours, USD per million
+    tokens as decimal strings, or the published SDK's, cents per million tokens. A card read
+    back carries both, so the published CLI's read-modify-write round trip is accepted."""
+
+    input_per_million_usd: PriceStr | None = None
+    output_per_million_usd: PriceStr | None = None
+    cached_input_per_million_usd: PriceStr | None = None
+    input_cents_per_million: Cents | None = None
+    output_cents_per_million: Cents | None = None
+
+
+def _usd(model: str, side: str, usd: str | None, cents: float | None) -> str:
+    if cents is None:
+        if usd is None:
+            raise InvalidInput(
+                f"{model}: {side}_per_million_usd or {side}_cents_per_million is required"
+            )
+        return usd
+    from_cents = (Decimal(str(cents)) / 100).normalize()
+    if usd is not None:
+        # Both units sent (a card read back and written again): they must say the same.
+        if Decimal(usd) != from_cents:
+            raise InvalidInput(
+                f"{model}: {side}_per_million_usd and {side}_cents_per_million differ"
+            )
+        return usd
+    value = format(from_cents, "f")
+    try:
+        return msgspec.convert(value, PriceStr)
+    except msgspec.ValidationError:
+        raise InvalidInput(f"{model}: {side} price {value} has too many digits") from None
+
+
+def _entry(model: str, price: RateCardPrice) -> RateCardEntry:
+    return RateCardEntry(
+        input_per_million_usd=_usd(
+            model, "input", price.input_per_million_usd, price.input_cents_per_million
+        ),
+        output_per_million_usd=_usd(
+            model, "output", price.output_per_million_usd, price.output_cents_per_million
+        ),
+        cached_input_per_million_usd=price.cached_input_per_million_usd,
+    )
+
+
+def _cents(usd: str) -> int | float:
+    cents = Decimal(usd) * 100
+    return int(cents) if cents == cents.to_integral_value() else float(cents)
+
+
+def _card_out(card: Mapping[str, RateCardEntry]) -> dict[str, Any]:
+    """The card as both clients read it: a bare object of models, each in both units."""
+    return {
+        model: {
+            **msgspec.to_builtins(entry),
+            "input_cents_per_million": _cents(entry.input_per_million_usd),
+            "output_cents_per_million": _cents(entry.output_per_million_usd),
+        }
+        for model, entry in card.items()
+    }
 
 
 @api.route(
-    "GET", "/v1/projects/{id}/rate-card", "The project's own prices", response=RateCard,
-    tag="projects",
+    "GET", "/v1/projects/{id}/rate-card",
+    "The project's own prices: {model: {input_per_million_usd, output_per_million_usd, "
+    "cached_input_per_million_usd?, input_cents_per_million, output_cents_per_million}}",
+    response=dict[str, RateCardPrice], tag="projects",
 )  # fmt: skip
 async def get_rate_card(request: web.Request) -> web.Response:
     project = own_project(request)
     card = await request.app[keys.RATE_CARDS](project)
-    return web.json_response(msgspec.to_builtins(RateCard(dict(card))))
+    return web.json_response(_card_out(card))
 
 
 @api.route(
     "PUT", "/v1/projects/{id}/rate-card",
-    "Replace the project's prices: {model: {input_per_million_usd, output_per_million_usd, "
-    "cached_input_per_million_usd?}}",
-    body=dict[str, RateCardEntry], response=RateCard, tag="projects",
+    "Replace the project's prices: {model: price}, each price in USD per million tokens "
+    "(input_per_million_usd, output_per_million_usd, cached_input_per_million_usd?) or in "
+    "cents per million tokens (input_cents_per_million, output_cents_per_million), as the "
+    "published SDK sends it",
+    body=dict[str, RateCardPrice], response=dict[str, RateCardPrice], tag="projects",
 )  # fmt: skip
 async def put_rate_card(request: web.Request) -> web.Response:
     project = own_project(request)
-    card = await http.body(request, dict[str, RateCardEntry])
-    if len(card) > 1000 or any(not m or len(m) > 200 for m in card):
+    prices = await http.body(request, dict[str, RateCardPrice])
+    if len(prices) > 1000 or any(not m or len(m) > 200 for m in prices):
         raise InvalidInput("a rate card holds at most 1000 models with names of 1-200 characters")
+    card = {model: _entry(model, price) for model, price in prices.items()}
     data: Any = msgspec.to_builtins(card)
     cards = request.app[keys.RATE_CARDS]
     await cards.cards.put(project, json.dumps(data))
     cards.forget(project)
-    return web.json_response({"data": data})
+    return web.json_response(_card_out(card))

@@ -40,6 +40,17 @@ def json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
 
 
+def page(request: web.Request, items: list[Any], cursor: str | None = None) -> web.Response:
+    """A list's answer: the bare JSON array of ``items``. When there is more, the next page's
+    address goes in a ``Link: <…>; rel="next"`` header and its cursor in ``X-Next-Cursor``
+    (the published SDK and CLI read a list's body as the array itself)."""
+    response = json(items)
+    if cursor is not None:
+        response.headers["Link"] = f'<{request.rel_url.update_query(cursor=cursor)}>; rel="next"'
+        response.headers["X-Next-Cursor"] = cursor
+    return response
+
+
 async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The raw request body, at most ``limit`` bytes, decoded from its Content-Encoding."""
     if request.content_length is not None and request.content_length > limit:

@@ -136,6 +136,18 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
             "408": {"description": "the request came too slowly", "content": error},
         },
     }
+    if any(name == "cursor" for name, _ in route.query):
+        # Lists answer a bare array; the next page is in the headers, not the body.
+        op["responses"][str(route.status)]["headers"] = {
+            "Link": {
+                "description": 'the next page, as `<url>; rel="next"`; absent on the last page',
+                "schema": {"type": "string"},
+            },
+            "X-Next-Cursor": {
+                "description": "the next page's `cursor`; absent on the last page",
+                "schema": {"type": "string"},
+            },
+        }
     for status, when in route.errors:
         op["responses"][str(status)] = {"description": when, "content": error}
     if route.status == 201:

@@ -38,10 +38,18 @@ def agent_raised(
 
 def ending(state: RunState, events: list[ev.RunEvent]) -> list[ev.RunEvent]:
     """``events`` (one terminal event) unless the run already ended the same way: ending a run
-    twice the same way is a no-op, a different way a ``Conflict``. Only the status is
-    compared: a second ``completed`` with another output keeps the first output."""
-    target = "completed" if isinstance(events[-1], ev.RunCompleted) else "failed"
+    twice the same way is a no-op, a different way a ``Conflict``. A second ``completed``
+    with another output is a different way: silently keeping the first would lose the second's
+    answer without telling its caller. A second ``failed`` compares the status only, since a
+    retried failure's message (a traceback, a timestamp) legitimately varies."""
+    last = events[-1]
+    target = "completed" if isinstance(last, ev.RunCompleted) else "failed"
     if state.status == target:
+        if isinstance(last, ev.RunCompleted) and (last.output, last.output_ref) != (
+            state.output,
+            state.output_ref,
+        ):
+            raise Conflict(f"run {state.run_id} already completed with another output")
         return []
     if state.is_terminal:
         raise Conflict(f"run {state.run_id} is already {state.status}")

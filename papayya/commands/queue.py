@@ -45,6 +45,7 @@ class RunOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     input: Any = None
     model: Model | None = None
+    # The built-in loop's instructions for this run (the published SDK's Client.run sends it).
     system_prompt: Instructions | None = None
     max_steps: bounds.StepCount | None = None
     budget_cents: bounds.Cents | None = None

@@ -37,10 +37,11 @@ class Project(msgspec.Struct, frozen=True):
     id: str
     name: str
     created_at: datetime
+    slug: str | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Project:
-        return cls(row["project_id"], row["name"], row["created_at"])
+        return cls(row["project_id"], row["name"], row["created_at"], row["slug"])
 
 
 class ApiKey(msgspec.Struct, frozen=True):
@@ -84,12 +85,26 @@ def new_id(kind: str) -> str:
     return f"{kind}_{secrets.token_hex(8)}"
 
 
-async def create_project(pool: Db, name: str) -> Project:
+async def create_project(pool: Db, name: str, slug: str | None = None) -> Project:
     try:
-        row = await pool.fetchrow(Q["create_project"], new_id("proj"), name)
+        row = await pool.fetchrow(Q["create_project"], new_id("proj"), name, slug)
     except asyncpg.UniqueViolationError:
-        raise Conflict(f"a project named {name!r} exists") from None
+        raise Conflict(f"a project named {name!r} or with slug {slug!r} exists") from None
     assert row is not None
+    return Project.from_row(row)
+
+
+async def update_project(
+    pool: Db, project_id: str, name: str | None, slug: str | None, set_slug: bool
+) -> Project:
+    """Rename the project and/or set its slug (``set_slug``: ``slug`` is meant, ``None``
+    included)."""
+    try:
+        row = await pool.fetchrow(Q["update_project"], project_id, name, slug, set_slug)
+    except asyncpg.UniqueViolationError:
+        raise Conflict("another project has that name or slug") from None
+    if row is None:
+        raise NotFound(f"project {project_id} not found")
     return Project.from_row(row)
 
 
@@ -193,14 +208,21 @@ async def bootstrap(pool: asyncpg.Pool, key: str | None = None) -> NewApiKey | N
 class Projects(Repository):
     """The server's projects, their API keys, and the keys' revocations."""
 
-    async def create_with_key(self, name: str, key_name: str) -> tuple[Project, NewApiKey]:
+    async def create_with_key(
+        self, name: str, key_name: str, slug: str | None = None
+    ) -> tuple[Project, NewApiKey]:
         """A new project and its first key, in one transaction."""
         async with self.transaction() as conn:
-            project = await create_project(conn, name)
+            project = await create_project(conn, name, slug)
             return project, await create_key(conn, project.id, key_name)
 
     async def get(self, project_id: str) -> Project:
         return await get_project(self.pool, project_id)
+
+    async def update(
+        self, project_id: str, name: str | None, slug: str | None, set_slug: bool
+    ) -> Project:
+        return await update_project(self.pool, project_id, name, slug, set_slug)
 
     async def first_id(self) -> str | None:
         return await first_project_id(self.pool)

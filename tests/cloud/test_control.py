@@ -271,8 +271,8 @@ async def test_deployment_endpoints_refuse_bad_input_and_other_projects(cloud: C
         status, answer = await cloud.call("POST", "/v1/agents/weather/deployments", body)
         assert status == 400 and "error" in answer, (body, answer)
     status, listed = await cloud.call("GET", "/v1/agents/weather/deployments")
-    assert status == 200 and [d["version"] for d in listed["data"]] == [1]
-    deployment = listed["data"][0]["id"]
+    assert status == 200 and [d["version"] for d in listed] == [1]
+    deployment = listed[0]["id"]
     status, one = await cloud.call("GET", f"/v1/deployments/{deployment}")
     assert status == 200 and one["runtime"] == "process" and one["status"] == "ready"
     async with aiohttp.ClientSession() as http:

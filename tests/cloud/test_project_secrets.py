@@ -65,7 +65,7 @@ async def projects(cloud: Cloud) -> tuple[str, str, str]:
     """The cloud's project, and another with its own key: (first id, other id, other key)."""
     status, body = await cloud.call("GET", "/v1/projects")
     assert status == 200, body
-    first = body["data"][0]["id"]
+    first = body[0]["id"]
     status, other = await cloud.call("POST", "/v1/projects", {"name": "other"})
     assert status == 201, other
     return first, other["id"], other["api_key"]["key"]

@@ -53,7 +53,7 @@ async def test_deploy_builds_pushes_and_a_run_completes_in_a_container(
     assert f"deployed weather-bot version 1 ({image})" in out
 
     status, listed = await cloud.call("GET", "/v1/agents/weather-bot/deployments")
-    (deployment,) = listed["data"]
+    (deployment,) = listed
     assert deployment["status"] == "ready" and deployment["image"] == image
     assert "pushing" in deployment["build_log"] and deployment["error_message"] is None
     assert "1" in await registry_tags(registry, "papayya/weather-bot")
@@ -101,7 +101,7 @@ async def test_a_failed_build_is_reported_with_its_log(cloud: DockerCloud, tmp_p
     assert code == 1, out
     assert "the build failed: pip could not resolve requirements.txt" in out
     _, listed = await cloud.call("GET", "/v1/agents/broken-bot/deployments")
-    (deployment,) = listed["data"]
+    (deployment,) = listed
     assert deployment["status"] == "failed" and deployment["image"] is None
     assert "openai==0.0.0.1" in deployment["build_log"]
     assert "error: pip could not resolve" in deployment["build_log"]

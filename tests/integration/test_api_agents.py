@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from tests.support.api import Api, create_agent, new_project
+from tests.support.api import Api, create_agent, new_project, page
 from tests.support.db import db_fetch
 
 
@@ -128,7 +128,7 @@ async def test_other_projects_agents_are_not_found(api: Api, http: Any, dsn: str
             ) as resp:
                 assert resp.status == 404
         async with http.get(f"{api.url}/v1/agents", headers=h) as resp:
-            assert agent["id"] not in {a["id"] for a in (await resp.json())["data"]}
+            assert agent["id"] not in {a["id"] for a in (await resp.json())}
     # Naming another project in the body answers as if it did not exist.
     body = {"name": "x", "slug": "x", "project_id": other_project, "config": {}}
     async with http.post(f"{api.url}/v1/agents", json=body, headers=api.headers()) as resp:
@@ -150,7 +150,8 @@ async def test_bad_bodies_write_nothing(api: Api, http: Any, dsn: str) -> None:
         (b"{not json", 400),
         (b"[]", 400),
         (b"{" + good + b', "extra": 1}', 400),
-        (b'{"name": "n", "slug": "s"}', 400),  # config is required
+        (b'{"slug": "s", "config": {}}', 400),  # name is required
+        (b'{"name": "n", "slug": "s", "config": null}', 400),  # config may be left out, not null
         (b'{"name": "n", "slug": "Bad Slug", "config": {}}', 400),
         (b'{"name": "n", "slug": "has_underscore", "config": {}}', 400),
         (b'{"name": 5, "slug": "s", "config": {}}', 400),
@@ -193,12 +194,9 @@ async def test_list_paginates_newest_first(api: Api, http: Any) -> None:
     pages = 0
     while True:
         params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
-        async with http.get(f"{api.url}/v1/agents", params=params, headers=api.headers()) as r:
-            assert r.status == 200
-            page = await r.json()
+        items, cursor = await page(api, http, "/v1/agents", **params)
         pages += 1
-        seen += [a["id"] for a in page["data"]]
-        cursor = page["next_cursor"]
+        seen += [a["id"] for a in items]
         if cursor is None:
             break
     assert pages == 3 and seen == created[::-1]

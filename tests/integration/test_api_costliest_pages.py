@@ -27,7 +27,7 @@ async def test_costliest_runs_page_by_page(
     api: Api, http: aiohttp.ClientSession, pg_store: PostgresEventStore, dsn: str
 ) -> None:
     _, projects = await get(api, http, "/v1/projects")
-    project = projects["data"][0]["id"]
+    project = projects[0]["id"]
     # Seven runs: three share a cost and a creation time, so only run_id orders them.
     costs = {"a": 50, "b": 50, "c": 50, "d": 70, "e": 10, "f": 70, "g": 5}
     for run_id, cost in costs.items():

@@ -332,7 +332,7 @@ async def test_a_login_link_signs_in_once(api: Api, http: aiohttp.ClientSession,
     assert status == 201, made
     assert made["api_key"].startswith("cpk_") and made["project_name"] == "default"
     status, projects = await call(api, http, "GET", "/v1/projects", key=made["api_key"])
-    assert status == 200 and projects["data"][0]["id"] == made["project_id"] == project
+    assert status == 200 and projects[0]["id"] == made["project_id"] == project
     assert await counts(dsn) == (before[0] + 1, before[1] + 1)
 
     status, again = await call(

@@ -154,9 +154,12 @@ async def test_checkpoints_and_endings_are_idempotent(api: Api, http: Any) -> No
     status, _ = await call(http, api, "PATCH", f"{RUNS}/d3", {"status": "completed"})
     assert status == 200
     ended = await written(api)
-    finish = {"status": "completed", "output": "ignored"}
-    status, doc = await call(http, api, "PATCH", f"{RUNS}/d3", finish)
+    status, doc = await call(http, api, "PATCH", f"{RUNS}/d3", {"status": "completed"})
     assert status == 200 and doc["output"] is None
+    # Another output is another ending (issue 16): refused, the first output stands.
+    finish = {"status": "completed", "output": "other"}
+    status, err = await call(http, api, "PATCH", f"{RUNS}/d3", finish)
+    assert status == 409 and "another output" in err["error"]["message"]
     status, err = await call(http, api, "PATCH", f"{RUNS}/d3", {"status": "failed"})
     assert status == 409 and "already completed" in err["error"]["message"]
     status, err = await call(
@@ -286,7 +289,7 @@ async def test_another_projects_run_is_not_found(api: Api, http: Any) -> None:
         ),
         ("PATCH", f"{RUNS}/d10", {"status": "cancelled"}),
         ("PATCH", f"{RUNS}/d10", {"status": "completed", "error": "x"}),
-        ("PATCH", f"{RUNS}/d10", {"status": "failed", "output": 1}),
+        ("PATCH", f"{RUNS}/d10", {"status": "failed", "output": "x", "error": "y"}),
         ("PATCH", f"{RUNS}/d10", {}),
     ],
 )
@@ -320,7 +323,7 @@ async def test_malformed_and_oversized_bodies(api: Api, http: Any) -> None:
 
 async def test_a_run_that_is_not_running_takes_no_checkpoints(api: Api, http: Any) -> None:
     status, projects = await call(http, api, "GET", "/v1/projects")
-    queued = ev.RunQueued(run_id="d12", project_id=projects["data"][0]["id"], agent_id="a")
+    queued = ev.RunQueued(run_id="d12", project_id=projects[0]["id"], agent_id="a")
     await api.app[keys.RUNS].queue(queued)
     status, err = await call(
         http, api, "POST", f"{RUNS}/d12/checkpoints", {"label": "a", "duration_ms": 0}

@@ -23,7 +23,7 @@ async def test_key_required_and_both_header_forms(api_client: ApiClient, api_key
     bearer = {"Authorization": f"Bearer {api_key}"}
     async with api_client.get("/v1/projects", headers=bearer) as resp:
         assert resp.status == 200
-        projects = (await resp.json())["data"]
+        projects = await resp.json()
         assert [p["name"] for p in projects] == ["default"]
 
 
@@ -38,7 +38,7 @@ async def test_project_creation_keys_and_isolation(
     assert other_key.startswith("cpk_")
     other = created["id"]
     async with api_client.get("/v1/projects", headers=h) as resp:
-        mine = (await resp.json())["data"][0]["id"]
+        mine = (await resp.json())[0]["id"]
     # Another project's id answers 404, as if it did not exist.
     for method, path in [
         ("GET", f"/v1/projects/{other}/api-keys"),
@@ -54,7 +54,7 @@ async def test_project_creation_keys_and_isolation(
         assert resp.status == 201
         new = await resp.json()
     async with api_client.get(f"/v1/projects/{mine}/api-keys", headers=h) as r:
-        listed = (await r.json())["data"]
+        listed = await r.json()
         assert {k["id"] for k in listed} >= {new["id"]}
         assert all("key" not in k and "key_hash" not in k for k in listed)
     # Keys are stored hashed: the secret is nowhere in the database.
@@ -69,7 +69,7 @@ async def test_project_creation_keys_and_isolation(
     async with api_client.get("/v1/projects", headers=key_header(new["key"])) as resp:
         assert resp.status == 401
     async with api_client.get("/v1/projects", headers=key_header(other_key)) as resp:
-        assert (await resp.json())["data"][0]["id"] == other
+        assert (await resp.json())[0]["id"] == other
 
 
 async def test_bad_bodies_write_nothing(api_client: ApiClient, api_key: str, dsn: str) -> None:

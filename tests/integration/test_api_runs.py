@@ -13,7 +13,7 @@ from papayya.domain import events as ev
 from papayya.runs import Runs
 from projections.runner import ProjectionRunner
 from projections.runs import RunsProjector
-from tests.support.api import Api, create_agent, new_project
+from tests.support.api import Api, create_agent, new_project, page
 from tests.support.db import db_fetch
 from web import keys
 
@@ -181,25 +181,24 @@ async def test_list_filters_and_pages(api: Api, http: Any, dsn: str) -> None:
     cursor, pages = None, 0
     while True:
         params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
-        page = await get(api, http, "/v1/runs", **params)
-        seen += [r["id"] for r in page["data"]]
+        items, cursor = await page(api, http, "/v1/runs", **params)
+        seen += [r["id"] for r in items]
         pages += 1
-        cursor = page["next_cursor"]
         if cursor is None:
             break
     assert pages == 3 and seen == made[::-1]
     by_b = await get(api, http, "/v1/runs", agent_id=b["id"])
-    assert [r["id"] for r in by_b["data"]] == [made[6], made[3], made[0]]
+    assert [r["id"] for r in by_b] == [made[6], made[3], made[0]]
     assert await get(api, http, "/v1/runs", agent_id="lister-b") == by_b
     cancelled = await get(api, http, "/v1/runs", status="cancelled")
-    assert [r["id"] for r in cancelled["data"]] == [made[0]]
-    assert cancelled["data"][0]["status"] == "cancelled"
-    both = await get(api, http, "/v1/runs", status="queued", agent_id=a["id"], limit=2)
-    assert [r["id"] for r in both["data"]] == [made[7], made[5]] and both["next_cursor"]
+    assert [r["id"] for r in cancelled] == [made[0]]
+    assert cancelled[0]["status"] == "cancelled"
+    both, more = await page(api, http, "/v1/runs", status="queued", agent_id=a["id"], limit=2)
+    assert [r["id"] for r in both] == [made[7], made[5]] and more
     for bad in ({"status": "sleeping"}, {"cursor": "zzz"}, {"limit": "201"}):
         async with http.get(f"{api.url}/v1/runs", params=bad, headers=api.headers()) as resp:
             assert resp.status == 400, bad
-    listed = (await get(api, http, "/v1/runs", limit=1))["data"][0]
+    listed = (await get(api, http, "/v1/runs", limit=1))[0]
     assert listed == await get(api, http, f"/v1/runs/{listed['id']}")
 
 
@@ -268,7 +267,7 @@ async def test_replay_makes_a_linked_run(api: Api, http: Any, dsn: str) -> None:
     async with http.post(url, json=body, headers=h) as r:
         assert r.status == 201
         assert (await r.json())["deployment_version"] == "v2"
-    steps = (await get(api, http, f"/v1/runs/{source['id']}/steps"))["data"]
+    steps = await get(api, http, f"/v1/runs/{source['id']}/steps")
     assert len(steps) == 3  # the source is untouched
 
 
@@ -306,9 +305,9 @@ async def test_resume_only_budget_exceeded(api: Api, http: Any, dsn: str) -> Non
 async def test_steps_and_state_at_step(api: Api, http: Any) -> None:
     agent = await create_agent(api, http, "stepper")
     run = await start_run(api, http, {"agent_id": agent["id"], "input": "go"})
-    assert (await get(api, http, f"/v1/runs/{run['id']}/steps"))["data"] == []
+    assert (await get(api, http, f"/v1/runs/{run['id']}/steps")) == []
     await run_with_steps(api, run["id"], 3)
-    steps = (await get(api, http, f"/v1/runs/{run['id']}/steps"))["data"]
+    steps = await get(api, http, f"/v1/runs/{run['id']}/steps")
     assert [s["step_number"] for s in steps] == [0, 1, 2]
     assert steps[1]["step_type"] == "checkpoint" and steps[1]["label"] == "task-1"
     assert steps[1]["status"] == "completed" and steps[1]["output"] == 1
@@ -371,9 +370,9 @@ async def test_other_projects_runs_are_not_found(api: Api, http: Any, dsn: str) 
         async with http.post(f"{api.url}/v1/agents/{agent['id']}/runs", json={}, headers=h) as r:
             assert r.status == 404
         listed = await get(api, http, "/v1/runs", key=key)
-        assert [r["id"] for r in listed["data"]] != [run["id"]]
-        assert run["id"] not in {r["id"] for r in listed["data"]}
-        assert (await get(api, http, "/v1/runs", key=key, agent_id=agent["id"]))["data"] == []
+        assert [r["id"] for r in listed] != [run["id"]]
+        assert run["id"] not in {r["id"] for r in listed}
+        assert (await get(api, http, "/v1/runs", key=key, agent_id=agent["id"])) == []
     assert await count_runs(dsn) == before
     # By slug, each key reaches its own agent.
     async with http.post(
@@ -451,6 +450,9 @@ async def test_openapi_describes_agents_and_runs(api: Api, http: Any) -> None:
         assert f"/v1/runs/{{id}}{suffix}" in paths
     listed = {p["name"] for p in paths["/v1/runs"]["get"]["parameters"]}
     assert {"limit", "cursor", "agent_id", "status"} <= listed
+    answer = paths["/v1/runs"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"]["type"] == "array"
+    assert {"Link", "X-Next-Cursor"} <= set(answer["headers"])
     schemas = spec["components"]["schemas"]
     for name in ("CreateAgent", "PatchAgent", "AgentOut", "CreateRun", "RunOut", "ReplayRun"):
         assert name in schemas
@@ -471,7 +473,22 @@ async def test_the_server_keeps_the_runs_list_current(
             run = await resp.json()
         for _ in range(200):
             async with http.get(f"{live.url}/v1/runs", headers=live.headers()) as resp:
-                if [r["id"] for r in (await resp.json())["data"]] == [run["id"]]:
+                if [r["id"] for r in (await resp.json())] == [run["id"]]:
                     return
             await asyncio.sleep(0.05)
         raise AssertionError("the runs list never showed the new run")
+
+
+async def test_a_new_run_is_listed_at_once(api: Api, http: Any) -> None:
+    """Read your writes: the list shows a run as soon as its creation answered, every time,
+    with no projector running (the list reads what the append wrote)."""
+    agent = await create_agent(api, http, "read-your-writes")
+    for i in range(200):
+        async with http.post(
+            f"{api.url}/v1/agents/{agent['id']}/runs", json={"input": i}, headers=api.headers()
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            run = await resp.json()
+        newest, _ = await page(api, http, "/v1/runs", limit=1)
+        assert [r["id"] for r in newest] == [run["id"]], i
+        assert newest[0]["status"] == "queued" and newest[0]["input"] == i

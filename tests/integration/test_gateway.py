@@ -162,7 +162,11 @@ async def test_rate_card_wins_over_the_table(gw: Gateway) -> None:
                             headers=gw.api.headers()) as resp:  # fmt: skip
             assert resp.status == 400
         async with http.get(url, headers=gw.api.headers()) as resp:
-            assert (await resp.json())["data"] == card
+            listed = {
+                m: {k: v for k, v in e.items() if "usd" in k}
+                for m, e in (await resp.json()).items()
+            }
+            assert listed == card
     state, token = await gw.start_run()
     client = gw.openai(token)
     await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])

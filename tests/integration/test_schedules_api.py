@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.support.api import SCHEDULE, Api, call, create_agent, create_schedule, new_project
+from tests.support.api import SCHEDULE, Api, call, create_agent, create_schedule, new_project, page
 from tests.support.db import db_fetch
 
 
@@ -36,22 +36,22 @@ async def test_create_read_list(api: Api, http: Any) -> None:
     await create_agent(api, http, "quiet")
     await create_schedule(api, http, "quiet", timezone="UTC")
     status, listed = await call(api, http, "GET", "/v1/agents/reporter/schedules")
-    assert [s["id"] for s in listed["data"]] == [other["id"], schedule["id"]]
-    status, listed = await call(api, http, "GET", "/v1/schedules")
-    assert len(listed["data"]) == 3 and listed["next_cursor"] is None
-    everything = [s["id"] for s in listed["data"]]
+    assert [s["id"] for s in listed] == [other["id"], schedule["id"]]
+    listed, more = await page(api, http, "/v1/schedules")
+    assert len(listed) == 3 and more is None
+    everything = [s["id"] for s in listed]
     status, listed = await call(api, http, "GET", f"/v1/schedules?agent_id={agent['id']}")
-    assert {s["id"] for s in listed["data"]} == {schedule["id"], other["id"]}
+    assert {s["id"] for s in listed} == {schedule["id"], other["id"]}
     status, listed = await call(api, http, "GET", "/v1/schedules?agent_id=reporter")
-    assert {s["id"] for s in listed["data"]} == {schedule["id"], other["id"]}
+    assert {s["id"] for s in listed} == {schedule["id"], other["id"]}
     status, listed = await call(api, http, "GET", "/v1/schedules?agent_id=nobody")
-    assert status == 200 and listed["data"] == []
+    assert status == 200 and listed == []
 
-    status, first = await call(api, http, "GET", "/v1/schedules?limit=2")
-    assert len(first["data"]) == 2 and first["next_cursor"]
-    status, second = await call(api, http, "GET", f"/v1/schedules?cursor={first['next_cursor']}")
-    assert [s["id"] for s in first["data"] + second["data"]] == everything
-    assert second["next_cursor"] is None
+    first, more = await page(api, http, "/v1/schedules", limit=2)
+    assert len(first) == 2 and more
+    second, more = await page(api, http, "/v1/schedules", cursor=more)
+    assert [s["id"] for s in first + second] == everything
+    assert more is None
     status, _ = await call(api, http, "GET", "/v1/schedules?cursor=garbage")
     assert status == 400
 
@@ -85,7 +85,7 @@ async def test_pause_resume_change_delete(api: Api, http: Any, dsn: str) -> None
     assert status == 200 and same["updated_at"] == changed["updated_at"]
 
     status, fires = await call(api, http, "GET", f"/v1/schedules/{sid}/fires")
-    assert status == 200 and fires == {"data": [], "next_cursor": None}
+    assert status == 200 and fires == []
     status, deleted = await call(api, http, "DELETE", f"/v1/schedules/{sid}")
     assert status == 200 and deleted["id"] == sid
     for method, path in [("GET", ""), ("DELETE", ""), ("GET", "/fires")]:
@@ -164,7 +164,7 @@ async def test_other_projects_schedules_are_not_found(api: Api, http: Any, dsn: 
             assert status == 404, (method, path)
             assert error["error"]["code"] == "not_found"
         status, listed = await call(api, http, "GET", "/v1/schedules", key=key)
-        assert sid not in {s["id"] for s in listed["data"]}
+        assert sid not in {s["id"] for s in listed}
     rows = await db_fetch(dsn, "SELECT schedule_id, enabled FROM schedules ORDER BY 1")
     assert sorted((r["schedule_id"], r["enabled"]) for r in rows) == sorted(
         [(mine["id"], True), (theirs["id"], True)]
@@ -181,7 +181,7 @@ async def test_bad_bodies_write_nothing(api: Api, http: Any, dsn: str) -> None:
         (b"{not json", 400),
         (b"[]", 400),
         (b"{" + good + b', "extra": 1}', 400),
-        (b'{"cron_expression": "* * * * *"}', 400),  # timezone is required
+        (b'{"cron_expression": "* * * * *", "timezone": null}', 400),  # UTC if left out
         (b'{"timezone": "UTC"}', 400),
         (b"{" + good + b', "overlap_policy": "queue"}', 400),
         (b"{" + good + b', "catchup_policy": "some"}', 400),

@@ -16,7 +16,7 @@ from eventstore.postgres import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.triggers.firing import start_scheduled_run
 from papayya.triggers.scheduler import Fire, Schedule, Scheduler, fire_key, fire_run_id
-from tests.support.api import Api, call, create_agent, create_schedule, running_api
+from tests.support.api import Api, call, create_agent, create_schedule, page, running_api
 from tests.support.db import db_fetch
 from web import keys
 
@@ -84,7 +84,7 @@ async def test_a_fire_queues_one_run_like_the_api(
     assert run["input"] == {"n": 1} and run["agent_id"] == minutely["agent_id"]
     assert run["idempotency_key"] == fire_key(sid, first)
     status, listed = await call(api, http, "GET", f"/v1/schedules/{sid}/fires")
-    assert listed["data"][0]["run_id"] == fire.run_id and listed["data"][0]["status"] == "started"
+    assert listed[0]["run_id"] == fire.run_id and listed[0]["status"] == "started"
     status, got = await call(api, http, "GET", f"/v1/schedules/{sid}")
     assert got["last_run_id"] == fire.run_id and got["last_fire_at"] is not None
 
@@ -173,13 +173,11 @@ async def test_downtime_follows_the_catchup_policy(
     assert all(r[3] == "missed" for r in recorded if r[1] == "skipped")
     assert len(await schedule_runs(api)) == len(started)
     assert await next_fire(dsn, sid) == first + timedelta(hours=4)
-    _, listed = await call(api, http, "GET", f"/v1/schedules/{sid}/fires?limit=3")
-    assert [f["status"] for f in listed["data"]] == [recorded[i][1] for i in (3, 2, 1)]
-    assert all(f["detail"] for f in listed["data"] if f["status"] == "skipped")
-    _, rest = await call(
-        api, http, "GET", f"/v1/schedules/{sid}/fires?cursor={listed['next_cursor']}"
-    )
-    assert [datetime.fromisoformat(f["fire_at"]) for f in rest["data"]] == [due[0]]
+    listed, more = await page(api, http, f"/v1/schedules/{sid}/fires", limit=3)
+    assert [f["status"] for f in listed] == [recorded[i][1] for i in (3, 2, 1)]
+    assert all(f["detail"] for f in listed if f["status"] == "skipped")
+    rest, _ = await page(api, http, f"/v1/schedules/{sid}/fires", cursor=more)
+    assert [datetime.fromisoformat(f["fire_at"]) for f in rest] == [due[0]]
 
 
 async def test_a_week_long_downtime_stays_bounded(
@@ -295,10 +293,10 @@ async def test_the_server_runs_a_scheduler(
         listed: dict[str, Any] = {"data": []}
         for _ in range(100):
             _, listed = await call(api, http, "GET", f"/v1/schedules/{sid}/fires")
-            if listed["data"]:
+            if listed:
                 break
             await asyncio.sleep(0.1)
-        [fire] = listed["data"]
+        [fire] = listed
         assert fire["status"] == "started" and datetime.fromisoformat(fire["fire_at"]) == due
 
 

@@ -213,7 +213,7 @@ async def test_a_queued_replay_run_answers_from_its_source(api: Api, http: Any) 
 
     await against(api, record_source)
     async with http.get(f"{api.url}/v1/projects", headers=api.headers()) as resp:
-        project = (await resp.json())["data"][0]["id"]
+        project = (await resp.json())[0]["id"]
     queued = ev.RunQueued(
         run_id="rep2",
         project_id=project,

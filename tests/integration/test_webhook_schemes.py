@@ -49,7 +49,7 @@ async def test_the_scheme_is_set_shown_and_changed(api: Api, http: Any, dsn: str
     status, got = await call(api, http, "GET", f"/v1/webhooks/{hook['id']}")
     assert status == 200 and got["scheme"] == "stripe" and "secret" not in got
     status, listed = await call(api, http, "GET", "/v1/agents/shown/webhooks")
-    assert {w["id"]: w["scheme"] for w in listed["data"]} == {
+    assert {w["id"]: w["scheme"] for w in listed} == {
         plain["id"]: "standard",
         hook["id"]: "stripe",
     }

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.support.api import Api, call, create_agent, new_project
+from tests.support.api import Api, call, create_agent, new_project, page
 from tests.support.db import db_fetch
 from tests.support.webhooks import signed
 from web.routes.webhooks import delivery_run_id
@@ -58,10 +58,10 @@ async def test_create_list_rotate_delete(api: Api, http: Any, dsn: str) -> None:
     assert hook["description"] == "on push" and hook["rate_limit_per_minute"] == 60
     other = await create_webhook(api, http, agent["id"], name="second")
     status, listed = await call(api, http, "GET", "/v1/agents/deployer/webhooks")
-    assert status == 200 and [w["id"] for w in listed["data"]] == [other["id"], hook["id"]]
-    assert all("secret" not in w for w in listed["data"])  # shown once
-    status, page = await call(api, http, "GET", "/v1/agents/deployer/webhooks?limit=1")
-    assert [w["id"] for w in page["data"]] == [other["id"]] and page["next_cursor"]
+    assert status == 200 and [w["id"] for w in listed] == [other["id"], hook["id"]]
+    assert all("secret" not in w for w in listed)  # shown once
+    first, more = await page(api, http, "/v1/agents/deployer/webhooks", limit=1)
+    assert [w["id"] for w in first] == [other["id"]] and more
 
     status, rotated = await call(api, http, "POST", f"/v1/webhooks/{hook['id']}/rotate-secret")
     assert status == 200 and rotated["secret"].startswith("whsec_")
@@ -82,7 +82,7 @@ async def test_create_list_rotate_delete(api: Api, http: Any, dsn: str) -> None:
         status, _ = await call(api, http, method, f"/v1/webhooks/{hook['id']}{path}")
         assert status == 404
     status, listed = await call(api, http, "GET", "/v1/agents/deployer/webhooks")
-    assert [w["id"] for w in listed["data"]] == [other["id"]]
+    assert [w["id"] for w in listed] == [other["id"]]
 
 
 async def test_a_signed_call_starts_a_run_with_the_body_as_input(
@@ -300,7 +300,9 @@ async def test_openapi_describes_schedules_and_webhooks(api: Api, http: Any) -> 
     schemas = spec["components"]["schemas"]
     for name in ("CreateSchedule", "PatchSchedule", "CreateWebhook"):
         assert schemas[name]["additionalProperties"] is False, name
-    assert set(schemas["CreateSchedule"]["required"]) == {"cron_expression", "timezone"}
+    # The time zone is UTC unless sent, as in the hosted API.
+    assert set(schemas["CreateSchedule"]["required"]) == {"cron_expression"}
+    assert schemas["CreateSchedule"]["properties"]["timezone"]["default"] == "UTC"
     trigger = paths["/v1/webhooks/{id}/trigger"]["post"]
     assert "security" not in trigger  # the signature is the credential, not an API key
     assert {"200", "202", "401", "413", "429"} <= set(trigger["responses"])

@@ -22,7 +22,7 @@ from papayya.metering import providers
 from papayya.money import cents_up
 from papayya.sdk.http import CheckpointBody, OpenRunBody
 from projections.service import Projections
-from tests.support.api import Api, running_api
+from tests.support.api import Api, page, running_api
 from tests.support.bounds import collect, numeric_fields
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.serving import call
@@ -54,11 +54,9 @@ async def listed(http: aiohttp.ClientSession, api: Api) -> dict[str, dict[str, A
     found: dict[str, dict[str, Any]] = {}
     cursor = None
     while True:
-        query = "/v1/runs?limit=200" + (f"&cursor={cursor}" if cursor else "")
-        status, page = await call(http, api, "GET", query)
-        assert status == 200, page
-        found.update({run["id"]: run for run in page["data"]})
-        cursor = page["next_cursor"]
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        items, cursor = await page(api, http, "/v1/runs", **params)
+        found.update({run["id"]: run for run in items})
         if cursor is None:
             return found
 

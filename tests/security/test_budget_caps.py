@@ -149,7 +149,7 @@ async def test_the_step_api_shows_the_marks(gw: Gateway) -> None:
     url = f"{gw.api.url}/v1/runs/{state.run_id}/steps"
     async with aiohttp.ClientSession() as http:
         async with http.get(url, headers=gw.api.headers()) as resp:
-            steps = (await resp.json())["data"]
+            steps = await resp.json()
     assert steps[0]["output_capped"] == 20
     assert steps[0]["usage_estimated"] is False and steps[0]["over_reservation"] is False
 

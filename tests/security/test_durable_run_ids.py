@@ -75,7 +75,7 @@ async def test_a_run_stored_under_its_bare_id_still_answers_to_it_in_its_project
     api: Api, http: aiohttp.ClientSession
 ) -> None:
     status, projects = await call(http, api, "GET", "/v1/projects")
-    a_project = projects["data"][0]["id"]
+    a_project = projects[0]["id"]
     # As a durable run was stored before ids were scoped: under the client's id.
     queued = ev.RunQueued(run_id="legacy", project_id=a_project, agent_id="agent-a", trigger="sdk")
     await api.app[keys.RUNS].append(None, [queued, ev.RunStarted(attempt=1)])

@@ -37,6 +37,7 @@ DEEP = b"[" * DEPTH + b"]" * DEPTH
 BODIES: dict[str, dict[str, Any]] = {
     "post_create_project": {"name": "hostile"},
     "post_create_key": {"name": "hostile"},
+    "patch_update_project": {"name": "hostile"},
     "put_put_rate_card": {"m": {"input_per_million_usd": "1", "output_per_million_usd": "2"}},
     "post_create_agent": {"name": "other", "slug": "other", "config": {"model": "m"}},
     "patch_patch_agent": {"name": "renamed", "config": {"model": "m"}},
@@ -129,7 +130,7 @@ async def _fixtures(api: Listening, http: aiohttp.ClientSession) -> dict[str, st
             return await r.json()
 
     async with http.get(api.url + "/v1/projects", headers=h) as r:
-        project = (await r.json())["data"][0]["id"]
+        project = (await r.json())[0]["id"]
     await post("/v1/agents", {"name": "hostile", "slug": "hostile", "config": {"model": "m"}})
     key = await post(f"/v1/projects/{project}/api-keys", {"name": "k"})
     run = await post("/v1/agents/hostile/runs", {"input": "x"})

@@ -434,5 +434,5 @@ async def test_a_tenants_process_agent_finds_no_secret_of_the_server(dsn: str) -
         assert len(attempts) >= 5 and all(a.startswith(shut) for a in attempts.values()), attempts
         # ...but its model call, through the gateway on its run token, is answered and metered.
         assert found["gateway"], found
-        (llm,) = [s for s in steps["data"] if s["model"]]
+        (llm,) = [s for s in steps if s["model"]]
         assert llm["input_tokens"] > 0 and llm["output_tokens"] > 0, llm

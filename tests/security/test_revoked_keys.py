@@ -29,7 +29,7 @@ ENDED_WITHIN: float = 1.0
 async def new_key(http: aiohttp.ClientSession, api: Api) -> tuple[str, str, str]:
     """``(project id, key id, key)`` of a new key of the bootstrap project."""
     _, projects = await call(http, api, "GET", "/v1/projects")
-    project = projects["data"][0]["id"]
+    project = projects[0]["id"]
     status, key = await call(http, api, "POST", f"/v1/projects/{project}/api-keys", {"name": "k"})
     assert status == 201, key
     return project, key["id"], key["key"]

@@ -136,7 +136,7 @@ async def test_no_secret_is_found_in_events_answers_or_logs(
         secrets: set[str] = {PROVIDER_KEY, cloud.key}
 
         # Projects and keys: each new key is shown once, in the answer that made it.
-        [project] = (await api.call("GET", "/v1/projects"))["data"]
+        [project] = await api.call("GET", "/v1/projects")
         other = await api.call(
             "POST", "/v1/projects", {"name": "other"}, status=201, shows=("api_key.key",)
         )

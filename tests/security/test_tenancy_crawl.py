@@ -33,6 +33,7 @@ BODIES: dict[str, Any] = {
     "post_create_key": {"name": "stolen"},
     "put_put_rate_card": {},
     "patch_patch_agent": {"name": "stolen"},
+    "patch_update_project": {"name": "stolen"},
     "post_register": {"entrypoint": "/tmp/stolen.py"},
     "patch_finish_run": {"status": "completed", "output": "stolen"},
     "post_post_checkpoint": {"label": "stolen", "duration_ms": 0},
@@ -100,7 +101,7 @@ async def tenant_a(api: Api, http: aiohttp.ClientSession, tmp: Path) -> Tenant:
         assert got == status, (method, path, answer)
         return answer
 
-    [project] = (await make("GET", "/v1/projects", status=200))["data"]
+    [project] = await make("GET", "/v1/projects", status=200)
     a = Tenant(api.key, project["id"], secrets=[api.key])
     a.ids["project"] = project["id"]
     agent = await make(

@@ -91,7 +91,7 @@ async def create_agent(
 
 async def default_project(api: Api, http: aiohttp.ClientSession) -> str:
     async with http.get(f"{api.url}/v1/projects", headers=api.headers()) as resp:
-        project: str = (await resp.json())["data"][0]["id"]
+        project: str = (await resp.json())[0]["id"]
         return project
 
 
@@ -123,3 +123,20 @@ async def call(
 ) -> tuple[int, Any]:
     async with http.request(method, api.url + path, json=body, headers=api.headers(key)) as resp:
         return resp.status, await resp.json()
+
+
+async def page(
+    api: Api, http: Any, path: str, key: str | None = None, **params: Any
+) -> tuple[list[Any], str | None]:
+    """One page of a list: its items (the body, a bare array) and the next page's cursor (the
+    ``X-Next-Cursor`` header, which the ``Link: <…>; rel="next"`` header must agree with)."""
+    async with http.get(api.url + path, params=params, headers=api.headers(key)) as resp:
+        assert resp.status == 200, await resp.text()
+        items = await resp.json()
+        assert isinstance(items, list), items
+        cursor = resp.headers.get("X-Next-Cursor")
+        link = resp.links.get("next")
+        assert (link is None) == (cursor is None), resp.headers
+        if link is not None:
+            assert resp.url.join(link["url"]).query["cursor"] == cursor
+        return items, cursor

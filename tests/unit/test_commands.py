@@ -334,11 +334,13 @@ async def test_a_tool_call_joins_the_latest_step_or_gets_one_of_its_own(runs: Ru
     assert joined[0].step_number == 0 and len(joined[0].error or "") == 100_000
 
 
-async def test_a_second_complete_is_a_no_op_that_keeps_the_first_output(runs: RunStates) -> None:
+async def test_a_second_complete_is_a_no_op_only_with_the_same_output(runs: RunStates) -> None:
     running = await _running(runs)
     done = await finish.complete_run(runs, running, "first")
-    again = await finish.complete_run(runs, running, "second")  # decided on a stale state
+    again = await finish.complete_run(runs, running, "first")  # decided on a stale state
     assert again.version == done.version and again.output == "first"
+    with pytest.raises(Conflict, match="another output"):
+        await finish.complete_run(runs, running, "second")
     with pytest.raises(Conflict):
         await finish.fail_run(runs, running, "agent_error", "late")
 

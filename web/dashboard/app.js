@@ -60,7 +60,7 @@ async function showAccount(signal) {
   }
   try {
     const projects = await api("/v1/projects", { signal });
-    name.textContent = projects.data[0]?.name || "";
+    name.textContent = projects[0]?.name || "";
   } catch {
     name.textContent = "";
   }

@@ -73,7 +73,8 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class CreateAgent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: AgentName
     slug: Slug
-    config: AgentConfig
+    # Optional as in the hosted API: an agent deployed as code needs no config to start.
+    config: AgentConfig = msgspec.field(default_factory=AgentConfig)
     project_id: ProjectRef | None = None
     description: Description | None = None
 
@@ -83,11 +84,6 @@ class PatchAgent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     slug: Slug | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
     config: ConfigPatch | UnsetType = UNSET
-
-
-class AgentList(msgspec.Struct):
-    data: list[AgentOut]
-    next_cursor: str | None
 
 
 def _config_json(config: AgentConfig) -> dict[str, Any]:
@@ -122,7 +118,7 @@ async def create_agent(request: web.Request) -> web.Response:
 
 @api.route(
     "GET", "/v1/agents", "List agents, newest first",
-    response=AgentList, query=(("limit", "integer"), ("cursor", "string")), tag="agents",
+    response=list[AgentOut], query=(("limit", "integer"), ("cursor", "string")), tag="agents",
 )  # fmt: skip
 async def list_agents(request: web.Request) -> web.Response:
     limit = http.limit(request)
@@ -134,7 +130,7 @@ async def list_agents(request: web.Request) -> web.Response:
     cursor = None
     if len(found) > limit:
         cursor = http.encode_cursor([agents[-1].created_at.isoformat(), agents[-1].id])
-    return http.json(AgentList([a.out() for a in agents], cursor))
+    return http.page(request, [a.out() for a in agents], cursor)
 
 
 def page_after(request: web.Request) -> tuple[datetime | None, str | None]:

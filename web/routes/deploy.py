@@ -44,7 +44,9 @@ class DeployForm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The multipart fields besides ``file`` (the bundle, a tar.gz). ``requirements.txt`` at
     the bundle's root, if there is one, is installed into the image."""
 
-    runtime: Literal["docker", "process"] = "docker"
+    # ``python`` is the hosted API's (and the published SDK's default) name of the Docker
+    # Python runtime: one meaning, two names.
+    runtime: Literal["docker", "python", "process"] = "docker"
     entrypoint: Entrypoint = "agent.py"
     agent_function: deployments.FunctionName | None = None
 

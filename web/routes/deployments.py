@@ -45,11 +45,6 @@ class RegisterDeployment(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     agent_function: FunctionName | None = None
 
 
-class DeploymentList(msgspec.Struct):
-    data: list[DeploymentOut]
-    next_cursor: str | None
-
-
 def out(deployment: Deployment) -> DeploymentOut:
     return deployment.out()
 
@@ -114,7 +109,7 @@ async def register(request: web.Request) -> web.Response:
 
 @api.route(
     "GET", "/v1/agents/{id}/deployments", "The agent's deployments, newest version first",
-    response=DeploymentList, query=(("limit", "integer"), ("cursor", "string")),
+    response=list[DeploymentOut], query=(("limit", "integer"), ("cursor", "string")),
     tag="deployments",
 )  # fmt: skip
 async def list_deployments(request: web.Request) -> web.Response:
@@ -131,7 +126,7 @@ async def list_deployments(request: web.Request) -> web.Response:
     before = None if values is None else values[0]
     found = await request.app[keys.DEPLOYMENTS].page(agent.project_id, agent.id, before, limit + 1)
     cursor = http.encode_cursor([found[limit - 1].version]) if len(found) > limit else None
-    return http.json(DeploymentList([d.out() for d in found[:limit]], cursor))
+    return http.page(request, [d.out() for d in found[:limit]], cursor)
 
 
 @api.route(

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+import msgspec
 from aiohttp import web
 
 from eventstore.protocol import EventStore
@@ -64,6 +65,10 @@ async def _context(store: EventStore, req: CheckpointBody) -> dict[str, Any]:
         context["item_id"] = req.item_id
     if req.agent_version is not None:
         context["agent_version"] = req.agent_version
+    if req.delivery_attempts is not None:
+        context["delivery_attempts"] = req.delivery_attempts
+    if req.journaled_at is not None:
+        context["journaled_at"] = req.journaled_at.isoformat()
     for name in SNAPSHOTS:
         value = getattr(req, name)
         if value is not None:
@@ -108,6 +113,8 @@ def _checkpoint(view: View, step: StepState, values: Mapping[str, Any]) -> Durab
         status=step.status,
         error=step.error_message if step.status == "failed" else None,
         result_ref=step.output_ref,
+        delivery_attempts=context.get("delivery_attempts"),
+        journaled_at=context.get("journaled_at"),
     )
 
 
@@ -291,29 +298,44 @@ def task_events(
     )  # fmt: skip
 
 
+def _failure_text(req: FinishRunBody) -> str:
+    """The failure's message: ``error``, or the ``output`` the published SDK sends its
+    ``fail(error)`` as (a string as is, anything else as JSON), or a plain default."""
+    if req.error is not None:
+        return req.error
+    if req.output is None:
+        return "the run failed"
+    if isinstance(req.output, str):
+        return req.output
+    return msgspec.json.encode(req.output).decode()
+
+
 @api.route(
     "PATCH", "/v1/durable/runs/{run_id}",
-    "End a run: completed (with output) or failed (with error); the same end again is a "
-    "no-op, a different one 409",
+    "End a run: completed (with output) or failed (with error, or with the error as output, "
+    "as the published SDK sends it); the same end again is a no-op, a different one "
+    "(another status or another output) 409",
     body=FinishRunBody, response=DurableRun, tag="durable",
 )  # fmt: skip
 async def finish_run(request: web.Request) -> web.Response:
     req = await http.body(request, FinishRunBody)
     if req.status == "completed" and (req.error is not None or req.error_code is not None):
         raise InvalidInput("error and error_code go with status failed")
-    if req.status == "failed" and req.output is not None:
-        raise InvalidInput("output goes with status completed")
+    if req.status == "failed" and req.output is not None and req.error is not None:
+        raise InvalidInput("a failure's error goes in error or in output, not both")
     run_id = _path_run_id(request)
     project = http.project_id(request)
     runs = request.app[keys.RUNS]
     view = await durable.own(runs, run_id, project)
     output, ref = None, None
-    if req.status == "completed" and not view.state.is_terminal:
+    if req.status == "completed":
+        # Stashed even when the run has ended, so that a second complete is compared with the
+        # first by value (a bulky output by its content address).
         output, ref = await stash(runs.store, req.output)
     end = (
         finish.completed(output, ref)
         if req.status == "completed"
-        else finish.failed(req.error_code or "agent_error", req.error or "")
+        else finish.failed(req.error_code or "agent_error", _failure_text(req))
     )
     for _ in range(MAX_TRIES):
         events = finish.ending(view.state, end)

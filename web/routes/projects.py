@@ -7,17 +7,31 @@ from typing import Annotated
 
 import msgspec
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 
-from papayya.errors import NotFound
-from papayya.readmodels.projects import ApiKey, NewApiKey
+from papayya.errors import Conflict, NotFound
+from papayya.readmodels.projects import ApiKey, NewApiKey, Project
 from web import http, keys
 from web.openapi import api
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\- ]+$")]
 
 
+Slug = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+]
+
+
 class CreateProject(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
+    slug: Slug | None = None
+
+
+class PatchProject(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Fields sent replace the project's; ``slug: null`` removes the slug."""
+
+    name: Name | UnsetType = UNSET
+    slug: Slug | UnsetType | None = UNSET
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -28,6 +42,11 @@ class ProjectOut(msgspec.Struct):
     id: str
     name: str
     created_at: datetime
+    slug: str | None = None
+
+    @classmethod
+    def of(cls, project: Project) -> ProjectOut:
+        return cls(project.id, project.name, project.created_at, project.slug)
 
 
 class ProjectCreated(msgspec.Struct):
@@ -37,14 +56,7 @@ class ProjectCreated(msgspec.Struct):
     name: str
     created_at: datetime
     api_key: NewApiKey
-
-
-class ProjectList(msgspec.Struct):
-    data: list[ProjectOut]
-
-
-class KeyList(msgspec.Struct):
-    data: list[ApiKey]
+    slug: str | None = None
 
 
 def own_project(request: web.Request) -> str:
@@ -61,16 +73,51 @@ def own_project(request: web.Request) -> str:
 )  # fmt: skip
 async def create_project(request: web.Request) -> web.Response:
     req = await http.body(request, CreateProject)
-    project, key = await request.app[keys.PROJECTS].create_with_key(req.name, "first")
-    return http.json(ProjectCreated(project.id, project.name, project.created_at, key), 201)
+    project, key = await request.app[keys.PROJECTS].create_with_key(req.name, "first", req.slug)
+    created = ProjectCreated(project.id, project.name, project.created_at, key, project.slug)
+    return http.json(created, 201)
 
 
 @api.route(
-    "GET", "/v1/projects", "The caller's project", response=ProjectList, tag="projects"
+    "GET", "/v1/projects", "The caller's project", response=list[ProjectOut], tag="projects"
 )  # fmt: skip
 async def list_projects(request: web.Request) -> web.Response:
     p = await request.app[keys.PROJECTS].get(http.project_id(request))
-    return http.json(ProjectList([ProjectOut(p.id, p.name, p.created_at)]))
+    return http.page(request, [ProjectOut.of(p)])
+
+
+@api.route("GET", "/v1/projects/{id}", "The caller's project", response=ProjectOut, tag="projects")
+async def get_project(request: web.Request) -> web.Response:
+    return http.json(ProjectOut.of(await request.app[keys.PROJECTS].get(own_project(request))))
+
+
+@api.route(
+    "PATCH", "/v1/projects/{id}", "Rename the caller's project or set its slug",
+    body=PatchProject, response=ProjectOut, tag="projects",
+)  # fmt: skip
+async def update_project(request: web.Request) -> web.Response:
+    project = own_project(request)
+    req = await http.body(request, PatchProject)
+    name = None if isinstance(req.name, UnsetType) else req.name
+    slug = None if isinstance(req.slug, UnsetType) else req.slug
+    found = await request.app[keys.PROJECTS].update(
+        project, name, slug, not isinstance(req.slug, UnsetType)
+    )
+    return http.json(ProjectOut.of(found))
+
+
+@api.route(
+    "DELETE", "/v1/projects/{id}",
+    "Not through the project's own key: 409 (its runs, agents and keys stay; see "
+    "docs/compatibility.md)",
+    response=ProjectOut, tag="projects",
+)  # fmt: skip
+async def delete_project(request: web.Request) -> web.Response:
+    own_project(request)
+    raise Conflict(
+        "a project cannot be deleted through its own API key: its event history is kept "
+        "(revoke its keys instead)"
+    )
 
 
 @api.route(
@@ -86,11 +133,11 @@ async def create_key(request: web.Request) -> web.Response:
 
 @api.route(
     "GET", "/v1/projects/{id}/api-keys", "List API keys (never their secrets)",
-    response=KeyList, tag="projects",
+    response=list[ApiKey], tag="projects",
 )  # fmt: skip
 async def list_keys(request: web.Request) -> web.Response:
     project = own_project(request)
-    return http.json(KeyList(await request.app[keys.PROJECTS].list_keys(project)))
+    return http.page(request, await request.app[keys.PROJECTS].list_keys(project))
 
 
 @api.route(

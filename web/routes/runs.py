@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Final, get_args
 
-import asyncpg
 import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
@@ -73,15 +72,6 @@ class ResumeRun(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget_total_tokens: Tokens | None = None
 
 
-class RunList(msgspec.Struct):
-    data: list[RunOut]
-    next_cursor: str | None
-
-
-class StepList(msgspec.Struct):
-    data: list[StepOut]
-
-
 def _run_id(request: web.Request) -> str:
     run_id = http.path_id(request)
     if len(run_id) > MAX_RUN_ID or any(ch.isspace() or not ch.isprintable() for ch in run_id):
@@ -137,41 +127,9 @@ async def create_agent_run(request: web.Request) -> web.Response:
 # -- read -----------------------------------------------------------------------------------
 
 
-def _json(value: str | None) -> Any:
-    return None if value is None else _decode(value)
-
-
-# Columns of the runs read model named as RunState's fields.
-_SAME_AS_STATE: Final = (
-    "run_id", "project_id", "agent_id", "status", "trigger", "error_code", "error_message",
-    "max_steps", "attempt", "replayed_from", "replay_from_step", "diverged_at_step",
-    "deployment_version", "idempotency_key", "started_at", "completed_at", "current_step",
-)  # fmt: skip
-
-
-def _listed(row: asyncpg.Record) -> RunOut:
-    """A row of the runs read model, shaped as a run's stream summary so that one mapping
-    (``run_out``) makes every ``RunOut``."""
-    cached = int(row["total_cached_tokens"])  # the totals are numeric columns (Decimal here)
-    summary: dict[str, Any] = {k: row[k] for k in _SAME_AS_STATE}
-    summary.update(
-        input=_json(row["input"]),
-        output=_json(row["output"]),
-        queued_at=row["created_at"],
-        usage={
-            "input_tokens": int(row["total_input_tokens"]) - cached,
-            "cached_input_tokens": cached,
-            "output_tokens": int(row["total_output_tokens"]),
-            "cost_micro_usd": int(row["total_cost_micro_usd"]),
-        },
-        budget={"micro_usd": row["budget_micro_usd"]},
-    )
-    return run_out_from_summary(summary)
-
-
 @api.route(
-    "GET", "/v1/runs", "List runs, newest first (from the runs read model)",
-    response=RunList, tag="runs",
+    "GET", "/v1/runs", "List runs, newest first (a run is listed as soon as it is created)",
+    response=list[RunOut], tag="runs",
     query=(("limit", "integer"), ("cursor", "string"), ("agent_id", "string"),
            ("status", "string")),
 )  # fmt: skip
@@ -187,13 +145,13 @@ async def list_runs(request: web.Request) -> web.Response:
     rows = await request.app[keys.STORE].pool.fetch(
         Q["list_runs"], http.project_id(request), agent, status, after_time, after_id, limit + 1
     )
-    runs = [_listed(r) for r in rows[:limit]]
+    runs = [run_out_from_summary(_decode(r[0])) for r in rows[:limit]]
     cursor = None
     if len(rows) > limit:
         last = runs[-1]
         assert last.created_at is not None  # the column is NOT NULL
         cursor = http.encode_cursor([last.created_at.isoformat(), last.id])
-    return http.json(RunList(runs, cursor))
+    return http.page(request, runs, cursor)
 
 
 @api.route("GET", "/v1/runs/{id}", "A run", response=RunOut, tag="runs")
@@ -208,10 +166,10 @@ async def get_run(request: web.Request) -> web.Response:
     return http.json(run_out_from_summary(summary))
 
 
-@api.route("GET", "/v1/runs/{id}/steps", "A run's steps", response=StepList, tag="runs")
+@api.route("GET", "/v1/runs/{id}/steps", "A run's steps", response=list[StepOut], tag="runs")
 async def list_steps(request: web.Request) -> web.Response:
     state = await _load(request, _run_id(request))
-    return http.json(StepList([step_out(s) for s in state.steps]))
+    return http.page(request, [step_out(s) for s in state.steps])
 
 
 @api.route(

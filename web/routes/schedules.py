@@ -35,11 +35,11 @@ TimezoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=
 
 class CreateSchedule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Runs of the agent in the path at the times of a 5-field cron expression in an IANA
-    timezone. ``input``, ``max_steps`` and ``budget_cents`` are each run's (limits not sent
-    come from the agent's config)."""
+    timezone (UTC unless sent, as in the hosted API). ``input``, ``max_steps`` and
+    ``budget_cents`` are each run's (limits not sent come from the agent's config)."""
 
     cron_expression: CronText
-    timezone: TimezoneName
+    timezone: TimezoneName = "UTC"
     input: Any = None
     max_steps: MaxSteps | None = None
     budget_cents: Cents | None = None
@@ -79,16 +79,6 @@ class ScheduleOut(msgspec.Struct):
     last_run_id: str | None
     created_at: datetime
     updated_at: datetime
-
-
-class ScheduleList(msgspec.Struct):
-    data: list[ScheduleOut]
-    next_cursor: str | None
-
-
-class FireList(msgspec.Struct):
-    data: list[FireOut]
-    next_cursor: str | None
 
 
 def schedule_out(schedule: Schedule, now: datetime) -> ScheduleOut:
@@ -158,7 +148,7 @@ async def _list(request: web.Request, agent_id: str | None) -> web.Response:
     cursor = None
     if len(page) > limit:
         cursor = http.encode_cursor([found[-1].created_at.isoformat(), found[-1].schedule_id])
-    return http.json(ScheduleList([schedule_out(s, now) for s in found], cursor))
+    return http.page(request, [schedule_out(s, now) for s in found], cursor)
 
 
 PAGE: Final = (("limit", "integer"), ("cursor", "string"))
@@ -166,7 +156,7 @@ PAGE: Final = (("limit", "integer"), ("cursor", "string"))
 
 @api.route(
     "GET", "/v1/agents/{id}/schedules", "This agent's schedules, newest first",
-    response=ScheduleList, query=PAGE, tag="schedules",
+    response=list[ScheduleOut], query=PAGE, tag="schedules",
 )  # fmt: skip
 async def list_agent_schedules(request: web.Request) -> web.Response:
     ref = _ref(request)
@@ -176,7 +166,7 @@ async def list_agent_schedules(request: web.Request) -> web.Response:
 
 @api.route(
     "GET", "/v1/schedules", "The project's schedules, newest first",
-    response=ScheduleList, query=(*PAGE, ("agent_id", "string")), tag="schedules",
+    response=list[ScheduleOut], query=(*PAGE, ("agent_id", "string")), tag="schedules",
 )  # fmt: skip
 async def list_schedules(request: web.Request) -> web.Response:
     ref = request.query.get("agent_id") or None
@@ -187,7 +177,7 @@ async def list_schedules(request: web.Request) -> web.Response:
     try:
         agent = await request.app[keys.AGENTS].find(http.project_id(request), ref)
     except NotFound:
-        return http.json(ScheduleList([], None))
+        return http.page(request, [])
     return await _list(request, agent.id)
 
 
@@ -250,7 +240,7 @@ async def delete_schedule(request: web.Request) -> web.Response:
 @api.route(
     "GET", "/v1/schedules/{id}/fires",
     "A schedule's fires, newest first: the run each started or why it was skipped",
-    response=FireList, query=PAGE, tag="schedules",
+    response=list[FireOut], query=PAGE, tag="schedules",
 )  # fmt: skip
 async def list_fires(request: web.Request) -> web.Response:
     schedule_id = _ref(request)
@@ -262,7 +252,7 @@ async def list_fires(request: web.Request) -> web.Response:
     cursor = None
     if len(found) > limit:
         cursor = http.encode_cursor([fires[-1].fire_at.isoformat()])
-    return http.json(FireList(fires, cursor))
+    return http.page(request, fires, cursor)
 
 
 def _fire_cursor(request: web.Request) -> datetime | None:

@@ -101,11 +101,6 @@ class WebhookSecret(WebhookOut, kw_only=True):
     secret: str
 
 
-class WebhookList(msgspec.Struct):
-    data: list[WebhookOut]
-    next_cursor: str | None
-
-
 class Triggered(msgspec.Struct):
     run_id: str
 
@@ -178,7 +173,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 @api.route(
     "GET", "/v1/agents/{id}/webhooks", "This agent's webhooks, newest first (no secrets)",
-    response=WebhookList, query=PAGE, tag="webhooks",
+    response=list[WebhookOut], query=PAGE, tag="webhooks",
 )  # fmt: skip
 async def list_webhooks(request: web.Request) -> web.Response:
     ref = _ref(request)
@@ -193,7 +188,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
     cursor = None
     if len(page) > limit:
         cursor = http.encode_cursor([found[-1].created_at.isoformat(), found[-1].id])
-    return http.json(WebhookList(found, cursor))
+    return http.page(request, found, cursor)
 
 
 @api.route(

@@ -60,7 +60,22 @@ async function failure(response) {
 }
 
 /** Call the API: JSON in, JSON out; an ApiError for any answer that is not 2xx. */
-export async function api(path, { method = "GET", body, signal, key, params, auth = true } = {}) {
+export async function api(path, options = {}) {
+  const response = await send(path, options);
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+/**
+ * One page of a list endpoint: {data, next_cursor}. A list answers a bare array; the next
+ * page's cursor comes in the X-Next-Cursor header (absent on the last page).
+ */
+export async function page(path, options = {}) {
+  const response = await send(path, options);
+  return { data: await response.json(), next_cursor: response.headers.get("X-Next-Cursor") };
+}
+
+async function send(path, { method = "GET", body, signal, key, params, auth = true } = {}) {
   let url = path;
   if (params) {
     const query = new URLSearchParams();
@@ -79,18 +94,17 @@ export async function api(path, { method = "GET", body, signal, key, params, aut
     if (response.status === 401 && auth && !key) onUnauthorized(error);
     throw error;
   }
-  if (response.status === 204) return null;
-  return response.json();
+  return response;
 }
 
-/** Every page of a list endpoint ({data, next_cursor}), up to `max` items. */
+/** Every page of a list endpoint, up to `max` items. */
 export async function all(path, { signal, params = {}, max = 1000 } = {}) {
   const items = [];
   let cursor = null;
   do {
-    const page = await api(path, { signal, params: { ...params, limit: 200, cursor } });
-    items.push(...page.data);
-    cursor = page.next_cursor;
+    const found = await page(path, { signal, params: { ...params, limit: 200, cursor } });
+    items.push(...found.data);
+    cursor = found.next_cursor;
   } while (cursor && items.length < max);
   return items;
 }

@@ -124,7 +124,7 @@ export default async function agentPage(ctx) {
     ),
     section(
       "Recent runs",
-      runsTable(runs.data, known, "Recent runs", "No runs yet."),
+      runsTable(runs, known, "Recent runs", "No runs yet."),
       h("p", null, h("a", { href: `/runs?agent=${encodeURIComponent(agent.id)}` }, "All runs of this agent →")),
     ),
   );

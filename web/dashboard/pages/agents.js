@@ -15,7 +15,7 @@ export default async function agentsPage(ctx) {
     await Promise.all(
       known.list.slice(0, 50).map(async (a) => {
         const page = await api(`/v1/agents/${encodeURIComponent(a.id)}/deployments`, { params: { limit: 1 }, signal: ctx.signal });
-        return [a.id, page.data[0] || null];
+        return [a.id, page[0] || null];
       }),
     ),
   );

@@ -113,7 +113,7 @@ export default async function cost(ctx) {
     section(
       "Runs stopped by their budget",
       h("p", { class: "muted" }, "Open one to resume it with a larger budget: it continues from its last checkpoint."),
-      runsTable(overBudget.data, known, "Runs stopped by their budget", "No run is waiting for a larger budget."),
+      runsTable(overBudget, known, "Runs stopped by their budget", "No run is waiting for a larger budget."),
     ),
   );
 }

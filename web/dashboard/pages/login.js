@@ -58,7 +58,7 @@ export default async function login(ctx) {
     status.replaceChildren(h("p", { class: "muted" }, "Checking the key…"));
     try {
       const projects = await api("/v1/projects", { key: value });
-      saveSession({ key: value, projectName: projects.data[0]?.name || null, projectId: projects.data[0]?.id || null }, remember.checked);
+      saveSession({ key: value, projectName: projects[0]?.name || null, projectId: projects[0]?.id || null }, remember.checked);
       ctx.navigate(ctx.next, { replace: true });
     } catch (error) {
       const message = error instanceof ApiError && error.status === 401 ? "That API key is not valid." : error.message;

@@ -80,7 +80,7 @@ export default async function overview(ctx) {
           { label: "Duration", class: "num", cell: (r) => duration(runDuration(r)) },
           { label: "Created", cell: (r) => when(r.created_at) },
         ],
-        runs.data,
+        runs,
         { caption: "Recent runs", empty: "No runs yet. Start one from an agent's page or the API." },
       ),
       h("p", null, h("a", { href: "/runs" }, "All runs →")),

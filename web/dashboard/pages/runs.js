@@ -1,6 +1,6 @@
 // Runs, newest first, filtered by agent, status and time (the filters live in the address, so
 // a filtered view can be shared), kept live by the project's run events.
-import { agents, api, follow } from "../lib/api.js";
+import { agents, follow, page as listPage } from "../lib/api.js";
 import { add, badge, clear, field, h, select, table } from "../lib/dom.js";
 import { STATUSES, duration, runDuration, tokens, usd, when } from "../lib/format.js";
 
@@ -73,7 +73,7 @@ export default async function runs(ctx) {
   async function load() {
     let runs;
     if (since === null) {
-      const page = await api("/v1/runs", { params: { ...params, limit: Math.min(shown, 200) }, signal: ctx.signal });
+      const page = await listPage("/v1/runs", { params: { ...params, limit: Math.min(shown, 200) }, signal: ctx.signal });
       runs = page.data;
       more.hidden = !page.next_cursor || shown >= 200;
     } else {
@@ -81,7 +81,7 @@ export default async function runs(ctx) {
       runs = [];
       let cursor = null;
       do {
-        const page = await api("/v1/runs", { params: { ...params, limit: 200, cursor }, signal: ctx.signal });
+        const page = await listPage("/v1/runs", { params: { ...params, limit: 200, cursor }, signal: ctx.signal });
         runs.push(...page.data.filter((r) => Date.parse(r.created_at) >= since));
         const last = page.data[page.data.length - 1];
         cursor = last && Date.parse(last.created_at) >= since ? page.next_cursor : null;
