@@ -125,7 +125,7 @@ class AgentLoopRuntime:
 
     async def start(self, launch: Launch) -> LoopHandle:
         meter = self._open()
-        loop = AgentLoop(self, meter, launch.run_id, launch.attempt)
+        loop = AgentLoop(self, meter, launch.run_id, launch.attempt, launch.secrets)
         return LoopHandle(loop)
 
     async def close(self) -> None:
@@ -170,8 +170,18 @@ class _Ended(Exception):
 
 
 class AgentLoop:
-    def __init__(self, runtime: AgentLoopRuntime, meter: Meter, run_id: str, attempt: int):
+    def __init__(
+        self,
+        runtime: AgentLoopRuntime,
+        meter: Meter,
+        run_id: str,
+        attempt: int,
+        secrets: Mapping[str, str] | None = None,
+    ):
         self.runtime = runtime
+        # The project's secrets, opened by the worker for this attempt: the values of the
+        # tools' secret headers. Kept only as long as the attempt.
+        self.secrets = secrets or {}
         self.store = runtime.store
         self.meter = meter
         self.runs = Runs(runtime.store)
@@ -215,9 +225,9 @@ class AgentLoop:
         assert self.runtime.tool_session is not None
         http_tools = HttpTools(
             parse_http_tools(config.tools), self.runtime.tool_session, secret,
-            allow_private=self.runtime.allow_private,
+            allow_private=self.runtime.allow_private, secrets=self.secrets,
         )  # fmt: skip
-        mcp = McpTools(allow_private=self.runtime.allow_private)
+        mcp = McpTools(allow_private=self.runtime.allow_private, secrets=self.secrets)
         try:
             for problem in await mcp.open(config.mcp_servers):
                 self.say(problem)
