@@ -32,6 +32,7 @@ import msgspec
 
 from eventstore.postgres import PostgresEventStore
 from papayya import urlguard
+from papayya.commands.queue import BUILTIN, RUNTIME_KEY
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.matcher import Recorded, Replayer, tool_fingerprint
@@ -78,6 +79,15 @@ async def builtin_deployment(store: PostgresEventStore, state: RunState) -> Depl
         runtime=LOOP_RUNTIME,
         entrypoint="builtin:agentloop",
     )
+
+
+async def requested_loop(store: PostgresEventStore, state: RunState) -> Deployment | None:
+    """The built-in loop if the run asked for it (``"runtime": "builtin"``), taking it
+    before the agent's deployment; ``None`` otherwise, or if the agent has lost its model
+    since (then the deployment runs it, as without the request)."""
+    if state.metadata.get(RUNTIME_KEY) != BUILTIN:
+        return None
+    return await builtin_deployment(store, state)
 
 
 class AgentLoopRuntime:
