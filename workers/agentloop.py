@@ -32,6 +32,7 @@ import msgspec
 
 from eventstore.postgres import PostgresEventStore
 from papayya import urlguard
+from papayya.commands.queue import BUILTIN, RUNTIME_KEY
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.matcher import Recorded, Replayer, tool_fingerprint
@@ -80,6 +81,15 @@ async def builtin_deployment(store: PostgresEventStore, state: RunState) -> Depl
     )
 
 
+async def requested_loop(store: PostgresEventStore, state: RunState) -> Deployment | None:
+    """The built-in loop if the run asked for it (``"runtime": "builtin"``), taking it
+    before the agent's deployment; ``None`` otherwise, or if the agent has lost its model
+    since (then the deployment runs it, as without the request)."""
+    if state.metadata.get(RUNTIME_KEY) != BUILTIN:
+        return None
+    return await builtin_deployment(store, state)
+
+
 class AgentLoopRuntime:
     """Starts loops as tasks of the worker's event loop; one metering core for them all."""
 
@@ -125,7 +135,7 @@ class AgentLoopRuntime:
 
     async def start(self, launch: Launch) -> LoopHandle:
         meter = self._open()
-        loop = AgentLoop(self, meter, launch.run_id, launch.attempt)
+        loop = AgentLoop(self, meter, launch.run_id, launch.attempt, launch.secrets)
         return LoopHandle(loop)
 
     async def close(self) -> None:
@@ -170,8 +180,18 @@ class _Ended(Exception):
 
 
 class AgentLoop:
-    def __init__(self, runtime: AgentLoopRuntime, meter: Meter, run_id: str, attempt: int):
+    def __init__(
+        self,
+        runtime: AgentLoopRuntime,
+        meter: Meter,
+        run_id: str,
+        attempt: int,
+        secrets: Mapping[str, str] | None = None,
+    ):
         self.runtime = runtime
+        # The project's secrets, opened by the worker for this attempt: the values of the
+        # tools' secret headers. Kept only as long as the attempt.
+        self.secrets = secrets or {}
         self.store = runtime.store
         self.meter = meter
         self.runs = Runs(runtime.store)
@@ -215,9 +235,9 @@ class AgentLoop:
         assert self.runtime.tool_session is not None
         http_tools = HttpTools(
             parse_http_tools(config.tools), self.runtime.tool_session, secret,
-            allow_private=self.runtime.allow_private,
+            allow_private=self.runtime.allow_private, secrets=self.secrets,
         )  # fmt: skip
-        mcp = McpTools(allow_private=self.runtime.allow_private)
+        mcp = McpTools(allow_private=self.runtime.allow_private, secrets=self.secrets)
         try:
             for problem in await mcp.open(config.mcp_servers):
                 self.say(problem)

@@ -7,6 +7,10 @@ and hands it to the model, as a provider's tool-use convention expects; it never
 HTTP tools get the arguments as a JSON POST signed as callbacks are (Standard Webhooks with
 the project's callback secret, ``webhook-id`` fixed per run and call so that a receiver can
 drop the one repeat a crash may cause), through the same URL guard.
+
+A tool's ``headers`` may take values from the project's secrets (``SecretHeader``), which
+the worker opened for this attempt (``Launch.secrets``). A secret that is missing is the
+tool's error, naming the secret; no value is ever written into a result, an event or a log.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import msgspec
 
 from papayya import signing, urlguard
 from papayya.errors import PapayyaError
-from papayya.readmodels.agents import HttpTool, McpServer
+from papayya.readmodels.agents import Headers, HttpTool, McpServer, SecretHeader
 
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 MCP_TIMEOUT_SECONDS: Final = 30.0
@@ -58,6 +62,24 @@ def text_of(result: ToolResult) -> str:
     return json.dumps(result.output, sort_keys=True, ensure_ascii=False)
 
 
+class MissingSecret(ValueError):
+    """A header names a secret the project does not have."""
+
+
+def resolve_headers(declared: Headers, secrets: Mapping[str, str]) -> dict[str, str]:
+    """The headers to send, with the values of the secrets they name."""
+    resolved = {}
+    for name, value in declared.items():
+        if isinstance(value, SecretHeader):
+            if value.secret not in secrets:
+                raise MissingSecret(
+                    f"header {name}: the project has no secret named {value.secret!r}"
+                )
+            value = value.prefix + secrets[value.secret]
+        resolved[name] = value
+    return resolved
+
+
 def _schema(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(parameters) if parameters else {"type": "object", "properties": {}}
 
@@ -72,11 +94,13 @@ class HttpTools:
         secret: str,
         *,
         allow_private: bool,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.tools = {t.name: t for t in tools}
         self.session = session
         self.secret = secret
         self.allow_private = allow_private
+        self.secrets = secrets or {}
 
     def specs(self) -> list[ToolSpec]:
         return [ToolSpec(t.name, t.description, _schema(t.parameters)) for t in self.tools.values()]
@@ -98,7 +122,10 @@ class HttpTools:
     async def _post(self, tool: HttpTool, arguments: Any, message_id: str) -> Any:
         await urlguard.check_url(tool.url, allow_private=self.allow_private)
         body = json.dumps(arguments).encode()
-        headers = {"Content-Type": "application/json"} | signing.headers(
+        # The signature's headers and the content type come last: a tool's own cannot
+        # replace them.
+        headers = resolve_headers(tool.headers, self.secrets)
+        headers |= {"Content-Type": "application/json"} | signing.headers(
             self.secret, message_id, body
         )
         timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds)
@@ -125,6 +152,7 @@ class McpTools:
     while connecting cancels only that task, never the loop's."""
 
     allow_private: bool
+    secrets: Mapping[str, str] = field(default_factory=dict)
     _routes: dict[str, Any] = field(default_factory=dict)  # tool name -> its ClientSession
     _specs: list[ToolSpec] = field(default_factory=list)
     _holders: list[asyncio.Task[None]] = field(default_factory=list)
@@ -135,7 +163,13 @@ class McpTools:
         problems = []
         for server in servers:
             ready: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
-            self._holders.append(asyncio.create_task(self._hold(server.url, ready)))
+            try:
+                declared = server.headers or {}  # unset: no headers
+                headers = resolve_headers(declared, self.secrets)
+            except MissingSecret as exc:
+                problems.append(f"MCP server {server.url}: {exc}")
+                continue
+            self._holders.append(asyncio.create_task(self._hold(server.url, headers, ready)))
             try:
                 await urlguard.check_url(server.url, allow_private=self.allow_private)
                 session, listed = await asyncio.wait_for(asyncio.shield(ready), MCP_TIMEOUT_SECONDS)
@@ -152,13 +186,17 @@ class McpTools:
                 )
         return problems
 
-    async def _hold(self, url: str, ready: asyncio.Future[tuple[Any, Any]]) -> None:
+    async def _hold(
+        self, url: str, headers: dict[str, str], ready: asyncio.Future[tuple[Any, Any]]
+    ) -> None:
         from mcp import ClientSession
         from mcp.client import streamable_http
+        from mcp.shared._httpx_utils import create_mcp_http_client
 
         try:
             async with (
-                streamable_http.streamable_http_client(url) as (read, write, _),
+                create_mcp_http_client(headers=headers) as client,
+                streamable_http.streamable_http_client(url, http_client=client) as (read, write, _),
                 ClientSession(read, write) as session,
             ):
                 await session.initialize()

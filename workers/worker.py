@@ -38,7 +38,7 @@ from papayya.runs import run_stream
 from papayya.runstates import RunStates
 from papayya.runtime.main import EXIT_USAGE  # could not load the agent: retrying is futile
 from sql import queries
-from workers.agentloop import builtin_deployment
+from workers.agentloop import builtin_deployment, requested_loop
 from workers.queue import RunQueue
 from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
 
@@ -266,9 +266,13 @@ class Worker:
                 return None
             if state.status != "queued":
                 return None
-            deployment = await self._deployment(state) or await builtin_deployment(
-                self.store, state
-            )  # an agent of configuration alone runs in the built-in loop (issue 17)
+            # The built-in loop when the run asks for it; else the agent's deployment; else,
+            # for an agent of configuration alone, the built-in loop (issue 17).
+            deployment = (
+                await requested_loop(self.store, state)
+                or await self._deployment(state)
+                or await builtin_deployment(self.store, state)
+            )
             if deployment is None:
                 await self._fail_undeployed(state)
                 return None

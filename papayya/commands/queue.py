@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Final, Protocol
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import asyncpg
 import msgspec
@@ -31,6 +31,10 @@ Q: Final = queries("api.sql")
 MODEL_KEY: Final = "papayya.model"
 # Likewise the system prompt a run or a replay gives the built-in loop instead of the agent's.
 SYSTEM_PROMPT_KEY: Final = "papayya.system_prompt"
+# A run that asks for the built-in agent loop (``"runtime": "builtin"``) even though its
+# agent has a deployment: the worker then runs the agent's configuration, not its code.
+RUNTIME_KEY: Final = "papayya.runtime"
+BUILTIN: Final = "builtin"
 RESERVED_PREFIX: Final = "papayya."
 
 Model = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -47,6 +51,7 @@ class RunOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: Model | None = None
     # The built-in loop's instructions for this run (the published SDK's Client.run sends it).
     system_prompt: Instructions | None = None
+    runtime: Literal["builtin"] | None = None
     max_steps: bounds.StepCount | None = None
     budget_cents: bounds.Cents | None = None
     budget_input_tokens: bounds.Tokens | None = None
@@ -158,6 +163,10 @@ def run_of_agent(
         metadata[MODEL_KEY] = model
     if req.system_prompt is not None:
         metadata[SYSTEM_PROMPT_KEY] = req.system_prompt
+    if req.runtime == BUILTIN:
+        if model is None:
+            raise InvalidInput("runtime 'builtin' needs a model, the run's or the agent's")
+        metadata[RUNTIME_KEY] = BUILTIN
 
     def pick(sent: int | None, default: int | None) -> int | None:
         return default if sent is None else sent

@@ -44,12 +44,31 @@ McpUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s/]
 ToolName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
+class SecretHeader(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A header value taken from the project's secret ``secret`` when the tool is called,
+    after ``prefix`` (say ``"Bearer "``): the agent's configuration names the secret and
+    never holds its value."""
+
+    secret: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    prefix: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+HeaderName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+]
+# A header sent to a tool: a plain value, or a value from the project's secrets.
+Headers = dict[HeaderName, Annotated[str, msgspec.Meta(max_length=4000)] | SecretHeader]
+
+
 class McpServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An MCP server whose tools the built-in loop offers the model (streamable HTTP);
-    ``allowed_tools``, when set, narrows them to those names."""
+    ``allowed_tools``, when set, narrows them to those names; ``headers`` go with every
+    request to it."""
 
     url: McpUrl
     allowed_tools: list[ToolName] | None = None
+    # Unset (and then left out of the agent's config as returned) when there are none.
+    headers: Headers | msgspec.UnsetType = msgspec.UNSET
 
 
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -58,7 +77,8 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     An agent with a ``model`` and no deployment runs in the built-in loop
     (``workers.agentloop``): ``instructions`` is its system prompt, ``tools`` (HTTP tools:
-    ``{"name", "description", "parameters", "url"}``) and ``mcp_servers`` its tools,
+    ``{"name", "description", "parameters", "url", "headers"}``) and ``mcp_servers`` its
+    tools (a header's value may come from a project secret: ``SecretHeader``),
     ``output_schema`` the JSON Schema its answer must satisfy, ``provider`` the API shape
     when the price table does not know the model."""
 
@@ -97,6 +117,7 @@ class HttpTool(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     description: Annotated[str, msgspec.Meta(max_length=4000)] = ""
     parameters: dict[str, Any] = {}
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
+    headers: Headers = {}
 
 
 CONFIG_FIELDS: Final = frozenset(AgentConfig.__struct_fields__)

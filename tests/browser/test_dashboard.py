@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
+from fakellm import Reply, ToolCall
 from papayya.triggers.firing import start_scheduled_run
 from papayya.triggers.scheduler import Scheduler
+from tests.support.agentloop import running_http_tool
 from tests.support.agents import AGENT
 from tests.support.browser import CRASHY, PHONE, SLOW, Dash, open_dash
 from tests.support.cloud import Cloud
@@ -164,6 +166,50 @@ async def test_open_a_model_step_and_replay_from_it(dash: Dash, stack: Cloud) ->
     await dash.shot("run-replay")
     status, replay = await stack.call("GET", f"/v1/runs/{replay_id}")
     assert status == 200 and replay["replayed_from"] == run_id and replay["replay_from_step"] == 1
+
+
+async def test_a_built_in_loop_run_shows_its_model_calls_and_tool_arguments_and_result(
+    dash: Dash, stack: Cloud
+) -> None:
+    async with running_http_tool() as tool:
+        config = {
+            "model": "gpt-4o-mini",
+            "tools": [{"name": "weather", "description": "Today's weather", "url": tool.url,
+                       "parameters": {"type": "object",
+                                      "properties": {"city": {"type": "string"}}}}],
+        }  # fmt: skip
+        status, made = await stack.call(
+            "POST", "/v1/agents", {"name": "Looped", "slug": "looped", "config": config}
+        )
+        assert status == 201, made
+        stack.fake.script.extend([
+            Reply(tool_calls=[ToolCall("weather", {"city": "Grenoble"})]),
+            Reply(text="Sunny in Grenoble."),
+        ])  # fmt: skip
+        run_id = await stack.start("looped", input="Weather in Grenoble?")
+        run = await stack.wait(run_id)
+    assert run.status == "completed" and run.output == "Sunny in Grenoble.", run.error_message
+    await dash.sign_in()
+    page = dash.page
+    await dash.goto(f"/runs/{run_id}")
+    await expect(page.locator("#run-status")).to_have_text("completed")
+    step = page.locator('li[data-step="0"]')
+    await step.get_by_role("button").first.click()
+    detail = step.locator(".step-detail")
+    await expect(
+        detail.get_by_role("heading", name="Model call 1: openai gpt-4o-mini")
+    ).to_be_visible()
+    await expect(detail.get_by_role("heading", name="Tool call: weather")).to_be_visible()
+    await expect(detail.get_by_label("Tool input")).to_contain_text('"city": "Grenoble"')
+    await expect(detail.get_by_label("Tool output")).to_contain_text('"sky": "sunny"')
+    await detail.get_by_text("Response (").click()
+    await expect(detail.get_by_label("Response")).to_contain_text("weather")
+    answer = page.locator('li[data-step="1"]')
+    await answer.get_by_role("button").first.click()
+    await expect(answer.locator(".step-detail").get_by_label("Response")).to_contain_text(
+        "Sunny in Grenoble."
+    )
+    await dash.shot("run-loop")
 
 
 async def test_cancel_a_running_run(dash: Dash, stack: Cloud) -> None:

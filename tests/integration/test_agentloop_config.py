@@ -55,7 +55,10 @@ async def test_bad_loop_fields_are_refused(api: Api, http: Any) -> None:
         {"provider": "mistral"},
         {"tools": [{"name": "has space", "url": "https://x.example/"}]},
         {"tools": [{"name": "t", "url": "ftp://x.example/"}]},
-        {"mcp_servers": [{"url": "https://m.example/", "headers": {"a": "b"}}]},
+        {"mcp_servers": [{"url": "https://m.example/", "token": "b"}]},
+        {"mcp_servers": [{"url": "https://m.example/", "headers": {"a b": "c"}}]},
+        {"mcp_servers": [{"url": "https://m.example/", "headers": {"a": {"secret": ""}}}]},
+        {"tools": [{"name": "t", "url": "https://x.example/", "headers": {"a": {"s": "X"}}}]},
     ):
         body = {"name": "B", "slug": "bad-loop", "config": {"model": "gpt-4o-mini", **bad}}
         async with http.post(f"{api.url}/v1/agents", json=body, headers=h) as resp:

@@ -60,6 +60,7 @@ async def running_http_tool(
 class McpServerRunning:
     url: str
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each HTTP request
 
 
 @asynccontextmanager
@@ -92,8 +93,15 @@ async def running_mcp_server() -> AsyncIterator[McpServerRunning]:
         running.calls.append(("secret", city))
         return "never offered"
 
+    app = server.streamable_http_app()
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            running.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        await app(scope, receive, send)
+
     config = uvicorn.Config(
-        server.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning",
+        recording, host="127.0.0.1", port=port, log_level="warning",
         lifespan="on",
     )  # fmt: skip
     uv = uvicorn.Server(config)
