@@ -40,7 +40,7 @@ async def test_tool_headers_take_project_secrets_and_the_value_stays_out_of_the_
     caplog.set_level(logging.DEBUG)
     status, listed = await cloud.call("GET", "/v1/projects")
     assert status == 200, listed
-    project = listed["data"][0]["id"]
+    project = listed[0]["id"]
     status, _ = await cloud.call(
         "POST", f"/v1/projects/{project}/secrets", {"name": "WEATHER_TOKEN", "value": TOKEN}
     )
@@ -104,4 +104,4 @@ async def test_a_secret_header_of_a_bad_shape_is_refused(cloud: Cloud) -> None:
     )
     assert status == 400, body
     status, agents = await cloud.call("GET", "/v1/agents")
-    assert status == 200 and not [a for a in agents.get("data", agents) if a["slug"] == "b"]
+    assert status == 200 and not [a for a in agents if a["slug"] == "b"]
