@@ -130,3 +130,6 @@ class DurableRun(msgspec.Struct, kw_only=True):
     checkpoints: list[DurableCheckpoint]
     steps: list[DurableStep]
     id: str | None = None  # None from servers older than scoped ids
+    # Given only by an open: the run token of this run's attempt, with which the SDK sends
+    # model calls through the server's gateway (metered there, with the server's keys).
+    run_token: str | None = None

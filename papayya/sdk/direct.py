@@ -48,6 +48,8 @@ class Opened(msgspec.Struct, frozen=True):
     recording: list[Recorded]
     until_step: int | None
     copy_answers: bool
+    # HTTP mode: the run token of this attempt, for model calls through the server's gateway.
+    run_token: str | None = None
 
 
 class DirectBackend:

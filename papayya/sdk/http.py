@@ -274,8 +274,12 @@ class HttpBackend:
         if not doc.checkpoints and doc.replayed_from is not None:
             # A new replay (or one queued through the API): answer from its source.
             source = await self._call("GET", _run_path(doc.replayed_from), DurableRun)
-            return Opened(state, recording_of(source), doc.replay_from_step, copy_answers=True)
-        return Opened(state, recording_of(doc), None, copy_answers=False)
+            return Opened(state, recording_of(source), doc.replay_from_step, True, doc.run_token)
+        return Opened(state, recording_of(doc), None, False, doc.run_token)
+
+    def gateway_url(self, provider: str) -> str:
+        """Where an official ``provider`` client sends its calls to be metered by the server."""
+        return f"{self.base_url}/v1/llm/{provider}"
 
     async def record_task(
         self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float

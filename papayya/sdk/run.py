@@ -65,6 +65,7 @@ class Run:
         self._state = opened.state
         self._replayer = Replayer(opened.recording, until_step=opened.until_step)
         self._copy_answers = opened.copy_answers
+        self._run_token = opened.run_token
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -192,41 +193,57 @@ class Run:
     def wrap(self, client: Any) -> Any:
         """A copy of an official ``openai`` or ``anthropic`` client (sync or async) whose calls
         are steps of this run: recorded, priced, held to the run's budget and answered from
-        the recording when the run resumes or replays. Calls go to the client's own
-        provider with its own key."""
+        the recording when the run resumes or replays.
+
+        In direct mode the metering runs in this process and calls go to the client's own
+        provider with its own key. In HTTP mode the copy talks to the server's gateway with
+        this attempt's run token, so the server meters the calls with the keys it holds."""
+        from papayya.sdk import llm
+
+        gateway_url = getattr(self._backend, "gateway_url", None)
+        if gateway_url is not None:
+            if self._run_token is None:
+                raise Conflict("this server gives no run token: upgrade it to meter model calls")
+            url = gateway_url(llm.provider_of(client))
+            return llm.through_gateway(client, url, self._run_token)
         meter = getattr(self._backend, "meter", None)
         if meter is None:
-            raise Conflict(
-                "metered clients need direct mode; in HTTP mode, point the SDK at the "
-                "server's gateway (/v1/llm/openai, /v1/llm/anthropic) with a run token"
-            )
-        from papayya.sdk.llm import wrap
+            raise Conflict("this backend cannot meter model calls")
+        return llm.wrap(self, self._loop, self._loop.call(meter()), client)
 
-        return wrap(self, self._loop, self._loop.call(meter()), client)
+    def _options(self, provider: str, options: dict[str, Any]) -> dict[str, Any]:
+        """The client's options: in HTTP mode the gateway's and the run token; in direct mode
+        the caller's key, else the one a server would hold (``PAPAYYA_OPENAI_API_KEY``…)."""
+        from papayya.sdk import llm
+
+        gateway_url = getattr(self._backend, "gateway_url", None)
+        if gateway_url is not None and self._run_token is not None:
+            return {**options, "base_url": gateway_url(provider), "api_key": self._run_token}
+        return {**llm.server_defaults(provider), **options}
 
     def openai(self, **options: Any) -> Any:
         """``openai.OpenAI(**options)``, metered into this run."""
         import openai
 
-        return self.wrap(openai.OpenAI(**options))
+        return self.wrap(openai.OpenAI(**self._options("openai", options)))
 
     def async_openai(self, **options: Any) -> Any:
         """``openai.AsyncOpenAI(**options)``, metered into this run."""
         import openai
 
-        return self.wrap(openai.AsyncOpenAI(**options))
+        return self.wrap(openai.AsyncOpenAI(**self._options("openai", options)))
 
     def anthropic(self, **options: Any) -> Any:
         """``anthropic.Anthropic(**options)``, metered into this run."""
         import anthropic
 
-        return self.wrap(anthropic.Anthropic(**options))
+        return self.wrap(anthropic.Anthropic(**self._options("anthropic", options)))
 
     def async_anthropic(self, **options: Any) -> Any:
         """``anthropic.AsyncAnthropic(**options)``, metered into this run."""
         import anthropic
 
-        return self.wrap(anthropic.AsyncAnthropic(**options))
+        return self.wrap(anthropic.AsyncAnthropic(**self._options("anthropic", options)))
 
     def refresh(self) -> RunState:
         """Re-read the run (after model calls, which the meter appends)."""

@@ -1,0 +1,105 @@
+"""The SDK's HTTP mode meters model calls through the server's gateway with a run token:
+priced, recorded, answered from the recording on resume, with the server's provider keys."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from fakellm import FakeConfig, Usage
+from papayya import papayya
+from papayya.errors import BudgetExhausted
+from tests.support.gateway import PROVIDER_KEY, running_gateway
+
+MODEL = "gpt-4o"
+CLAUDE = "claude-3-5-haiku-20241022"
+ASK: Any = [{"role": "user", "content": "x"}]
+USAGE = Usage(prompt_tokens=100, completion_tokens=40)
+
+
+def _no_user_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+async def test_http_mode_calls_go_through_the_gateway_and_resume_from_the_recording(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_user_keys(monkeypatch)
+    async with running_gateway(dsn, monkeypatch, FakeConfig(usage=USAGE)) as gw:
+
+        def agent() -> list[Any]:
+            with papayya(base_url=gw.api.url, api_key=gw.api.key) as client:
+                run = client.run("local-gw", run_id="g1", budget_usd="1")
+                oa = run.openai()
+                first = oa.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}]
+                )
+                run.task("between", lambda: "a task between two model calls")
+                chunks = list(oa.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "more"}], stream=True
+                ))  # fmt: skip
+                an = run.anthropic()
+                message = an.messages.create(model=CLAUDE, max_tokens=500, messages=ASK)
+                assert chunks and message.content and first.choices[0].message.content
+                return [first.choices[0].message.content, len(chunks)]
+
+        await asyncio.to_thread(agent)
+        assert gw.fake.stats.total == 3
+        assert gw.fake.stats.by_api_key.get(PROVIDER_KEY) == 3  # the server's key, not the user's
+        stored = f"{await gw.project_id()}:g1"
+        state = await gw.runs.load(stored)
+        kinds = [(s.step_type, s.status) for s in state.steps]
+        assert kinds == [
+            ("response", "completed"),
+            ("checkpoint", "completed"),
+            ("response", "completed"),  # a sync stream read to its end is a completed call
+            ("response", "completed"),
+        ]
+        assert state.usage.cost_micro_usd > 0 and state.usage.output_tokens > 0
+
+        def again() -> None:
+            with papayya(base_url=gw.api.url, api_key=gw.api.key) as client:
+                run = client.run("local-gw", run_id="g1")
+                oa = run.openai()
+                oa.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}]
+                )
+                run.task("between", lambda: pytest.fail("a finished task ran again"))
+                list(oa.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "more"}], stream=True
+                ))  # fmt: skip
+                run.anthropic().messages.create(model=CLAUDE, max_tokens=500, messages=ASK)
+                run.complete("done")
+
+        await asyncio.to_thread(again)
+        assert gw.fake.stats.total == 3  # every call answered from the recording
+        assert (await gw.runs.load(stored)).status == "completed"
+
+
+async def test_http_mode_budget_refuses_a_call_with_402(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_user_keys(monkeypatch)
+    async with running_gateway(dsn, monkeypatch, FakeConfig(usage=USAGE)) as gw:
+
+        def agent() -> str:
+            import openai
+
+            with papayya(base_url=gw.api.url, api_key=gw.api.key) as client:
+                run = client.run("local-gw", run_id="g2", budget_usd="0.000001")
+                try:
+                    run.openai().chat.completions.create(
+                        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+                    )
+                except openai.APIStatusError as exc:
+                    return str(exc.status_code)
+                return "no refusal"
+
+        assert await asyncio.to_thread(agent) == "402"
+        assert gw.fake.stats.total == 0
+        state = await gw.runs.load(f"{await gw.project_id()}:g2")
+        assert state.status == "budget_exceeded"
+        assert BudgetExhausted.http_status == 402
