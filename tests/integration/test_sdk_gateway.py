@@ -103,3 +103,40 @@ async def test_http_mode_budget_refuses_a_call_with_402(
         state = await gw.runs.load(f"{await gw.project_id()}:g2")
         assert state.status == "budget_exceeded"
         assert BudgetExhausted.http_status == 402
+
+
+async def test_direct_mode_streams_read_to_the_end_are_completed_calls(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_user_keys(monkeypatch)
+    async with running_gateway(dsn, monkeypatch, FakeConfig(usage=USAGE)) as gw:
+
+        def agent() -> None:
+            with papayya(dsn) as client:  # the server's keys come from PAPAYYA_OPENAI_*
+                run = client.run("local-direct", run_id="d1")
+                oa = run.openai()
+                list(oa.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "a"}], stream=True
+                ))  # fmt: skip
+                with run.anthropic().messages.stream(
+                    model=CLAUDE, max_tokens=100, messages=ASK
+                ) as stream:
+                    assert stream.get_final_message().content
+
+        async def async_agent() -> None:
+            with papayya(dsn) as client:
+                run = client.run("local-direct", run_id="d1")
+                oa = run.async_openai()
+                chunks = await oa.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "b"}], stream=True
+                )
+                assert [c async for c in chunks]
+                await oa.close()
+                run.complete("done")
+
+        await asyncio.to_thread(agent)
+        await asyncio.to_thread(lambda: asyncio.run(async_agent()))
+        state = await gw.runs.load("d1")
+        assert [s.status for s in state.steps] == ["completed"] * 3
+        assert gw.fake.stats.total == 3
+        assert gw.fake.stats.by_api_key.get(PROVIDER_KEY) == 3
