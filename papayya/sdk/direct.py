@@ -17,13 +17,20 @@ from papayya.commands.durable import OpenRun, open_or_resume
 from papayya.commands.payloads import stash_raw
 from papayya.domain.matcher import Recorded
 from papayya.domain.state import RunState
-from papayya.errors import InvalidInput
+from papayya.errors import InvalidInput, NotFound
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
+from papayya.readmodels.projects import (
+    BOOTSTRAP_LOCK,
+    create_project,
+    get_project,
+    project_by_name,
+)
 from papayya.runstates import RunStates
 from papayya.wire import INLINE_RESULT_BYTES as INLINE_RESULT_BYTES
 
-LOCAL_PROJECT: Final = "local"
+DEFAULT_PROJECT: Final = "default"
+PROJECT_ENV: Final = "PAPAYYA_PROJECT"
 _encoder = msgspec.json.Encoder()
 TASKS: Final = frozenset({"task"})
 
@@ -52,9 +59,33 @@ class Opened(msgspec.Struct, frozen=True):
     run_token: str | None = None
 
 
+async def local_project(pool: Any, name: str | None) -> str:
+    """The id of the project direct-mode runs belong to, so that a server on the same
+    database lists them like any other: the project ``name`` names (a name or an id), else
+    the ``default`` project, created here (without a key: the server's first start gives it
+    one, as it does to any keyless ``default``) if the database has none yet."""
+    if name:
+        found = await project_by_name(pool, name)
+        if found is None:
+            try:
+                found = await get_project(pool, name)
+            except NotFound:
+                raise InvalidInput(f"{PROJECT_ENV}={name!r} names no project") from None
+        return found.id
+    async with pool.acquire() as conn, conn.transaction():
+        # The server's bootstrap takes the same lock: one of the two creates ``default``.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", BOOTSTRAP_LOCK)
+        found = await project_by_name(conn, DEFAULT_PROJECT)
+        if found is None:
+            found = await create_project(conn, DEFAULT_PROJECT)
+        return found.id
+
+
 class DirectBackend:
-    def __init__(self, store: PostgresEventStore) -> None:
+    def __init__(self, store: PostgresEventStore, project: str | None = None) -> None:
         self.store = store
+        self.project_name = project if project is not None else os.environ.get(PROJECT_ENV)
+        self._project: str | None = None
         self.runs = RunStates(store)
         self._meter: Meter | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -70,9 +101,11 @@ class DirectBackend:
         replay_of: str | None,
         from_step: int | None,
     ) -> Opened:
+        if self._project is None:
+            self._project = await local_project(self.store.pool, self.project_name)
         spec = OpenRun(
             run_id=run_id,
-            project_id=LOCAL_PROJECT,
+            project_id=self._project,
             agent=agent,
             input=input,
             metadata=metadata or {},

@@ -10,8 +10,10 @@ import pytest
 
 from fakellm import FakeConfig, Usage
 from papayya import papayya
-from papayya.errors import BudgetExhausted
+from papayya.errors import BudgetExhausted, InvalidInput
 from tests.support.gateway import PROVIDER_KEY, running_gateway
+from tests.support.runs import project_everything
+from web import keys
 
 MODEL = "gpt-4o"
 CLAUDE = "claude-3-5-haiku-20241022"
@@ -140,3 +142,41 @@ async def test_direct_mode_streams_read_to_the_end_are_completed_calls(
         assert [s.status for s in state.steps] == ["completed"] * 3
         assert gw.fake.stats.total == 3
         assert gw.fake.stats.by_api_key.get(PROVIDER_KEY) == 3
+
+
+async def test_direct_mode_runs_belong_to_a_project_the_api_lists(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, http: Any
+) -> None:
+    async with running_gateway(dsn, monkeypatch) as gw:
+
+        def agent() -> None:
+            with papayya(dsn) as client:
+                run = client.run("local-direct", run_id="seen-1")
+                run.task("search", lambda: {"hits": 3})
+                run.complete("done")
+
+        await asyncio.to_thread(agent)
+        async with http.get(f"{gw.api.url}/v1/runs/seen-1", headers=gw.api.headers()) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["project_id"] == await gw.project_id()
+        listed: list[str] = []
+        for _ in range(100):  # reads are fenced by the server's oldest open transaction
+            await project_everything(gw.api.app[keys.STORE], dsn)
+            async with http.get(f"{gw.api.url}/v1/runs", headers=gw.api.headers()) as r:
+                listed = [run["id"] for run in (await r.json())["data"]]
+            if listed:
+                break
+            await asyncio.sleep(0.1)
+        assert listed == ["seen-1"]
+
+        monkeypatch.setenv("PAPAYYA_PROJECT", "no-such-project")
+
+        def elsewhere() -> str:
+            with papayya(dsn) as client:
+                try:
+                    client.run("local-direct", run_id="seen-2")
+                except InvalidInput as exc:
+                    return str(exc)
+            return "opened"
+
+        assert "PAPAYYA_PROJECT" in await asyncio.to_thread(elsewhere)
