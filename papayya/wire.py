@@ -133,3 +133,18 @@ class DurableRun(msgspec.Struct, kw_only=True):
     # Given only by an open: the run token of this run's attempt, with which the SDK sends
     # model calls through the server's gateway (metered there, with the server's keys).
     run_token: str | None = None
+
+
+class Empty(msgspec.Struct, forbid_unknown_fields=True):
+    """A request with nothing to say (a heartbeat)."""
+
+
+EMPTY: Final = Empty()
+
+
+class HeartbeatAck(msgspec.Struct):
+    """The answer to a heartbeat: whether the run was asked to stop."""
+
+    run_id: str
+    attempt: int
+    cancel_requested: bool

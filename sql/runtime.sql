@@ -8,3 +8,31 @@ RETURNING at;
 -- The run of an event, if it exists: whether a retried report was appended already.
 -- name: reported
 SELECT substr(stream_id, 5) AS run_id FROM events WHERE event_id = $1;
+
+-- Liveness of local runs (papayya/liveness.py): runs that no worker leases, kept alive by
+-- the SDK's heartbeats. Whether run $1 is one whose heartbeat stopped for $2 seconds (or never
+-- came): nobody would hear a cancellation, so it is cancelled at once.
+-- name: silent_local_run
+SELECT NOT EXISTS (SELECT 1 FROM run_leases WHERE run_id = $1)
+   AND NOT EXISTS (SELECT 1 FROM run_heartbeats
+                    WHERE run_id = $1 AND at > now() - make_interval(secs => $2)) AS silent;
+
+-- Running runs that no worker leases and that have shown no sign of life (a heartbeat, an
+-- event) for $1 seconds: their process is gone for good.
+-- name: abandoned_runs
+SELECT substr(s.stream_id, 5) AS run_id, (s.summary->>'attempt')::int AS attempt
+  FROM stream_summaries s
+  LEFT JOIN run_heartbeats h ON h.run_id = substr(s.stream_id, 5)
+ WHERE s.category = 'run' AND s.summary->>'status' = 'running'
+   AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = substr(s.stream_id, 5))
+   AND greatest(h.at, s.updated_at) < now() - make_interval(secs => $1)
+ ORDER BY s.updated_at
+ LIMIT $2;
+
+-- The run's last heartbeat, and whether a worker leases it.
+-- name: last_heartbeat
+SELECT h.at, EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = $1) AS leased
+  FROM run_heartbeats h WHERE h.run_id = $1;
+
+-- name: leased
+SELECT EXISTS (SELECT 1 FROM run_leases WHERE run_id = $1);

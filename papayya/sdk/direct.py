@@ -10,11 +10,13 @@ import aiohttp
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
+from papayya import liveness
 from papayya.commands import finish
 from papayya.commands.checkpoint import ERROR_TEXT as TASK_ERROR_TEXT
 from papayya.commands.checkpoint import record_checkpoint
 from papayya.commands.durable import OpenRun, open_or_resume
 from papayya.commands.payloads import stash_raw
+from papayya.domain import events as ev
 from papayya.domain.matcher import Recorded
 from papayya.domain.state import RunState
 from papayya.errors import InvalidInput, NotFound
@@ -81,6 +83,11 @@ async def local_project(pool: Any, name: str | None) -> str:
         return found.id
 
 
+def cancelled(state: RunState) -> list[ev.RunEvent]:
+    """The run ends cancelled, its process having heard the request (if it still runs)."""
+    return [ev.RunCancelled(reason=state.cancel_reason)] if state.status == "running" else []
+
+
 class DirectBackend:
     def __init__(self, store: PostgresEventStore, project: str | None = None) -> None:
         self.store = store
@@ -120,6 +127,8 @@ class DirectBackend:
             await self.runs.load(replay_of)  # RunNotFound before anything is written
         view, _ = await open_or_resume(self.runs, spec)
         state = view.state
+        if state.status == "running":  # the first sign of life of this attempt
+            await liveness.beat(self.store.pool, state.run_id, state.attempt)
         # A replay (opened here, or queued through the API and run here first) is answered
         # from its source; a resumed run from its own recording.
         found = await self.runs.recording(state, await self.runs.events(run_id), TASKS)
@@ -148,6 +157,15 @@ class DirectBackend:
 
     async def fail(self, state: RunState, code: str, message: str) -> RunState:
         return await self.runs.append_fresh(state, lambda s: finish.failed(code, message))
+
+    async def heartbeat(self, state: RunState, token: str | None) -> RunState:
+        """The process is alive: the run as it is now, ended ``cancelled`` if someone asked
+        it to stop (the process hears of it now and stops)."""
+        await liveness.beat(self.store.pool, state.run_id, state.attempt)
+        state = await self.runs.refresh(state)
+        if state.cancel_requested and state.status == "running":
+            state = await self.runs.append_fresh(state, cancelled)
+        return state
 
     async def meter(self) -> Meter:
         """The metering core for this client's runs' model calls (made once, on first use)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import inspect
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -13,10 +15,11 @@ from typing import Any, Protocol, TypeVar, overload
 from papayya.background import BackgroundLoop
 from papayya.domain.matcher import Recorded, Replayer, task_fingerprint, task_label
 from papayya.domain.state import RunState
-from papayya.errors import Conflict, InvalidInput
+from papayya.errors import Conflict, InvalidInput, PapayyaError, RunCancelled
 from papayya.sdk.direct import Opened, encode_result
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
@@ -49,6 +52,8 @@ class Backend(Protocol):
 
     async def result_of(self, recorded: Recorded) -> Any: ...
 
+    async def heartbeat(self, state: RunState, token: str | None) -> RunState: ...
+
 
 class Run:
     """A checkpointed run. Not created directly: use ``papayya().run(agent)``.
@@ -59,13 +64,29 @@ class Run:
     Recorded results come back as JSON values (a tuple comes back as a list).
     """
 
-    def __init__(self, loop: BackgroundLoop, backend: Backend, opened: Opened) -> None:
+    def __init__(
+        self,
+        loop: BackgroundLoop,
+        backend: Backend,
+        opened: Opened,
+        heartbeat_seconds: float | None = None,
+    ) -> None:
         self._loop = loop
         self._backend = backend
         self._state = opened.state
         self._replayer = Replayer(opened.recording, until_step=opened.until_step)
         self._copy_answers = opened.copy_answers
         self._run_token = opened.run_token
+        self._cancelled = opened.state.status == "cancelled"
+        self._owner = threading.get_ident()
+        self._stopped = threading.Event()
+        self._beats: threading.Thread | None = None
+        if heartbeat_seconds is not None and opened.state.status == "running":
+            self._beats = threading.Thread(
+                target=self._heartbeat, args=(heartbeat_seconds,), daemon=True,
+                name=f"papayya-heartbeat-{self.id}",
+            )  # fmt: skip
+            self._beats.start()
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -168,8 +189,18 @@ class Run:
         return result
 
     def _ensure_live(self) -> None:
+        self._check_cancelled()
         if self._state.is_terminal:
             raise Conflict(f"run {self.id} is {self._state.status}; it runs no new tasks")
+
+    def _check_cancelled(self) -> None:
+        """``RunCancelled`` if the run was cancelled (or asked to stop: it ends so now)."""
+        if self._state.cancel_requested and not self._cancelled:
+            self._beat()  # asked to stop: end the run cancelled now
+        if self._cancelled or self._state.status == "cancelled":
+            self._cancelled = True
+            self.stop_heartbeat()
+            raise RunCancelled(f"run {self.id} was cancelled")
 
     async def _answer(self, label: str, fingerprint: str, recorded: Recorded) -> Any:
         result = await self._backend.result_of(recorded)
@@ -252,21 +283,64 @@ class Run:
             self._state = self._loop.call(refresh.refresh(self._state))
         return self._state
 
+    # -- liveness ---------------------------------------------------------------------
+
+    def _heartbeat(self, interval: float) -> None:
+        """The heartbeat thread: a beat every ``interval`` seconds while the run is open, from
+        a thread of its own, so that it beats while user code blocks. When the run was
+        cancelled, ``RunCancelled`` is raised in the thread that opened the run."""
+        while not self._stopped.wait(interval):
+            try:
+                self._beat()
+            except PapayyaError as exc:  # the server or database is away: try next time
+                log.warning("papayya: heartbeat of run %s failed: %s", self.id, exc)
+                continue
+            if self._cancelled:
+                self._stopped.set()
+                _raise_in(self._owner, RunCancelled)
+                return
+
+    def _beat(self) -> None:
+        if self._stopped.is_set() and threading.get_ident() != self._owner:
+            return
+        state = self._loop.call(self._backend.heartbeat(self._state, self._run_token))
+        if state.status == "cancelled":
+            self._cancelled = True
+            self._state = state
+        elif state.is_terminal:  # ended elsewhere (abandoned, say): nothing more to beat
+            self._stopped.set()
+
+    def stop_heartbeat(self) -> None:
+        """Stop beating (the run ended, or its client closes)."""
+        self._stopped.set()
+        beats = self._beats
+        if beats is not None and beats is not threading.current_thread():
+            beats.join()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the run was cancelled (the SDK raises ``RunCancelled`` in the run's code)."""
+        return self._cancelled
+
     # -- the end ----------------------------------------------------------------------
 
     def complete(self, output: Any = None) -> None:
         """Record the run's result. Completing a run that already completed does nothing."""
         if self._state.status == "completed":
             return
+        self._check_cancelled()
         raw = encode_result(output)
         self._state = self._loop.call(self._backend.complete(self._state, raw))
+        self.stop_heartbeat()
 
     def fail(self, error: BaseException | str, code: str = "agent_error") -> None:
         """Record that the run failed with ``error``."""
-        if self._state.is_terminal:
+        if self._state.is_terminal or self._cancelled:
+            self.stop_heartbeat()
             return
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self._state = self._loop.call(self._backend.fail(self._state, code, message))
+        self.stop_heartbeat()
 
     def __enter__(self) -> Run:
         return self
@@ -277,5 +351,15 @@ class Run:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None and isinstance(exc, Exception):
+        if isinstance(exc, RunCancelled) or (exc is not None and self._cancelled):
+            self.stop_heartbeat()  # it ended cancelled already
+        elif exc is not None and isinstance(exc, Exception):
             self.fail(exc)
+        else:
+            self.stop_heartbeat()
+
+
+def _raise_in(thread_id: int, error: type[BaseException]) -> None:
+    """Raise ``error`` in the thread ``thread_id`` at its next Python instruction: how the
+    heartbeat thread tells user code, wherever it is, that its run was cancelled."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(error))
