@@ -1,0 +1,85 @@
+"""The local path as a user runs it: an agent script in a process of its own (the research
+agent of ``examples/local``), against a real server or database and the fake provider."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakellm import FakeConfig, Usage
+from tests.support.api import Api
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.localpath import RESEARCH_AGENT, read_until, run_script, script_env, start
+from web import keys
+
+USAGE = Usage(prompt_tokens=120, completion_tokens=30)
+
+
+def mode_env(gw: Gateway, dsn: str, mode: str, **more: str) -> dict[str, str]:
+    """A script's environment in ``mode``: no provider key of its own in either."""
+    if mode == "http":
+        return script_env(PAPAYYA_BASE_URL=gw.api.url, PAPAYYA_API_KEY=gw.api.key, **more)
+    return script_env(PAPAYYA_DATABASE_URL=dsn, **more)
+
+
+async def api_id(gw: Gateway, mode: str, run_id: str) -> str:
+    """The run's id in ``/v1/runs``: HTTP mode scopes the client's id to its project."""
+    return f"{await gw.project_id()}:{run_id}" if mode == "http" else run_id
+
+
+async def get(api: Api, http: Any, path: str) -> Any:
+    async with http.get(api.url + path, headers=api.headers()) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+@pytest.mark.parametrize("mode", ["direct", "http"])
+async def test_the_research_agent_is_checkpointed_and_metered(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, http: Any, mode: str
+) -> None:
+    async with running_gateway(dsn, monkeypatch, FakeConfig(usage=USAGE)) as gw:
+        env = mode_env(gw, dsn, mode)
+        code, out, err = await run_script(RESEARCH_AGENT, "research-1", "tides", env=env)
+        assert (code, err) == (0, ""), out  # -W error: not a warning on the way out either
+        assert "done research-1" in out
+        run_id = await api_id(gw, mode, "research-1")
+        run = await get(gw.api, http, f"/v1/runs/{run_id}")
+        assert run["status"] == "completed" and run["project_id"] == await gw.project_id()
+        steps = (await get(gw.api, http, f"/v1/runs/{run_id}/steps"))["data"]
+        assert [(s["step_type"], s["label"] or s["model"]) for s in steps] == [
+            ("checkpoint", "search"),
+            ("response", "gpt-4o-mini"),
+            ("checkpoint", "report"),
+        ]
+        call = steps[1]
+        assert (call["input_tokens"], call["output_tokens"]) == (120, 30)
+        assert float(call["cost_usd"]) > 0
+        assert steps[2]["output"]["topic"] == "tides"
+        assert gw.fake.stats.total == 1
+
+
+@pytest.mark.parametrize("mode", ["direct", "http"])
+async def test_a_killed_run_resumes_without_repeating_finished_work(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: str
+) -> None:
+    log = tmp_path / "tasks.log"
+    async with running_gateway(dsn, monkeypatch, FakeConfig(usage=USAGE)) as gw:
+        env = mode_env(gw, dsn, mode, RESEARCH_LOG=str(log), RESEARCH_PAUSE_SECONDS="600")
+        proc = await start(RESEARCH_AGENT, "crash-1", env=env)
+        await read_until(proc, "summarised crash-1")
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        assert log.read_text().split() == ["search"]
+        assert gw.fake.stats.total == 1
+
+        env["RESEARCH_PAUSE_SECONDS"] = "0"
+        code, out, err = await run_script(RESEARCH_AGENT, "crash-1", env=env)
+        assert (code, err) == (0, ""), out
+        assert log.read_text().split() == ["search", "report"]  # search was not run again
+        assert gw.fake.stats.total == 1  # nor the model call: answered from the recording
+        state = await gw.runs.load(await api_id(gw, mode, "crash-1"))
+        assert state.status == "completed" and state.attempt == 2
