@@ -4,6 +4,7 @@ agent of ``examples/local``), against a real server or database and the fake pro
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,21 @@ import pytest
 from fakellm import FakeConfig, Usage
 from tests.support.api import Api
 from tests.support.gateway import Gateway, running_gateway
-from tests.support.localpath import RESEARCH_AGENT, read_until, run_script, script_env, start
+from tests.support.localpath import (
+    CANCELLABLE,
+    RESEARCH_AGENT,
+    TWO_CALLS,
+    read_until,
+    run_script,
+    script_env,
+    start,
+    write_script,
+)
 from web import keys
+from workers.queue import RunQueue, connect
+from workers.sweeper import Sweeper
+
+REDIS_URL = os.environ.get("PAPAYYA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 USAGE = Usage(prompt_tokens=120, completion_tokens=30)
 
@@ -83,3 +97,82 @@ async def test_a_killed_run_resumes_without_repeating_finished_work(
         assert gw.fake.stats.total == 1  # nor the model call: answered from the recording
         state = await gw.runs.load(await api_id(gw, mode, "crash-1"))
         assert state.status == "completed" and state.attempt == 2
+
+
+async def killed(gw: Gateway, env: dict[str, str], run_id: str) -> None:
+    """Start the research agent as ``run_id`` and SIGKILL it halfway."""
+    proc = await start(RESEARCH_AGENT, run_id, env={**env, "RESEARCH_PAUSE_SECONDS": "600"})
+    await read_until(proc, f"summarised {run_id}")
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+
+
+async def test_a_killed_run_shows_no_heartbeat_and_ends_cancelled_or_abandoned(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, http: Any
+) -> None:
+    monkeypatch.setenv("PAPAYYA_LEASE_SECONDS", "0.5")
+    async with running_gateway(dsn, monkeypatch, FakeConfig(usage=USAGE)) as gw:
+        env = mode_env(gw, dsn, "http")
+        await killed(gw, env, "gone-1")
+        run_id = await api_id(gw, "http", "gone-1")
+        run: dict[str, Any] = {}
+        for _ in range(200):  # until a lease time has passed since its last heartbeat
+            run = await get(gw.api, http, f"/v1/runs/{run_id}")
+            if run["no_heartbeat_since"]:
+                break
+            await asyncio.sleep(0.05)
+        assert run["status"] == "running" and run["no_heartbeat_since"]
+        async with http.post(
+            f"{gw.api.url}/v1/runs/{run_id}/cancel", json={}, headers=gw.api.headers()
+        ) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["status"] == "cancelled"  # nobody to hear it: at once
+
+        await killed(gw, env, "gone-2")
+        sweeper = Sweeper(gw.api.app[keys.STORE], RunQueue(connect(REDIS_URL)), abandon_after=0.5)
+        gone = await api_id(gw, "http", "gone-2")
+        try:
+            for _ in range(200):
+                if await sweeper.abandon_silent():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await sweeper.queue.redis.aclose()
+        state = await gw.runs.load(gone)
+        assert (state.status, state.error_code) == ("failed", "abandoned")
+        assert (await gw.runs.load(run_id)).status == "cancelled"  # ended runs stay as they are
+
+
+@pytest.mark.parametrize("mode", ["direct", "http"])
+async def test_cancelling_a_live_run_raises_run_cancelled_in_its_code(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, http: Any, tmp_path: Path, mode: str
+) -> None:
+    script = write_script(tmp_path, "cancellable.py", CANCELLABLE)
+    async with running_gateway(dsn, monkeypatch) as gw:
+        env = mode_env(gw, dsn, mode, PAPAYYA_HEARTBEAT_SECONDS="0.2")
+        proc = await start(script, "live-1", env=env)
+        await read_until(proc, "started")
+        run_id = await api_id(gw, mode, "live-1")
+        async with http.post(
+            f"{gw.api.url}/v1/runs/{run_id}/cancel", json={}, headers=gw.api.headers()
+        ) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["status"] == "running"  # alive: asked to stop
+        await read_until(proc, "cancelled")
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert (proc.returncode, err.decode()) == (0, "")
+        assert (await gw.runs.load(run_id)).status == "cancelled"
+
+
+@pytest.mark.parametrize("mode", ["direct", "http"])
+async def test_a_budget_too_small_for_the_second_call_refuses_it_with_402(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: str
+) -> None:
+    script = write_script(tmp_path, "two_calls.py", TWO_CALLS)
+    async with running_gateway(dsn, monkeypatch, FakeConfig(usage=USAGE)) as gw:
+        code, out, err = await run_script(script, "tight-1", env=mode_env(gw, dsn, mode))
+        assert (code, err) == (0, ""), out
+        assert out.split("\n")[:2] == ["first call", "refused 402"]
+        assert gw.fake.stats.total == 1  # the refused call was never sent
+        state = await gw.runs.load(await api_id(gw, mode, "tight-1"))
+        assert state.status == "budget_exceeded"

@@ -59,3 +59,43 @@ async def read_until(proc: asyncio.subprocess.Process, text: str, timeout: float
         seen.append(line)
         if text in line:
             return "".join(seen)
+
+
+CANCELLABLE: Final = """
+import sys, time
+from papayya import papayya
+from papayya.errors import RunCancelled
+
+with papayya() as client:
+    run = client.run("canceller", run_id=sys.argv[1])
+    run.task("first", lambda: 1)
+    print("started", flush=True)
+    try:
+        while True:  # user code that never checkpoints: only the heartbeat can tell it
+            time.sleep(0.05)
+    except RunCancelled:
+        print("cancelled", flush=True)
+"""
+
+TWO_CALLS: Final = """
+import sys
+import openai
+from papayya import papayya
+
+with papayya() as client:
+    run = client.run("spender", run_id=sys.argv[1], budget_usd="0.002")
+    oa = run.openai()
+    ask = [{"role": "user", "content": "hi"}]
+    oa.chat.completions.create(model="gpt-4o", max_tokens=50, messages=ask)
+    print("first call", flush=True)
+    try:
+        oa.chat.completions.create(model="gpt-4o", max_tokens=1000, messages=ask)
+    except openai.APIStatusError as exc:
+        print(f"refused {exc.status_code}", flush=True)
+"""
+
+
+def write_script(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
