@@ -51,7 +51,7 @@ async def run_script(
 async def read_until(proc: asyncio.subprocess.Process, text: str, timeout: float = 120) -> str:
     """Stdout of ``proc`` up to the first line holding ``text``."""
     assert proc.stdout is not None
-    seen = []
+    seen: list[str] = []
     while True:
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
         if not line:
