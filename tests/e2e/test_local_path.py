@@ -19,6 +19,7 @@ from tests.support.localpath import (
     RESEARCH_AGENT,
     TWO_CALLS,
     read_until,
+    readme_local_sample,
     run_script,
     script_env,
     start,
@@ -176,3 +177,27 @@ async def test_a_budget_too_small_for_the_second_call_refuses_it_with_402(
         assert gw.fake.stats.total == 1  # the refused call was never sent
         state = await gw.runs.load(await api_id(gw, mode, "tight-1"))
         assert state.status == "budget_exceeded"
+
+
+@pytest.mark.parametrize("mode", ["direct", "http"])
+async def test_the_readme_local_sample_works_as_written(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, http: Any, tmp_path: Path, mode: str
+) -> None:
+    script = write_script(tmp_path, "sample.py", readme_local_sample())
+    async with running_gateway(dsn, monkeypatch, FakeConfig(usage=USAGE)) as gw:
+        code, out, err = await run_script(script, env=mode_env(gw, dsn, mode))
+        assert (code, out, err) == (0, "", "")
+        run_id = await api_id(gw, mode, "demo-1")
+        assert (await get(gw.api, http, f"/v1/runs/{run_id}"))["status"] == "completed"
+        steps = (await get(gw.api, http, f"/v1/runs/{run_id}/steps"))["data"]
+        assert [(s["step_type"], s["status"]) for s in steps] == [
+            ("checkpoint", "completed"),
+            ("checkpoint", "completed"),
+            ("response", "completed"),
+        ]
+        assert [s["output"] for s in steps[:2]] == [{"hits": 3}, "3 hits"]
+        assert steps[2]["input_tokens"] == 120 and float(steps[2]["cost_usd"]) > 0
+
+        code, out, err = await run_script(script, env=mode_env(gw, dsn, mode))
+        assert (code, err) == (0, ""), err
+        assert gw.fake.stats.total == 1  # run again: answered from the recording

@@ -99,3 +99,11 @@ def write_script(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text)
     return path
+
+
+def readme_local_sample() -> str:
+    """The Python sample of the README's local section, as a user would copy it."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### 1. Checkpoint a local agent") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
