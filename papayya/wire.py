@@ -148,3 +148,11 @@ class HeartbeatAck(msgspec.Struct):
     run_id: str
     attempt: int
     cancel_requested: bool
+
+
+class CostBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A cost the SDK cannot see (``run.record_cost``), recorded as a step under ``label``;
+    posting the same label again in the same attempt records nothing more."""
+
+    label: Label
+    cost_micro_usd: Annotated[int, msgspec.Meta(ge=0, le=10**12)]

@@ -10,23 +10,24 @@ RETURNING at;
 SELECT substr(stream_id, 5) AS run_id FROM events WHERE event_id = $1;
 
 -- Liveness of local runs (papayya/liveness.py): runs that no worker leases, kept alive by
--- the SDK's heartbeats. Whether run $1 is one whose heartbeat stopped for $2 seconds (or never
--- came): nobody would hear a cancellation, so it is cancelled at once.
+-- the SDK's heartbeats (the SDK writes one as it opens a run: a run with none is not local).
+-- Whether run $1 is one whose heartbeat stopped for $2 seconds: nobody would hear a
+-- cancellation, so it is cancelled at once.
 -- name: silent_local_run
-SELECT NOT EXISTS (SELECT 1 FROM run_leases WHERE run_id = $1)
-   AND NOT EXISTS (SELECT 1 FROM run_heartbeats
-                    WHERE run_id = $1 AND at > now() - make_interval(secs => $2)) AS silent;
+SELECT EXISTS (SELECT 1 FROM run_heartbeats
+                WHERE run_id = $1 AND at <= now() - make_interval(secs => $2))
+   AND NOT EXISTS (SELECT 1 FROM run_leases WHERE run_id = $1) AS silent;
 
--- Running runs that no worker leases and that have shown no sign of life (a heartbeat, an
--- event) for $1 seconds: their process is gone for good.
+-- Running local runs that have shown no sign of life (a heartbeat, an event) for $1
+-- seconds: their process is gone for good.
 -- name: abandoned_runs
-SELECT substr(s.stream_id, 5) AS run_id, (s.summary->>'attempt')::int AS attempt
-  FROM stream_summaries s
-  LEFT JOIN run_heartbeats h ON h.run_id = substr(s.stream_id, 5)
- WHERE s.category = 'run' AND s.summary->>'status' = 'running'
-   AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = substr(s.stream_id, 5))
+SELECT h.run_id, (s.summary->>'attempt')::int AS attempt
+  FROM run_heartbeats h
+  JOIN stream_summaries s ON s.stream_id = 'run-' || h.run_id
+ WHERE s.summary->>'status' = 'running'
+   AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = h.run_id)
    AND greatest(h.at, s.updated_at) < now() - make_interval(secs => $1)
- ORDER BY s.updated_at
+ ORDER BY h.at
  LIMIT $2;
 
 -- The run's last heartbeat, and whether a worker leases it.

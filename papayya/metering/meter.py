@@ -161,9 +161,10 @@ class Meter:
                 and (slot.state.status == "budget_exceeded")
             ):
                 return _budget_refusal(provider)
-            # The token of a finished run's last attempt gets its recorded answers, as a local
-            # re-run of a finished run does in direct mode (the SDK's HTTP mode); nothing else.
-            if slot is None or slot.state.attempt != attempt or not slot.state.is_terminal:
+            # The token of a completed run's last attempt gets its recorded answers, as a
+            # local re-run of a completed run does in direct mode (the SDK's HTTP mode);
+            # nothing else: a run that failed or was stopped keeps its token dead.
+            if slot is None or slot.state.attempt != attempt or slot.state.status != "completed":
                 return _refusal(provider, 401, "authentication_error", EXPIRED_TOKEN)
         if slot is None:
             return _refusal(provider, 404, "not_found", f"run {run_id} not found")

@@ -11,7 +11,7 @@ import msgspec
 
 from eventstore.postgres import PostgresEventStore
 from papayya import liveness
-from papayya.commands import finish
+from papayya.commands import cost, finish
 from papayya.commands.checkpoint import ERROR_TEXT as TASK_ERROR_TEXT
 from papayya.commands.checkpoint import record_checkpoint
 from papayya.commands.durable import OpenRun, open_or_resume
@@ -157,6 +157,13 @@ class DirectBackend:
 
     async def fail(self, state: RunState, code: str, message: str) -> RunState:
         return await self.runs.append_fresh(state, lambda s: finish.failed(code, message))
+
+    async def record_cost(
+        self, state: RunState, label: str, fingerprint: str, micro_usd: int
+    ) -> RunState:
+        return await self.runs.append_fresh(
+            state, lambda s: cost.cost_events(s, label, fingerprint, micro_usd)
+        )
 
     async def heartbeat(self, state: RunState, token: str | None) -> RunState:
         """The process is alive: the run as it is now, ended ``cancelled`` if someone asked

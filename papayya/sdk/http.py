@@ -278,6 +278,13 @@ class HttpBackend:
             return Opened(state, recording_of(source), doc.replay_from_step, True, doc.run_token)
         return Opened(state, recording_of(doc), None, False, doc.run_token)
 
+    async def record_cost(
+        self, state: RunState, label: str, fingerprint: str, micro_usd: int
+    ) -> RunState:
+        body = wire.CostBody(label=label, cost_micro_usd=micro_usd)
+        path = _run_path(state.run_id) + "/costs"
+        return state_of(await self._call("POST", path, DurableRun, body))
+
     async def heartbeat(self, state: RunState, token: str | None) -> RunState:
         """The process is alive (``/v1/runtime/heartbeat`` with the run token): the run as it
         is now. The server ends a local run that was asked to stop as ``cancelled``."""

@@ -9,13 +9,15 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, overload
 
 from papayya.background import BackgroundLoop
 from papayya.domain.matcher import Recorded, Replayer, task_fingerprint, task_label
 from papayya.domain.state import RunState
-from papayya.errors import Conflict, InvalidInput, PapayyaError, RunCancelled
+from papayya.errors import BudgetExhausted, Conflict, InvalidInput, PapayyaError, RunCancelled
+from papayya.money import usd_to_micro
 from papayya.sdk.direct import Opened, encode_result
 
 T = TypeVar("T")
@@ -53,6 +55,10 @@ class Backend(Protocol):
     async def result_of(self, recorded: Recorded) -> Any: ...
 
     async def heartbeat(self, state: RunState, token: str | None) -> RunState: ...
+
+    async def record_cost(
+        self, state: RunState, label: str, fingerprint: str, micro_usd: int
+    ) -> RunState: ...
 
 
 class Run:
@@ -282,6 +288,31 @@ class Run:
         if refresh is not None:
             self._state = self._loop.call(refresh.refresh(self._state))
         return self._state
+
+    # -- costs the SDK cannot see ------------------------------------------------------
+
+    def record_cost(self, usd: float | str | Decimal, label: str = "cost") -> None:
+        """Record a cost the SDK cannot see (a paid search API, say) as a step of its own that
+        counts against the run's budget. Like a task, it is answered from the recording when
+        the run resumes, so it is counted once. ``BudgetExhausted`` if it spent the budget
+        (the run then ends ``budget_exceeded``)."""
+        if not isinstance(label, str) or not label.strip():
+            raise InvalidInput("record_cost's label must be a non-empty string")
+        micro = usd_to_micro(usd)
+        if micro is None or micro < 0:
+            raise InvalidInput("record_cost takes an amount of USD >= 0")
+        with self._lock:
+            numbered = task_label(label, self._counts)
+            fingerprint = task_fingerprint(numbered)
+            recorded = self._replayer.match("task", fingerprint)
+        if recorded is not None:
+            return  # counted when it was first recorded
+        self._ensure_live()
+        record = self._backend.record_cost(self._state, numbered, fingerprint, micro)
+        self._state = self._loop.call(record)
+        if self._state.status == "budget_exceeded":
+            self.stop_heartbeat()
+            raise BudgetExhausted(self._state.error_message or None)
 
     # -- liveness ---------------------------------------------------------------------
 
