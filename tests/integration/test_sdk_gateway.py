@@ -180,3 +180,61 @@ async def test_direct_mode_runs_belong_to_a_project_the_api_lists(
             return "opened"
 
         assert "PAPAYYA_PROJECT" in await asyncio.to_thread(elsewhere)
+
+
+@pytest.mark.parametrize("mode", ["direct", "http"])
+async def test_record_cost_is_a_step_counted_against_the_budget_once(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    async with running_gateway(dsn, monkeypatch) as gw:
+
+        def connect() -> Any:
+            if mode == "http":
+                return papayya(base_url=gw.api.url, api_key=gw.api.key)
+            return papayya(dsn)
+
+        def agent() -> str:
+            with connect() as client:
+                run = client.run("coster", run_id="c1", budget_usd="0.01")
+                run.record_cost("0.004", label="search-api")
+                try:
+                    run.record_cost("0.004", label="search-api")
+                    run.record_cost("0.004", label="search-api")
+                except BudgetExhausted:
+                    return run.status
+                return "not exhausted"
+
+        async def resumed() -> list[str | None]:
+            async with connect() as client:
+                run = client.run("coster", run_id="c1")
+                return [s.label for s in run.state.steps]
+
+        assert await asyncio.to_thread(agent) == "budget_exceeded"
+        stored = f"{await gw.project_id()}:c1" if mode == "http" else "c1"
+        state = await gw.runs.load(stored)
+        assert [s.label for s in state.steps] == ["search-api", "search-api#2", "search-api#3"]
+        assert state.committed.micro_usd == 12_000 and state.status == "budget_exceeded"
+        labels = await asyncio.to_thread(lambda: asyncio.run(resumed()))
+        assert labels == ["search-api", "search-api#2", "search-api#3"]
+
+
+async def test_http_cost_posts_are_idempotent_on_their_label(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, http: Any
+) -> None:
+    async with running_gateway(dsn, monkeypatch) as gw:
+
+        def opened() -> None:
+            with papayya(base_url=gw.api.url, api_key=gw.api.key) as client:
+                client.run("coster", run_id="c2")
+
+        await asyncio.to_thread(opened)
+        url = f"{gw.api.url}/v1/durable/runs/c2/costs"
+        for _ in range(2):  # a retry of the same post counts nothing more
+            body = {"label": "search-api", "cost_micro_usd": 500}
+            async with http.post(url, json=body, headers=gw.api.headers()) as r:
+                assert r.status == 200, await r.text()
+        for bad in ({"label": "", "cost_micro_usd": 1}, {"label": "x", "cost_micro_usd": -1}):
+            async with http.post(url, json=bad, headers=gw.api.headers()) as r:
+                assert r.status == 400, await r.text()
+        state = await gw.runs.load(f"{await gw.project_id()}:c2")
+        assert len(state.steps) == 1 and state.committed.micro_usd == 500
