@@ -25,6 +25,7 @@ from tests.support.localpath import (
     start,
     write_script,
 )
+from tests.support.runs import project_everything
 from web import keys
 from workers.queue import RunQueue, connect
 from workers.sweeper import Sweeper
@@ -201,3 +202,28 @@ async def test_the_readme_local_sample_works_as_written(
         code, out, err = await run_script(script, env=mode_env(gw, dsn, mode))
         assert (code, err) == (0, ""), err
         assert gw.fake.stats.total == 1  # run again: answered from the recording
+
+
+async def test_runs_list_shows_the_same_runs_from_the_database_and_the_api(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, http: Any
+) -> None:
+    async with running_gateway(dsn, monkeypatch, FakeConfig(usage=USAGE)) as gw:
+        for mode in ("direct", "http"):
+            code, out, err = await run_script(
+                RESEARCH_AGENT, f"listed-{mode}", env=mode_env(gw, dsn, mode)
+            )
+            assert (code, err) == (0, ""), out
+        expected = {"listed-direct", await api_id(gw, "http", "listed-http")}
+        listed: dict[str, set[str]] = {}
+        for mode in ("direct", "http"):
+            for _ in range(100):  # the API lists from a read model that catches up
+                await project_everything(gw.api.app[keys.STORE], dsn)
+                code, out, err = await run_script(
+                    "-m", "server.cli", "runs", "list", env=mode_env(gw, dsn, mode)
+                )
+                assert code == 0, err
+                listed[mode] = {w for w in out.split() if w.startswith(("listed-", "proj"))}
+                if listed[mode] >= expected:
+                    break
+                await asyncio.sleep(0.1)
+        assert listed["direct"] == listed["http"] == expected
