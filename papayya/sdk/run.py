@@ -87,14 +87,14 @@ class Run:
         self._owner = threading.get_ident()
         self._stopped = threading.Event()
         self._beats: threading.Thread | None = None
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
         if heartbeat_seconds is not None and opened.state.status == "running":
             self._beats = threading.Thread(
                 target=self._heartbeat, args=(heartbeat_seconds,), daemon=True,
                 name=f"papayya-heartbeat-{self.id}",
             )  # fmt: skip
             self._beats.start()
-        self._counts: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     @property
     def id(self) -> str:
