@@ -11,6 +11,7 @@ import pytest
 from fakellm import FakeConfig, Usage
 from papayya import papayya
 from papayya.errors import BudgetExhausted, InvalidInput
+from papayya.sdk import Papayya
 from tests.support.gateway import PROVIDER_KEY, running_gateway
 from tests.support.runs import project_everything
 from web import keys
@@ -188,7 +189,7 @@ async def test_record_cost_is_a_step_counted_against_the_budget_once(
 ) -> None:
     async with running_gateway(dsn, monkeypatch) as gw:
 
-        def connect() -> Any:
+        def connect() -> Papayya:
             if mode == "http":
                 return papayya(base_url=gw.api.url, api_key=gw.api.key)
             return papayya(dsn)
