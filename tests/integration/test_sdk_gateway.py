@@ -191,8 +191,8 @@ async def test_record_cost_is_a_step_counted_against_the_budget_once(
 
         def connect() -> Papayya:
             if mode == "http":
-                return papayya(base_url=gw.api.url, api_key=gw.api.key)
-            return papayya(dsn)
+                return Papayya(base_url=gw.api.url, api_key=gw.api.key)
+            return Papayya(dsn)
 
         def agent() -> str:
             with connect() as client:
