@@ -186,3 +186,10 @@ class ProcessRuntimeNotAllowed(PapayyaError):
 
     code = "process_runtime_not_allowed"
     http_status = 403
+
+
+class RunCancelled(PapayyaError):
+    """The run was cancelled: it runs no more steps."""
+
+    code = "run_cancelled"
+    http_status = 409

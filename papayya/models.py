@@ -40,6 +40,9 @@ class RunOut(msgspec.Struct):
     diverged_at_step: int | None
     deployment_version: str | None
     idempotency_key: str | None
+    # A running local run (the SDK's own process) whose heartbeat stopped for the lease time:
+    # when it last beat. Its process may be gone; cancelling ends it at once.
+    no_heartbeat_since: datetime | None = None
 
 
 class ToolCallOut(msgspec.Struct):

@@ -137,3 +137,29 @@ class DurableRun(msgspec.Struct, kw_only=True):
     checkpoints: list[DurableCheckpoint]
     steps: list[DurableStep]
     id: str | None = None  # None from servers older than scoped ids
+    # Given only by an open: the run token of this run's attempt, with which the SDK sends
+    # model calls through the server's gateway (metered there, with the server's keys).
+    run_token: str | None = None
+
+
+class Empty(msgspec.Struct, forbid_unknown_fields=True):
+    """A request with nothing to say (a heartbeat)."""
+
+
+EMPTY: Final = Empty()
+
+
+class HeartbeatAck(msgspec.Struct):
+    """The answer to a heartbeat: whether the run was asked to stop."""
+
+    run_id: str
+    attempt: int
+    cancel_requested: bool
+
+
+class CostBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A cost the SDK cannot see (``run.record_cost``), recorded as a step under ``label``;
+    posting the same label again in the same attempt records nothing more."""
+
+    label: Label
+    cost_micro_usd: Annotated[int, msgspec.Meta(ge=0, le=10**12)]

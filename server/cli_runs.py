@@ -4,6 +4,7 @@ the database (``PAPAYYA_DATABASE_URL`` or the embedded one)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -49,6 +50,18 @@ def with_store(action: Callable[[PostgresEventStore], Awaitable[T]]) -> T:
             return asyncio.run(go(dsn))
         except PapayyaError as exc:
             raise click.ClickException(exc.message) from exc
+
+
+async def cli_project(store: PostgresEventStore) -> str | None:
+    """The project whose runs the CLI lists from the database: ``PAPAYYA_PROJECT`` (a name
+    or an id), else ``default``; ``None`` (every run) on a database without projects."""
+    from papayya.readmodels.projects import project_by_name
+
+    name = os.environ.get("PAPAYYA_PROJECT") or "default"
+    found = await project_by_name(store.pool, name)
+    if found is not None:
+        return found.id
+    return name if os.environ.get("PAPAYYA_PROJECT") else None
 
 
 def render_run(run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
@@ -105,6 +118,8 @@ def list_runs(agent: str | None, status: str | None, limit: int) -> None:
     else:
 
         async def direct(store: PostgresEventStore) -> list[dict[str, Any]]:
+            # The project's runs, as the API lists them (the SDK's direct mode writes there).
+            project = await cli_project(store)
             found = [
                 builtins(run_out_from_summary(s))
                 for _, _, s in await store.summaries("run", limit=10_000)
@@ -112,7 +127,8 @@ def list_runs(agent: str | None, status: str | None, limit: int) -> None:
             return [
                 r
                 for r in found
-                if (agent is None or r["agent_id"] == agent)
+                if (project is None or r["project_id"] == project)
+                and (agent is None or r["agent_id"] == agent)
                 and (status is None or r["status"] == status)
             ]
 

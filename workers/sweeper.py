@@ -9,6 +9,9 @@
 - Every queued run that has waited a while is enqueued again unless Redis still marks it as
   in the stream, so a Redis that lost its data (FLUSHALL, a restart without persistence)
   loses no run. Several sweepers may run: every decision is an append at the run's version.
+- A local run (the SDK's, which no worker leases) that showed no sign of life (heartbeat,
+  event) for ``abandon_after`` seconds (``PAPAYYA_ABANDON_SECONDS``, 24 h) ends ``failed`` with
+  code ``abandoned`` (``papayya.liveness``); its calls in flight count in full.
 - A budget reservation open for longer than any model call may last belongs to a call that
   nobody will settle (its gateway died mid-call): it is settled at its reserved amount, the
   worst case it was admitted with, marked ``stale`` and ``usage_estimated`` (DESIGN §6). If
@@ -24,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from eventstore.postgres import PostgresEventStore
+from papayya import liveness
 from papayya.budget import exhausted
 from papayya.domain import events as ev
 from papayya.domain.handover import (
@@ -56,6 +60,7 @@ class Sweeper:
         requeue_after: float = 10.0,
         stale_reservation_after: float = STALE_RESERVATION_SECONDS,
         settle_wait: float = SETTLE_WAIT_SECONDS,
+        abandon_after: float | None = None,
     ) -> None:
         self.store = store
         self.runs = Runs(store)
@@ -66,6 +71,7 @@ class Sweeper:
         self.requeue_after = requeue_after
         self.stale_reservation_after = stale_reservation_after
         self.settle_wait = settle_wait
+        self.abandon_after = liveness.abandon_seconds() if abandon_after is None else abandon_after
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -84,6 +90,31 @@ class Sweeper:
         await self.recover_expired()
         await self.requeue_waiting()
         await self.settle_stale_reservations()
+        await self.abandon_silent()
+
+    async def abandon_silent(self) -> int:
+        """End every local run silent for ``abandon_after`` seconds; how many ended."""
+        ended = 0
+        for run_id, attempt in await liveness.abandoned(self.store.pool, self.abandon_after, BATCH):
+
+            def decide(state: RunState, attempt: int = attempt) -> list[ev.RunEvent]:
+                if state.status != "running" or state.attempt != attempt:
+                    return []  # it moved on (resumed, ended) since the look
+                message = (
+                    f"no heartbeat from the process of attempt {attempt} for "
+                    f"{self.abandon_after:g} s: abandoned"
+                )
+                return [
+                    *settled_in_full(state.reservations),
+                    ev.RunFailed(code=liveness.ABANDONED, message=message),
+                ]
+
+            with contextlib.suppress(RunNotFound):
+                state = await self.runs.execute(run_id, decide)
+                if state.error_code == liveness.ABANDONED:
+                    ended += 1
+                    log.info("run %s: abandoned (attempt %s)", run_id, attempt)
+        return ended
 
     async def settle_stale_reservations(self) -> int:
         """Settle every reservation older than ``stale_reservation_after``; how many."""

@@ -34,6 +34,7 @@ from papayya.pricing import RateCardEntry, UnitPrices, prices_for
 from papayya.runstates import RunStates
 
 CAPPED_HEADER: Final = "x-papayya-output-capped"
+EXPIRED_TOKEN: Final = "invalid or expired run token (it works only while its run is running)"
 CALLER_GONE: Final = "the caller went away before the stream ended"
 
 RateCards = Callable[[str], Awaitable[Mapping[str, RateCardEntry]]]
@@ -160,15 +161,25 @@ class Meter:
                 and (slot.state.status == "budget_exceeded")
             ):
                 return _budget_refusal(provider)
-            message = "invalid or expired run token (it works only while its run is running)"
-            return _refusal(provider, 401, "authentication_error", message)
+            # The token of a completed run's last attempt gets its recorded answers, as a
+            # local re-run of a completed run does in direct mode (the SDK's HTTP mode);
+            # nothing else: a run that failed or was stopped keeps its token dead.
+            if slot is None or slot.state.attempt != attempt or slot.state.status != "completed":
+                return _refusal(provider, 401, "authentication_error", EXPIRED_TOKEN)
         if slot is None:
             return _refusal(provider, 404, "not_found", f"run {run_id} not found")
         if slot.state.status != "running":
             # A finished run re-executed locally still gets its recorded answers.
             recorded = slot.replayer.match("llm", fingerprint)
+            if recorded is None and attempt is not None:
+                # Through the gateway this process may hold the run's slot from its live
+                # attempt, whose replayer never saw its own calls: a re-run starts afresh.
+                slot = await self.cache.reload(run_id)
+                recorded = slot.replayer.match("llm", fingerprint)
             if recorded is not None and not slot.copy_answers:
                 return await self._answer(slot, call, recorded)
+            if attempt is not None:
+                return _refusal(provider, 401, "authentication_error", EXPIRED_TOKEN)
             return _refusal(provider, 409, "run_not_running", f"run is {slot.state.status}")
         recorded = slot.replayer.match("llm", fingerprint)
         if slot.replayer.diverged_at_step is not None and slot.state.diverged_at_step is None:

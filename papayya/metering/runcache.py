@@ -71,6 +71,11 @@ class RunCache:
                 return self._slots[run_id]
         return slot
 
+    async def reload(self, run_id: str) -> RunSlot:
+        """The run's slot read afresh, with a replayer at the start of its recording."""
+        async with self._loading.setdefault(run_id, asyncio.Lock()):
+            return await self._load(run_id)
+
     async def _load(self, run_id: str) -> RunSlot:
         events = await self.runs.events(run_id)
         state = fold(events)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import os
 import uuid
+import weakref
 from collections.abc import Coroutine
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -11,6 +14,7 @@ from typing import Any, TypeVar
 from eventstore.embedded import EmbeddedPostgres
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
+from papayya import liveness
 from papayya.background import BackgroundLoop
 from papayya.config import Config
 from papayya.errors import InvalidInput
@@ -45,6 +49,9 @@ class Papayya:
             base_url = os.environ.get("PAPAYYA_BASE_URL") or None
             if base_url is not None:
                 api_key = os.environ.get("PAPAYYA_API_KEY") or None
+        self._heartbeat_seconds = liveness.heartbeat_seconds()
+        self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
+        self._closed = False
         self._embedded: EmbeddedPostgres | None = None
         self._store: PostgresEventStore | None = None
         self._http: HttpBackend | None = None
@@ -58,6 +65,7 @@ class Papayya:
             self.mode = "http"
             self._loop = BackgroundLoop()
             self._backend = self._http = self._start(HttpBackend.connect(base_url, api_key))
+            atexit.register(self.close)
             return
         self.mode = "direct"
         config = Config.from_env()
@@ -68,6 +76,9 @@ class Papayya:
         self._loop = BackgroundLoop()
         self._store = self._start(self._connect(dsn))
         self._backend = DirectBackend(self._store)
+        # A script that never closes its client still exits cleanly: no pending task, no
+        # unclosed session, no embedded Postgres left running.
+        atexit.register(self.close)
 
     def _start(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
@@ -121,9 +132,19 @@ class Papayya:
                 from_step=from_step,
             )
         )
-        return Run(self._loop, self._backend, opened)
+        run = Run(self._loop, self._backend, opened, self._heartbeat_seconds)
+        self._runs.add(run)
+        return run
 
     def close(self) -> None:
+        """Stop the runs' heartbeats, close connections and the background loop. Called at
+        exit too; closing twice does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        for run in list(self._runs):
+            run.stop_heartbeat()
         if self._http is not None:
             self._loop.call(self._http.close())
         if isinstance(self._backend, DirectBackend):
@@ -139,6 +160,13 @@ class Papayya:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> Papayya:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Closing waits on the client's own loop (a thread): the caller's loop keeps running.
+        await asyncio.to_thread(self.close)
 
 
 def papayya(

@@ -10,20 +10,29 @@ import aiohttp
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
-from papayya.commands import finish
+from papayya import liveness
+from papayya.commands import cost, finish
 from papayya.commands.checkpoint import ERROR_TEXT as TASK_ERROR_TEXT
 from papayya.commands.checkpoint import record_checkpoint
 from papayya.commands.durable import OpenRun, open_or_resume
 from papayya.commands.payloads import stash_raw
+from papayya.domain import events as ev
 from papayya.domain.matcher import Recorded
 from papayya.domain.state import RunState
-from papayya.errors import InvalidInput
+from papayya.errors import InvalidInput, NotFound
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
+from papayya.readmodels.projects import (
+    BOOTSTRAP_LOCK,
+    create_project,
+    get_project,
+    project_by_name,
+)
 from papayya.runstates import RunStates
 from papayya.wire import INLINE_RESULT_BYTES as INLINE_RESULT_BYTES
 
-LOCAL_PROJECT: Final = "local"
+DEFAULT_PROJECT: Final = "default"
+PROJECT_ENV: Final = "PAPAYYA_PROJECT"
 _encoder = msgspec.json.Encoder()
 TASKS: Final = frozenset({"task"})
 
@@ -48,11 +57,42 @@ class Opened(msgspec.Struct, frozen=True):
     recording: list[Recorded]
     until_step: int | None
     copy_answers: bool
+    # HTTP mode: the run token of this attempt, for model calls through the server's gateway.
+    run_token: str | None = None
+
+
+async def local_project(pool: Any, name: str | None) -> str:
+    """The id of the project direct-mode runs belong to, so that a server on the same
+    database lists them like any other: the project ``name`` names (a name or an id), else
+    the ``default`` project, created here (without a key: the server's first start gives it
+    one, as it does to any keyless ``default``) if the database has none yet."""
+    if name:
+        found = await project_by_name(pool, name)
+        if found is None:
+            try:
+                found = await get_project(pool, name)
+            except NotFound:
+                raise InvalidInput(f"{PROJECT_ENV}={name!r} names no project") from None
+        return found.id
+    async with pool.acquire() as conn, conn.transaction():
+        # The server's bootstrap takes the same lock: one of the two creates ``default``.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", BOOTSTRAP_LOCK)
+        found = await project_by_name(conn, DEFAULT_PROJECT)
+        if found is None:
+            found = await create_project(conn, DEFAULT_PROJECT)
+        return found.id
+
+
+def cancelled(state: RunState) -> list[ev.RunEvent]:
+    """The run ends cancelled, its process having heard the request (if it still runs)."""
+    return [ev.RunCancelled(reason=state.cancel_reason)] if state.status == "running" else []
 
 
 class DirectBackend:
-    def __init__(self, store: PostgresEventStore) -> None:
+    def __init__(self, store: PostgresEventStore, project: str | None = None) -> None:
         self.store = store
+        self.project_name = project if project is not None else os.environ.get(PROJECT_ENV)
+        self._project: str | None = None
         self.runs = RunStates(store)
         self._meter: Meter | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -68,9 +108,11 @@ class DirectBackend:
         replay_of: str | None,
         from_step: int | None,
     ) -> Opened:
+        if self._project is None:
+            self._project = await local_project(self.store.pool, self.project_name)
         spec = OpenRun(
             run_id=run_id,
-            project_id=LOCAL_PROJECT,
+            project_id=self._project,
             agent=agent,
             input=input,
             metadata=metadata or {},
@@ -85,6 +127,8 @@ class DirectBackend:
             await self.runs.load(replay_of)  # RunNotFound before anything is written
         view, _ = await open_or_resume(self.runs, spec)
         state = view.state
+        if state.status == "running":  # the first sign of life of this attempt
+            await liveness.beat(self.store.pool, state.run_id, state.attempt)
         # A replay (opened here, or queued through the API and run here first) is answered
         # from its source; a resumed run from its own recording.
         found = await self.runs.recording(state, await self.runs.events(run_id), TASKS)
@@ -113,6 +157,22 @@ class DirectBackend:
 
     async def fail(self, state: RunState, code: str, message: str) -> RunState:
         return await self.runs.append_fresh(state, lambda s: finish.failed(code, message))
+
+    async def record_cost(
+        self, state: RunState, label: str, fingerprint: str, micro_usd: int
+    ) -> RunState:
+        return await self.runs.append_fresh(
+            state, lambda s: cost.cost_events(s, label, fingerprint, micro_usd)
+        )
+
+    async def heartbeat(self, state: RunState, token: str | None) -> RunState:
+        """The process is alive: the run as it is now, ended ``cancelled`` if someone asked
+        it to stop (the process hears of it now and stops)."""
+        await liveness.beat(self.store.pool, state.run_id, state.attempt)
+        state = await self.runs.refresh(state)
+        if state.cancel_requested and state.status == "running":
+            state = await self.runs.append_fresh(state, cancelled)
+        return state
 
     async def meter(self) -> Meter:
         """The metering core for this client's runs' model calls (made once, on first use)."""

@@ -50,6 +50,7 @@ OpenRunBody = wire.OpenRunBody
 RunId = wire.RunId
 
 T = TypeVar("T")
+wire_ack = wire.HeartbeatAck
 LARGE_BODY: Final = 512 * 1024
 
 # The wire types live in papayya.wire, shared with the server.
@@ -274,8 +275,34 @@ class HttpBackend:
         if not doc.checkpoints and doc.replayed_from is not None:
             # A new replay (or one queued through the API): answer from its source.
             source = await self._call("GET", _run_path(doc.replayed_from), DurableRun)
-            return Opened(state, recording_of(source), doc.replay_from_step, copy_answers=True)
-        return Opened(state, recording_of(doc), None, copy_answers=False)
+            return Opened(state, recording_of(source), doc.replay_from_step, True, doc.run_token)
+        return Opened(state, recording_of(doc), None, False, doc.run_token)
+
+    async def record_cost(
+        self, state: RunState, label: str, fingerprint: str, micro_usd: int
+    ) -> RunState:
+        body = wire.CostBody(label=label, cost_micro_usd=micro_usd)
+        path = _run_path(state.run_id) + "/costs"
+        return state_of(await self._call("POST", path, DurableRun, body))
+
+    async def heartbeat(self, state: RunState, token: str | None) -> RunState:
+        """The process is alive (``/v1/runtime/heartbeat`` with the run token): the run as it
+        is now. The server ends a local run that was asked to stop as ``cancelled``."""
+        if token is None:
+            return state
+        try:
+            ack = await self._call(
+                "POST", "/v1/runtime/heartbeat", wire_ack, wire.EMPTY, {"X-Api-Key": token}
+            )
+        except Unauthorized:  # the attempt is over: ended, or replaced by a newer one
+            ack = None
+        if ack is not None and not ack.cancel_requested:
+            return state
+        return state_of(await self._call("GET", _run_path(state.run_id), DurableRun))
+
+    def gateway_url(self, provider: str) -> str:
+        """Where an official ``provider`` client sends its calls to be metered by the server."""
+        return f"{self.base_url}/v1/llm/{provider}"
 
     async def record_task(
         self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float

@@ -8,6 +8,7 @@ uses (record, replay, budget, price), then to the real provider with the caller'
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -130,3 +131,22 @@ def wrap(run: Run, loop: BackgroundLoop, meter: Meter, client: Any) -> Any:
         http_client = httpx.Client(transport=transport, timeout=600)
     # The meter sends to the provider itself; the SDK must not retry what the meter refused.
     return client.with_options(http_client=http_client, max_retries=0)
+
+
+def through_gateway(client: Any, url: str, token: str) -> Any:
+    """A copy of an official SDK client that sends its calls to the server's gateway at
+    ``url`` with a run token: HTTP mode, where the server meters them with its own keys."""
+    # The gateway answers a refused call with x-should-retry: false; it must not be retried.
+    return client.with_options(base_url=url, api_key=token, max_retries=0)
+
+
+def server_defaults(provider: str) -> dict[str, str]:
+    """Direct mode: with no key (or base URL) of the provider's own in the environment, the
+    ones a Papayya server on this machine would use (``PAPAYYA_OPENAI_API_KEY``…)."""
+    name = provider.upper()
+    found: dict[str, str] = {}
+    for option, own in (("api_key", f"{name}_API_KEY"), ("base_url", f"{name}_BASE_URL")):
+        ours = os.environ.get(f"PAPAYYA_{name}_{option.upper()}")
+        if ours and not os.environ.get(own):
+            found[option] = ours
+    return found

@@ -168,9 +168,12 @@ async def test_a_queued_replay_run_answers_from_its_source(dsn: str) -> None:
         source.complete()
     store = await PostgresEventStore.connect(dsn)
     try:
+        # Direct-mode runs belong to the default project (created by the first open).
+        project = await store.pool.fetchval("SELECT project_id FROM projects WHERE name='default'")
+        assert project is not None
         queued = ev.RunQueued(
             run_id="rep2",
-            project_id="local",
+            project_id=project,
             agent_id="agent-a",
             replayed_from="src2",
             replay_from_step=2,

@@ -22,15 +22,18 @@ import msgspec
 from aiohttp import web
 
 from eventstore.protocol import EventStore
-from papayya.commands import checkpoint, durable, finish
+from papayya import liveness, runtokens
+from papayya.commands import checkpoint, cost, durable, finish
 from papayya.commands.durable import MAX_TRIES, OpenRun, public_id
 from papayya.commands.payloads import resolve, stash
-from papayya.domain.state import StepState
+from papayya.domain.matcher import task_fingerprint
+from papayya.domain.state import RunState, StepState
 from papayya.errors import ConcurrencyError, Conflict, InvalidInput, RunNotFound
 from papayya.runs import run_stream
 from papayya.runstates import CONTEXT, RunView
 from papayya.wire import (
     CheckpointBody,
+    CostBody,
     DurableCheckpoint,
     DurableRun,
     DurableStep,
@@ -214,7 +217,14 @@ async def open_run(request: web.Request) -> web.Response:
             view, created = await durable.open_run(runs, spec, view)
         except ConcurrencyError:
             continue
-        return http.json(await _document(runs.store, view), 201 if created else 200)
+        doc = await _document(runs.store, view)
+        # The same kind of token a worker gives a cloud run: it dies with the attempt.
+        secret = request.app[keys.RUN_TOKEN_SECRET]
+        doc.run_token = runtokens.mint(secret, view.state.run_id, view.state.attempt)
+        if view.state.status == "running":  # the first sign of life of this attempt
+            pool = request.app[keys.STORE].pool
+            await liveness.beat(pool, view.state.run_id, view.state.attempt)
+        return http.json(doc, 201 if created else 200)
     raise ConcurrencyError(f"run {req.run_id} kept changing; gave up after {MAX_TRIES} tries")
 
 
@@ -275,6 +285,34 @@ async def post_checkpoint(request: web.Request) -> web.Response:
     values = {ref: req.result} if ref else {}
     values |= {context[f"{n}_ref"]: getattr(req, n) for n in SNAPSHOTS if f"{n}_ref" in context}
     return http.json(_checkpoint(view, step, values), 201)
+
+
+@api.route(
+    "POST", "/v1/durable/runs/{run_id}/costs",
+    "Record a cost the SDK cannot see (run.record_cost) as the run's next step, counted "
+    "against its budget; a label this attempt already recorded is not counted again",
+    body=CostBody, response=DurableRun, tag="durable",
+)  # fmt: skip
+async def post_cost(request: web.Request) -> web.Response:
+    req = await http.body(request, CostBody)
+    run_id = _path_run_id(request)
+    project = http.project_id(request)
+    runs = request.app[keys.RUNS]
+    view = await durable.own(runs, run_id, project)
+    if _recorded(view, req.label, False) is None:
+        fingerprint = task_fingerprint(req.label)
+        await runs.append_fresh(
+            view.state,
+            lambda s: [] if _recorded_in(s, req.label) else
+            cost.cost_events(s, req.label, fingerprint, req.cost_micro_usd),
+        )  # fmt: skip
+        view = await durable.own(runs, run_id, project)
+    return http.json(await _document(runs.store, view))
+
+
+def _recorded_in(state: RunState, label: str) -> bool:
+    """Whether the run's current attempt has a step ``label`` (a retried post)."""
+    return any(s.label == label and s.attempt == state.attempt for s in state.steps)
 
 
 def _takes(view: View, project: str, label: str, failed: bool) -> bool:

@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from papayya import urlguard
+from papayya import liveness, urlguard
 from papayya.commands import cancel, queue, replay, resume
 from papayya.commands.owned import load_own
 from papayya.commands.queue import RunOptions
@@ -163,7 +163,11 @@ async def get_run(request: web.Request) -> web.Response:
     summary = found[1]
     if summary.get("project_id") != http.project_id(request):
         raise RunNotFound(f"run {run_id} not found")
-    return http.json(run_out_from_summary(summary))
+    out = run_out_from_summary(summary)
+    if out.status == "running":
+        pool = request.app[keys.STORE].pool
+        out.no_heartbeat_since = await liveness.no_heartbeat_since(pool, run_id)
+    return http.json(out)
 
 
 @api.route("GET", "/v1/runs/{id}/steps", "A run's steps", response=list[StepOut], tag="runs")

@@ -26,7 +26,7 @@ import msgspec
 from aiohttp import web
 
 from eventstore.protocol import EventStore
-from papayya import runtokens
+from papayya import liveness, runtokens
 from papayya.commands import checkpoint, finish, toolcall
 from papayya.commands.payloads import stash
 from papayya.domain import events as ev
@@ -198,8 +198,17 @@ async def get_run(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     await http.body(request, Heartbeat)
     state = await _running(request)
-    await request.app[keys.STORE].pool.execute(Q["heartbeat"], state.run_id, state.attempt)
+    pool = request.app[keys.STORE].pool
+    await pool.execute(Q["heartbeat"], state.run_id, state.attempt)
+    if state.cancel_requested and not await liveness.leased(pool, state.run_id):
+        # A local run (the SDK's own process, no worker): the process hears of the request
+        # now and stops, so the run ends cancelled here; there is no worker to record it.
+        await request.app[keys.RUNS].append_fresh(state, _cancelled)
     return http.json(HeartbeatAck(state.run_id, state.attempt, state.cancel_requested))
+
+
+def _cancelled(state: RunState) -> list[ev.RunEvent]:
+    return [ev.RunCancelled(reason=state.cancel_reason)] if state.status == "running" else []
 
 
 @api.route(

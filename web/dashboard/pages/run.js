@@ -70,6 +70,10 @@ export default async function runPage(ctx) {
   let cancelRequested = false;
   function drawRun() {
     clear(status, badge(run.status));
+    // A local run (the SDK's own process) whose heartbeat stopped: its process may be gone.
+    if (run.no_heartbeat_since && run.status === "running") {
+      add(status, " ", h("span", { class: "muted", id: "run-liveness" }, `no heartbeat since ${dateTime(run.no_heartbeat_since)}`));
+    }
     // Redrawn as the run moves on, but never from under the keyboard focus.
     if (!facts.contains(document.activeElement)) clear(facts, summary(run, known));
     clear(problem, run.error_code ? errorBox(`${run.error_code}: ${run.error_message || ""}`) : null);
