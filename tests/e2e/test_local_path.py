@@ -65,7 +65,7 @@ async def test_the_research_agent_is_checkpointed_and_metered(
         run_id = await api_id(gw, mode, "research-1")
         run = await get(gw.api, http, f"/v1/runs/{run_id}")
         assert run["status"] == "completed" and run["project_id"] == await gw.project_id()
-        steps = (await get(gw.api, http, f"/v1/runs/{run_id}/steps"))["data"]
+        steps = await get(gw.api, http, f"/v1/runs/{run_id}/steps")
         assert [(s["step_type"], s["label"] or s["model"]) for s in steps] == [
             ("checkpoint", "search"),
             ("response", "gpt-4o-mini"),
@@ -190,7 +190,7 @@ async def test_the_readme_local_sample_works_as_written(
         assert (code, out, err) == (0, "", "")
         run_id = await api_id(gw, mode, "demo-1")
         assert (await get(gw.api, http, f"/v1/runs/{run_id}"))["status"] == "completed"
-        steps = (await get(gw.api, http, f"/v1/runs/{run_id}/steps"))["data"]
+        steps = await get(gw.api, http, f"/v1/runs/{run_id}/steps")
         assert [(s["step_type"], s["status"]) for s in steps] == [
             ("checkpoint", "completed"),
             ("checkpoint", "completed"),
