@@ -44,6 +44,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "post_register": {"entrypoint": "agent.py"},
     "post_open_run": {"run_id": "durable-2", "agent": "hostile", "input": {"q": "x"}},
     "post_post_checkpoint": {"label": "step", "duration_ms": 1, "result": {"a": "b"}},
+    "post_post_cost": {"label": "search", "cost_micro_usd": 1000},
     "patch_finish_run": {"status": "completed", "output": {"a": "b"}},
     "post_exchange": {"token": "x"},
     "post_create_run": {"agent_id": "hostile", "input": {"q": "x"}, "metadata": {"k": "v"}},

@@ -37,6 +37,7 @@ BODIES: dict[str, Any] = {
     "post_register": {"entrypoint": "/tmp/stolen.py"},
     "patch_finish_run": {"status": "completed", "output": "stolen"},
     "post_post_checkpoint": {"label": "stolen", "duration_ms": 0},
+    "post_post_cost": {"label": "stolen", "cost_micro_usd": 1},
     "post_create_agent_run": {"input": "stolen"},
     "post_cancel_run": {"reason": "stolen"},
     "post_replay_run": {"from_step": 0},
