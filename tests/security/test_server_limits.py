@@ -222,7 +222,7 @@ async def test_a_slow_request_flood_leaves_healthz_answering_within_1s(
         # A cap of 1024 - 64 - 4 * 64 (ACCEPT_BURST) = 704 connections. The kernel queues a
         # burst of the flood's connects rather than drop one (a dropped SYN is resent only a
         # second later), but not so many that the probe waits long behind them.
-        "PAPAYYA_HTTP_BACKLOG": "256",
+        "PAPAYYA_HTTP_BACKLOG": "512",
         "PAPAYYA_HTTP_HEADER_TIMEOUT": "120",  # the cap must hold the flood, not a timeout
         # The flood and the probe share 127.0.0.1 (test_connections_per_address_are_capped
         # covers the per-address cap).
