@@ -11,11 +11,10 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
-from pytest_aiohttp import AiohttpClient
 
 from eventstore.embedded import EmbeddedPostgres
 from eventstore.migrations import migrate
@@ -29,6 +28,9 @@ from tests.support.db import (
     run_sync,
     with_database,
 )
+
+if TYPE_CHECKING:
+    from pytest_aiohttp import AiohttpClient
 
 
 @pytest.fixture(scope="session")

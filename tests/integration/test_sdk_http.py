@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import pytest
 from aiohttp import web
-from pytest_aiohttp import AiohttpServer
 
 from papayya import papayya
 from papayya.errors import (
@@ -26,6 +25,9 @@ from papayya.errors import (
 from papayya.sdk import Papayya
 from tests.support.api import Api
 from web import keys
+
+if TYPE_CHECKING:
+    from pytest_aiohttp import AiohttpServer
 
 T = TypeVar("T")
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp import test_utils, web
 
 
 class Api:
@@ -27,7 +26,7 @@ class Api:
 
 
 # What the ``api_client`` fixture (pytest-aiohttp's ``aiohttp_client`` on ``control_plane``) is.
-ApiClient = TestClient[web.Request, web.Application]
+ApiClient = test_utils.TestClient[web.Request, web.Application]
 
 
 def control_plane(dsn: str, projectors: bool = False, scheduler: bool = False) -> web.Application:
