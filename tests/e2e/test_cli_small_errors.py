@@ -7,18 +7,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from papayya.domain import events as ev
 from tests.support.api import Api, call, create_agent, create_schedule
+from tests.support.cloud import Cloud, running_cloud
 from web import keys
 
 
-def cli_env(api: Api) -> dict[str, str]:
+def cli_env(api: Api | Cloud, direct: str | None = None) -> dict[str, str]:
+    """Through the API, or ``direct`` from the database at that address."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAPAYYA_")}
+    if direct is not None:
+        return env | {"PAPAYYA_DATABASE_URL": direct}
     return env | {"PAPAYYA_BASE_URL": api.url, "PAPAYYA_API_KEY": api.key}
 
 
@@ -41,9 +49,9 @@ class Live:
         self.lines: list[str] = []
 
     @classmethod
-    async def start(cls, api: Api, *args: str) -> Live:
+    async def start(cls, api: Api | Cloud, *args: str, direct: str | None = None) -> Live:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.cli", *args, env=cli_env(api),
+            sys.executable, "-m", "server.cli", *args, env=cli_env(api, direct),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         return cls(proc)
@@ -334,3 +342,59 @@ async def test_schedule_times_show_in_one_zone_per_view(api: Api, http: Any) -> 
     assert code == 0 and out.splitlines()[0].startswith("fire at (UTC)")
     code, _, err = await cli(api, "schedules", "list", "--tz", "Mars/Olympus")
     assert code == 2 and "unknown timezone" in err
+
+
+# -- runs logs -f after a worker is killed ----------------------------------------------------
+
+PATIENT = """
+import os, time
+from pathlib import Path
+from papayya import agent, current_run
+
+@agent
+def patient(task):
+    current_run().task("first", lambda: 1)
+    go = Path(os.environ["SIDE_EFFECTS"]).with_name("go")
+    while not go.exists():
+        time.sleep(0.05)
+    return {"done": True}
+"""
+LEASE_SECONDS = 4.0
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("mode", ["api", "direct"])
+async def test_logs_follow_says_it_waits_for_the_lease_of_a_killed_worker(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: str
+) -> None:
+    async with running_cloud(
+        dsn, monkeypatch, tmp_path, worker=False, lease_seconds=LEASE_SECONDS,
+        heartbeat_seconds=0.5,
+    ) as cloud:  # fmt: skip
+        await cloud.register("patient", PATIENT)
+        worker = await cloud.spawn_worker()
+        run_id = await cloud.start("patient", input="wait")
+        direct = dsn if mode == "direct" else None
+        live = await Live.start(cloud, "runs", "logs", "-f", run_id, direct=direct)
+        await live.until("step   0")
+        # Mid-run: step 0 is done, the agent waits, and its worker holds a fresh lease.
+        status, run = await cloud.call("GET", f"/v1/runs/{run_id}")
+        assert status == 200 and run["status"] == "running", run
+        assert run["lease"] is not None and run["lease"]["expires_in_seconds"] > 0, run
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+        state = await cloud.runs.load(run_id)
+        assert state.status == "running" and len(state.steps) == 1  # the kill landed mid-run
+
+        waiting = await live.until("waiting for the lease (", timeout=LEASE_SECONDS + 10)
+        left = int(waiting.split("(", 1)[1].split(" s)", 1)[0])
+        assert 0 <= left <= LEASE_SECONDS, waiting
+        # The sweeper finds the expired lease and queues the run again; a new worker resumes.
+        await live.until(f"run {run_id} is queued again", timeout=30)
+        (cloud.tmp / "go").touch()
+        await cloud.spawn_worker()
+        code, err = await live.finish()
+        assert code == 0, err
+        assert live.lines[-1] == f"run {run_id} completed", live.lines
+        done = await cloud.wait(run_id)
+        assert done.status == "completed" and done.attempt == 2 and done.output == {"done": True}
