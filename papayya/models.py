@@ -23,11 +23,6 @@ class LeaseOut(msgspec.Struct):
     expires_in_seconds: float  # negative once expired
     renewed_seconds_ago: float
 
-    @property
-    def stale(self) -> bool:
-        length = self.expires_in_seconds + self.renewed_seconds_ago
-        return self.renewed_seconds_ago > length / 2
-
 
 class RunOut(msgspec.Struct):
     id: str
