@@ -174,7 +174,7 @@ def agents() -> None:
 @click.option("--model", default=None)
 @click.option("--instructions", default=None)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None)
-@budget_options("each run's, unless the run says otherwise")
+@budget_options("Each run's budget, unless the run sets one")
 @click.option(
     "--tool-url", "tool_urls", multiple=True,
     help="An HTTP tool, [NAME=]URL: the built-in loop POSTs its arguments there (repeatable).",
@@ -219,7 +219,7 @@ def agents_create(
 @click.option("--model", default=None)
 @click.option("--instructions", default=None)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None)
-@budget_options("each run's, unless the run says otherwise")
+@budget_options("Each run's budget, unless the run sets one")
 def agents_update(
     agent: str,
     name: str | None,
@@ -317,11 +317,13 @@ def agents_register(path: Path, slug: str, function: str | None) -> None:
 @click.argument("agent")
 @click.option("--input", "input_", default=None,
               help="The run's input, as JSON (text is a JSON string: '\"hello\"').")  # fmt: skip
-@budget_options("for this run (default: the agent's)")
+@budget_options("This run's budget (default: the agent's)")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None)
 @click.option("--model", default=None, help="Another model than the agent's, for this run.")
 @click.option("--system-prompt", default=None, help="Other instructions, for this run.")
-@click.option("--wait", is_flag=True, help="Follow the run live until it ends.")
+@click.option("--wait", is_flag=True,
+              help="Follow the run live until it ends: each step once, and a line while "
+                   "it waits for a lost worker's lease.")  # fmt: skip
 def run(
     agent: str,
     input_: str | None,

@@ -53,7 +53,7 @@ class Dollars(click.ParamType[Decimal]):
 
 def budget_options(what: str) -> Callable[[F], F]:
     """``--budget-usd`` and its alias ``--budget-cents``, given to the command as one
-    ``budget_usd: Decimal | None`` (dollars). ``what`` ends the help: "per run", …"""
+    ``budget_usd: Decimal | None`` (dollars). ``what`` begins the help: "This run's budget"."""
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
@@ -71,7 +71,7 @@ def budget_options(what: str) -> Callable[[F], F]:
         )  # fmt: skip
         usd = click.option(
             "--budget-usd", type=Dollars(), default=None,
-            help=f"Budget in dollars, e.g. 0.50, {what}.",
+            help=f"{what}, in dollars (e.g. 0.50).",
         )  # fmt: skip
         return usd(cents(wrapper))  # type: ignore[return-value]
 

@@ -277,7 +277,7 @@ def report_end(run_id: str, run: dict[str, Any], timeout: float) -> None:
 
 @runs.command("resume")
 @click.argument("run_id")
-@budget_options("the run's new budget: more than it has spent")
+@budget_options("The run's new budget: more than it has spent")
 @click.option("--budget-input-tokens", type=click.IntRange(0, MAX_TOKENS), default=None)
 @click.option("--budget-output-tokens", type=click.IntRange(0, MAX_TOKENS), default=None)
 @click.option("--budget-total-tokens", type=click.IntRange(0, MAX_TOKENS), default=None)
@@ -351,7 +351,9 @@ def replay(
 
 @runs.command("logs")
 @click.argument("run_id")
-@click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing until the run ends.")
+@click.option("-f", "--follow", "follow_", is_flag=True,
+              help="Keep printing until the run ends (and say when it waits for a lost "
+                   "worker's lease).")  # fmt: skip
 def logs(run_id: str, follow_: bool) -> None:
     """Print the run's steps; with -f, follow them live."""
     if api_mode():

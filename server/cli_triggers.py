@@ -102,7 +102,7 @@ def schedules() -> None:
 
 _RUN_OPTIONS = [
     click.option("--input", "input_", default=None, help="Each run's input, as JSON."),
-    budget_options("each run's (default: the agent's)"),
+    budget_options("Each run's budget (default: the agent's)"),
     click.option("--max-steps", type=click.IntRange(min=1), default=None),
     click.option(
         "--overlap",

@@ -30,9 +30,9 @@ def cli_env(api: Api | Cloud, direct: str | None = None) -> dict[str, str]:
     return env | {"PAPAYYA_BASE_URL": api.url, "PAPAYYA_API_KEY": api.key}
 
 
-async def cli(api: Api, *args: str) -> tuple[int, str, str]:
+async def cli(api: Api, *args: str, direct: str | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", *args, env=cli_env(api),
+        sys.executable, "-m", "server.cli", *args, env=cli_env(api, direct),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -225,7 +225,7 @@ async def exceed(api: Api, run_id: str, attempt: int) -> None:
     await append(api, run_id, ev.RunStarted(attempt=attempt), ev.BudgetExceeded(limit="usd"))
 
 
-async def test_resume_with_a_new_budget(api: Api, http: Any) -> None:
+async def test_resume_with_a_new_budget(api: Api, http: Any, dsn: str) -> None:
     await create_agent(api, http, "spender")
     run_id = await start_run(api, http, "spender", budget_cents=10)
     await exceed(api, run_id, 1)
@@ -262,6 +262,12 @@ async def test_resume_with_a_new_budget(api: Api, http: Any) -> None:
     code, _, err = await cli(api, "runs", "resume", run_id, "--budget-usd", "9")
     assert code == 1 and "Traceback" not in err
     assert len(await runs.events(run_id)) == written
+    # Straight from the database, as an operator without the API would.
+    await exceed(api, run_id, 3)
+    code, out, err = await cli(api, "runs", "resume", run_id, "--budget-usd", "4", direct=dsn)
+    assert code == 0 and out.strip() == f"run {run_id} queued (budget $4.00)", err
+    resumed = [e for e in await runs.events(run_id) if isinstance(e, ev.RunResumed)]
+    assert [e.budget_micro_usd for e in resumed] == [2_500_000, 3_000_000, 4_000_000]
 
 
 async def test_budget_cents_is_an_alias_of_budget_usd(api: Api, http: Any) -> None:
