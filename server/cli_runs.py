@@ -4,6 +4,7 @@ the database (``PAPAYYA_DATABASE_URL`` or the embedded one)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,7 @@ from papayya.database import database_url
 from papayya.domain import events as ev
 from papayya.domain.bounds import MAX_TOKENS
 from papayya.domain.fold import fold
-from papayya.errors import PapayyaError
+from papayya.errors import NotFound, PapayyaError
 from papayya.models import run_out, run_out_from_summary, step_out
 from papayya.runs import Runs, run_events, run_stream
 from server.cli_api import (
@@ -198,7 +199,8 @@ def show(run_id: str) -> None:
         async def via_api(c: ApiClient) -> tuple[Any, Any]:
             run = await c.call("GET", f"/v1/runs/{run_id}")
             steps = await c.call("GET", f"/v1/runs/{run_id}/steps")
-            run["agent_slug"] = (await agent_slugs(c)).get(run["agent_id"])
+            with contextlib.suppress(NotFound):  # a run of the SDK's direct mode may name none
+                run["agent_slug"] = (await c.call("GET", f"/v1/agents/{run['agent_id']}"))["slug"]
             return run, steps
 
         run, steps = with_api(via_api)
