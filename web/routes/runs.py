@@ -155,7 +155,11 @@ async def list_runs(request: web.Request) -> web.Response:
     return http.page(request, runs, cursor)
 
 
-@api.route("GET", "/v1/runs/{id}", "A run", response=RunOut, tag="runs")
+@api.route(
+    "GET", "/v1/runs/{id}",
+    "A run; a running one shows its worker's lease (no longer renewed: the worker is gone)",
+    response=RunOut, tag="runs",
+)  # fmt: skip
 async def get_run(request: web.Request) -> web.Response:
     run_id = _run_id(request)
     found = await request.app[keys.STORE].summary(run_stream(run_id))
