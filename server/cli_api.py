@@ -253,6 +253,23 @@ async def agent_slugs(client: ApiClient) -> dict[str, str]:
     return {a["id"]: a["slug"] for a in found}
 
 
+async def with_slug(client: ApiClient, found: dict[str, Any]) -> dict[str, Any]:
+    """``found`` (a schedule, a webhook, a run) with its agent's slug after its ``agent_id``."""
+    agent_id = found.get("agent_id")
+    if not isinstance(agent_id, str):
+        return found
+    try:
+        slug = (await client.call("GET", f"/v1/agents/{agent_id}"))["slug"]
+    except NotFound:  # a run of the SDK's direct mode may name no agent
+        return found
+    out: dict[str, Any] = {}
+    for key, value in found.items():
+        out[key] = value
+        if key == "agent_id":
+            out["agent_slug"] = slug
+    return out
+
+
 def http_tool(spec: str) -> dict[str, Any]:
     """``[NAME=]URL`` as an HTTP tool; the name defaults to the URL's last path segment."""
     name, sep, url = spec.partition("=")

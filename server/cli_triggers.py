@@ -20,11 +20,16 @@ from papayya.signing import headers as signed_headers
 from papayya.signing import secret_key
 from papayya.triggers.policy import CATCHUP_POLICIES, OVERLAP_POLICIES
 from papayya.triggers.schemes import SCHEMES
-from server.cli_api import agent_slugs, echo_json, parse_input, with_api
+from server.cli_api import agent_slugs, echo_json, parse_input, with_api, with_slug
 from server.cli_options import budget_options, whole_cents
 from server.cli_runs import table
 
 SECRET_ENV = "PAPAYYA_WEBHOOK_SECRET"
+
+
+async def _named(client: ApiClient, method: str, path: str, body: Any = None) -> Any:
+    """An API object as the CLI prints it: with its agent's slug (``with_slug``)."""
+    return await with_slug(client, await client.call(method, path, body))
 
 
 def _options(**values: Any) -> dict[str, Any]:
@@ -150,7 +155,7 @@ def schedules_create(
         budget_cents=whole_cents(budget_usd), max_steps=max_steps, overlap_policy=overlap,
         catchup_policy=catchup,
     )  # fmt: skip
-    made = with_api(lambda c: c.call("POST", f"/v1/agents/{agent}/schedules", body))
+    made = with_api(lambda c: _named(c, "POST", f"/v1/agents/{agent}/schedules", body))
     echo_json(_in_zone(made, zone))
 
 
@@ -173,7 +178,7 @@ def schedules_list(agent: str | None, zone: ZoneInfo) -> None:
 @_tz_option
 def schedules_get(schedule_id: str, zone: ZoneInfo) -> None:
     """Show a schedule and its next fire times (in UTC, or the zone --tz names)."""
-    echo_json(_in_zone(with_api(lambda c: c.call("GET", f"/v1/schedules/{schedule_id}")), zone))
+    echo_json(_in_zone(with_api(lambda c: _named(c, "GET", f"/v1/schedules/{schedule_id}")), zone))
 
 
 @schedules.command("update")
@@ -201,7 +206,7 @@ def schedules_update(
     )  # fmt: skip
     if not body:
         raise click.UsageError("nothing to change: give at least one option")
-    changed = with_api(lambda c: c.call("PATCH", f"/v1/schedules/{schedule_id}", body))
+    changed = with_api(lambda c: _named(c, "PATCH", f"/v1/schedules/{schedule_id}", body))
     echo_json(_in_zone(changed, zone))
 
 
@@ -283,7 +288,7 @@ def webhooks_create(
         name=name, description=description, rate_limit_per_minute=rate_limit, scheme=scheme,
         secret=_sender_secret(secret_env),
     )  # fmt: skip
-    echo_json(with_api(lambda c: c.call("POST", f"/v1/agents/{agent}/webhooks", body)))
+    echo_json(with_api(lambda c: _named(c, "POST", f"/v1/agents/{agent}/webhooks", body)))
     click.echo("Keep the secret: it is not shown again (rotate it to get a new one).", err=True)
 
 
@@ -314,7 +319,7 @@ def webhooks_update(
         name=name, description=description, rate_limit_per_minute=rate_limit, scheme=scheme,
         secret=_sender_secret(secret_env),
     )  # fmt: skip
-    echo_json(with_api(lambda c: c.call("PATCH", f"/v1/webhooks/{webhook_id}", body)))
+    echo_json(with_api(lambda c: _named(c, "PATCH", f"/v1/webhooks/{webhook_id}", body)))
 
 
 @webhooks.command("list")
@@ -370,6 +375,6 @@ def webhooks_test(webhook_id: str, secret: str | None, data: str) -> None:
                     raise error_from(resp.status, answer)
         except aiohttp.ClientError as exc:
             raise PapayyaError(f"cannot reach {client.base_url}: {exc}") from None
-        return await client.call("GET", f"/v1/runs/{answer['run_id']}")
+        return await _named(client, "GET", f"/v1/runs/{answer['run_id']}")
 
     echo_json(with_api(go))

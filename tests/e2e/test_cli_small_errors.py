@@ -138,7 +138,7 @@ async def test_output_names_agents_by_slug(api: Api, http: Any) -> None:
     await create_agent(api, http, "named-two")
     mine = await start_run(api, http, "named-one")
     other = await start_run(api, http, "named-two")
-    await create_schedule(api, http, "named-one")
+    schedule = await create_schedule(api, http, "named-one")
 
     code, out, err = await cli(api, "runs", "list", "--agent", "named-one")
     assert code == 0, err
@@ -151,6 +151,13 @@ async def test_output_names_agents_by_slug(api: Api, http: Any) -> None:
     assert code == 0 and "agent     named-one" in out and agent["id"] not in out
     code, out, _ = await cli(api, "schedules", "list", "--agent", "named-one")
     assert code == 0 and "named-one" in out and agent["id"] not in out
+    # JSON views keep the API's agent_id, and name the agent beside it.
+    code, out, _ = await cli(api, "schedules", "get", schedule["id"])
+    shown = json.loads(out)
+    assert (shown["agent_id"], shown["agent_slug"]) == (agent["id"], "named-one")
+    code, out, _ = await cli(api, "webhooks", "create", "--agent", "named-one", "--name", "ci")
+    hook = json.loads(out)
+    assert code == 0 and hook["agent_slug"] == "named-one", hook
 
 
 # -- --wait prints each step once -------------------------------------------------------------
