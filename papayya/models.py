@@ -13,6 +13,17 @@ from papayya.domain.state import RunState, StepState
 from papayya.money import cents_up, usd_string
 
 
+class LeaseOut(msgspec.Struct):
+    """The worker's lease on a running run's attempt, timed by the database's clock. A worker
+    renews it every heartbeat; one not renewed for half its length belongs to a worker that is
+    gone, and once it expires the recovery sweeper queues the run again."""
+
+    expires_at: datetime
+    renewed_at: datetime
+    expires_in_seconds: float  # negative once expired
+    renewed_seconds_ago: float
+
+
 class RunOut(msgspec.Struct):
     id: str
     project_id: str
@@ -43,6 +54,8 @@ class RunOut(msgspec.Struct):
     # A running local run (the SDK's own process) whose heartbeat stopped for the lease time:
     # when it last beat. Its process may be gone; cancelling ends it at once.
     no_heartbeat_since: datetime | None = None
+    # A running run's worker lease (null when no worker holds it: queued, ended, local runs).
+    lease: LeaseOut | None = None
 
 
 class ToolCallOut(msgspec.Struct):

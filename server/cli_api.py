@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +16,7 @@ import click
 
 from papayya.apiclient import ApiClient
 from papayya.errors import NotFound, PapayyaError, Unauthorized
+from server.cli_options import budget_options, parse_json_input, whole_cents
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
@@ -39,14 +42,9 @@ def with_api(action: Callable[[ApiClient], Awaitable[T]]) -> T:
         raise click.ClickException(exc.message) from exc
 
 
-def parse_input(raw: str | None) -> Any:
-    """``--input`` as JSON if it parses, else the string as given."""
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+def parse_input(raw: str | None, option: str = "--input") -> Any:
+    """``--input`` as JSON; anything else is a usage error before anything is sent."""
+    return parse_json_input(raw, option)
 
 
 def echo_json(data: Any) -> None:
@@ -63,21 +61,96 @@ def step_line(step: dict[str, Any]) -> str:
 
 
 async def follow(client: ApiClient, run_id: str, answer: bool = False) -> str:
-    """Print steps as they end until the run is terminal; returns its status. ``answer``:
-    print the run's output (or error) before the last line."""
+    """Print each step once, when it ends, until the run is terminal; returns its status.
+    The stream sends a step again when it changes after it ended (a tool that ran after its
+    model call): that is not printed twice. While no step comes and the run's worker lease is
+    no longer renewed, say so (``watch_lease``). ``answer``: print the run's output (or
+    error) before the last line."""
     status = "unknown"
-    async for event, _id, data in client.sse(f"/v1/runs/{run_id}/events"):
-        if event == "step":
-            click.echo(step_line(data))
-        elif event == "terminal":
-            status = str(data.get("status"))
-            if answer:
-                await print_answer(client, run_id)
-            click.echo(f"run {run_id} {status}")
-            break
-        elif event == "error":  # the server ended the stream: its API key was revoked
-            raise Unauthorized(str((data.get("error") or {}).get("message") or "unauthorized"))
+    printed: set[int] = set()
+    quiet = Quiet()
+    watcher = asyncio.create_task(watch_lease(run_id, quiet, lambda: run_lease(client, run_id)))
+    try:
+        async for event, _id, data in client.sse(f"/v1/runs/{run_id}/events"):
+            quiet.touch()
+            if event == "step":
+                if data["step_number"] not in printed:
+                    printed.add(data["step_number"])
+                    click.echo(step_line(data))
+            elif event == "terminal":
+                status = str(data.get("status"))
+                if answer:
+                    await print_answer(client, run_id)
+                click.echo(f"run {run_id} {status}")
+                break
+            elif event == "error":  # the server ended the stream: its API key was revoked
+                raise Unauthorized(str((data.get("error") or {}).get("message") or "unauthorized"))
+    finally:
+        watcher.cancel()
     return status
+
+
+class Quiet:
+    """How long a followed run has gone without news."""
+
+    def __init__(self) -> None:
+        self.since = asyncio.get_running_loop().time()
+
+    def touch(self) -> None:
+        self.since = asyncio.get_running_loop().time()
+
+    def seconds(self) -> float:
+        return asyncio.get_running_loop().time() - self.since
+
+
+LEASE_POLL_SECONDS = 1.0
+LEASE_QUIET_SECONDS = 2.0  # no step for this long: look at the lease
+LEASE_REPEAT_SECONDS = 5.0  # the countdown's line at most this often
+
+
+LeaseLook = Callable[[], Awaitable[tuple[str, dict[str, Any] | None]]]
+
+
+async def run_lease(client: ApiClient, run_id: str) -> tuple[str, dict[str, Any] | None]:
+    """The run's status and its worker's lease (``RunOut.lease``), through the API."""
+    run = await client.call("GET", f"/v1/runs/{run_id}")
+    return str(run.get("status")), run.get("lease")
+
+
+async def watch_lease(run_id: str, quiet: Quiet, look: LeaseLook) -> None:
+    """While the run is quiet, running, and its worker's lease is no longer renewed (the
+    worker was killed, or lost the database), print "waiting for the lease (N s)", counting
+    down to the lease's expiry, after which the recovery sweeper queues the run again."""
+    loop = asyncio.get_running_loop()
+    shown_at: float | None = None
+    waiting = False
+    while True:
+        await asyncio.sleep(LEASE_POLL_SECONDS)
+        if quiet.seconds() < LEASE_QUIET_SECONDS:
+            continue
+        try:
+            status, lease = await look()
+        except (PapayyaError, OSError):
+            continue  # the stream reports what matters; this is only a hint
+        if waiting and status == "queued":
+            click.echo(f"the lease expired: run {run_id} is queued again for a new attempt")
+            waiting = False
+            continue
+        if status != "running" or not lease or not lease_stale(lease):
+            continue
+        now = loop.time()
+        if shown_at is not None and now - shown_at < LEASE_REPEAT_SECONDS:
+            continue
+        left = max(0, math.ceil(float(lease["expires_in_seconds"])))
+        note = "" if left else ": it expired, the run is recovered at the next sweep"
+        click.echo(f"waiting for the lease ({left} s){note}")
+        shown_at, waiting = now, True
+
+
+def lease_stale(lease: dict[str, Any]) -> bool:
+    """A lease not renewed for half its length: its worker renews it every heartbeat."""
+    ago = float(lease["renewed_seconds_ago"])
+    return ago > (float(lease["expires_in_seconds"]) + ago) / 2
 
 
 async def print_answer(client: ApiClient, run_id: str) -> None:
@@ -101,7 +174,7 @@ def agents() -> None:
 @click.option("--model", default=None)
 @click.option("--instructions", default=None)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None)
-@click.option("--budget-usd", default=None, help="Per-run budget in dollars, e.g. 0.50.")
+@budget_options("Each run's budget, unless the run sets one")
 @click.option(
     "--tool-url", "tool_urls", multiple=True,
     help="An HTTP tool, [NAME=]URL: the built-in loop POSTs its arguments there (repeatable).",
@@ -115,7 +188,7 @@ def agents_create(
     model: str | None,
     instructions: str | None,
     max_steps: int | None,
-    budget_usd: str | None,
+    budget_usd: Decimal | None,
     tool_urls: tuple[str, ...],
     mcp_urls: tuple[str, ...],
     output_schema: str | None,
@@ -128,9 +201,9 @@ def agents_create(
             "model": model,
             "instructions": instructions,
             "max_steps": max_steps,
-            "budget_usd": budget_usd,
+            "budget_usd": None if budget_usd is None else str(budget_usd),
             "temperature": temperature,
-            "output_schema": None if output_schema is None else parse_input(output_schema),
+            "output_schema": parse_input(output_schema, "--output-schema"),
             "tools": [http_tool(t) for t in tool_urls] or None,
             "mcp_servers": [{"url": u} for u in mcp_urls] or None,
         }.items()
@@ -138,6 +211,63 @@ def agents_create(
     }
     body = {"name": name, "slug": slug, "config": config}
     echo_json(with_api(lambda c: c.call("POST", "/v1/agents", body)))
+
+
+@agents.command("update")
+@click.argument("agent")
+@click.option("--name", default=None)
+@click.option("--model", default=None)
+@click.option("--instructions", default=None)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None)
+@budget_options("Each run's budget, unless the run sets one")
+def agents_update(
+    agent: str,
+    name: str | None,
+    model: str | None,
+    instructions: str | None,
+    max_steps: int | None,
+    budget_usd: Decimal | None,
+) -> None:
+    """Change an agent (id or slug): a new version; options not given stay as they are."""
+    config = {
+        k: v
+        for k, v in {
+            "model": model,
+            "instructions": instructions,
+            "max_steps": max_steps,
+            "budget_usd": None if budget_usd is None else str(budget_usd),
+        }.items()
+        if v is not None
+    }
+    body: dict[str, Any] = {"config": config} if config else {}
+    if name is not None:
+        body["name"] = name
+    if not body:
+        raise click.UsageError("nothing to change: give at least one option")
+    echo_json(with_api(lambda c: c.call("PATCH", f"/v1/agents/{agent}", body)))
+
+
+async def agent_slugs(client: ApiClient) -> dict[str, str]:
+    """The project's agents' slugs by id, so that output names agents as users do."""
+    found = await client.listing("/v1/agents", {"limit": 200})
+    return {a["id"]: a["slug"] for a in found}
+
+
+async def with_slug(client: ApiClient, found: dict[str, Any]) -> dict[str, Any]:
+    """``found`` (a schedule, a webhook, a run) with its agent's slug after its ``agent_id``."""
+    agent_id = found.get("agent_id")
+    if not isinstance(agent_id, str):
+        return found
+    try:
+        slug = (await client.call("GET", f"/v1/agents/{agent_id}"))["slug"]
+    except NotFound:  # a run of the SDK's direct mode may name no agent
+        return found
+    out: dict[str, Any] = {}
+    for key, value in found.items():
+        out[key] = value
+        if key == "agent_id":
+            out["agent_slug"] = slug
+    return out
 
 
 def http_tool(spec: str) -> dict[str, Any]:
@@ -202,16 +332,19 @@ def agents_register(path: Path, slug: str, function: str | None) -> None:
 
 @click.command("run")
 @click.argument("agent")
-@click.option("--input", "input_", default=None, help="JSON, or a plain string.")
-@click.option("--budget-cents", type=click.IntRange(min=0), default=None)
+@click.option("--input", "input_", default=None,
+              help="The run's input, as JSON (text is a JSON string: '\"hello\"').")  # fmt: skip
+@budget_options("This run's budget (default: the agent's)")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None)
 @click.option("--model", default=None, help="Another model than the agent's, for this run.")
 @click.option("--system-prompt", default=None, help="Other instructions, for this run.")
-@click.option("--wait", is_flag=True, help="Follow the run live until it ends.")
+@click.option("--wait", is_flag=True,
+              help="Follow the run live until it ends: each step once, and a line while "
+                   "it waits for a lost worker's lease.")  # fmt: skip
 def run(
     agent: str,
     input_: str | None,
-    budget_cents: int | None,
+    budget_usd: Decimal | None,
     max_steps: int | None,
     model: str | None,
     system_prompt: str | None,
@@ -223,7 +356,7 @@ def run(
         k: v
         for k, v in {
             "input": parse_input(input_),
-            "budget_cents": budget_cents,
+            "budget_cents": whole_cents(budget_usd),
             "max_steps": max_steps,
             "model": model,
             "system_prompt": system_prompt,

@@ -4,28 +4,46 @@ the database (``PAPAYYA_DATABASE_URL`` or the embedded one)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any, Final, TypeVar
 
 import click
 import msgspec
 
 from eventstore.postgres import PostgresEventStore
 from eventstore.types import Filters
+from papayya.apiclient import ApiClient
 from papayya.commands.cancel import cancel_events
 from papayya.commands.replay import replay_of
+from papayya.commands.resume import resume_run
 from papayya.config import Config
 from papayya.database import database_url
 from papayya.domain import events as ev
+from papayya.domain.bounds import MAX_TOKENS
 from papayya.domain.fold import fold
-from papayya.errors import PapayyaError
+from papayya.errors import NotFound, PapayyaError
 from papayya.models import run_out, run_out_from_summary, step_out
 from papayya.runs import Runs, run_events, run_stream
-from server.cli_api import api_mode, echo_json, follow, parse_input, step_line, with_api
+from server.cli_api import (
+    LeaseLook,
+    Quiet,
+    agent_slugs,
+    api_mode,
+    echo_json,
+    follow,
+    parse_input,
+    step_line,
+    watch_lease,
+    with_api,
+)
+from server.cli_options import budget_options, whole_cents
 
 T = TypeVar("T")
+TERMINAL: Final = frozenset(("completed", "failed", "cancelled", "budget_exceeded"))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -64,11 +82,25 @@ async def cli_project(store: PostgresEventStore) -> str | None:
     return name if os.environ.get("PAPAYYA_PROJECT") else None
 
 
+async def direct_slugs(store: PostgresEventStore, project: str | None) -> dict[str, str]:
+    """The project's agents' slugs by id (runs of the SDK's direct mode name no agent row)."""
+    from papayya.readmodels.agents import Agents
+
+    if project is None:
+        return {}
+    return {a.id: a.slug for a in await Agents(store).page(project, (None, None), 200)}
+
+
+def agent_id_of(ref: str, slugs: dict[str, str]) -> str:
+    """An agent's id from its id or slug."""
+    return next((agent_id for agent_id, slug in slugs.items() if slug == ref), ref)
+
+
 def render_run(run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
     error = f" ({run['error_code']}: {run['error_message']})" if run.get("error_code") else ""
     head = [
         f"run       {run['id']}",
-        f"agent     {run['agent_id']}",
+        f"agent     {run.get('agent_slug') or run['agent_id']}",
         f"status    {run['status']}{error}",
         f"attempt   {run['attempt']}",
         f"steps     {run['current_step']}",
@@ -103,7 +135,7 @@ def builtins(value: Any) -> Any:
 
 @click.group()
 def runs() -> None:
-    """Inspect and steer runs: list, show, state, cancel, replay, logs."""
+    """Inspect and steer runs: list, show, state, cancel, resume, replay, logs."""
 
 
 @runs.command("list")
@@ -114,12 +146,18 @@ def list_runs(agent: str | None, status: str | None, limit: int) -> None:
     """Recent runs."""
     if api_mode():
         params = {"agent_id": agent, "status": status, "limit": limit}
-        rows = with_api(lambda c: c.listing("/v1/runs", params, most=limit))
+
+        async def via_api(c: ApiClient) -> tuple[list[Any], dict[str, str]]:
+            return await c.listing("/v1/runs", params, most=limit), await agent_slugs(c)
+
+        rows, slugs = with_api(via_api)
     else:
 
         async def direct(store: PostgresEventStore) -> list[dict[str, Any]]:
             # The project's runs, as the API lists them (the SDK's direct mode writes there).
             project = await cli_project(store)
+            slugs.update(await direct_slugs(store, project))
+            wanted = None if agent is None else agent_id_of(agent, slugs)
             found = [
                 builtins(run_out_from_summary(s))
                 for _, _, s in await store.summaries("run", limit=10_000)
@@ -128,10 +166,11 @@ def list_runs(agent: str | None, status: str | None, limit: int) -> None:
                 r
                 for r in found
                 if (project is None or r["project_id"] == project)
-                and (agent is None or r["agent_id"] == agent)
+                and (wanted is None or r["agent_id"] == wanted)
                 and (status is None or r["status"] == status)
             ]
 
+        slugs = {}
         rows = sorted(with_store(direct), key=lambda r: str(r["created_at"]), reverse=True)[:limit]
     click.echo(
         table(
@@ -139,7 +178,7 @@ def list_runs(agent: str | None, status: str | None, limit: int) -> None:
             [
                 (
                     r["id"],
-                    r["agent_id"],
+                    slugs.get(r["agent_id"], r["agent_id"]),
                     r["status"],
                     r["current_step"],
                     f"${r['cost_usd']}",
@@ -157,15 +196,23 @@ def show(run_id: str) -> None:
     """A run with a table of its steps: durations, tokens and costs."""
     if api_mode():
 
-        async def via_api(c: Any) -> tuple[Any, Any]:
-            return await c.call("GET", f"/v1/runs/{run_id}"), await c.call(
-                "GET", f"/v1/runs/{run_id}/steps"
-            )
+        async def via_api(c: ApiClient) -> tuple[Any, Any]:
+            run = await c.call("GET", f"/v1/runs/{run_id}")
+            steps = await c.call("GET", f"/v1/runs/{run_id}/steps")
+            with contextlib.suppress(NotFound):  # a run of the SDK's direct mode may name none
+                run["agent_slug"] = (await c.call("GET", f"/v1/agents/{run['agent_id']}"))["slug"]
+            return run, steps
 
         run, steps = with_api(via_api)
     else:
-        state = with_store(lambda store: Runs(store).load(run_id))
-        run, steps = builtins(run_out(state)), [builtins(step_out(s)) for s in state.steps]
+
+        async def direct(store: PostgresEventStore) -> tuple[Any, Any]:
+            state = await Runs(store).load(run_id)
+            slugs = await direct_slugs(store, state.project_id)
+            run = builtins(run_out(state)) | {"agent_slug": slugs.get(state.agent_id)}
+            return run, [builtins(step_out(s)) for s in state.steps]
+
+        run, steps = with_store(direct)
     click.echo(render_run(run, steps))
 
 
@@ -183,21 +230,99 @@ def state(run_id: str, at_step: int) -> None:
 
 @runs.command("cancel")
 @click.argument("run_id")
-def cancel(run_id: str) -> None:
-    """Cancel a run: a queued one never starts, a running one is stopped."""
+@click.option("--timeout", type=click.FloatRange(0, 3600), default=30.0, show_default=True,
+              help="Seconds to wait for a running run to stop.")  # fmt: skip
+def cancel(run_id: str, timeout: float) -> None:
+    """Cancel a run and print the state it ended in: a queued run never starts; a running
+    one is asked to stop, and `cancelled` (or `completed`, if it finished first) is printed
+    once it has ended. Exits 0 only if the run ended cancelled."""
     if api_mode():
-        result = with_api(lambda c: c.call("POST", f"/v1/runs/{run_id}/cancel", {}))
-        click.echo(f"run {run_id} {result['status']}")
+        ended = with_api(lambda c: cancel_via_api(c, run_id, timeout))
+    else:
+        ended = with_store(lambda store: cancel_direct(store, run_id, timeout))
+    report_end(run_id, ended, timeout)
+
+
+END_POLL_SECONDS = 0.2
+
+
+async def cancel_via_api(client: ApiClient, run_id: str, timeout: float) -> dict[str, Any]:
+    run: dict[str, Any] = await client.call("POST", f"/v1/runs/{run_id}/cancel", {})
+    deadline = asyncio.get_running_loop().time() + timeout
+    while run["status"] not in TERMINAL and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(END_POLL_SECONDS)
+        run = await client.call("GET", f"/v1/runs/{run_id}")
+    return run
+
+
+async def cancel_direct(store: PostgresEventStore, run_id: str, timeout: float) -> dict[str, Any]:
+    runs_ = Runs(store)
+    state = await runs_.execute(run_id, cancel_events)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not state.is_terminal and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(END_POLL_SECONDS)
+        state = await runs_.load(run_id)
+    return {"status": state.status}
+
+
+def report_end(run_id: str, run: dict[str, Any], timeout: float) -> None:
+    status = run["status"]
+    if status not in TERMINAL:
+        click.echo(f"run {run_id} {status} (stop requested; not ended after {timeout:g} s)")
+        raise SystemExit(1)
+    if status == "cancelled":
+        click.echo(f"run {run_id} cancelled")
         return
-    ran = with_store(lambda store: Runs(store).execute(run_id, cancel_events))
-    asked = ran.status == "running" and ran.cancel_requested
-    click.echo(f"run {run_id} {ran.status}" + (" (stop requested)" if asked else ""))
+    click.echo(f"run {run_id} {status} (it ended before it could be stopped)")
+    raise SystemExit(1)
+
+
+@runs.command("resume")
+@click.argument("run_id")
+@budget_options("The run's new budget: more than it has spent")
+@click.option("--budget-input-tokens", type=click.IntRange(0, MAX_TOKENS), default=None)
+@click.option("--budget-output-tokens", type=click.IntRange(0, MAX_TOKENS), default=None)
+@click.option("--budget-total-tokens", type=click.IntRange(0, MAX_TOKENS), default=None)
+def resume(
+    run_id: str,
+    budget_usd: Decimal | None,
+    budget_input_tokens: int | None,
+    budget_output_tokens: int | None,
+    budget_total_tokens: int | None,
+) -> None:
+    """Resume a budget_exceeded run with a new budget: it is queued again and continues from
+    its last checkpoint. Limits not given stay as they were."""
+    limits = {
+        "budget_cents": whole_cents(budget_usd),
+        "budget_input_tokens": budget_input_tokens,
+        "budget_output_tokens": budget_output_tokens,
+        "budget_total_tokens": budget_total_tokens,
+    }
+    limits = {k: v for k, v in limits.items() if v is not None}
+    if not limits:
+        raise click.UsageError("give the new budget: --budget-usd (or a token budget)")
+    if api_mode():
+        run = with_api(lambda c: c.call("POST", f"/v1/runs/{run_id}/resume", limits))
+    else:
+
+        async def direct(store: PostgresEventStore) -> dict[str, Any]:
+            runs_ = Runs(store)
+            project = (await runs_.load(run_id)).project_id
+            resumed: dict[str, Any] = builtins(
+                run_out(await resume_run(runs_, project, run_id, **limits))
+            )
+            return resumed
+
+        run = with_store(direct)
+    budget = run.get("budget_cents")
+    shown = "no limit" if budget is None else f"${Decimal(budget) / 100:.2f}"
+    click.echo(f"run {run_id} {run['status']} (budget {shown})")
 
 
 @runs.command("replay")
 @click.argument("run_id")
 @click.option("--from-step", type=click.IntRange(min=0), required=True)
-@click.option("--input", "input_", default=None, help="New input (JSON or a string).")
+@click.option("--input", "input_", default=None, help="New input, as JSON.")
 @click.option("--model", default=None, help="Another model from N on (built-in loop agents).")
 @click.option("--system-prompt", default=None, help="Other instructions from N on (likewise).")
 def replay(
@@ -205,8 +330,9 @@ def replay(
 ) -> None:
     """Start a new run that answers steps before N from RUN_ID's recording."""
     body: dict[str, Any] = {"from_step": from_step}
+    new_input = parse_input(input_)
     if input_ is not None:
-        body["input"] = parse_input(input_)
+        body["input"] = new_input
     changed = {"model": model, "system_prompt": system_prompt}
     body |= {k: v for k, v in changed.items() if v is not None}
     if any(v is not None for v in changed.values()) and not api_mode():
@@ -218,7 +344,7 @@ def replay(
     async def direct(store: PostgresEventStore) -> str:
         runs_ = Runs(store)
         queued = replay_of(
-            await runs_.load(run_id), f"run_{uuid.uuid4().hex}", from_step, parse_input(input_)
+            await runs_.load(run_id), f"run_{uuid.uuid4().hex}", from_step, new_input
         )
         return (await runs_.queue(queued)).run_id
 
@@ -227,7 +353,9 @@ def replay(
 
 @runs.command("logs")
 @click.argument("run_id")
-@click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing until the run ends.")
+@click.option("-f", "--follow", "follow_", is_flag=True,
+              help="Keep printing until the run ends (and say when it waits for a lost "
+                   "worker's lease).")  # fmt: skip
 def logs(run_id: str, follow_: bool) -> None:
     """Print the run's steps; with -f, follow them live."""
     if api_mode():
@@ -251,8 +379,11 @@ def logs(run_id: str, follow_: bool) -> None:
         sub = store.subscribe(
             after=events[-1].cursor, filters=Filters.of(streams=run_stream(run_id))
         )
+        quiet = Quiet()
+        watcher = asyncio.create_task(watch_lease(run_id, quiet, direct_lease(store, run_id)))
         async with sub:
             async for recorded in sub:
+                quiet.touch()
                 event = ev.from_recorded(recorded)
                 assert isinstance(event, ev.RunEvent)
                 state = fold([event], state)
@@ -262,7 +393,21 @@ def logs(run_id: str, follow_: bool) -> None:
                     click.echo(step_line(builtins(step_out(s))))
                     printed += 1
                 if state.is_terminal:
+                    watcher.cancel()
                     click.echo(f"run {run_id} {state.status}")
                     return
 
     with_store(direct)
+
+
+def direct_lease(store: PostgresEventStore, run_id: str) -> LeaseLook:
+    """The run's status and its worker's lease, from the database (``watch_lease``)."""
+    from papayya.readmodels.leases import Leases
+
+    async def look() -> tuple[str, dict[str, Any] | None]:
+        found = await store.summary(run_stream(run_id))
+        status = "unknown" if found is None else str(found[1].get("status"))
+        lease = await Leases(store).of_run(run_id)
+        return status, None if lease is None else builtins(lease)
+
+    return look

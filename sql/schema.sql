@@ -475,7 +475,9 @@ CREATE TABLE run_leases (
     run_id     text PRIMARY KEY,
     attempt    integer NOT NULL,
     worker     text NOT NULL,
-    expires_at timestamptz NOT NULL
+    expires_at timestamptz NOT NULL,
+    -- When the worker last took or renewed it: a lease not renewed for long is a worker gone.
+    renewed_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX run_leases_expiry_idx ON run_leases (expires_at);
 

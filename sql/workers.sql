@@ -6,7 +6,8 @@
 INSERT INTO run_leases (run_id, attempt, worker, expires_at)
 VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 ON CONFLICT (run_id) DO UPDATE
-   SET attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, expires_at = EXCLUDED.expires_at
+   SET attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, expires_at = EXCLUDED.expires_at,
+       renewed_at = now()
  WHERE run_leases.attempt < EXCLUDED.attempt;
 
 -- The claim that started the attempt holds its lease, whichever claim took the row first.
@@ -14,7 +15,8 @@ ON CONFLICT (run_id) DO UPDATE
 INSERT INTO run_leases (run_id, attempt, worker, expires_at)
 VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 ON CONFLICT (run_id) DO UPDATE
-   SET attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, expires_at = EXCLUDED.expires_at
+   SET attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, expires_at = EXCLUDED.expires_at,
+       renewed_at = now()
  WHERE run_leases.attempt <= EXCLUDED.attempt;
 
 -- A lost claim releases the lease it took for an attempt that nobody started.
@@ -23,9 +25,16 @@ DELETE FROM run_leases WHERE run_id = $1 AND attempt = $2 AND worker = $3;
 
 -- Renew this worker's leases; the runs it still holds come back.
 -- name: renew_leases
-UPDATE run_leases SET expires_at = now() + make_interval(secs => $3)
+UPDATE run_leases SET expires_at = now() + make_interval(secs => $3), renewed_at = now()
  WHERE worker = $1 AND run_id = ANY($2::text[])
 RETURNING run_id;
+
+-- A run's lease as the API shows it, timed by the database's clock (one clock for all).
+-- name: run_lease
+SELECT expires_at, renewed_at,
+       extract(epoch FROM expires_at - now())::float8 AS expires_in,
+       extract(epoch FROM now() - renewed_at)::float8 AS renewed_ago
+  FROM run_leases WHERE run_id = $1;
 
 -- name: drop_lease
 DELETE FROM run_leases WHERE run_id = $1 AND worker = $2;

@@ -8,6 +8,7 @@ from typing import Final
 
 import msgspec
 
+from papayya.models import LeaseOut
 from papayya.readmodels import Repository
 from sql import queries
 
@@ -27,6 +28,13 @@ class Leases(Repository):
         """Up to ``limit`` expired leases, the longest expired first."""
         rows = await self.pool.fetch(Q["expired_leases"], limit)
         return [Lease(r["run_id"], r["attempt"], r["worker"]) for r in rows]
+
+    async def of_run(self, run_id: str) -> LeaseOut | None:
+        """The run's lease, if a worker holds one."""
+        row = await self.pool.fetchrow(Q["run_lease"], run_id)
+        if row is None:
+            return None
+        return LeaseOut(row["expires_at"], row["renewed_at"], row["expires_in"], row["renewed_ago"])
 
     async def drop_expired(self, run_id: str, attempt: int) -> None:
         """Drop the attempt's lease if it is still expired (not renewed meanwhile)."""

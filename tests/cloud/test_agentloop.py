@@ -218,7 +218,7 @@ async def test_the_cli_makes_a_configured_agent_and_prints_its_answer(cloud: Clo
         assert [t["name"] for t in config["tools"]] == ["weather"]
         assert config["mcp_servers"][0]["url"] == mcp.url
         cloud.fake.script.extend([*cities("Paris"), Reply(text="Paris is sunny.")])
-        code, out = await cli(cloud, "run", "researcher", "--input", "Paris?", "--wait")
+        code, out = await cli(cloud, "run", "researcher", "--input", '"Paris?"', "--wait")
         assert code == 0, out
         lines = out.splitlines()
         assert lines[-2] == "Paris is sunny." and lines[-1].endswith("completed")

@@ -34,7 +34,7 @@ async def test_schedules_commands(api: Api, http: Any, dsn: str) -> None:
     await create_agent(api, http, "digest")
     code, out, err = await cli(
         api, "schedules", "create", "--agent", "digest", "--cron", "*/5 * * * *",
-        "--timezone", "Europe/Paris", "--input", '{"q": 1}', "--budget", "30",
+        "--timezone", "Europe/Paris", "--input", '{"q": 1}', "--budget-cents", "30",
     )  # fmt: skip
     assert code == 0, err
     schedule = json.loads(out)
@@ -79,7 +79,7 @@ async def test_schedules_bad_input_is_clear(api: Api, http: Any) -> None:
         (("--cron", "61 * * * *"), "minute: 61 is not from 0 to 59"),
         (("--cron", "* * *"), "has 3 fields"),
         (("--cron", "@daily", "--timezone", "Mars/Olympus"), "unknown timezone"),
-        (("--cron", "@daily", "--budget", "-1"), "-1"),
+        (("--cron", "@daily", "--budget-usd", "-1"), "-1"),
     ]:
         code, _, err = await cli(api, "schedules", "create", "--agent", "picky", *args)
         assert code != 0 and message in err, err

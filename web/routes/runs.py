@@ -24,6 +24,7 @@ from papayya.domain.fold import fold, state_at
 from papayya.domain.state import RunState, RunStatus
 from papayya.errors import InvalidInput, RunNotFound
 from papayya.models import RunOut, StepOut, run_out, run_out_from_summary, step_out
+from papayya.readmodels.leases import Leases
 from papayya.runs import MAX_RUN_ID, run_stream
 from sql import queries
 from web import http, keys
@@ -154,7 +155,11 @@ async def list_runs(request: web.Request) -> web.Response:
     return http.page(request, runs, cursor)
 
 
-@api.route("GET", "/v1/runs/{id}", "A run", response=RunOut, tag="runs")
+@api.route(
+    "GET", "/v1/runs/{id}",
+    "A run; a running one shows its worker's lease (no longer renewed: the worker is gone)",
+    response=RunOut, tag="runs",
+)  # fmt: skip
 async def get_run(request: web.Request) -> web.Response:
     run_id = _run_id(request)
     found = await request.app[keys.STORE].summary(run_stream(run_id))
@@ -167,6 +172,7 @@ async def get_run(request: web.Request) -> web.Response:
     if out.status == "running":
         pool = request.app[keys.STORE].pool
         out.no_heartbeat_since = await liveness.no_heartbeat_since(pool, run_id)
+        out.lease = await Leases(request.app[keys.STORE]).of_run(run_id)
     return http.json(out)
 
 
