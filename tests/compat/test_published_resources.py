@@ -1,16 +1,30 @@
 """Every resource method of the published SDK (``from papayya import Papayya, Client``)
-against our server, with the return shapes its callers rely on (a list is a list)."""
+against our server, with the return shapes its callers rely on (a list is a list).
+
+Each scenario runs twice, as the same script: in the published SDK's venv and in ours, where
+``papayya`` is this package, so both clients are held to one behaviour."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from server.builds import BuildService
 from tests.support.api import Api, default_project
-from tests.support.published import Published
+from tests.support.published import Published, our_venv
+
+
+@pytest.fixture(params=["published", "ours"])
+def published(
+    request: pytest.FixtureRequest, published_sdk: Path, api: Api, tmp_path: Path
+) -> Published:
+    """The user's scripts, run with the published package, then with ours."""
+    venv = published_sdk if request.param == "published" else our_venv()
+    return Published(venv, api.url, api.key, tmp_path)
+
 
 PRELUDE = """
 import json
@@ -244,3 +258,63 @@ print(json.dumps(out))
     assert (out["updated"]["name"], out["updated"]["slug"]) == ("Renamed", "renamed")
     # A key sees its own project only; a slug is unique.
     assert (out["theirs"], out["again"]) == (404, 409)
+
+
+SHAPES = (
+    PRELUDE
+    + """
+import os
+s = os.environ["SUFFIX"]
+project = p.projects.list()[0]["id"]
+agent = p.agents.create("Shape", "shape-" + s, project)
+out["agent"] = agent
+out["agents"] = p.agents.list()
+out["run"] = p.runs.create(agent["id"], "hi", max_steps=3, budget_cents=10)
+out["runs"] = p.runs.list()
+out["got"] = p.runs.get(out["run"]["id"])
+out["steps"] = p.runs.steps(out["run"]["id"])
+out["cancelled"] = p.runs.cancel(out["run"]["id"])
+out["schedule"] = p.schedules.create(agent["id"], "0 9 * * *")
+out["schedules"] = p.schedules.list(agent["id"])
+out["unscheduled"] = p.schedules.delete(out["schedule"]["id"])
+out["hook"] = p.webhooks.create(agent["id"], "push")
+out["hooks"] = p.webhooks.list(agent["id"])
+out["secret"] = p.secrets.set(project, "TOKEN_" + s.upper(), "v")
+out["secrets"] = p.secrets.list(project)
+out["forgotten"] = p.secrets.delete(project, "TOKEN_" + s.upper())
+out["usage"] = p.usage.summary()
+out["card"] = p._api.get_rate_card(project)
+c = Client()
+out["client_run"] = c.run(agent["id"], "hi")
+out["client_steps"] = c.get_steps(out["client_run"]["id"])
+out["missing"] = refused(lambda: p.runs.get("nope"))
+out["resources"] = sorted(k for k, v in vars(p).items() if not k.startswith("_"))
+with Papayya() as q:
+    out["closed_by_with"] = q.projects.get(project)["id"] == project
+print(json.dumps(out))
+"""
+)
+
+
+def shape(value: Any) -> Any:
+    """What a caller can rely on: the keys of each object and the type of each value (a list
+    by its first item)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
+async def test_both_clients_answer_in_one_shape(
+    published_sdk: Path, api: Api, tmp_path: Path
+) -> None:
+    theirs = Published(published_sdk, api.url, api.key, tmp_path)
+    ours = Published(our_venv(), api.url, api.key, tmp_path)
+    published_out = await theirs.script(SHAPES, SUFFIX="a")
+    our_out = await ours.script(SHAPES, SUFFIX="b")
+    assert published_out["resources"] == our_out["resources"]
+    assert "batches" in our_out["resources"] and published_out["missing"] == 404
+    assert our_out["closed_by_with"] is True
+    for key in published_out:
+        assert shape(our_out[key]) == shape(published_out[key]), key

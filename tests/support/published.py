@@ -48,6 +48,12 @@ def published_venv(version: str = PUBLISHED_VERSION) -> Path:
     return venv
 
 
+def our_venv() -> Path:
+    """The venv running the tests, where our package is installed: the same scripts run in it
+    hold our ``papayya`` (``Papayya``, ``Client``, ``papayya.api``) to the published one."""
+    return Path(sys.prefix)
+
+
 @dataclass(frozen=True)
 class Published:
     """Runs code and the CLI of the published SDK against one server, as one user.
