@@ -6,6 +6,7 @@ Each scenario runs twice, as the same script: in the published SDK's venv and in
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -318,3 +319,39 @@ async def test_both_clients_answer_in_one_shape(
     assert our_out["closed_by_with"] is True
     for key in published_out:
         assert shape(our_out[key]) == shape(published_out[key]), key
+
+
+_PUBLISHED_PATH = re.compile(r"""["'](/v1/[^"'\s?]*)""")
+_PLACEHOLDER = re.compile(r"\{[^}]*\}")
+
+
+def published_paths(venv: Path) -> set[str]:
+    """Every API path in the published package's source (its SDK, its CLI, its runtime), with
+    each ``{placeholder}`` as ``{}``."""
+    (package,) = venv.glob("lib/python*/site-packages/papayya")
+    found = set()
+    for source in package.rglob("*.py"):
+        for path in _PUBLISHED_PATH.findall(source.read_text()):
+            found.add(_PLACEHOLDER.sub("{}", path.rstrip("/")))
+    return found
+
+
+async def test_every_route_of_the_published_package_is_served_or_refused_by_name(
+    published_sdk: Path, api: Api, http: aiohttp.ClientSession
+) -> None:
+    from web.openapi import api as routes
+
+    paths = published_paths(published_sdk)
+    assert "/v1/runs/{}/dlq/skip" in paths and len(paths) > 30  # the scan sees them
+    ours = [(re.compile("^" + _PLACEHOLDER.sub(r"[^/]+", r.path) + "$"), r) for r in routes.routes]
+    for path in sorted(paths):
+        matching = [route for pattern, route in ours if pattern.match(path)]
+        assert matching, f"{path}: neither served nor refused as route_not_supported"
+        for route in matching:
+            if route.tag != "unsupported":
+                continue
+            url = api.url + path.replace("{}", "x")
+            async with http.request(route.method, url, headers=api.headers()) as resp:
+                body = await resp.json()
+                assert resp.status == 404, path
+                assert body["error"]["code"] == "route_not_supported", path
