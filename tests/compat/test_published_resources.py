@@ -275,6 +275,7 @@ out["runs"] = p.runs.list()
 out["got"] = p.runs.get(out["run"]["id"])
 out["steps"] = p.runs.steps(out["run"]["id"])
 out["cancelled"] = p.runs.cancel(out["run"]["id"])
+out["stream"] = list(p.runs.stream(out["run"]["id"]))
 out["schedule"] = p.schedules.create(agent["id"], "0 9 * * *")
 out["schedules"] = p.schedules.list(agent["id"])
 out["unscheduled"] = p.schedules.delete(out["schedule"]["id"])
@@ -317,6 +318,8 @@ async def test_both_clients_answer_in_one_shape(
     assert published_out["resources"] == our_out["resources"]
     assert "batches" in our_out["resources"] and published_out["missing"] == 404
     assert our_out["closed_by_with"] is True
+    assert our_out["stream"][-1]["event"] == published_out["stream"][-1]["event"] == "terminal"
+    assert our_out["stream"][-1]["data"]["status"] == "cancelled"
     for key in published_out:
         assert shape(our_out[key]) == shape(published_out[key]), key
 
