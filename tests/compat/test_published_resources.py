@@ -358,3 +358,32 @@ async def test_every_route_of_the_published_package_is_served_or_refused_by_name
                 body = await resp.json()
                 assert resp.status == 404, path
                 assert body["error"]["code"] == "route_not_supported", path
+
+
+DIFFERENCES = (
+    PRELUDE
+    + """
+project = p.projects.list()[0]["id"]
+out["agents"] = len(p.agents.list())
+try:
+    out["deleted"] = p.projects.delete(project)
+except PapayyaAPIError as exc:
+    out["deleted"] = exc.status
+print(json.dumps(out))
+"""
+)
+
+
+async def test_the_deliberate_differences_of_our_client(
+    published_sdk: Path, api: Api, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """docs/compatibility.md: our lists follow their pages (the published client reads the
+    first), and a delete the server refuses raises (the published one ignores it)."""
+    for n in range(55):  # more than a page (50)
+        body = {"name": f"A{n}", "slug": f"a{n}"}
+        async with http.post(f"{api.url}/v1/agents", json=body, headers=api.headers()) as resp:
+            assert resp.status == 201
+    theirs = await Published(published_sdk, api.url, api.key, tmp_path).script(DIFFERENCES)
+    ours = await Published(our_venv(), api.url, api.key, tmp_path).script(DIFFERENCES)
+    assert (theirs["agents"], ours["agents"]) == (50, 55)
+    assert (theirs["deleted"], ours["deleted"]) == (None, 409)
