@@ -63,6 +63,7 @@ class _Loop:
     """An event loop in a daemon thread, holding one ``ApiClient`` session."""
 
     def __init__(self, config: APIConfig) -> None:
+        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -95,12 +96,25 @@ class APIClient:
         if not config.base_url.startswith(("http://", "https://")):
             raise PapayyaAPIError(0, f"base_url must be an http(s) URL, not {config.base_url!r}")
         self._config = config
-        self._loop = _Loop(config)
+        self._start()
+
+    def _start(self) -> None:
+        self._loop_ = _Loop(self._config)
         # Closed when dropped or at exit if the caller never closes it, as httpx's would be.
-        self._closing = weakref.finalize(self, self._loop.close)
+        self._closing = weakref.finalize(self, self._loop_.close)
+
+    @property
+    def _loop(self) -> _Loop:
+        """This process's loop: a child forked with the client (whose loop thread did not
+        follow) starts its own instead of waiting for ever."""
+        if self._loop_.pid != os.getpid():
+            self._closing.detach()  # the parent's to close
+            self._start()
+        return self._loop_
 
     def close(self) -> None:
-        self._closing()
+        if self._loop_.pid == os.getpid():
+            self._closing()
 
     # -- the transport ---------------------------------------------------------------------
 
