@@ -71,7 +71,10 @@ class Published:
         return self.home / "lineage-journal.jsonl"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {
+        # Our package is imported from this checkout, installed or not; the published one
+        # only from its venv.
+        mine = {"PYTHONPATH": str(REPO)} if self.venv == our_venv() else {}
+        env = mine | {
             "PATH": f"{self.venv / 'bin'}:{os.environ.get('PATH', '')}",
             "HOME": str(self.home),
             "PAPAYYA_API_KEY": self.key,
