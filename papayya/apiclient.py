@@ -68,7 +68,10 @@ class ApiClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ApiClient:
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        # Without a timeout of its own, aiohttp's default (5 minutes in all).
+        timeout = aiohttp.client.DEFAULT_TIMEOUT
+        if self.timeout is not None:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
         self._session = aiohttp.ClientSession(headers=self.headers, timeout=timeout)
         return self
 
