@@ -25,7 +25,7 @@ from urllib.parse import quote
 import aiohttp
 
 from papayya.apiclient import ApiClient
-from papayya.errors import PapayyaAPIError
+from papayya.errors import InvalidInput, PapayyaAPIError, PapayyaError
 
 __all__ = ["DEFAULT_BASE_URL", "APIClient", "APIConfig", "PapayyaAPIError", "resolve_config"]
 
@@ -73,7 +73,7 @@ class _Loop:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self.loop.is_closed():
             coro.close()
-            raise PapayyaAPIError(0, "the client is closed")
+            raise PapayyaError("the client is closed")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def close(self) -> None:
@@ -94,7 +94,7 @@ class APIClient:
 
     def __init__(self, config: APIConfig) -> None:
         if not config.base_url.startswith(("http://", "https://")):
-            raise PapayyaAPIError(0, f"base_url must be an http(s) URL, not {config.base_url!r}")
+            raise InvalidInput(f"base_url must be an http(s) URL, not {config.base_url!r}")
         self._config = config
         self._start()
 

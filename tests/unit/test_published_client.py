@@ -11,7 +11,7 @@ import pytest
 
 from papayya import Client, Papayya, PapayyaAPIError
 from papayya.api import DEFAULT_BASE_URL, resolve_config
-from papayya.errors import PapayyaError
+from papayya.errors import InvalidInput, PapayyaError
 
 
 def closed_port() -> str:
@@ -70,3 +70,10 @@ def test_a_forked_child_uses_the_client_with_a_loop_of_its_own() -> None:
     assert child.exitcode == 0
     client.close()
     client.close()  # closing twice is harmless
+    with pytest.raises(PapayyaError, match="closed"):
+        client.get_status("run_x")
+
+
+def test_a_base_url_must_be_http() -> None:
+    with pytest.raises(InvalidInput, match="http"):
+        Papayya("cpk_x", "ftp://example.test")
