@@ -1,7 +1,8 @@
 """Papayya: durable execution and cost control for AI agents.
 
-``from papayya import papayya`` gives the SDK client; ``agent``, ``tool`` and ``current_run``
-the agent code API (``papayya.agentapi``, standard library only). It is imported lazily so that the
+``from papayya import papayya`` gives the SDK client; ``Papayya`` and ``Client`` the published
+SDK's resource clients (``papayya.client``); ``agent``, ``tool`` and ``current_run`` the agent
+code API (``papayya.agentapi``, standard library only). It is imported lazily so that the
 in-container pieces of this package stay importable with the standard library alone.
 """
 
@@ -15,6 +16,10 @@ def __getattr__(name: str) -> Any:
         from papayya.sdk import papayya
 
         return papayya
+    if name in ("Papayya", "Client", "RunResult", "PapayyaAPIError"):
+        from papayya import client
+
+        return getattr(client, name)
     if name in ("agent", "tool", "current_run"):
         from papayya import agentapi
 

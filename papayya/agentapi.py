@@ -81,7 +81,7 @@ _current: Run | None = None
 
 
 def agent(
-    fn: Callable[..., Any] | None = None,
+    fn: Callable[..., Any] | str | None = None,
     *,
     name: str | None = None,
     model: str | None = None,
@@ -90,7 +90,10 @@ def agent(
     max_steps: int | None = None,
     budget_usd: float | None = None,
 ) -> Any:
-    """Register an agent function; usable bare (``@agent``) or with settings."""
+    """Register an agent function; usable bare (``@agent``) or with settings, its name first
+    as the published SDK takes it too (``@agent("researcher", model=...)``)."""
+    if isinstance(fn, str):
+        fn, name = None, fn
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         spec = AgentSpec(

@@ -1,9 +1,12 @@
-"""A small client of the Papayya HTTP API for the CLI: JSON calls and SSE following."""
+"""A small client of the Papayya HTTP API: JSON calls, uploads and SSE following.
+
+The one HTTP client layer of this package: the CLI uses it, and so do the published-SDK-shaped
+resource clients (``papayya.api``), which bring their own error factory."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 import aiohttp
@@ -34,14 +37,42 @@ def error_from(status: int, body: Any) -> PapayyaError:
     return _BY_STATUS.get(status, PapayyaError)(message)
 
 
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def error_of_answer(status: int, raw: bytes) -> Exception:
+    """The default error factory: the ``papayya.errors`` class of the status."""
+    return error_from(status, _json_or_none(raw))
+
+
+# An error answer (status, body as sent) as the exception to raise.
+ErrorFactory = Callable[[int, bytes], Exception]
+
+
 class ApiClient:
-    def __init__(self, base_url: str, api_key: str | None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        errors: ErrorFactory = error_of_answer,
+        timeout: float | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = {"X-Api-Key": api_key} if api_key else {}
+        self.errors = errors
+        self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ApiClient:
-        self._session = aiohttp.ClientSession(headers=self.headers)
+        # Without a timeout of its own, aiohttp's default (5 minutes in all).
+        timeout = aiohttp.client.DEFAULT_TIMEOUT
+        if self.timeout is not None:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+        self._session = aiohttp.ClientSession(headers=self.headers, timeout=timeout)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -54,17 +85,25 @@ class ApiClient:
         return self._session
 
     async def call(
-        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        form: aiohttp.FormData | None = None,
     ) -> Any:
+        """The answer's JSON (``None`` if it has no body). ``form`` is sent as multipart
+        instead of ``body`` as JSON."""
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        sent: dict[str, Any] = {"data": form} if form is not None else {"json": body}
         try:
             async with self.session.request(
-                method, self.base_url + path, json=body, params=query
+                method, self.base_url + path, params=query, **sent
             ) as resp:
-                data = await resp.json(content_type=None) if resp.content_length != 0 else None
+                raw = await resp.read()
                 if resp.status >= 400:
-                    raise error_from(resp.status, data)
-                return data
+                    raise self.errors(resp.status, raw)
+                return json.loads(raw) if raw else None
         except aiohttp.ClientConnectionError as exc:
             raise PapayyaError(f"cannot reach {self.base_url}: {exc}") from None
 
@@ -79,10 +118,10 @@ class ApiClient:
         try:
             while url is not None and len(items) < most:
                 async with self.session.get(url, params=query) as resp:
-                    data = await resp.json(content_type=None)
+                    raw = await resp.read()
                     if resp.status >= 400:
-                        raise error_from(resp.status, data)
-                    items.extend(data)
+                        raise self.errors(resp.status, raw)
+                    items.extend(json.loads(raw))
                     link = resp.links.get("next")
                     url = None if link is None else str(resp.url.join(URL(str(link["url"]))))
                     query = {}  # the next page's address carries its query
@@ -100,7 +139,7 @@ class ApiClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         async with self.session.get(self.base_url + path, headers=headers, timeout=timeout) as resp:
             if resp.status >= 400:
-                raise error_from(resp.status, await resp.json(content_type=None))
+                raise self.errors(resp.status, await resp.read())
             parser = SseParser()
             async for chunk in resp.content.iter_any():
                 for item in parser.feed(chunk):

@@ -193,3 +193,15 @@ class RunCancelled(PapayyaError):
 
     code = "run_cancelled"
     http_status = 409
+
+
+# -- the published SDK's HTTP error (``papayya.api.PapayyaAPIError`` of ``papayya==0.2.0``) -----
+
+
+class PapayyaAPIError(PapayyaError):
+    """The API answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        # As published: ``status`` is the HTTP status, the message ``HTTP {status}: {body}``.
+        self.status = status
+        super().__init__(f"HTTP {status}: {message}")

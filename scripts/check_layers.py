@@ -76,9 +76,10 @@ RULES = (
     Rule(
         "the in-container runtime needs the standard library only",
         RUNTIME,
-        # papayya/__init__ imports the SDK lazily, for `from papayya import papayya`, which
-        # agent code in an image does not do.
-        allow=(*RUNTIME, "papayya.sdk$"),
+        # papayya/__init__ imports the SDK lazily, for `from papayya import papayya` (and the
+        # resource clients, `from papayya import Papayya, Client`), which agent code in an
+        # image does not do.
+        allow=(*RUNTIME, "papayya.sdk$", "papayya.client$"),
         stdlib_only=True,
     ),
     Rule(

@@ -39,6 +39,8 @@ class DeploymentOut(msgspec.Struct):
     build_log: str
     created_at: datetime
     updated_at: datetime
+    # ``image`` under the hosted API's name, which the published CLI's deploy prints.
+    image_ref: str | None = None
 
 
 class Deployment(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,7 +76,7 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
         return DeploymentOut(
             self.deployment_id, self.agent_id, self.project_id, self.version, self.runtime,
             self.status, self.entrypoint, self.agent_function, self.image, self.error_message,
-            self.build_log, self.created_at, self.updated_at,
+            self.build_log, self.created_at, self.updated_at, image_ref=self.image,
         )  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """The published SDK's ``Client.run_sync`` runs an agent made of configuration alone (issue 17):
 the request the hosted API takes (``model``, ``system_prompt``, ``max_steps``,
-``budget_cents``) reaches the built-in loop on a worker, and the answer comes back."""
+``budget_cents``) reaches the built-in loop on a worker, and the answer comes back. The same
+script runs with our package's ``Client`` too."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from fakellm import Reply
 from tests.support.cloud import Cloud, running_cloud
-from tests.support.published import Published
+from tests.support.published import Published, our_venv
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,8 +24,9 @@ async def cloud(dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> As
         yield running
 
 
+@pytest.mark.parametrize("package", ["published", "ours"])
 async def test_run_sync_returns_the_built_in_loops_answer(
-    cloud: Cloud, published_sdk: Path, tmp_path: Path
+    cloud: Cloud, published_sdk: Path, tmp_path: Path, package: str
 ) -> None:
     body = {"name": "Helper", "slug": "helper", "config": {"model": "gpt-4o-mini"}}
     status, agent = await cloud.call("POST", "/v1/agents", body)
@@ -32,7 +34,8 @@ async def test_run_sync_returns_the_built_in_loops_answer(
     cloud.fake.script.append(Reply(text="Durable execution survives crashes."))
     home = tmp_path / "user"
     home.mkdir()
-    published = Published(published_sdk, cloud.url, cloud.key, home)
+    venv = published_sdk if package == "published" else our_venv()
+    published = Published(venv, cloud.url, cloud.key, home)
     answer = await published.script(
         "import json\n"
         "from papayya import Client\n"

@@ -1,16 +1,31 @@
 """Every resource method of the published SDK (``from papayya import Papayya, Client``)
-against our server, with the return shapes its callers rely on (a list is a list)."""
+against our server, with the return shapes its callers rely on (a list is a list).
+
+Each scenario runs twice, as the same script: in the published SDK's venv and in ours, where
+``papayya`` is this package, so both clients are held to one behaviour."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from server.builds import BuildService
 from tests.support.api import Api, default_project
-from tests.support.published import Published
+from tests.support.published import Published, our_venv
+
+
+@pytest.fixture(params=["published", "ours"])
+def published(
+    request: pytest.FixtureRequest, published_sdk: Path, api: Api, tmp_path: Path
+) -> Published:
+    """The user's scripts, run with the published package, then with ours."""
+    venv = published_sdk if request.param == "published" else our_venv()
+    return Published(venv, api.url, api.key, tmp_path)
+
 
 PRELUDE = """
 import json
@@ -244,3 +259,131 @@ print(json.dumps(out))
     assert (out["updated"]["name"], out["updated"]["slug"]) == ("Renamed", "renamed")
     # A key sees its own project only; a slug is unique.
     assert (out["theirs"], out["again"]) == (404, 409)
+
+
+SHAPES = (
+    PRELUDE
+    + """
+import os
+s = os.environ["SUFFIX"]
+project = p.projects.list()[0]["id"]
+agent = p.agents.create("Shape", "shape-" + s, project)
+out["agent"] = agent
+out["agents"] = p.agents.list()
+out["run"] = p.runs.create(agent["id"], "hi", max_steps=3, budget_cents=10)
+out["runs"] = p.runs.list()
+out["got"] = p.runs.get(out["run"]["id"])
+out["steps"] = p.runs.steps(out["run"]["id"])
+out["cancelled"] = p.runs.cancel(out["run"]["id"])
+out["stream"] = list(p.runs.stream(out["run"]["id"]))
+out["schedule"] = p.schedules.create(agent["id"], "0 9 * * *")
+out["schedules"] = p.schedules.list(agent["id"])
+out["unscheduled"] = p.schedules.delete(out["schedule"]["id"])
+out["hook"] = p.webhooks.create(agent["id"], "push")
+out["hooks"] = p.webhooks.list(agent["id"])
+out["secret"] = p.secrets.set(project, "TOKEN_" + s.upper(), "v")
+out["secrets"] = p.secrets.list(project)
+out["forgotten"] = p.secrets.delete(project, "TOKEN_" + s.upper())
+out["usage"] = p.usage.summary()
+out["card"] = p._api.get_rate_card(project)
+c = Client()
+out["client_run"] = c.run(agent["id"], "hi")
+out["client_steps"] = c.get_steps(out["client_run"]["id"])
+out["missing"] = refused(lambda: p.runs.get("nope"))
+out["resources"] = sorted(k for k, v in vars(p).items() if not k.startswith("_"))
+with Papayya() as q:
+    out["closed_by_with"] = q.projects.get(project)["id"] == project
+print(json.dumps(out))
+"""
+)
+
+
+def shape(value: Any) -> Any:
+    """What a caller can rely on: the keys of each object and the type of each value (a list
+    by its first item)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
+async def test_both_clients_answer_in_one_shape(
+    published_sdk: Path, api: Api, tmp_path: Path
+) -> None:
+    theirs = Published(published_sdk, api.url, api.key, tmp_path)
+    ours = Published(our_venv(), api.url, api.key, tmp_path)
+    published_out = await theirs.script(SHAPES, SUFFIX="a")
+    our_out = await ours.script(SHAPES, SUFFIX="b")
+    assert published_out["resources"] == our_out["resources"]
+    assert "batches" in our_out["resources"] and published_out["missing"] == 404
+    assert our_out["closed_by_with"] is True
+    assert our_out["stream"][-1]["event"] == published_out["stream"][-1]["event"] == "terminal"
+    assert our_out["stream"][-1]["data"]["status"] == "cancelled"
+    for key in published_out:
+        assert shape(our_out[key]) == shape(published_out[key]), key
+
+
+_PUBLISHED_PATH = re.compile(r"""["'](/v1/[^"'\s?]*)""")
+_PLACEHOLDER = re.compile(r"\{[^}]*\}")
+
+
+def published_paths(venv: Path) -> set[str]:
+    """Every API path in the published package's source (its SDK, its CLI, its runtime), with
+    each ``{placeholder}`` as ``{}``."""
+    (package,) = venv.glob("lib/python*/site-packages/papayya")
+    found = set()
+    for source in package.rglob("*.py"):
+        for path in _PUBLISHED_PATH.findall(source.read_text()):
+            found.add(_PLACEHOLDER.sub("{}", path.rstrip("/")))
+    return found
+
+
+async def test_every_route_of_the_published_package_is_served_or_refused_by_name(
+    published_sdk: Path, api: Api, http: aiohttp.ClientSession
+) -> None:
+    from web.openapi import api as routes
+
+    paths = published_paths(published_sdk)
+    assert "/v1/runs/{}/dlq/skip" in paths and len(paths) > 30  # the scan sees them
+    ours = [(re.compile("^" + _PLACEHOLDER.sub(r"[^/]+", r.path) + "$"), r) for r in routes.routes]
+    for path in sorted(paths):
+        matching = [route for pattern, route in ours if pattern.match(path)]
+        assert matching, f"{path}: neither served nor refused as route_not_supported"
+        for route in matching:
+            if route.tag != "unsupported":
+                continue
+            url = api.url + path.replace("{}", "x")
+            async with http.request(route.method, url, headers=api.headers()) as resp:
+                body = await resp.json()
+                assert resp.status == 404, path
+                assert body["error"]["code"] == "route_not_supported", path
+
+
+DIFFERENCES = (
+    PRELUDE
+    + """
+project = p.projects.list()[0]["id"]
+out["agents"] = len(p.agents.list())
+try:
+    out["deleted"] = p.projects.delete(project)
+except PapayyaAPIError as exc:
+    out["deleted"] = exc.status
+print(json.dumps(out))
+"""
+)
+
+
+async def test_the_deliberate_differences_of_our_client(
+    published_sdk: Path, api: Api, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """docs/compatibility.md: our lists follow their pages (the published client reads the
+    first), and a delete the server refuses raises (the published one ignores it)."""
+    for n in range(55):  # more than a page (50)
+        body = {"name": f"A{n}", "slug": f"a{n}"}
+        async with http.post(f"{api.url}/v1/agents", json=body, headers=api.headers()) as resp:
+            assert resp.status == 201
+    theirs = await Published(published_sdk, api.url, api.key, tmp_path).script(DIFFERENCES)
+    ours = await Published(our_venv(), api.url, api.key, tmp_path).script(DIFFERENCES)
+    assert (theirs["agents"], ours["agents"]) == (50, 55)
+    assert (theirs["deleted"], ours["deleted"]) == (None, 409)

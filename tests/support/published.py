@@ -48,6 +48,12 @@ def published_venv(version: str = PUBLISHED_VERSION) -> Path:
     return venv
 
 
+def our_venv() -> Path:
+    """The venv running the tests, where our package is installed: the same scripts run in it
+    hold our ``papayya`` (``Papayya``, ``Client``, ``papayya.api``) to the published one."""
+    return Path(sys.prefix)
+
+
 @dataclass(frozen=True)
 class Published:
     """Runs code and the CLI of the published SDK against one server, as one user.
@@ -65,7 +71,10 @@ class Published:
         return self.home / "lineage-journal.jsonl"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {
+        # Our package is imported from this checkout, installed or not; the published one
+        # only from its venv.
+        mine = {"PYTHONPATH": str(REPO)} if self.venv == our_venv() else {}
+        env = mine | {
             "PATH": f"{self.venv / 'bin'}:{os.environ.get('PATH', '')}",
             "HOME": str(self.home),
             "PAPAYYA_API_KEY": self.key,

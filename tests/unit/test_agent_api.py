@@ -90,6 +90,13 @@ def test_agent_registers_bare_and_with_settings() -> None:
     spec = AGENTS["helper"]
     assert spec.model == "gpt-4o" and spec.tools == (search,) and spec.max_steps == 3
 
+    # The published SDK's form: the name first.
+    @agent("researcher", model="gpt-4o-mini")
+    def research(task: str) -> str:
+        return task
+
+    assert AGENTS["researcher"].fn is research and AGENTS["researcher"].model == "gpt-4o-mini"
+
 
 def test_agent_api_imports_with_the_standard_library_alone() -> None:
     code = (
