@@ -28,27 +28,27 @@ def test_tasks_are_checkpointed_and_answered_on_resume(client: Papayya) -> None:
 
     run = client.run("my-agent", run_id="r1", metadata={"user": "u1"})
     assert run.status == "running" and run.id == "r1"
-    assert run.task("search", search) == {"hits": 1}
-    assert run.task("search", search) == {"hits": 2}  # a repeat runs again as search#2
-    assert run.task(search) == {"hits": 3}  # label from the function name
+    assert run.task("search", search)() == {"hits": 1}
+    assert run.task("search", search)() == {"hits": 2}  # a repeat runs again as search#2
+    assert run.task(search)() == {"hits": 3}  # label from the function name
     steps = run.state.steps
     assert [s.label for s in steps] == ["search", "search#2", "search#3"]
     assert all(s.step_type == "checkpoint" and s.status == "completed" for s in steps)
 
     again = client.run("my-agent", run_id="r1")
     assert again.state.attempt == 2
-    assert again.task("search", search) == {"hits": 1}
-    assert again.task("search", search) == {"hits": 2}
-    assert again.task(search) == {"hits": 3}
+    assert again.task("search", search)() == {"hits": 1}
+    assert again.task("search", search)() == {"hits": 2}
+    assert again.task(search)() == {"hits": 3}
     assert calls == ["search"] * 3  # nothing ran twice
-    assert again.task("summarise", lambda: "new") == "new"  # past the recording: live
+    assert again.task("summarise", lambda: "new")() == "new"  # past the recording: live
     again.complete({"answer": 42})
     assert again.status == "completed"
     done = client.run("my-agent", run_id="r1")
     assert done.status == "completed" and done.state.output == {"answer": 42}
     done.complete({"answer": 42})  # completing again is a no-op
     with pytest.raises(Conflict):
-        done.task("more", lambda: 1)
+        done.task("more", lambda: 1)()
 
 
 def test_decorator_and_coroutine_tasks(client: Papayya) -> None:
@@ -63,27 +63,27 @@ def test_decorator_and_coroutine_tasks(client: Papayya) -> None:
         return [1, 2]
 
     assert double(4) == 8 and double(5) == 10
-    assert asyncio.run(run.task("fetch", fetch)) == [1, 2]
+    assert asyncio.run(run.task("fetch", fetch)()) == [1, 2]
     assert [s.label for s in run.state.steps] == ["double", "double#2", "fetch"]
     resumed = client.run("agent-a", run_id="r2")
-    assert resumed.task("double", lambda: -1) == 8
+    assert resumed.task("double", lambda: -1)() == 8
 
 
 def test_divergence_goes_live_from_the_first_mismatch(client: Papayya) -> None:
     run = client.run("agent-a", run_id="r3")
-    run.task("a", lambda: 1)
-    run.task("b", lambda: 2)
+    run.task("a", lambda: 1)()
+    run.task("b", lambda: 2)()
     resumed = client.run("agent-a", run_id="r3")
-    assert resumed.task("a", lambda: 100) == 1
-    assert resumed.task("c", lambda: 3) == 3  # differs from the recording: live
+    assert resumed.task("a", lambda: 100)() == 1
+    assert resumed.task("c", lambda: 3)() == 3  # differs from the recording: live
     assert resumed.diverged_at_step == 1
-    assert resumed.task("b", lambda: 200) == 200  # everything after a divergence is live
+    assert resumed.task("b", lambda: 200)() == 200  # everything after a divergence is live
 
 
 def test_unserialisable_result_is_refused_before_writing(client: Papayya) -> None:
     run = client.run("agent-a", run_id="r4")
     with pytest.raises(InvalidInput, match="not JSON-serialisable"):
-        run.task("bad", lambda: object())
+        run.task("bad", lambda: object())()
     assert run.state.steps == ()
     assert client.run("agent-a", run_id="r4").state.steps == ()
 
@@ -91,25 +91,25 @@ def test_unserialisable_result_is_refused_before_writing(client: Papayya) -> Non
 def test_failing_task_is_recorded_and_runs_again_on_resume(client: Papayya) -> None:
     run = client.run("agent-a", run_id="r5")
     with pytest.raises(ZeroDivisionError):
-        run.task("boom", lambda: 1 / 0)
+        run.task("boom", lambda: 1 / 0)()
     step = run.state.steps[0]
     assert step.status == "failed" and "ZeroDivisionError" in (step.error_message or "")
     resumed = client.run("agent-a", run_id="r5")
-    assert resumed.task("boom", lambda: "fixed") == "fixed"
+    assert resumed.task("boom", lambda: "fixed")() == "fixed"
 
 
 def test_large_results_go_to_payloads(client: Papayya) -> None:
     big = {"text": "x" * 50_000}
     run = client.run("agent-a", run_id="r6")
-    assert run.task("big", lambda: big) == big
+    assert run.task("big", lambda: big)() == big
     assert (run.state.steps[0].output_ref or "").startswith("sha256:")
-    assert client.run("agent-a", run_id="r6").task("big", lambda: None) == big
+    assert client.run("agent-a", run_id="r6").task("big", lambda: None)() == big
 
 
 def test_replay_answers_steps_before_n_from_the_source(client: Papayya) -> None:
     source = client.run("agent-a", run_id="src")
     for i in range(4):
-        source.task(f"t{i}", lambda i=i: i)
+        source.task(f"t{i}", lambda i=i: i)()
     source.complete("done")
     ran: list[int] = []
 
@@ -118,7 +118,7 @@ def test_replay_answers_steps_before_n_from_the_source(client: Papayya) -> None:
         return i * 10
 
     replay = client.run("agent-a", run_id="rep", replay_of="src", from_step=2)
-    results = [replay.task(f"t{i}", lambda i=i: live(i)) for i in range(4)]
+    results = [replay.task(f"t{i}", lambda i=i: live(i))() for i in range(4)]
     assert results == [0, 1, 20, 30] and ran == [2, 3]
     assert replay.state.replayed_from == "src" and replay.state.replay_from_step == 2
     assert [s.output for s in replay.state.steps] == [0, 1, 20, 30]
@@ -164,7 +164,7 @@ async def test_a_queued_replay_run_answers_from_its_source(dsn: str) -> None:
     with papayya(dsn) as client:
         source = client.run("agent-a", run_id="src2")
         for i in range(3):
-            source.task(f"t{i}", lambda i=i: i)
+            source.task(f"t{i}", lambda i=i: i)()
         source.complete()
     store = await PostgresEventStore.connect(dsn)
     try:
@@ -185,6 +185,6 @@ async def test_a_queued_replay_run_answers_from_its_source(dsn: str) -> None:
     def run_replay() -> list[int]:
         with papayya(dsn) as client:
             replay = client.run("agent-a", run_id="rep2")
-            return [replay.task(f"t{i}", lambda i=i: i * 100) for i in range(3)]
+            return [replay.task(f"t{i}", lambda i=i: i * 100)() for i in range(3)]
 
     assert await asyncio.to_thread(run_replay) == [0, 1, 200]
