@@ -15,6 +15,10 @@ def __getattr__(name: str) -> Any:
         from papayya.sdk import papayya
 
         return papayya
+    if name in ("PapayyaRun", "DurableRunResult", "CreditExhausted", "BudgetExceeded"):
+        import papayya.sdk  # the published SDK's names, for code written for it
+
+        return getattr(papayya.sdk, name)
     if name in ("agent", "tool", "current_run"):
         from papayya import agentapi
 

@@ -295,7 +295,7 @@ class Run:
         if inspect.isawaitable(result):
             raise InvalidInput(f"task {numbered!r} returned an awaitable: pass an async def")
         raw, context = _recordable(result, opts, item)
-        self._loop.call(self._record(numbered, fingerprint, raw, started, context))
+        self._loop.call(self._record(numbered, fingerprint, result, raw, started, context))
         return result
 
     async def _async_task(
@@ -315,7 +315,7 @@ class Run:
             _raise_credit(numbered, opts, exc)
             raise
         raw, context = _recordable(result, opts, item)
-        await self._loop.acall(self._record(numbered, fingerprint, raw, started, context))
+        await self._loop.acall(self._record(numbered, fingerprint, result, raw, started, context))
         return result
 
     def _ensure_live(self) -> None:
@@ -343,14 +343,19 @@ class Run:
         return result
 
     async def _record(
-        self, label: str, fingerprint: str, raw: bytes, started: float, context: StepContext
+        self,
+        label: str,
+        fingerprint: str,
+        result: Any,
+        raw: bytes,
+        started: float,
+        context: StepContext,
     ) -> None:
         elapsed = (time.perf_counter() - started) * 1000
         self._state = await self._backend.record_task(
             self._state, label, fingerprint, raw, elapsed, context
         )
-        # Kept as a JSON value, as a resumed run answers it.
-        self._entries[label] = self._entry(label, msgspec.json.decode(raw), elapsed, context)
+        self._entries[label] = self._entry(label, result, elapsed, context)
 
     async def _record_error(
         self, label: str, error: BaseException, started: float, context: StepContext
