@@ -16,9 +16,9 @@ def __getattr__(name: str) -> Any:
 
         return papayya
     if name in ("PapayyaRun", "DurableRunResult", "CreditExhausted", "BudgetExceeded"):
-        import papayya.sdk  # the published SDK's names, for code written for it
+        from papayya import sdk  # the published SDK's names, for code written for it
 
-        return getattr(papayya.sdk, name)
+        return getattr(sdk, name)
     if name in ("agent", "tool", "current_run"):
         from papayya import agentapi
 
