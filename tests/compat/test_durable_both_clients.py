@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from fakellm.config import Errors
 from fakellm.testing import FakeServer, running_fake
 from tests.support.api import Api
 from tests.support.durable_clients import Ours, ScriptClient
@@ -357,3 +358,32 @@ async def test_kind_llm_reads_the_usage_of_a_provider_response(
         assert checkpoint["llm"]["provider_shape"] == "dict-openai"
     else:
         assert checkpoint["kind"] is None and checkpoint["llm"] is None
+
+
+CREDIT = """
+import httpx
+from papayya import CreditExhausted
+run = client.run(agent="a", run_id="r-credit")
+def ask():
+    resp = httpx.post(os.environ["FAKE_URL"] + "/chat/completions",
+                      headers={"Authorization": "Bearer sk-fake"},
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "?"}]})
+    resp.raise_for_status()
+    return resp.json()
+try:
+    run.step("ask", ask, kind="llm")()
+except CreditExhausted as exc:
+    print(json.dumps({"raised": "CreditExhausted", "cause": type(exc.__cause__).__name__}))
+"""
+
+
+async def test_kind_llm_raises_credit_exhausted_when_the_provider_wants_paying(
+    which: str, client: ScriptClient, fake: FakeServer, api: Api, http: aiohttp.ClientSession
+) -> None:
+    fake.configure(errors=Errors(fail_next=1, status=402, message="insufficient credits"))
+    answer = await client.script(PRELUDE + CREDIT, FAKE_URL=fake.openai_base_url)
+    assert answer == {"raised": "CreditExhausted", "cause": "HTTPStatusError"}
+    doc = await durable_run(api, http, "r-credit")
+    assert doc["checkpoints"] == []
+    failed = [s["label"] for s in doc["steps"] if s["status"] == "failed"]
+    assert failed == ([] if which == "published" else ["ask"])

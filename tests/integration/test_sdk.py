@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -188,3 +189,89 @@ async def test_a_queued_replay_run_answers_from_its_source(dsn: str) -> None:
             return [replay.task(f"t{i}", lambda i=i: i * 100)() for i in range(3)]
 
     assert await asyncio.to_thread(run_replay) == [0, 1, 200]
+
+
+def test_kind_llm_keeps_the_usage_of_official_clients_responses(client: Papayya, dsn: str) -> None:
+    import anthropic
+    import openai
+
+    from fakellm.config import FakeConfig
+    from fakellm.testing import running_fake_in_thread
+
+    question = [{"role": "user", "content": "hello?"}]
+    with running_fake_in_thread(FakeConfig(text="hi there")) as fake:
+        oa = openai.OpenAI(base_url=fake.openai_base_url, api_key="sk-fake", max_retries=0)
+        an = anthropic.Anthropic(base_url=fake.anthropic_base_url, api_key="sk-fake")
+        run = client.run("agent-a", run_id="llm", item_id="ticket-9")
+        chat = run.task(
+            "chat", lambda: oa.chat.completions.create(model="gpt-4o-mini", messages=question),
+            kind="llm",
+        )()  # fmt: skip
+        said = run.step(
+            "say", lambda: an.messages.create(
+                model="claude-3-5-haiku-latest", max_tokens=50, messages=question
+            ), kind="llm",
+        )()  # fmt: skip
+        result = run.complete([chat.choices[0].message.content, said.content[0].text])
+        assert fake.stats.by_route["/v1/chat/completions"] == 1
+        chat_entry, say_entry = result.tasks
+        assert (chat_entry.kind, chat_entry.llm_provider_shape) == ("llm", "openai")
+        assert chat_entry.llm_prompt_tokens == chat.usage.prompt_tokens > 0
+        assert chat_entry.llm_completion_tokens == chat.usage.completion_tokens > 0
+        assert chat_entry.llm_total_tokens == chat.usage.total_tokens
+        assert (chat_entry.llm_model, chat_entry.llm_stop_reason) == ("gpt-4o-mini", "stop")
+        assert say_entry.llm_provider_shape == "anthropic"
+        assert say_entry.llm_stop_reason == "end_turn"
+        assert say_entry.llm_prompt_tokens == said.usage.input_tokens > 0
+        assert say_entry.llm_total_tokens == said.usage.input_tokens + said.usage.output_tokens
+        # The item id is the run's; with it in effect the result is also the output snapshot.
+        assert chat_entry.item_id == "ticket-9"
+        assert chat_entry.output_snapshot == chat.model_dump(mode="json")
+
+        # A resumed run answers from the recording, as the JSON of the response, and the
+        # context stays with the step as the durable API keeps it.
+        resumed = client.run("agent-a", run_id="llm")
+        again = resumed.task("chat", lambda: pytest.fail("called again"), kind="llm")()
+        assert again == chat.model_dump(mode="json")
+        assert fake.stats.by_route["/v1/chat/completions"] == 1
+    context = asyncio.run(step_contexts(dsn, "llm"))
+    assert context[0]["kind"] == "llm" and context[0]["item_id"] == "ticket-9"
+    assert context[0]["llm"]["prompt_tokens"] == chat.usage.prompt_tokens
+    assert context[1]["llm"]["provider_shape"] == "anthropic"
+    assert context[0]["output_snapshot"] == chat.model_dump(mode="json")
+
+
+async def step_contexts(dsn: str, run_id: str) -> dict[int, Any]:
+    from eventstore import PostgresEventStore
+    from papayya.runstates import RunStates
+
+    store = await PostgresEventStore.connect(dsn)
+    try:
+        view = await RunStates(store).view(run_id)
+        assert view is not None
+        return dict(view.context)
+    finally:
+        await store.close()
+
+
+def test_the_published_result_shapes(client: Papayya) -> None:
+    run = client.run("agent-a", run_id="shapes")
+    assert (run.run_id, run.agent, run.completed_tasks) == ("shapes", "agent-a", [])
+    run.task("a", lambda: 1)()
+    with pytest.raises(ValueError, match="boom"):
+        run.task("b", lambda: (_ for _ in ()).throw(ValueError("boom")))()
+    result = run.fail(ValueError("gave up"))
+    assert (result.run_id, result.agent, result.status) == ("shapes", "agent-a", "failed")
+    assert [t.label for t in result.tasks] == ["a"] and run.completed_tasks == ["a"]
+    assert run.state.error_message == "ValueError: gave up"
+    with pytest.raises(RuntimeError):
+        run.task("c", lambda: 1)()
+    with pytest.raises(RuntimeError):
+        run.complete()
+    # Another process that completes the run with another output is refused, as the API does.
+    done = client.run("agent-a", run_id="done")
+    done.complete({"n": 1})
+    again = client.run("agent-a", run_id="done")
+    assert again.complete({"n": 1}).status == "completed"  # the same end: a no-op
+    with pytest.raises(Conflict):
+        client.run("agent-a", run_id="done").complete({"n": 2})
