@@ -367,6 +367,8 @@ class Run:
 
     def _entry(self, label: str, result: Any, elapsed: float, context: StepContext) -> TaskEntry:
         at = datetime.now(UTC).isoformat()
+        if context is NO_CONTEXT:
+            return TaskEntry(label, result, round(elapsed), at)
         return TaskEntry(label, result, round(elapsed), at, **context.entry_fields())
 
     def _seed(self, recording: list[Recorded]) -> None:
@@ -581,6 +583,8 @@ def _recordable(result: Any, opts: _Options, item: str | None) -> tuple[bytes, S
     input and the result as its output; with ``kind="llm"`` the usage the response reports."""
     raw = encode_result(result)
     llm = opts.kind == "llm"
+    if item is None and not llm:
+        return raw, NO_CONTEXT  # the common case, kept cheap
     context = StepContext(
         item_id=item,
         input_snapshot=_json(opts.snapshot) if item is not None else None,
