@@ -516,3 +516,52 @@ async def test_the_sdk_state_is_the_servers_fold(api: Api) -> None:
         server.attempt,
         server.agent_id,
     )
+
+
+async def test_an_async_llm_task_keeps_its_usage_and_item_with_the_step(
+    api: Api, http: Any
+) -> None:
+    import openai
+
+    from fakellm.config import FakeConfig
+    from fakellm.testing import running_fake
+
+    async with running_fake(FakeConfig(text="hi there")) as fake:
+
+        def scenario(client: Papayya) -> tuple[Any, Any]:
+            oa = openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key="sk-fake")
+            run = client.run("agent-a", run_id="llm-async")
+
+            @run.step("ask", kind="llm", item_id="ticket-1", snapshot={"q": "hello?"})
+            async def ask(question: str) -> Any:
+                messages = [{"role": "user", "content": question}]
+                return await oa.chat.completions.create(model="gpt-4o-mini", messages=messages)
+
+            async def go() -> Any:
+                try:
+                    return await ask("hello?")
+                finally:
+                    await oa.close()
+
+            answer = asyncio.run(go())
+            return answer, run.complete(answer.choices[0].message.content)
+
+        answer, result = await against(api, scenario)
+    [entry] = result.tasks
+    assert (entry.kind, entry.item_id, entry.llm_provider_shape) == ("llm", "ticket-1", "openai")
+    assert entry.llm_total_tokens == answer.usage.total_tokens > 0
+    path = f"{api.url}/v1/durable/runs/llm-async"
+    async with http.get(path, headers=api.headers()) as resp:
+        doc = await resp.json()
+    [checkpoint] = doc["checkpoints"]
+    assert checkpoint["kind"] == "llm" and checkpoint["item_id"] == "ticket-1"
+    assert checkpoint["input_snapshot"] == {"q": "hello?"}
+    assert checkpoint["llm"] == {
+        "prompt_tokens": answer.usage.prompt_tokens,
+        "completion_tokens": answer.usage.completion_tokens,
+        "total_tokens": answer.usage.total_tokens,
+        "model": "gpt-4o-mini",
+        "stop_reason": "stop",
+        "provider_shape": "openai",
+    }
+    assert checkpoint["result"] == checkpoint["output_snapshot"] == answer.model_dump(mode="json")
