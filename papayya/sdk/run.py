@@ -229,7 +229,10 @@ class Run:
         if kind is not None and not isinstance(kind, str):
             raise InvalidTask("kind must be a string, such as 'llm'")
         if isinstance(label_or_fn, str):
-            task_label(label_or_fn, {})  # a label no step may have is refused now
+            try:
+                task_label(label_or_fn, {})  # a label no step may have is refused now
+            except InvalidInput as exc:
+                raise InvalidTask(str(exc)) from None
             if fn is None:
                 return functools.partial(self._wrap, label_or_fn, opts)
             return self._wrap(label_or_fn, opts, fn)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from papayya import papayya
-from papayya.errors import Conflict, InvalidInput, RunNotFound
+from papayya.errors import Conflict, InvalidInput, InvalidTask, RunNotFound
 from papayya.sdk import Papayya
 
 
@@ -146,12 +146,20 @@ def test_bad_input(client: Papayya) -> None:
     run = client.run("agent-a", run_id="r8")
     with pytest.raises(InvalidInput):
         client.run("other-agent", run_id="r8")
-    with pytest.raises(InvalidInput):
+    # As published: TypeError for what is not a task, ValueError for a label it cannot have.
+    with pytest.raises(InvalidTask) as caught:
         run.task(42)  # type: ignore[call-overload]
-    with pytest.raises(InvalidInput):
+    assert isinstance(caught.value, TypeError)
+    with pytest.raises(InvalidTask):
         run.task("label", "not callable")  # type: ignore[call-overload]
-    with pytest.raises(InvalidInput):
-        run.task("ends#2", lambda: 1)
+    for label in ("ends#2", "", "x" * 300):
+        with pytest.raises(InvalidTask) as caught:
+            run.task(label, lambda: 1)
+        assert isinstance(caught.value, ValueError)
+    with pytest.raises(ValueError, match="need a label"):
+        run.task(lambda: 1)
+    with pytest.raises(InvalidTask):
+        run.task("a", lambda: 1, item_id="")
     with pytest.raises(InvalidInput):
         run.complete(object())
     assert run.state.steps == () and run.status == "running"
