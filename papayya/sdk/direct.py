@@ -16,7 +16,7 @@ from papayya.commands import cost, finish
 from papayya.commands.checkpoint import ERROR_TEXT as TASK_ERROR_TEXT
 from papayya.commands.checkpoint import MAX_TRIES, TaskEvent, record_checkpoint, task_events
 from papayya.commands.durable import OpenRun, open_or_resume
-from papayya.commands.payloads import stash_raw
+from papayya.commands.payloads import stash, stash_raw
 from papayya.domain import events as ev
 from papayya.domain.matcher import Recorded
 from papayya.domain.state import RunState
@@ -48,6 +48,8 @@ def _plain(value: Any) -> Any:
 
 _encoder = msgspec.json.Encoder(enc_hook=_plain)
 TASKS: Final = frozenset({"task"})
+# The snapshots a step's context keeps (by ref when bulky), as the durable API keeps them.
+SNAPSHOTS: Final = ("input_snapshot", "output_snapshot")
 
 
 def worker_name() -> str:
@@ -189,7 +191,12 @@ class DirectBackend:
     ) -> RunState:
         """The task's events as the run's next step, its context kept as the durable API keeps
         it (in the metadata of the event that ends the step), so both paths read it alike."""
-        meta = [None, {CONTEXT: context.meta()}]
+        kept = context.meta()
+        for name in SNAPSHOTS:  # bulky ones go to the payloads table, by ref
+            if name in kept:
+                value, ref = await stash(self.store, kept.pop(name))
+                kept[name if ref is None else f"{name}_ref"] = value if ref is None else ref
+        meta = [None, {CONTEXT: kept}]
         async with self.runs.lock(state.run_id):
             for _ in range(MAX_TRIES):
                 try:

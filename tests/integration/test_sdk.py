@@ -283,3 +283,13 @@ def test_the_published_result_shapes(client: Papayya) -> None:
     assert again.complete({"n": 1}).status == "completed"  # the same end: a no-op
     with pytest.raises(Conflict):
         client.run("agent-a", run_id="done").complete({"n": 2})
+
+
+def test_bulky_snapshots_go_to_payloads_as_the_api_keeps_them(client: Papayya, dsn: str) -> None:
+    big = {"text": "x" * 50_000}
+    run = client.run("agent-a", run_id="snap", item_id="doc-1")
+    assert run.task("read", lambda: big, snapshot={"page": 1})() == big
+    [context] = asyncio.run(step_contexts(dsn, "snap")).values()
+    assert context["item_id"] == "doc-1" and context["input_snapshot"] == {"page": 1}
+    assert "output_snapshot" not in context
+    assert context["output_snapshot_ref"].startswith("sha256:")
