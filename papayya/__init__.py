@@ -20,6 +20,10 @@ def __getattr__(name: str) -> Any:
         from papayya import client
 
         return getattr(client, name)
+    if name in ("PapayyaRun", "DurableRunResult", "CreditExhausted", "BudgetExceeded"):
+        from papayya import sdk  # the published SDK's names, for code written for it
+
+        return getattr(sdk, name)
     if name in ("agent", "tool", "current_run"):
         from papayya import agentapi
 

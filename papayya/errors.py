@@ -205,3 +205,32 @@ class PapayyaAPIError(PapayyaError):
         # As published: ``status`` is the HTTP status, the message ``HTTP {status}: {body}``.
         self.status = status
         super().__init__(f"HTTP {status}: {message}")
+
+
+# -- the published SDK's names ------------------------------------------------------------------
+# Code written for the published ``papayya`` SDK catches its exceptions by these names (and by
+# the built-in bases it raises): ours are the same names, or subclass the same built-ins, so
+# that such code keeps catching what it caught.
+
+
+class InvalidTask(InvalidInput, ValueError, TypeError):
+    """``run.task`` takes a label (str) and/or a function, and a lambda needs a label."""
+
+    code = "invalid_task"
+
+
+class RunFinished(Conflict, RuntimeError):
+    """The run is already finished: create a new run to continue."""
+
+    code = "run_finished"
+
+
+class CreditExhausted(PapayyaError):
+    """The model provider reports that the account's credits or quota are exhausted."""
+
+    code = "credit_exhausted"
+    http_status = 402
+
+
+# The published SDK calls a spent budget ``BudgetExceeded``.
+BudgetExceeded = BudgetExhausted

@@ -43,6 +43,22 @@ class OpenRunBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     from_step: FromStep | None = None
 
 
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+Short = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class LlmUsage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A ``kind="llm"`` task's usage, as read from the provider response it returned (the
+    published SDK's fields). ``None`` is "not reported", as distinct from zero tokens."""
+
+    prompt_tokens: Tokens | None = None
+    completion_tokens: Tokens | None = None
+    total_tokens: Tokens | None = None
+    model: Short | None = None
+    stop_reason: Short | None = None
+    provider_shape: Short = "unknown"
+
+
 class CheckpointBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """A finished task: its ``result``, or with ``error`` a task that raised (no result)."""
 
@@ -59,6 +75,9 @@ class CheckpointBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     # how many times it tried, and when it gave up and journaled it. Kept with the step.
     delivery_attempts: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     journaled_at: datetime | None = None
+    # ``run.task(..., kind="llm")``: the step wraps a model call, whose usage is kept with it.
+    kind: Literal["llm"] | None = None
+    llm: LlmUsage | None = None
 
 
 class FinishRunBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
@@ -90,6 +109,8 @@ class DurableCheckpoint(msgspec.Struct, kw_only=True):
     result_ref: str | None = None
     delivery_attempts: int | None = None
     journaled_at: datetime | None = None
+    kind: str | None = None
+    llm: dict[str, Any] | None = None  # LlmUsage's fields
 
 
 class DurableStep(msgspec.Struct, kw_only=True):

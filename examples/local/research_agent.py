@@ -46,7 +46,7 @@ def main(run_id: str | None, topic: str) -> None:
     pause = float(os.environ.get("RESEARCH_PAUSE_SECONDS", "0"))
     with papayya() as client:
         with client.run("researcher", run_id=run_id, budget_usd="0.50", input=topic) as run:
-            sources = run.task("search", lambda: search(topic))
+            sources = run.task("search", search)(topic)
             answer = run.openai().chat.completions.create(
                 model=MODEL,
                 max_tokens=200,
@@ -55,7 +55,7 @@ def main(run_id: str | None, topic: str) -> None:
             summary = answer.choices[0].message.content or ""
             print(f"summarised {run.id}", flush=True)
             time.sleep(pause)
-            result = run.task("report", lambda: report(topic, summary))
+            result = run.task(report)(topic, summary)
             run.complete(result)
             print(f"done {run.id}", flush=True)
 

@@ -104,8 +104,11 @@ class Papayya:
         input: Any = None,
         replay_of: str | None = None,
         from_step: int | None = None,
+        item_id: str | None = None,
     ) -> Run:
         """Open run ``run_id`` of ``agent`` (a new id if omitted).
+
+        ``item_id`` names the record the run acts on; its tasks inherit it (as published).
 
         If the run exists, this resumes it: finished tasks return their recorded results.
         ``replay_of=RUN_ID, from_step=N`` starts a new run linked to that one whose tasks
@@ -121,6 +124,8 @@ class Papayya:
             isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 0
         ):
             raise InvalidInput("from_step must be an integer >= 0")
+        if item_id is not None and (not isinstance(item_id, str) or not 0 < len(item_id) <= 200):
+            raise InvalidInput("item_id must be a non-empty string of at most 200 characters")
         opened = self._loop.call(
             self._backend.open(
                 run_id or uuid.uuid4().hex,
@@ -130,9 +135,10 @@ class Papayya:
                 budget_micro_usd=usd_to_micro(budget_usd),
                 replay_of=replay_of,
                 from_step=from_step,
+                item_id=item_id,
             )
         )
-        run = Run(self._loop, self._backend, opened, self._heartbeat_seconds)
+        run = Run(self._loop, self._backend, opened, self._heartbeat_seconds, item_id)
         self._runs.add(run)
         return run
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import Any, Final
 
 import aiohttp
@@ -13,13 +14,13 @@ from eventstore.postgres import PostgresEventStore
 from papayya import liveness
 from papayya.commands import cost, finish
 from papayya.commands.checkpoint import ERROR_TEXT as TASK_ERROR_TEXT
-from papayya.commands.checkpoint import record_checkpoint
+from papayya.commands.checkpoint import MAX_TRIES, TaskEvent, record_checkpoint, task_events
 from papayya.commands.durable import OpenRun, open_or_resume
-from papayya.commands.payloads import stash_raw
+from papayya.commands.payloads import stash, stash_raw
 from papayya.domain import events as ev
 from papayya.domain.matcher import Recorded
 from papayya.domain.state import RunState
-from papayya.errors import InvalidInput, NotFound
+from papayya.errors import ConcurrencyError, InvalidInput, NotFound
 from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
 from papayya.readmodels.projects import (
@@ -28,13 +29,27 @@ from papayya.readmodels.projects import (
     get_project,
     project_by_name,
 )
-from papayya.runstates import RunStates
+from papayya.runstates import CONTEXT, RunStates
+from papayya.sdk.results import NO_CONTEXT, StepContext
 from papayya.wire import INLINE_RESULT_BYTES as INLINE_RESULT_BYTES
 
 DEFAULT_PROJECT: Final = "default"
 PROJECT_ENV: Final = "PAPAYYA_PROJECT"
-_encoder = msgspec.json.Encoder()
+
+
+def _plain(value: Any) -> Any:
+    """What msgspec cannot encode itself: a pydantic model (an OpenAI or Anthropic response,
+    say) as its JSON-mode dump, as the published SDK records it."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        return dump(mode="json")
+    raise TypeError(f"a {type(value).__name__} has no JSON form")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_plain)
 TASKS: Final = frozenset({"task"})
+# The snapshots a step's context keeps (by ref when bulky), as the durable API keeps them.
+SNAPSHOTS: Final = ("input_snapshot", "output_snapshot")
 
 
 def worker_name() -> str:
@@ -107,6 +122,7 @@ class DirectBackend:
         budget_micro_usd: int | None,
         replay_of: str | None,
         from_step: int | None,
+        item_id: str | None = None,
     ) -> Opened:
         if self._project is None:
             self._project = await local_project(self.store.pool, self.project_name)
@@ -115,7 +131,7 @@ class DirectBackend:
             project_id=self._project,
             agent=agent,
             input=input,
-            metadata=metadata or {},
+            metadata={**(metadata or {}), **({"item_id": item_id} if item_id else {})},
             budget_micro_usd=budget_micro_usd,
             replayed_from=replay_of,
             replay_from_step=from_step,
@@ -135,28 +151,69 @@ class DirectBackend:
         return Opened(state, found.calls, found.until_step, copy_answers=found.copied)
 
     async def record_task(
-        self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float
+        self,
+        state: RunState,
+        label: str,
+        fingerprint: str,
+        raw: bytes,
+        duration_ms: float,
+        context: StepContext = NO_CONTEXT,
     ) -> RunState:
         result, ref = await stash_raw(self.store, raw)
+        if context.meta():
+            return await self._with_context(state, context, lambda n: task_events(
+                n, label, duration_ms=duration_ms, result=result, ref=ref, fingerprint=fingerprint
+            ))  # fmt: skip
         return await record_checkpoint(
             self.runs, state, label, duration_ms=duration_ms, result=result, ref=ref,
             fingerprint=fingerprint,
         )  # fmt: skip
 
     async def record_task_error(
-        self, state: RunState, label: str, error: BaseException, duration_ms: float
+        self,
+        state: RunState,
+        label: str,
+        error: BaseException,
+        duration_ms: float,
+        context: StepContext = NO_CONTEXT,
     ) -> RunState:
         message = f"{type(error).__name__}: {error}"[:TASK_ERROR_TEXT]
+        if context.meta():
+            return await self._with_context(state, context, lambda n: task_events(
+                n, label, duration_ms=duration_ms, error=message
+            ))  # fmt: skip
         return await record_checkpoint(
             self.runs, state, label, duration_ms=duration_ms, error=message
         )
 
+    async def _with_context(
+        self, state: RunState, context: StepContext, events: Callable[[int], list[TaskEvent]]
+    ) -> RunState:
+        """The task's events as the run's next step, its context kept as the durable API keeps
+        it (in the metadata of the event that ends the step), so both paths read it alike."""
+        kept = context.meta()
+        for name in SNAPSHOTS:  # bulky ones go to the payloads table, by ref
+            if name in kept:
+                value, ref = await stash(self.store, kept.pop(name))
+                kept[name if ref is None else f"{name}_ref"] = value if ref is None else ref
+        meta = [None, {CONTEXT: kept}]
+        async with self.runs.lock(state.run_id):
+            for _ in range(MAX_TRIES):
+                try:
+                    view = await self.runs.append_view(state, events(state.next_step), meta=meta)
+                except ConcurrencyError:
+                    state = await self.runs.refresh(state)
+                    continue
+                return view.state
+        raise ConcurrencyError(f"run {state.run_id} kept changing; gave up after {MAX_TRIES}")
+
     async def complete(self, state: RunState, raw: bytes) -> RunState:
+        # As the durable API does: the same end again is a no-op, another one a Conflict.
         output, ref = await stash_raw(self.store, raw)
-        return await self.runs.append_fresh(state, lambda s: finish.completed(output, ref))
+        return await finish.complete_run(self.runs, state, output, ref)
 
     async def fail(self, state: RunState, code: str, message: str) -> RunState:
-        return await self.runs.append_fresh(state, lambda s: finish.failed(code, message))
+        return await finish.fail_run(self.runs, state, code, message)
 
     async def record_cost(
         self, state: RunState, label: str, fingerprint: str, micro_usd: int

@@ -36,6 +36,7 @@ from papayya.errors import (
     Unauthorized,
 )
 from papayya.sdk.direct import Opened
+from papayya.sdk.results import NO_CONTEXT, StepContext
 
 # The wire types (papayya.wire), under the names the SDK's callers know them by.
 CheckpointBody = wire.CheckpointBody
@@ -257,10 +258,12 @@ class HttpBackend:
         budget_micro_usd: int | None,
         replay_of: str | None,
         from_step: int | None,
+        item_id: str | None = None,
     ) -> Opened:
         body = OpenRunBody(
             run_id=run_id,
             agent=agent,
+            item_id=item_id,
             input=input,
             metadata=metadata,
             budget_micro_usd=budget_micro_usd,
@@ -305,24 +308,37 @@ class HttpBackend:
         return f"{self.base_url}/v1/llm/{provider}"
 
     async def record_task(
-        self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float
+        self,
+        state: RunState,
+        label: str,
+        fingerprint: str,
+        raw: bytes,
+        duration_ms: float,
+        context: StepContext = NO_CONTEXT,
     ) -> RunState:
         body = CheckpointBody(
             label=label,
             duration_ms=duration_ms,
             result=msgspec.Raw(raw),  # already JSON: sent as it is
             completed_at=datetime.now(UTC),
+            **_context(context),
         )
         return await self._checkpoint(state, label, fingerprint, body)
 
     async def record_task_error(
-        self, state: RunState, label: str, error: BaseException, duration_ms: float
+        self,
+        state: RunState,
+        label: str,
+        error: BaseException,
+        duration_ms: float,
+        context: StepContext = NO_CONTEXT,
     ) -> RunState:
         body = CheckpointBody(
             label=label,
             duration_ms=duration_ms,
             completed_at=datetime.now(UTC),
             error=f"{type(error).__name__}: {error}"[:2000],
+            **_context(context),
         )
         return await self._checkpoint(state, label, "", body)
 
@@ -385,6 +401,19 @@ class HttpBackend:
             if status != 429 and status < 500:
                 raise last
         raise last
+
+
+def _context(context: StepContext) -> dict[str, Any]:
+    """A step's context as the checkpoint body's fields."""
+    kind = "llm" if context.kind == "llm" else None
+    fields = {
+        "item_id": context.item_id,
+        "input_snapshot": context.input_snapshot,
+        "output_snapshot": context.output_snapshot,
+        "kind": kind,
+        "llm": context.llm if kind else None,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _run_path(run_id: str) -> str:

@@ -9,18 +9,33 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
+
+import msgspec
 
 from papayya.background import BackgroundLoop
 from papayya.domain.matcher import Recorded, Replayer, task_fingerprint, task_label
 from papayya.domain.state import RunState
-from papayya.errors import BudgetExhausted, Conflict, InvalidInput, PapayyaError, RunCancelled
+from papayya.errors import (
+    BudgetExhausted,
+    Conflict,
+    CreditExhausted,
+    InvalidInput,
+    InvalidTask,
+    PapayyaError,
+    RunCancelled,
+    RunFinished,
+)
 from papayya.money import usd_to_micro
 from papayya.sdk.direct import Opened, encode_result
+from papayya.sdk.llm_usage import extract_llm_usage, is_credit_exhaustion
+from papayya.sdk.results import NO_CONTEXT, DurableRunResult, StepContext, TaskEntry
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger(__name__)
 
 
@@ -38,14 +53,26 @@ class Backend(Protocol):
         budget_micro_usd: int | None,
         replay_of: str | None,
         from_step: int | None,
+        item_id: str | None = None,
     ) -> Opened: ...
 
     async def record_task(
-        self, state: RunState, label: str, fingerprint: str, raw: bytes, duration_ms: float
+        self,
+        state: RunState,
+        label: str,
+        fingerprint: str,
+        raw: bytes,
+        duration_ms: float,
+        context: StepContext = ...,
     ) -> RunState: ...
 
     async def record_task_error(
-        self, state: RunState, label: str, error: BaseException, duration_ms: float
+        self,
+        state: RunState,
+        label: str,
+        error: BaseException,
+        duration_ms: float,
+        context: StepContext = ...,
     ) -> RunState: ...
 
     async def complete(self, state: RunState, raw: bytes) -> RunState: ...
@@ -62,12 +89,14 @@ class Backend(Protocol):
 
 
 class Run:
-    """A checkpointed run. Not created directly: use ``papayya().run(agent)``.
+    """A checkpointed run, a drop-in for the published SDK's ``PapayyaRun``. Not created
+    directly: use ``papayya().run(agent)``.
 
-    Each ``task`` is one ``checkpoint`` step. When the same run id is opened again (after a
-    crash, say), tasks that finished before are answered from their recorded results, in
-    order, without running; the first task that differs, and every one after it, runs live.
-    Recorded results come back as JSON values (a tuple comes back as a list).
+    Each call of a ``task`` (or ``step``) is one ``checkpoint`` step. When the same run id is
+    opened again (after a crash, say), tasks that finished before are answered from their
+    recorded results, in order, without running; the first task that differs, and every one
+    after it, runs live. Recorded results come back as JSON values (a tuple comes back as a
+    list, a provider's response object as its dict).
     """
 
     def __init__(
@@ -76,6 +105,7 @@ class Run:
         backend: Backend,
         opened: Opened,
         heartbeat_seconds: float | None = None,
+        item_id: str | None = None,
     ) -> None:
         self._loop = loop
         self._backend = backend
@@ -89,6 +119,12 @@ class Run:
         self._beats: threading.Thread | None = None
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._finished = False
+        self._item: str | None = item_id or _str(opened.state.metadata.get("item_id"))
+        self._entries: dict[str, TaskEntry] = {}
+        self._unresolved: dict[str, Recorded] = {}
+        if not opened.copy_answers:
+            self._seed(opened.recording)
         if heartbeat_seconds is not None and opened.state.status == "running":
             self._beats = threading.Thread(
                 target=self._heartbeat, args=(heartbeat_seconds,), daemon=True,
@@ -114,90 +150,181 @@ class Run:
         """The recorded step the code stopped matching at, if it did."""
         return self._replayer.diverged_at_step
 
+    @property
+    def run_id(self) -> str:
+        """The run's id (as the published SDK names it; ``id`` too)."""
+        return self._state.run_id
+
+    @property
+    def agent(self) -> str:
+        return self._state.agent_id
+
+    @property
+    def completed_tasks(self) -> list[str]:
+        """Labels of the run's finished tasks in the order they finished, those recorded before
+        this process opened the run first (a repeated label is numbered ``label#2``…)."""
+        return list(self._entries)
+
     # -- tasks ------------------------------------------------------------------------
 
     @overload
-    def task(self, label: str) -> Callable[[Callable[..., T]], Callable[..., T]]: ...
+    def task(
+        self,
+        label_or_fn: str,
+        fn: Callable[P, T],
+        *,
+        item_id: str | None = None,
+        snapshot: Any = None,
+        kind: str | None = None,
+    ) -> Callable[P, T]: ...
     @overload
-    def task(self, label: Callable[[], T]) -> T: ...
+    def task(
+        self,
+        label_or_fn: str,
+        *,
+        item_id: str | None = None,
+        snapshot: Any = None,
+        kind: str | None = None,
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
     @overload
-    def task(self, label: str, fn: Callable[[], T]) -> T: ...
+    def task(
+        self,
+        label_or_fn: Callable[P, T],
+        *,
+        item_id: str | None = None,
+        snapshot: Any = None,
+        kind: str | None = None,
+    ) -> Callable[P, T]: ...
 
-    def task(self, label: Any, fn: Any = None) -> Any:
-        """Run ``fn`` as a checkpointed step and return its result.
+    def task(
+        self,
+        label_or_fn: Any = None,
+        fn: Any = None,
+        *,
+        item_id: str | None = None,
+        snapshot: Any = None,
+        kind: str | None = None,
+    ) -> Any:
+        """Wrap a function as a checkpointed task (alias: ``run.step``), as the published SDK
+        does: nothing runs until the returned function is called, and each call is a step.
 
-        ``run.task("search", fn)`` and ``run.task(fn)`` (labelled ``fn.__name__``) run ``fn()``
-        now; ``@run.task("search")`` makes a function whose every call is a task. A coroutine
-        function gives an awaitable. Repeated labels are numbered ``label#2``, ``label#3``…
+        - ``run.task("search", fn)(*args)``: explicit label;
+        - ``run.task(fn)(*args)``: labelled ``fn.__name__`` (a lambda needs a label);
+        - ``@run.task("search")`` on a function: every call is a task.
+
+        A coroutine function gives a coroutine function. A repeated label is numbered
+        ``label#2``, ``label#3``… so each call of a loop is a step of its own; a task that
+        raises is recorded as a failed step and the exception goes on.
+
+        ``item_id`` tags the step with the record it acts on (the first one given becomes the
+        run's, which later steps inherit); with an item id in effect, ``snapshot`` is kept as
+        the step's input and the result as its output. ``kind="llm"`` reads the token usage,
+        model and stop reason from the provider response the function returns and keeps them
+        with the step; a provider error that says the credits are spent is raised as
+        ``CreditExhausted``.
         """
-        if fn is None and callable(label):
-            return self._start(label.__name__, label, (), {})
-        if not isinstance(label, str):
-            raise InvalidInput("run.task takes a label (str) and/or a function")
-        if fn is None:
-            return functools.partial(self._decorate, label)
-        if not callable(fn):
-            raise InvalidInput("run.task's second argument must be a function")
-        return self._start(label, fn, (), {})
+        opts = _Options(item_id, snapshot, kind)
+        if item_id is not None and (not isinstance(item_id, str) or not item_id.strip()):
+            raise InvalidTask("item_id must be a non-empty string")
+        if kind is not None and not isinstance(kind, str):
+            raise InvalidTask("kind must be a string, such as 'llm'")
+        if isinstance(label_or_fn, str):
+            try:
+                task_label(label_or_fn, {})  # a label no step may have is refused now
+            except InvalidInput as exc:
+                raise InvalidTask(str(exc)) from None
+            if fn is None:
+                return functools.partial(self._wrap, label_or_fn, opts)
+            return self._wrap(label_or_fn, opts, fn)
+        if fn is None and callable(label_or_fn):
+            name = getattr(label_or_fn, "__name__", "")
+            if not name or name == "<lambda>":
+                raise InvalidTask(
+                    "anonymous and lambda functions need a label: run.task('label', lambda: ...)"
+                )
+            return self._wrap(name, opts, label_or_fn)
+        raise InvalidTask("run.task takes a label (str) and/or a function")
 
-    def _decorate(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    step = task
+
+    def _wrap(self, label: str, opts: _Options, fn: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(fn):
-            raise InvalidInput("@run.task(label) decorates a function")
+            raise InvalidTask(f"task {label!r} wraps a function, not {type(fn).__name__}")
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def acall(*args: Any, **kwargs: Any) -> Any:
+                return await self._async_task(label, opts, fn, args, kwargs)
+
+            return acall
 
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._start(label, fn, args, kwargs)
+            return self._sync_task(label, opts, fn, args, kwargs)
 
         return call
 
-    def _start(self, label: str, fn: Callable[..., Any], args: tuple[Any, ...], kw: Any) -> Any:
+    def _next(self, label: str) -> tuple[str, str, Recorded | None]:
+        """The call's numbered label, its fingerprint, and its recorded answer if it has one."""
+        if self._finished:
+            raise RunFinished(f"run {self.id} is already finished: open a new run to continue")
         with self._lock:
             numbered = task_label(label, self._counts)
             fingerprint = task_fingerprint(numbered)
-            recorded = self._replayer.match("task", fingerprint)
-        if inspect.iscoroutinefunction(fn):
-            return self._async_task(numbered, fingerprint, recorded, fn, args, kw)
+            return numbered, fingerprint, self._replayer.match("task", fingerprint)
+
+    def _item_id(self, opts: _Options) -> str | None:
+        """The item the step acts on: its own, else the run's (which the first one sets)."""
+        if opts.item_id is not None and self._item is None:
+            self._item = opts.item_id
+        return opts.item_id if opts.item_id is not None else self._item
+
+    def _sync_task(
+        self, label: str, opts: _Options, fn: Callable[..., Any], args: Any, kw: Any
+    ) -> Any:
+        numbered, fingerprint, recorded = self._next(label)
         if recorded is not None:
             return self._loop.call(self._answer(numbered, fingerprint, recorded))
         self._ensure_live()
+        item = self._item_id(opts)
         started = time.perf_counter()
         try:
             result = fn(*args, **kw)
         except Exception as exc:
-            self._loop.call(self._record_error(numbered, exc, started))
+            context = _error_context(opts, item)
+            self._loop.call(self._record_error(numbered, exc, started, context))
+            _raise_credit(numbered, opts, exc)
             raise
         if inspect.isawaitable(result):
             raise InvalidInput(f"task {numbered!r} returned an awaitable: pass an async def")
-        raw = encode_result(result)
-        self._loop.call(self._record(numbered, fingerprint, raw, started))
+        raw, context = _recordable(result, opts, item)
+        self._loop.call(self._record(numbered, fingerprint, result, raw, started, context))
         return result
 
     async def _async_task(
-        self,
-        numbered: str,
-        fingerprint: str,
-        recorded: Recorded | None,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kw: Any,
+        self, label: str, opts: _Options, fn: Callable[..., Awaitable[Any]], args: Any, kw: Any
     ) -> Any:
+        numbered, fingerprint, recorded = self._next(label)
         if recorded is not None:
             return await self._loop.acall(self._answer(numbered, fingerprint, recorded))
         self._ensure_live()
+        item = self._item_id(opts)
         started = time.perf_counter()
         try:
             result = await fn(*args, **kw)
         except Exception as exc:
-            await self._loop.acall(self._record_error(numbered, exc, started))
+            context = _error_context(opts, item)
+            await self._loop.acall(self._record_error(numbered, exc, started, context))
+            _raise_credit(numbered, opts, exc)
             raise
-        raw = encode_result(result)
-        await self._loop.acall(self._record(numbered, fingerprint, raw, started))
+        raw, context = _recordable(result, opts, item)
+        await self._loop.acall(self._record(numbered, fingerprint, result, raw, started, context))
         return result
 
     def _ensure_live(self) -> None:
         self._check_cancelled()
         if self._state.is_terminal:
-            raise Conflict(f"run {self.id} is {self._state.status}; it runs no new tasks")
+            raise RunFinished(f"run {self.id} is {self._state.status}; it runs no new tasks")
 
     def _check_cancelled(self) -> None:
         """``RunCancelled`` if the run was cancelled (or asked to stop: it ends so now)."""
@@ -215,15 +342,50 @@ class Run:
             # with no duration since nothing ran.
             raw = encode_result(result)
             self._state = await self._backend.record_task(self._state, label, fingerprint, raw, 0)
+            self._entries[label] = self._entry(label, result, 0, NO_CONTEXT)
         return result
 
-    async def _record(self, label: str, fingerprint: str, raw: bytes, started: float) -> None:
+    async def _record(
+        self,
+        label: str,
+        fingerprint: str,
+        result: Any,
+        raw: bytes,
+        started: float,
+        context: StepContext,
+    ) -> None:
         elapsed = (time.perf_counter() - started) * 1000
-        self._state = await self._backend.record_task(self._state, label, fingerprint, raw, elapsed)
+        self._state = await self._backend.record_task(
+            self._state, label, fingerprint, raw, elapsed, context
+        )
+        self._entries[label] = self._entry(label, result, elapsed, context)
 
-    async def _record_error(self, label: str, error: BaseException, started: float) -> None:
+    async def _record_error(
+        self, label: str, error: BaseException, started: float, context: StepContext
+    ) -> None:
         elapsed = (time.perf_counter() - started) * 1000
-        self._state = await self._backend.record_task_error(self._state, label, error, elapsed)
+        self._state = await self._backend.record_task_error(
+            self._state, label, error, elapsed, context
+        )
+
+    def _entry(self, label: str, result: Any, elapsed: float, context: StepContext) -> TaskEntry:
+        at = datetime.now(UTC).isoformat()
+        if context is NO_CONTEXT:
+            return TaskEntry(label, result, round(elapsed), at)
+        return TaskEntry(label, result, round(elapsed), at, **context.entry_fields())
+
+    def _seed(self, recording: list[Recorded]) -> None:
+        """The tasks recorded before this process opened the run, as ``TaskEntry``s."""
+        steps = self._state.steps
+        for rec in recording:
+            if not 0 <= rec.step_number < len(steps) or steps[rec.step_number].label is None:
+                continue
+            step = steps[rec.step_number]
+            at = step.completed_at.isoformat() if step.completed_at else ""
+            entry = TaskEntry(step.label or "", rec.result, round(step.duration_ms or 0), at)
+            self._entries[entry.label] = entry
+            if rec.result_ref is not None:
+                self._unresolved[entry.label] = rec
 
     # -- model calls ------------------------------------------------------------------
 
@@ -355,23 +517,36 @@ class Run:
 
     # -- the end ----------------------------------------------------------------------
 
-    def complete(self, output: Any = None) -> None:
-        """Record the run's result. Completing a run that already completed does nothing."""
-        if self._state.status == "completed":
-            return
+    def complete(self, output: Any = None) -> DurableRunResult:
+        """Record the run's result and return its summary. ``RunFinished`` (a
+        ``RuntimeError``, as published) if this run object already ended; completing a run
+        that completed before with the same output does nothing, with another a ``Conflict``."""
+        if self._finished:
+            raise RunFinished(f"run {self.id} is already finished: open a new run to continue")
         self._check_cancelled()
         raw = encode_result(output)
         self._state = self._loop.call(self._backend.complete(self._state, raw))
+        self._finished = True
         self.stop_heartbeat()
+        return self._result()
 
-    def fail(self, error: BaseException | str, code: str = "agent_error") -> None:
-        """Record that the run failed with ``error``."""
-        if self._state.is_terminal or self._cancelled:
-            self.stop_heartbeat()
-            return
-        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self._state = self._loop.call(self._backend.fail(self._state, code, message))
+    def fail(self, error: Any = None, code: str = "agent_error") -> DurableRunResult:
+        """Record that the run failed with ``error`` (an exception, a message, any JSON value,
+        or nothing) and return its summary. A run that already ended is left as it is."""
+        if not (self._finished or self._state.is_terminal or self._cancelled):
+            message = _failure_text(error)
+            self._state = self._loop.call(self._backend.fail(self._state, code, message))
+        self._finished = True
         self.stop_heartbeat()
+        return self._result()
+
+    def _result(self) -> DurableRunResult:
+        for label, recorded in list(self._unresolved.items()):
+            self._entries[label].result = self._loop.call(self._backend.result_of(recorded))
+            del self._unresolved[label]
+        tasks = list(self._entries.values())
+        total = sum(t.duration_ms for t in tasks)
+        return DurableRunResult(self.id, self.agent, self._state.status, tasks, total)
 
     def __enter__(self) -> Run:
         return self
@@ -388,6 +563,66 @@ class Run:
             self.fail(exc)
         else:
             self.stop_heartbeat()
+
+
+class _Options(NamedTuple):
+    """A task's keyword arguments."""
+
+    item_id: str | None
+    snapshot: Any
+    kind: str | None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _error_context(opts: _Options, item: str | None) -> StepContext:
+    return StepContext(item_id=item, kind="llm" if opts.kind == "llm" else None)
+
+
+def _recordable(result: Any, opts: _Options, item: str | None) -> tuple[bytes, StepContext]:
+    """The result's JSON, and the step's context: with an item in effect the snapshot as its
+    input and the result as its output; with ``kind="llm"`` the usage the response reports."""
+    raw = encode_result(result)
+    llm = opts.kind == "llm"
+    if item is None and not llm:
+        return raw, NO_CONTEXT  # the common case, kept cheap
+    context = StepContext(
+        item_id=item,
+        input_snapshot=_json(opts.snapshot) if item is not None else None,
+        output_snapshot=msgspec.json.decode(raw) if item is not None else None,
+        kind="llm" if llm else None,
+        llm=extract_llm_usage(result) if llm else None,
+    )
+    return raw, context
+
+
+def _json(value: Any) -> Any:
+    """``value`` as the JSON value it is recorded as (``InvalidInput`` if it has none)."""
+    return None if value is None else msgspec.json.decode(encode_result(value))
+
+
+def _raise_credit(label: str, opts: _Options, exc: Exception) -> None:
+    """A model call's error that says the provider's credits are spent, as
+    ``CreditExhausted`` (what the published SDK raises for it)."""
+    if opts.kind == "llm" and not isinstance(exc, CreditExhausted) and is_credit_exhaustion(exc):
+        raise CreditExhausted(f"{label}: provider credits exhausted ({exc})") from exc
+
+
+def _failure_text(error: Any) -> str:
+    """A failure's message: an exception as ``Type: message``, a string as is, anything else
+    as JSON (its repr if it has none)."""
+    if error is None:
+        return "the run failed"
+    if isinstance(error, str):
+        return error
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    try:
+        return encode_result(error).decode()
+    except InvalidInput:
+        return repr(error)
 
 
 def _raise_in(thread_id: int, error: type[BaseException]) -> None:

@@ -25,8 +25,8 @@ def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_runs_list_show_state_replay_cancel_logs(dsn: str) -> None:
     with papayya(dsn) as client:
         run = client.run("cli-agent", run_id="cli-1")
-        run.task("fetch", lambda: {"n": 1})
-        run.task("summarise", lambda: "short")
+        run.task("fetch", lambda: {"n": 1})()
+        run.task("summarise", lambda: "short")()
         run.complete("ok")
         client.run("other-agent", run_id="cli-2")
 
@@ -63,7 +63,7 @@ def test_bad_input_exits_non_zero(dsn: str) -> None:
     bad_step = cli(dsn, "state", "no-such-run", "--at-step", "-1")
     assert bad_step.returncode == 2
     with papayya(dsn) as client:
-        client.run("a", run_id="short").task("one", lambda: 1)
+        client.run("a", run_id="short").task("one", lambda: 1)()
     too_far = cli(dsn, "state", "short", "--at-step", "7")
     assert too_far.returncode == 1 and "step" in too_far.stderr
     replay_far = cli(dsn, "replay", "short", "--from-step", "9")

@@ -26,7 +26,7 @@ for i in range(10):
             f.write(f"{i}\\n")
         time.sleep(0.03)
         return i
-    run.task(f"task-{i}", work)
+    run.task(f"task-{i}", work)()
 run.complete("done")
 print("COMPLETED", flush=True)
 """

@@ -196,7 +196,7 @@ async def test_the_readme_local_sample_works_as_written(
             ("checkpoint", "completed"),
             ("response", "completed"),
         ]
-        assert [s["output"] for s in steps[:2]] == [{"hits": 3}, "3 hits"]
+        assert [s["output"] for s in steps[:2]] == [{"hits": 7}, "7 hits"]  # len("papayya")
         assert steps[2]["input_tokens"] == 120 and float(steps[2]["cost_usd"]) > 0
 
         code, out, err = await run_script(script, env=mode_env(gw, dsn, mode))

@@ -287,6 +287,22 @@ async def test_another_projects_run_is_not_found(api: Api, http: Any) -> None:
             f"{RUNS}/d10/checkpoints",
             {"label": "a", "duration_ms": 0, "completed_at": "yesterday"},
         ),
+        ("POST", f"{RUNS}/d10/checkpoints", {"label": "a", "duration_ms": 0, "kind": "tool"}),
+        (
+            "POST",
+            f"{RUNS}/d10/checkpoints",
+            {"label": "a", "duration_ms": 0, "kind": "llm", "llm": {"prompt_tokens": -1}},
+        ),
+        (
+            "POST",
+            f"{RUNS}/d10/checkpoints",
+            {"label": "a", "duration_ms": 0, "kind": "llm", "llm": {"tokens": 1}},
+        ),
+        (
+            "POST",
+            f"{RUNS}/d10/checkpoints",
+            {"label": "a", "duration_ms": 0, "llm": {"model": "m" * 201}},
+        ),
         ("PATCH", f"{RUNS}/d10", {"status": "cancelled"}),
         ("PATCH", f"{RUNS}/d10", {"status": "completed", "error": "x"}),
         ("PATCH", f"{RUNS}/d10", {"status": "failed", "output": "x", "error": "y"}),

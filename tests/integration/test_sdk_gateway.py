@@ -40,7 +40,7 @@ async def test_http_mode_calls_go_through_the_gateway_and_resume_from_the_record
                 first = oa.chat.completions.create(
                     model=MODEL, messages=[{"role": "user", "content": "hi"}]
                 )
-                run.task("between", lambda: "a task between two model calls")
+                run.task("between", lambda: "a task between two model calls")()
                 chunks = list(oa.chat.completions.create(
                     model=MODEL, messages=[{"role": "user", "content": "more"}], stream=True
                 ))  # fmt: skip
@@ -70,7 +70,7 @@ async def test_http_mode_calls_go_through_the_gateway_and_resume_from_the_record
                 oa.chat.completions.create(
                     model=MODEL, messages=[{"role": "user", "content": "hi"}]
                 )
-                run.task("between", lambda: pytest.fail("a finished task ran again"))
+                run.task("between", lambda: pytest.fail("a finished task ran again"))()
                 list(oa.chat.completions.create(
                     model=MODEL, messages=[{"role": "user", "content": "more"}], stream=True
                 ))  # fmt: skip
@@ -153,7 +153,7 @@ async def test_direct_mode_runs_belong_to_a_project_the_api_lists(
         def agent() -> None:
             with papayya(dsn) as client:
                 run = client.run("local-direct", run_id="seen-1")
-                run.task("search", lambda: {"hits": 3})
+                run.task("search", lambda: {"hits": 3})()
                 run.complete("done")
 
         await asyncio.to_thread(agent)

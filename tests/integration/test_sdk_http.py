@@ -62,9 +62,9 @@ async def test_tasks_are_checkpointed_and_answered_on_resume(api: Api) -> None:
     def scenario(client: Papayya) -> None:
         run = client.run("my-agent", run_id="r1", metadata={"user": "u1"})
         assert run.status == "running" and run.id == "r1"
-        assert run.task("search", search) == {"hits": 1}
-        assert run.task("search", search) == {"hits": 2}
-        assert run.task(search) == {"hits": 3}
+        assert run.task("search", search)() == {"hits": 1}
+        assert run.task("search", search)() == {"hits": 2}
+        assert run.task(search)() == {"hits": 3}
         steps = run.state.steps
         assert [s.label for s in steps] == ["search", "search#2", "search#3"]
         assert all(s.step_type == "checkpoint" and s.status == "completed" for s in steps)
@@ -72,11 +72,11 @@ async def test_tasks_are_checkpointed_and_answered_on_resume(api: Api) -> None:
         again = client.run("my-agent", run_id="r1")
         assert again.state.attempt == 2 and again.state.metadata == {"user": "u1"}
         assert [s.output for s in again.state.steps] == [{"hits": 1}, {"hits": 2}, {"hits": 3}]
-        assert again.task("search", search) == {"hits": 1}
-        assert again.task("search", search) == {"hits": 2}
-        assert again.task(search) == {"hits": 3}
+        assert again.task("search", search)() == {"hits": 1}
+        assert again.task("search", search)() == {"hits": 2}
+        assert again.task(search)() == {"hits": 3}
         assert calls == ["search"] * 3
-        assert again.task("summarise", lambda: "new") == "new"
+        assert again.task("summarise", lambda: "new")() == "new"
         again.complete({"answer": 42})
         assert again.status == "completed"
         done = client.run("my-agent", run_id="r1")
@@ -84,7 +84,7 @@ async def test_tasks_are_checkpointed_and_answered_on_resume(api: Api) -> None:
         assert done.state.attempt == 2  # opening a finished run starts no attempt
         done.complete({"answer": 42})
         with pytest.raises(Conflict):
-            done.task("more", lambda: 1)
+            done.task("more", lambda: 1)()
 
     await against(api, scenario)
 
@@ -102,17 +102,17 @@ async def test_decorator_and_coroutine_tasks(api: Api) -> None:
             return [1, 2]
 
         assert double(4) == 8 and double(5) == 10
-        assert asyncio.run(run.task("fetch", fetch)) == [1, 2]
+        assert asyncio.run(run.task("fetch", fetch)()) == [1, 2]
         assert [s.label for s in run.state.steps] == ["double", "double#2", "fetch"]
         resumed = client.run("agent-a", run_id="r2")
-        assert resumed.task("double", lambda: -1) == 8
+        assert resumed.task("double", lambda: -1)() == 8
 
-        assert resumed.task("double", lambda: -1) == 10
+        assert resumed.task("double", lambda: -1)() == 10
 
         async def never() -> list[int]:
             raise AssertionError("a recorded coroutine task is answered, not run")
 
-        assert asyncio.run(resumed.task("fetch", never)) == [1, 2]
+        assert asyncio.run(resumed.task("fetch", never)()) == [1, 2]
 
     await against(api, scenario)
 
@@ -120,13 +120,13 @@ async def test_decorator_and_coroutine_tasks(api: Api) -> None:
 async def test_divergence_goes_live_from_the_first_mismatch(api: Api) -> None:
     def scenario(client: Papayya) -> None:
         run = client.run("agent-a", run_id="r3")
-        run.task("a", lambda: 1)
-        run.task("b", lambda: 2)
+        run.task("a", lambda: 1)()
+        run.task("b", lambda: 2)()
         resumed = client.run("agent-a", run_id="r3")
-        assert resumed.task("a", lambda: 100) == 1
-        assert resumed.task("c", lambda: 3) == 3
+        assert resumed.task("a", lambda: 100)() == 1
+        assert resumed.task("c", lambda: 3)() == 3
         assert resumed.diverged_at_step == 1
-        assert resumed.task("b", lambda: 200) == 200
+        assert resumed.task("b", lambda: 200)() == 200
         # As in direct mode, the live "b" of attempt 2 is a step of its own.
         reopened = client.run("agent-a", run_id="r3")
         assert [(s.label, s.output) for s in reopened.state.steps] == [
@@ -143,7 +143,7 @@ async def test_unserialisable_result_is_refused_before_writing(api: Api, http: A
     def scenario(client: Papayya) -> None:
         run = client.run("agent-a", run_id="r4")
         with pytest.raises(InvalidInput, match="not JSON-serialisable"):
-            run.task("bad", lambda: object())
+            run.task("bad", lambda: object())()
         assert run.state.steps == ()
         assert client.run("agent-a", run_id="r4").state.steps == ()
 
@@ -156,12 +156,12 @@ async def test_failing_task_is_recorded_and_runs_again_on_resume(api: Api) -> No
     def scenario(client: Papayya) -> None:
         run = client.run("agent-a", run_id="r5")
         with pytest.raises(ZeroDivisionError):
-            run.task("boom", lambda: 1 / 0)
+            run.task("boom", lambda: 1 / 0)()
         step = run.state.steps[0]
         assert step.status == "failed" and "ZeroDivisionError" in (step.error_message or "")
         resumed = client.run("agent-a", run_id="r5")
         assert resumed.state.steps[0].status == "failed"
-        assert resumed.task("boom", lambda: "fixed") == "fixed"
+        assert resumed.task("boom", lambda: "fixed")() == "fixed"
         assert [s.status for s in resumed.state.steps] == ["failed", "completed"]
 
     await against(api, scenario)
@@ -172,9 +172,9 @@ async def test_large_results_go_to_payloads(api: Api) -> None:
 
     def scenario(client: Papayya) -> None:
         run = client.run("agent-a", run_id="r6")
-        assert run.task("big", lambda: big) == big
+        assert run.task("big", lambda: big)() == big
         assert (run.state.steps[0].output_ref or "").startswith("sha256:")
-        assert client.run("agent-a", run_id="r6").task("big", lambda: None) == big
+        assert client.run("agent-a", run_id="r6").task("big", lambda: None)() == big
         run.complete(big)
         done = client.run("agent-a", run_id="r6")
         assert done.state.output is None and (done.state.output_ref or "").startswith("sha256:")
@@ -186,7 +186,7 @@ async def test_replay_answers_steps_before_n_from_the_source(api: Api) -> None:
     def scenario(client: Papayya) -> None:
         source = client.run("agent-a", run_id="src")
         for i in range(4):
-            source.task(f"t{i}", lambda i=i: i)
+            source.task(f"t{i}", lambda i=i: i)()
         source.complete("done")
         ran: list[int] = []
 
@@ -195,7 +195,7 @@ async def test_replay_answers_steps_before_n_from_the_source(api: Api) -> None:
             return i * 10
 
         replay = client.run("agent-a", run_id="rep", replay_of="src", from_step=2)
-        results = [replay.task(f"t{i}", lambda i=i: live(i)) for i in range(4)]
+        results = [replay.task(f"t{i}", lambda i=i: live(i))() for i in range(4)]
         assert results == [0, 1, 20, 30] and ran == [2, 3]
         assert replay.state.replayed_from == "src" and replay.state.replay_from_step == 2
         assert [s.output for s in replay.state.steps] == [0, 1, 20, 30]
@@ -210,7 +210,7 @@ async def test_a_queued_replay_run_answers_from_its_source(api: Api, http: Any) 
     def record_source(client: Papayya) -> None:
         source = client.run("agent-a", run_id="src2")
         for i in range(3):
-            source.task(f"t{i}", lambda i=i: i)
+            source.task(f"t{i}", lambda i=i: i)()
         source.complete()
 
     await against(api, record_source)
@@ -227,7 +227,7 @@ async def test_a_queued_replay_run_answers_from_its_source(api: Api, http: Any) 
 
     def run_replay(client: Papayya) -> list[int]:
         replay = client.run("agent-a", run_id="rep2")
-        return [replay.task(f"t{i}", lambda i=i: i * 100) for i in range(3)]
+        return [replay.task(f"t{i}", lambda i=i: i * 100)() for i in range(3)]
 
     assert await against(api, run_replay) == [0, 1, 200]
 
@@ -312,7 +312,7 @@ async def test_a_bad_key_is_unauthorized_and_another_projects_ids_are_its_own(
     with pytest.raises(Unauthorized):
         await asyncio.to_thread(bad_key)
 
-    await against(api, lambda client: client.run("agent-a", run_id="mine").task("a", lambda: 1))
+    await against(api, lambda client: client.run("agent-a", run_id="mine").task("a", lambda: 1)())
     async with http.post(
         f"{api.url}/v1/projects", json={"name": "other"}, headers=api.headers()
     ) as resp:
@@ -321,7 +321,7 @@ async def test_a_bad_key_is_unauthorized_and_another_projects_ids_are_its_own(
     def other_project() -> Any:
         with connected(api.url, other_key) as client:
             run = client.run("agent-a", run_id="mine")
-            return run.task("a", lambda: 2)  # not answered from the first project's run
+            return run.task("a", lambda: 2)()  # not answered from the first project's run
 
     assert await asyncio.to_thread(other_project) == 2
 
@@ -376,7 +376,7 @@ async def serve(aiohttp_server: AiohttpServer, proxy: Flaky) -> Flaky:
 async def test_5xx_and_429_are_retried(api: Api, aiohttp_server: AiohttpServer) -> None:
     def scenario(client: Papayya) -> Any:
         run = client.run("agent-a", run_id="f1")
-        return run.task("a", lambda: 1), run.state.attempt
+        return run.task("a", lambda: 1)(), run.state.attempt
 
     proxy = await serve(aiohttp_server, Flaky(api.url, failures=2))
     assert await against(api, scenario, proxy.url) == (1, 1)
@@ -427,7 +427,7 @@ async def test_a_retried_checkpoint_after_a_lost_answer_is_not_recorded_twice(
     def scenario(client: Papayya) -> list[str | None]:
         run = client.run("agent-a", run_id="f4")
         for i in range(3):
-            run.task(f"t{i}", lambda i=i: i)
+            run.task(f"t{i}", lambda i=i: i)()
         return [s.label for s in client.run("agent-a", run_id="f4").state.steps]
 
     assert await against(api, scenario, proxy.url) == ["t0", "t1", "t2"]
@@ -459,7 +459,7 @@ async def test_dropped_connections_are_retried(api: Api) -> None:
     try:
         got = await against(
             api,
-            lambda client: client.run("agent-a", run_id="f5").task("a", lambda: "ok"),
+            lambda client: client.run("agent-a", run_id="f5").task("a", lambda: "ok")(),
             f"http://127.0.0.1:{port}",
         )
         assert got == "ok" and drops == [0]
@@ -483,7 +483,7 @@ async def test_a_result_over_the_request_limit_is_refused_and_nothing_is_written
     def scenario(client: Papayya) -> None:
         run = client.run("agent-a", run_id="huge")
         with pytest.raises(PayloadTooLarge):
-            run.task("huge", lambda: "x" * (2 * 1024 * 1024))
+            run.task("huge", lambda: "x" * (2 * 1024 * 1024))()
         assert client.run("agent-a", run_id="huge").state.steps == ()
 
     await against(api, scenario)
@@ -492,13 +492,13 @@ async def test_a_result_over_the_request_limit_is_refused_and_nothing_is_written
 async def test_the_sdk_state_is_the_servers_fold(api: Api) -> None:
     def scenario(client: Papayya) -> Any:
         run = client.run("agent-a", run_id="same")
-        run.task("a", lambda: {"n": 1})
+        run.task("a", lambda: {"n": 1})()
         with pytest.raises(KeyError):
-            run.task("b", lambda: {}["missing"])
-        run.task("c", lambda: "z" * 10_000)
+            run.task("b", lambda: {}["missing"])()
+        run.task("c", lambda: "z" * 10_000)()
         resumed = client.run("agent-a", run_id="same")
-        resumed.task("a", lambda: None)
-        resumed.task("d", lambda: [1])
+        resumed.task("a", lambda: None)()
+        resumed.task("d", lambda: [1])()
         return run.state, resumed.state
 
     first, resumed = await against(api, scenario)
@@ -518,3 +518,52 @@ async def test_the_sdk_state_is_the_servers_fold(api: Api) -> None:
         server.attempt,
         server.agent_id,
     )
+
+
+async def test_an_async_llm_task_keeps_its_usage_and_item_with_the_step(
+    api: Api, http: Any
+) -> None:
+    import openai
+
+    from fakellm.config import FakeConfig
+    from fakellm.testing import running_fake
+
+    async with running_fake(FakeConfig(text="hi there")) as fake:
+
+        def scenario(client: Papayya) -> tuple[Any, Any]:
+            oa = openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key="sk-fake")
+            run = client.run("agent-a", run_id="llm-async")
+
+            @run.step("ask", kind="llm", item_id="ticket-1", snapshot={"q": "hello?"})
+            async def ask(question: str) -> Any:
+                messages = [{"role": "user", "content": question}]
+                return await oa.chat.completions.create(model="gpt-4o-mini", messages=messages)
+
+            async def go() -> Any:
+                try:
+                    return await ask("hello?")
+                finally:
+                    await oa.close()
+
+            answer = asyncio.run(go())
+            return answer, run.complete(answer.choices[0].message.content)
+
+        answer, result = await against(api, scenario)
+    [entry] = result.tasks
+    assert (entry.kind, entry.item_id, entry.llm_provider_shape) == ("llm", "ticket-1", "openai")
+    assert entry.llm_total_tokens == answer.usage.total_tokens > 0
+    path = f"{api.url}/v1/durable/runs/llm-async"
+    async with http.get(path, headers=api.headers()) as resp:
+        doc = await resp.json()
+    [checkpoint] = doc["checkpoints"]
+    assert checkpoint["kind"] == "llm" and checkpoint["item_id"] == "ticket-1"
+    assert checkpoint["input_snapshot"] == {"q": "hello?"}
+    assert checkpoint["llm"] == {
+        "prompt_tokens": answer.usage.prompt_tokens,
+        "completion_tokens": answer.usage.completion_tokens,
+        "total_tokens": answer.usage.total_tokens,
+        "model": "gpt-4o-mini",
+        "stop_reason": "stop",
+        "provider_shape": "openai",
+    }
+    assert checkpoint["result"] == checkpoint["output_snapshot"] == answer.model_dump(mode="json")

@@ -23,7 +23,7 @@ async def test_openai_and_anthropic_calls_are_steps_with_costs(dsn: str) -> None
                 first = oa.chat.completions.create(
                     model=MODEL, messages=[{"role": "user", "content": "hi"}]
                 )
-                run.task("between", lambda: "a task between two model calls")
+                run.task("between", lambda: "a task between two model calls")()
                 chunks = list(oa.chat.completions.create(
                     model=MODEL, messages=[{"role": "user", "content": "more"}], stream=True
                 ))  # fmt: skip

@@ -68,7 +68,7 @@ from papayya.errors import RunCancelled
 
 with papayya() as client:
     run = client.run("canceller", run_id=sys.argv[1])
-    run.task("first", lambda: 1)
+    run.task("first", lambda: 1)()
     print("started", flush=True)
     try:
         while True:  # user code that never checkpoints: only the heartbeat can tell it

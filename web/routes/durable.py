@@ -72,6 +72,10 @@ async def _context(store: EventStore, req: CheckpointBody) -> dict[str, Any]:
         context["delivery_attempts"] = req.delivery_attempts
     if req.journaled_at is not None:
         context["journaled_at"] = req.journaled_at.isoformat()
+    if req.kind is not None:
+        context["kind"] = req.kind
+    if req.llm is not None:
+        context["llm"] = msgspec.to_builtins(req.llm)
     for name in SNAPSHOTS:
         value = getattr(req, name)
         if value is not None:
@@ -118,6 +122,8 @@ def _checkpoint(view: View, step: StepState, values: Mapping[str, Any]) -> Durab
         result_ref=step.output_ref,
         delivery_attempts=context.get("delivery_attempts"),
         journaled_at=context.get("journaled_at"),
+        kind=context.get("kind"),
+        llm=context.get("llm"),
     )
 
 
