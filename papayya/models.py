@@ -43,6 +43,9 @@ class RunOut(msgspec.Struct):
     # A running local run (the SDK's own process) whose heartbeat stopped for the lease time:
     # when it last beat. Its process may be gone; cancelling ends it at once.
     no_heartbeat_since: datetime | None = None
+    # Seconds the run may take from its start, across attempts (a worker ends it ``failed``
+    # with code ``timeout`` then); null for a local run, which no worker runs.
+    timeout_seconds: int | None = None
 
 
 class ToolCallOut(msgspec.Struct):
@@ -111,6 +114,7 @@ def run_out(state: RunState) -> RunOut:
         diverged_at_step=state.diverged_at_step,
         deployment_version=state.deployment_version,
         idempotency_key=state.idempotency_key,
+        timeout_seconds=state.timeout_seconds,
     )
 
 

@@ -41,6 +41,14 @@ from sql import queries
 from workers.agentloop import builtin_deployment, requested_loop
 from workers.queue import RunQueue
 from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
+from workers.timelimits import (
+    HEARTBEAT_LOST,
+    HEARTBEATING,
+    TIMEOUT,
+    arm_deadline,
+    silent_agents,
+    stopped_outcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +101,8 @@ class WorkerConfig:
     drain_seconds: float = 30.0
     max_attempts: int = 3
     settle_wait_seconds: float = SETTLE_WAIT_SECONDS
+    # An agent silent this long is frozen or cut off (workers.timelimits); None: the lease.
+    heartbeat_timeout_seconds: float | None = None
     burst: bool = False
     block_ms: int = 1000
     limits: Limits = field(default_factory=Limits)
@@ -111,6 +121,7 @@ class WorkerConfig:
             ("drain_seconds", "PAPAYYA_DRAIN_SECONDS", float),
             ("max_attempts", "PAPAYYA_MAX_ATTEMPTS", int),
             ("settle_wait_seconds", "PAPAYYA_SETTLE_WAIT_SECONDS", float),
+            ("heartbeat_timeout_seconds", "PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS", float),
         ):
             if env.get(key):
                 try:
@@ -129,7 +140,16 @@ class WorkerConfig:
         config = cls(**values)  # type: ignore[arg-type]
         if config.lease_seconds <= config.heartbeat_seconds:
             raise ValueError("the lease must be longer than the heartbeat interval")
+        if config.agent_silence_seconds <= config.heartbeat_seconds:
+            raise ValueError(
+                "PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS must be longer than the heartbeat interval"
+            )
         return config
+
+    @property
+    def agent_silence_seconds(self) -> float:
+        """How long an agent may send no heartbeat before it counts as frozen or gone."""
+        return self.heartbeat_timeout_seconds or self.lease_seconds
 
 
 def worker_name() -> str:
@@ -141,8 +161,12 @@ class Attempt:
     run_id: str
     attempt: int
     handle: AgentHandle | None = None
-    stop_reason: str | None = None  # cancel, ended, lease_lost, shutdown
+    # cancel, ended, lease_lost, shutdown, timeout, heartbeat_lost
+    stop_reason: str | None = None
     stopping: asyncio.Task[None] | None = None
+    heartbeats: bool = False  # its agent sends heartbeats (workers.timelimits)
+    began: float | None = None  # loop time its agent started
+    silent_for: float = 0.0  # how long its agent had been silent when it was stopped
 
 
 class Worker:
@@ -334,8 +358,10 @@ class Worker:
             )
 
     async def _execute(self, state: RunState, deployment: Deployment) -> None:
-        current = Attempt(state.run_id, state.attempt)
+        beats = deployment.runtime in HEARTBEATING
+        current = Attempt(state.run_id, state.attempt, heartbeats=beats)
         self._active[state.run_id] = current
+        timer = arm_deadline(state, lambda: self._time_up(current))
         code: int | None = None
         output = ""
         lines: list[tuple[float, str]] = []
@@ -344,6 +370,8 @@ class Worker:
             runtime = self.runtimes.get(deployment.runtime)
             if runtime is None:
                 output = f"this worker has no {deployment.runtime} runtime"
+            elif current.stop_reason == TIMEOUT:  # out of time before this attempt began
+                pass
             else:
                 launch = Launch(
                     run_id=state.run_id,
@@ -362,6 +390,7 @@ class Worker:
                         found = await self.project_secrets(deployment.project_id)
                         launch = dataclasses.replace(launch, secrets=found)
                     current.handle = await runtime.start(launch)
+                    current.began = asyncio.get_running_loop().time()
                     log.info("run %s: started attempt %s", state.run_id, state.attempt)
                 except Exception as exc:
                     log.warning("run %s: the runtime did not start: %s", state.run_id, exc)
@@ -378,6 +407,8 @@ class Worker:
             await self._record(current, code, output, lines)
             recorded = True
         finally:
+            if timer is not None:
+                timer.cancel()
             self._active.pop(state.run_id, None)
             if recorded:
                 await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
@@ -401,6 +432,7 @@ class Worker:
         max_attempts = self.config.max_attempts
         logged = agent_output(current.attempt, lines)
         wait = self.config.settle_wait_seconds
+        silence = self.config.agent_silence_seconds
 
         def outcome(state: RunState) -> list[ev.RunEvent]:
             if state.status != "running" or state.attempt != current.attempt:
@@ -412,6 +444,9 @@ class Worker:
                                        worker=self.name)]  # fmt: skip
             if current.stop_reason == "lease_lost":
                 return []
+            if current.stop_reason in (TIMEOUT, HEARTBEAT_LOST):
+                return stopped_outcome(state, current.stop_reason, max_attempts,
+                                       current.silent_for, silence, self.name)  # fmt: skip
             if code is None and current.attempt < max_attempts:
                 return [ev.AttemptLost(attempt=current.attempt, reason="runtime_start_failed",
                                        worker=self.name)]  # fmt: skip
@@ -457,6 +492,34 @@ class Worker:
             return
         await handle.stop(grace)
 
+    def _time_up(self, current: Attempt) -> None:
+        log.warning("run %s: its time limit is up; stopping its agent", current.run_id)
+        self._stop(current, TIMEOUT)
+
+    async def _check_heartbeats(self) -> None:
+        """Stop the agents whose heartbeats stopped while their process or container still
+        runs (workers.timelimits)."""
+        watched = {
+            run_id: current for run_id, current in self._active.items()
+            if current.heartbeats and current.began is not None and current.stop_reason is None
+        }  # fmt: skip
+        if not watched:
+            return
+        bound = self.config.agent_silence_seconds
+        started = {r: (a.attempt, a.began or 0.0) for r, a in watched.items()}
+        try:
+            silent = await silent_agents(self.store.pool, started, bound)
+        except Exception as exc:
+            log.warning("worker %s: reading agents' heartbeats failed: %s", self.name, exc)
+            return
+        for run_id, silent_for in silent.items():
+            current = watched[run_id]
+            if self._active.get(run_id) is current and current.stop_reason is None:
+                log.warning("run %s: no heartbeat from its agent for %.1f s; stopping it",
+                            run_id, silent_for)  # fmt: skip
+                current.silent_for = silent_for
+                self._stop(current, HEARTBEAT_LOST)
+
     async def _heartbeats(self) -> None:
         """Renew the leases; stop agents whose lease is gone or whose run was asked to stop
         (the relay's fallback when an event was missed)."""
@@ -470,6 +533,7 @@ class Worker:
             held = list(self._active)
             if not held:
                 continue
+            await self._check_heartbeats()
             try:
                 rows = await self.store.pool.fetch(
                     Q["renew_leases"], self.name, held, self.config.lease_seconds
