@@ -44,7 +44,8 @@ class RunOut(msgspec.Struct):
     # when it last beat. Its process may be gone; cancelling ends it at once.
     no_heartbeat_since: datetime | None = None
     # Seconds the run may take from its start, across attempts (a worker ends it ``failed``
-    # with code ``timeout`` then); null for a local run, which no worker runs.
+    # with code ``timeout`` then); null for a local (SDK) run, which no worker runs, and for
+    # a run queued before limits existed (its limit is 3600).
     timeout_seconds: int | None = None
 
 

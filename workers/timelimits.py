@@ -35,11 +35,15 @@ HEARTBEATING: Final = frozenset(("process", "docker"))
 
 
 def arm_deadline(state: RunState, expire: Callable[[], None]) -> asyncio.TimerHandle | None:
-    """Call ``expire`` when the run's time is up (at once if it is up already)."""
+    """Call ``expire`` when the run's time is up; now, before the attempt starts anything,
+    if it is up already (a retry after a lost worker)."""
     at = deadline(state)
     if at is None:
         return None
-    delay = max(0.0, (at - datetime.now(UTC)).total_seconds())
+    delay = (at - datetime.now(UTC)).total_seconds()
+    if delay <= 0:
+        expire()
+        return None
     return asyncio.get_running_loop().call_later(delay, expire)
 
 

@@ -196,3 +196,23 @@ async def test_the_built_in_loop_is_cancelled_at_its_time_limit(cloud: Cloud) ->
     # The model call in flight is carried on to its settlement (it cost money), then the
     # run ends; the loop never made a second call.
     assert took < 3 + 5 and cloud.fake.stats.total == 1
+
+
+async def test_a_run_out_of_time_when_its_worker_was_lost_is_not_started_again(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with running_cloud(dsn, monkeypatch, tmp_path, worker=False, lease_seconds=3) as cloud:
+        await cloud.register("looper", LOOPER)
+        first = await cloud.spawn_worker()
+        run_id = await cloud.start("looper", timeout_seconds=3)
+        pid = await agent_pid(cloud)
+        first.send_signal(signal.SIGKILL)  # its agent dies with it; its lease runs out later
+        await first.wait()
+        # The lease outlives the deadline: the sweeper queues the run again once it is up.
+        await cloud.spawn_worker()
+        run = await cloud.wait(run_id, timeout=40)
+        events = await cloud.runs.events(run_id)
+    assert run.status == "failed" and run.error_code == "timeout", run.error_message
+    assert run.attempt == 2 and [e.attempt for e in events if isinstance(e, ev.AttemptLost)] == [1]
+    assert [line for line in cloud.side_effects() if line.startswith("pid")] == [f"pid {pid}"]
+    assert not alive(pid)

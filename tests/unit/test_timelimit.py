@@ -3,6 +3,7 @@ deadline, and how an attempt stopped for it ends (issue 19)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -11,7 +12,7 @@ import pytest
 from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.timelimit import deadline, limit_seconds, timeout_message
-from workers.timelimits import stopped_outcome
+from workers.timelimits import arm_deadline, stopped_outcome
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -70,3 +71,18 @@ def test_how_a_stopped_attempt_ends() -> None:
     [failed] = stopped_outcome(last, "heartbeat_lost", 2, 9.5, 6.0, "w")
     assert isinstance(failed, ev.RunFailed) and failed.code == "heartbeat_lost"
     assert "attempt 2 of 2" in failed.message and "9.5 s" in failed.message
+
+
+async def test_an_attempt_out_of_time_already_is_stopped_before_it_starts() -> None:
+    now = datetime.now(UTC)
+    fired: list[str] = []
+    began = now - timedelta(seconds=6)
+    late = fold([queued(timeout_seconds=5), ev.RunStarted(at=began, attempt=1)])
+    assert arm_deadline(late, lambda: fired.append("late")) is None
+    assert fired == ["late"]  # at once, not at the loop's next turn
+    early = fold([queued(timeout_seconds=5), ev.RunStarted(at=now, attempt=1)])
+    timer = arm_deadline(early, lambda: fired.append("early"))
+    assert timer is not None and 4 < timer.when() - asyncio.get_running_loop().time() <= 5
+    timer.cancel()
+    assert arm_deadline(fold([queued()]), lambda: fired.append("queued")) is None
+    assert fired == ["late"]
