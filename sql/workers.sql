@@ -108,10 +108,9 @@ ON CONFLICT (project_id, name) DO UPDATE SET value = EXCLUDED.value, created_at 
 SELECT summary->>'status' AS status, (summary->>'attempt')::integer AS attempt
   FROM stream_summaries WHERE stream_id = $1;
 
--- How long ago the agents of these attempts ($1 run ids, $2 their attempts) last sent a
--- heartbeat (the in-container runtime's, recorded by the runtime API); NULL for an attempt
--- that has sent none yet (the worker times that from the attempt's start).
--- name: agent_heartbeat_ages
-SELECT a.run_id, extract(epoch FROM now() - h.at)::float8 AS age
+-- The last heartbeat of the agents of these attempts ($1 run ids, $2 their attempts): the
+-- in-container runtime's, recorded by the runtime API. An attempt that sent none has no row.
+-- name: agent_heartbeats
+SELECT h.run_id, h.at
   FROM unnest($1::text[], $2::int[]) AS a (run_id, attempt)
-  LEFT JOIN run_heartbeats h ON h.run_id = a.run_id AND h.attempt = a.attempt;
+  JOIN run_heartbeats h ON h.run_id = a.run_id AND h.attempt = a.attempt;

@@ -7,10 +7,10 @@
   not started at all.
 - **The agent's heartbeats**: code agents (the ``process`` and ``docker`` runtimes) send one
   every ``PAPAYYA_HEARTBEAT_SECONDS`` through the runtime API, which records the last one in
-  ``run_heartbeats`` (Postgres: the one place they are kept). An agent whose last heartbeat
-  for its attempt, or whose start when it has sent none, is older than the bound
-  (``PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS``, by default the lease time) is frozen or cut off
-  while its process still runs: it is stopped, and the attempt counts as a crash does, so
+  ``run_heartbeats`` (Postgres: the one place they are kept). An agent from which the worker
+  has read no new heartbeat for longer than the bound (``PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS``,
+  by default the lease time; ``HeartbeatWatch``) is frozen or cut off while its process
+  still runs: it is stopped, and the attempt counts as a crash does, so
   the run is retried from its recording while attempts remain (``AttemptLost`` with reason
   ``heartbeat_lost``) and then fails with code ``heartbeat_lost``. The built-in loop runs in
   the worker itself and sends none.
@@ -47,21 +47,62 @@ def arm_deadline(state: RunState, expire: Callable[[], None]) -> asyncio.TimerHa
     return asyncio.get_running_loop().call_later(delay, expire)
 
 
-async def silent_agents(
-    db: Any, watched: Mapping[str, tuple[int, float]], bound: float
-) -> dict[str, float]:
-    """Of ``watched`` (run id → its attempt and the loop time its agent started), the runs
-    whose agent has sent no heartbeat for more than ``bound`` seconds, with for how long."""
-    ids = list(watched)
-    rows = await db.fetch(Q["agent_heartbeat_ages"], ids, [watched[r][0] for r in ids])
-    now = asyncio.get_running_loop().time()
-    silent = {}
-    for row in rows:
-        run_id = row["run_id"]
-        age = row["age"] if row["age"] is not None else now - watched[run_id][1]
-        if age > bound:
-            silent[run_id] = float(age)
-    return silent
+class Quiet:
+    """How long, in the worker's clock, it has read no new heartbeat of one attempt."""
+
+    def __init__(self, now: float) -> None:
+        self.since = now  # the attempt's start: its agent has not sent one yet
+        self.last: datetime | None = None
+
+    def saw(self, at: datetime | None, now: float) -> float:
+        if at is not None and at != self.last:
+            self.last, self.since = at, now
+        return now - self.since
+
+
+class HeartbeatWatch:
+    """A worker's view of its agents' heartbeats. An agent is silent for as long as the
+    worker has read no new heartbeat of its attempt, in the worker's own clock (no skew with
+    the database's), counted from the attempt's start, and again from the first read that
+    works after reads failed: with Postgres away the API could not record heartbeats either,
+    and that silence is nobody's fault."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+        self._quiet: dict[tuple[str, int], Quiet] = {}
+        self._unread = False
+
+    def started(self, run_id: str, attempt: int) -> None:
+        self._quiet[run_id, attempt] = Quiet(asyncio.get_running_loop().time())
+
+    def ended(self, run_id: str, attempt: int) -> None:
+        self._quiet.pop((run_id, attempt), None)
+
+    async def silent(self, db: Any, attempts: Mapping[str, int]) -> dict[str, float]:
+        """Of ``attempts`` (run id → attempt), the runs whose agent has been silent for
+        longer than the bound, with for how long."""
+        watched = [(r, a) for r, a in attempts.items() if (r, a) in self._quiet]
+        if not watched:
+            return {}
+        try:
+            rows = await db.fetch(
+                Q["agent_heartbeats"], [r for r, _ in watched], [a for _, a in watched]
+            )
+        except Exception:
+            self._unread = True
+            raise
+        now = asyncio.get_running_loop().time()
+        seen = {row["run_id"]: row["at"] for row in rows}
+        silent = {}
+        for key in watched:
+            quiet = self._quiet[key]
+            if self._unread:
+                quiet.since = max(quiet.since, now)
+            silent_for = quiet.saw(seen.get(key[0]), now)
+            if silent_for > self.bound:
+                silent[key[0]] = silent_for
+        self._unread = False
+        return silent
 
 
 def heartbeat_message(attempt: int, max_attempts: int, silent_for: float, bound: float) -> str:
@@ -88,6 +129,3 @@ def stopped_outcome(
             HEARTBEAT_LOST, heartbeat_message(state.attempt, max_attempts, silent_for, bound)
         )
     return [ev.AttemptLost(attempt=state.attempt, reason=HEARTBEAT_LOST, worker=worker)]
-
-
-__all__ = ["HEARTBEATING", "HEARTBEAT_LOST", "TIMEOUT", "arm_deadline", "silent_agents"]

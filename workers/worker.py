@@ -32,6 +32,7 @@ from papayya.commands.settle import end_attempt
 from papayya.domain import events as ev
 from papayya.domain.handover import SETTLE_WAIT_SECONDS
 from papayya.domain.state import RunState
+from papayya.domain.timelimit import HEARTBEAT_LOST, TIMEOUT
 from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
 from papayya.processruntime import ProcessRuntimePolicy
 from papayya.runs import run_stream
@@ -41,14 +42,7 @@ from sql import queries
 from workers.agentloop import builtin_deployment, requested_loop
 from workers.queue import RunQueue
 from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
-from workers.timelimits import (
-    HEARTBEAT_LOST,
-    HEARTBEATING,
-    TIMEOUT,
-    arm_deadline,
-    silent_agents,
-    stopped_outcome,
-)
+from workers.timelimits import HEARTBEATING, HeartbeatWatch, arm_deadline, stopped_outcome
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +158,6 @@ class Attempt:
     # cancel, ended, lease_lost, shutdown, timeout, heartbeat_lost
     stop_reason: str | None = None
     stopping: asyncio.Task[None] | None = None
-    heartbeats: bool = False  # its agent sends heartbeats (workers.timelimits)
-    began: float | None = None  # loop time its agent started
     silent_for: float = 0.0  # how long its agent had been silent when it was stopped
 
 
@@ -194,6 +186,7 @@ class Worker:
         self._deployments: dict[tuple[str, int | None], Deployment] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._beats = HeartbeatWatch(config.agent_silence_seconds)
         self.run_finished = asyncio.Event()  # run() returned (burst mode: the queue is empty)
 
     @property
@@ -358,8 +351,7 @@ class Worker:
             )
 
     async def _execute(self, state: RunState, deployment: Deployment) -> None:
-        beats = deployment.runtime in HEARTBEATING
-        current = Attempt(state.run_id, state.attempt, heartbeats=beats)
+        current = Attempt(state.run_id, state.attempt)
         self._active[state.run_id] = current
         timer = arm_deadline(state, lambda: self._time_up(current))
         code: int | None = None
@@ -390,7 +382,8 @@ class Worker:
                         found = await self.project_secrets(deployment.project_id)
                         launch = dataclasses.replace(launch, secrets=found)
                     current.handle = await runtime.start(launch)
-                    current.began = asyncio.get_running_loop().time()
+                    if deployment.runtime in HEARTBEATING:
+                        self._beats.started(state.run_id, state.attempt)
                     log.info("run %s: started attempt %s", state.run_id, state.attempt)
                 except Exception as exc:
                     log.warning("run %s: the runtime did not start: %s", state.run_id, exc)
@@ -409,6 +402,7 @@ class Worker:
         finally:
             if timer is not None:
                 timer.cancel()
+            self._beats.ended(state.run_id, state.attempt)
             self._active.pop(state.run_id, None)
             if recorded:
                 await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
@@ -499,22 +493,15 @@ class Worker:
     async def _check_heartbeats(self) -> None:
         """Stop the agents whose heartbeats stopped while their process or container still
         runs (workers.timelimits)."""
-        watched = {
-            run_id: current for run_id, current in self._active.items()
-            if current.heartbeats and current.began is not None and current.stop_reason is None
-        }  # fmt: skip
-        if not watched:
-            return
-        bound = self.config.agent_silence_seconds
-        started = {r: (a.attempt, a.began or 0.0) for r, a in watched.items()}
+        attempts = {r: a.attempt for r, a in self._active.items() if a.stop_reason is None}
         try:
-            silent = await silent_agents(self.store.pool, started, bound)
+            silent = await self._beats.silent(self.store.pool, attempts)
         except Exception as exc:
             log.warning("worker %s: reading agents' heartbeats failed: %s", self.name, exc)
             return
         for run_id, silent_for in silent.items():
-            current = watched[run_id]
-            if self._active.get(run_id) is current and current.stop_reason is None:
+            current = self._active.get(run_id)
+            if current is not None and current.stop_reason is None:
                 log.warning("run %s: no heartbeat from its agent for %.1f s; stopping it",
                             run_id, silent_for)  # fmt: skip
                 current.silent_for = silent_for
