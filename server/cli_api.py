@@ -97,6 +97,11 @@ TIMEOUT_HELP = (
     "Seconds a run may take from its start, across retries (1 to 604800); then it ends "
     "failed with code timeout. Unset: the agent's, else the project's default (3600)."
 )
+AGENT_TIMEOUT_HELP = (
+    "Seconds each run may take from its start, across retries (1 to 604800), unless the "
+    "run sets its own; then it ends failed with code timeout. Unset: the project's default "
+    "(3600)."
+)
 
 
 @click.group()
@@ -118,7 +123,7 @@ def agents() -> None:
 @click.option("--mcp", "mcp_urls", multiple=True, help="An MCP server's URL (repeatable).")
 @click.option("--output-schema", default=None, help="JSON Schema the answer must satisfy.")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=None)
-@click.option("--timeout", "timeout_seconds", type=TIMEOUT, default=None, help=TIMEOUT_HELP)
+@click.option("--timeout", "timeout_seconds", type=TIMEOUT, default=None, help=AGENT_TIMEOUT_HELP)
 def agents_create(
     name: str,
     slug: str,
