@@ -97,14 +97,15 @@ async def heartbeat_seen(cloud: Cloud, run_id: str, attempt: int, within: float 
 
 async def test_an_agent_that_loops_for_ever_is_killed_at_its_time_limit(cloud: Cloud) -> None:
     await cloud.register("looper", LOOPER)
-    run_id = await cloud.start("looper", timeout_seconds=2)
+    # 3 s: room for a first start of the deployment's fork server on a busy machine.
+    run_id = await cloud.start("looper", timeout_seconds=3)
     pid = await agent_pid(cloud)
     began = time.monotonic()
     run = await cloud.wait(run_id, timeout=30)
     took = time.monotonic() - began
     assert run.status == "failed" and run.error_code == "timeout", run.error_message
-    assert "time limit of 2 s" in (run.error_message or "")
-    assert took < 2 + 2 + 5  # the limit, the grace period (2 s here), then SIGKILL; slack
+    assert "time limit of 3 s" in (run.error_message or "")
+    assert took < 3 + 2 + 5  # the limit, the grace period (2 s here), then SIGKILL; slack
     assert not alive(pid)
     assert run.attempt == 1  # a timeout is not retried
     assert cloud.services.worker is not None and cloud.services.worker.active == 0
@@ -114,15 +115,15 @@ async def test_the_projects_default_limit_applies(cloud: Cloud) -> None:
     status, [project] = await cloud.call("GET", "/v1/projects")
     assert status == 200
     status, body = await cloud.call(
-        "PATCH", f"/v1/projects/{project['id']}", {"default_timeout_seconds": 1}
+        "PATCH", f"/v1/projects/{project['id']}", {"default_timeout_seconds": 3}
     )
-    assert status == 200 and body["default_timeout_seconds"] == 1, body
+    assert status == 200 and body["default_timeout_seconds"] == 3, body
     await cloud.register("looper", LOOPER)
     run_id = await cloud.start("looper")
     pid = await agent_pid(cloud)
     run = await cloud.wait(run_id, timeout=30)
     assert run.status == "failed" and run.error_code == "timeout"
-    assert run.timeout_seconds == 1 and "time limit of 1 s" in (run.error_message or "")
+    assert run.timeout_seconds == 3 and "time limit of 3 s" in (run.error_message or "")
     assert not alive(pid)
 
 
