@@ -9,11 +9,11 @@
   every ``PAPAYYA_HEARTBEAT_SECONDS`` through the runtime API, which records the last one in
   ``run_heartbeats`` (Postgres: the one place they are kept). An agent from which the worker
   has read no new heartbeat for longer than the bound (``PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS``,
-  by default the lease time; ``HeartbeatWatch``) is frozen or cut off while its process
-  still runs: it is stopped, and the attempt counts as a crash does, so
-  the run is retried from its recording while attempts remain (``AttemptLost`` with reason
-  ``heartbeat_lost``) and then fails with code ``heartbeat_lost``. The built-in loop runs in
-  the worker itself and sends none.
+  by default the lease time; five times that while it starts; ``HeartbeatWatch``) is frozen
+  or cut off while its process still runs: it is stopped, and the attempt counts as a crash
+  does, so the run is retried from its recording while attempts remain (``AttemptLost``
+  with reason ``heartbeat_lost``) and then fails with code ``heartbeat_lost``. The built-in
+  loop runs in the worker itself and sends none.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from papayya.domain.timelimit import HEARTBEAT_LOST, TIMEOUT, deadline, timeout_
 from sql import queries
 
 Q: Final = queries("workers.sql")
+# Before its first heartbeat an agent is starting (importing its code, which for big
+# libraries takes a while): it may stay silent this many times the bound.
+STARTING_FACTOR: Final = 5
 # Runtimes whose agents send heartbeats (papayya.runtime.main); the built-in loop does not.
 HEARTBEATING: Final = frozenset(("process", "docker"))
 
@@ -63,9 +66,10 @@ class Quiet:
 class HeartbeatWatch:
     """A worker's view of its agents' heartbeats. An agent is silent for as long as the
     worker has read no new heartbeat of its attempt, in the worker's own clock (no skew with
-    the database's), counted from the attempt's start, and again from the first read that
-    works after reads failed: with Postgres away the API could not record heartbeats either,
-    and that silence is nobody's fault."""
+    the database's), counted from the attempt's start (with ``STARTING_FACTOR`` times the
+    bound until its first heartbeat), and again from the first read that works after reads
+    failed: with Postgres away the API could not record heartbeats either, and that silence
+    is nobody's fault."""
 
     def __init__(self, bound: float) -> None:
         self.bound = bound
@@ -99,7 +103,7 @@ class HeartbeatWatch:
             if self._unread:
                 quiet.since = max(quiet.since, now)
             silent_for = quiet.saw(seen.get(key[0]), now)
-            if silent_for > self.bound:
+            if silent_for > self.bound * (1 if quiet.last is not None else STARTING_FACTOR):
                 silent[key[0]] = silent_for
         self._unread = False
         return silent
@@ -108,7 +112,8 @@ class HeartbeatWatch:
 def heartbeat_message(attempt: int, max_attempts: int, silent_for: float, bound: float) -> str:
     return (
         f"attempt {attempt} of {max_attempts}: the agent sent no heartbeat for "
-        f"{silent_for:.1f} s (the bound is {bound:g} s, PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS): "
+        f"{silent_for:.1f} s (PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS is {bound:g} s; "
+        f"{STARTING_FACTOR} times that before its first heartbeat): "
         "it was frozen or cut off, and was stopped"
     )
 

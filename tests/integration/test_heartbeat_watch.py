@@ -29,18 +29,27 @@ async def test_silence_is_counted_from_the_last_new_heartbeat_of_the_attempt(dsn
         watch = HeartbeatWatch(BOUND)
         watch.started("beating", 1)
         watch.started("silent", 2)
-        attempts = {"beating": 1, "silent": 2, "unwatched": 1}  # built-in loops are unwatched
+        watch.started("starting", 1)
+        # Built-in loops are unwatched; "silent" beat once, then stopped.
+        attempts = {"beating": 1, "silent": 2, "starting": 1, "unwatched": 1}
         await pool.execute(BEAT, "beating", 1)
+        await pool.execute(BEAT, "silent", 2)
         assert await watch.silent(pool, attempts) == {}
         await past_the_bound()
         await pool.execute(BEAT, "beating", 1)
-        await pool.execute(BEAT, "silent", 1)  # an earlier attempt's heartbeat does not count
+        await pool.execute(BEAT, "unwatched", 1)
         silent = await watch.silent(pool, attempts)
+        # An agent still starting (no heartbeat yet) has five times the bound.
         assert list(silent) == ["silent"] and silent["silent"] > BOUND
         await past_the_bound()
         # The same heartbeat read again is no new sign of life.
         assert sorted(await watch.silent(pool, attempts)) == ["beating", "silent"]
+        await pool.execute(BEAT, "silent", 1)  # an earlier attempt's heartbeat does not count
+        await asyncio.sleep(BOUND * 4)
+        found = await watch.silent(pool, attempts)
+        assert sorted(found) == ["beating", "silent", "starting"] and found["starting"] > BOUND * 5
         watch.ended("silent", 2)
+        watch.ended("starting", 1)
         await pool.execute(BEAT, "beating", 1)
         assert await watch.silent(pool, attempts) == {}
     finally:
