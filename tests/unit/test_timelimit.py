@@ -13,6 +13,7 @@ from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.timelimit import deadline, limit_seconds, timeout_message
 from workers.timelimits import arm_deadline, stopped_outcome
+from workers.worker import WorkerConfig
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -86,3 +87,14 @@ async def test_an_attempt_out_of_time_already_is_stopped_before_it_starts() -> N
     timer.cancel()
     assert arm_deadline(fold([queued()]), lambda: fired.append("queued")) is None
     assert fired == ["late"]
+
+
+def test_the_silence_bound_is_the_lease_unless_set_and_longer_than_a_heartbeat() -> None:
+    assert WorkerConfig.from_env({}).agent_silence_seconds == 60
+    env = {"PAPAYYA_HEARTBEAT_SECONDS": "1", "PAPAYYA_LEASE_SECONDS": "5"}
+    assert WorkerConfig.from_env(env).agent_silence_seconds == 5
+    set_ = {**env, "PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS": "3"}
+    assert WorkerConfig.from_env(set_).agent_silence_seconds == 3
+    for bad in ("1", "0.5", "0", "-3", "soon", "nan"):
+        with pytest.raises(ValueError, match="PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS"):
+            WorkerConfig.from_env({**env, "PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS": bad})
