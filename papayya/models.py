@@ -56,6 +56,10 @@ class RunOut(msgspec.Struct):
     no_heartbeat_since: datetime | None = None
     # A running run's worker lease (null when no worker holds it: queued, ended, local runs).
     lease: LeaseOut | None = None
+    # Seconds the run may take from its start, across attempts (a worker ends it ``failed``
+    # with code ``timeout`` then); null for a local (SDK) run, which no worker runs, and for
+    # a run queued before limits existed (its limit is 3600).
+    timeout_seconds: int | None = None
 
 
 class ToolCallOut(msgspec.Struct):
@@ -124,6 +128,7 @@ def run_out(state: RunState) -> RunOut:
         diverged_at_step=state.diverged_at_step,
         deployment_version=state.deployment_version,
         idempotency_key=state.idempotency_key,
+        timeout_seconds=state.timeout_seconds,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from papayya.apiclient import ApiClient
+from papayya.domain.bounds import MAX_TIMEOUT_SECONDS
 from papayya.errors import NotFound, PapayyaError, Unauthorized
 from server.cli_options import budget_options, parse_json_input, whole_cents
 
@@ -163,6 +164,19 @@ async def print_answer(client: ApiClient, run_id: str) -> None:
         click.echo(f"{done.get('error_code')}: {done['error_message']}")
 
 
+# A run's time limit (papayya.domain.timelimit), as the API bounds it.
+TIMEOUT = click.IntRange(1, MAX_TIMEOUT_SECONDS)
+TIMEOUT_HELP = (
+    "Seconds a run may take from its start, across retries (1 to 604800); then it ends "
+    "failed with code timeout. Unset: the agent's, else the project's default (3600)."
+)
+AGENT_TIMEOUT_HELP = (
+    "Seconds each run may take from its start, across retries (1 to 604800), unless the "
+    "run sets its own; then it ends failed with code timeout. Unset: the project's default "
+    "(3600)."
+)
+
+
 @click.group()
 def agents() -> None:
     """Create and inspect agents (through the API)."""
@@ -182,6 +196,7 @@ def agents() -> None:
 @click.option("--mcp", "mcp_urls", multiple=True, help="An MCP server's URL (repeatable).")
 @click.option("--output-schema", default=None, help="JSON Schema the answer must satisfy.")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=None)
+@click.option("--timeout", "timeout_seconds", type=TIMEOUT, default=None, help=AGENT_TIMEOUT_HELP)
 def agents_create(
     name: str,
     slug: str,
@@ -193,6 +208,7 @@ def agents_create(
     mcp_urls: tuple[str, ...],
     output_schema: str | None,
     temperature: float | None,
+    timeout_seconds: int | None,
 ) -> None:
     """Create an agent. With --model and no deployment, its runs use the built-in loop."""
     config = {
@@ -203,6 +219,7 @@ def agents_create(
             "max_steps": max_steps,
             "budget_usd": None if budget_usd is None else str(budget_usd),
             "temperature": temperature,
+            "timeout_seconds": timeout_seconds,
             "output_schema": parse_input(output_schema, "--output-schema"),
             "tools": [http_tool(t) for t in tool_urls] or None,
             "mcp_servers": [{"url": u} for u in mcp_urls] or None,
@@ -338,6 +355,7 @@ def agents_register(path: Path, slug: str, function: str | None) -> None:
 @click.option("--max-steps", type=click.IntRange(min=1), default=None)
 @click.option("--model", default=None, help="Another model than the agent's, for this run.")
 @click.option("--system-prompt", default=None, help="Other instructions, for this run.")
+@click.option("--timeout", "timeout_seconds", type=TIMEOUT, default=None, help=TIMEOUT_HELP)
 @click.option("--wait", is_flag=True,
               help="Follow the run live until it ends: each step once, and a line while "
                    "it waits for a lost worker's lease.")  # fmt: skip
@@ -348,6 +366,7 @@ def run(
     max_steps: int | None,
     model: str | None,
     system_prompt: str | None,
+    timeout_seconds: int | None,
     wait: bool,
 ) -> None:
     """Start a run of AGENT (id or slug) and print its id; with --wait, its steps and then
@@ -360,6 +379,7 @@ def run(
             "max_steps": max_steps,
             "model": model,
             "system_prompt": system_prompt,
+            "timeout_seconds": timeout_seconds,
         }.items()
         if v is not None
     }

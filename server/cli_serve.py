@@ -297,6 +297,8 @@ def worker(concurrency: int, runtime: str, burst: bool) -> None:
     PAPAYYA_PROCESS_RUNTIME   whose process deployments it runs: off (default), all,
                               projects:<id>,<id>
     PAPAYYA_SETTLE_WAIT_SECONDS (600)   how long a lost attempt waits for its calls in flight
+    PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS (the lease)   an agent silent this long is frozen:
+                              stopped, retried, then failed heartbeat_lost
     """
     _check_timing()
     config = _config(worker_concurrency=concurrency)

@@ -7,7 +7,9 @@
 SELECT a.agent_id, a.project_id, a.name, a.slug, a.description, a.config::text AS config,
        a.created_at, a.updated_at, coalesce(s.version, 0) AS version,
        (SELECT max(d.version) FROM deployments d
-         WHERE d.agent_id = a.agent_id AND d.status = 'ready') AS deployment
+         WHERE d.agent_id = a.agent_id AND d.status = 'ready') AS deployment,
+       (SELECT p.default_timeout_seconds FROM projects p
+         WHERE p.project_id = a.project_id) AS project_timeout_seconds
   FROM agents a LEFT JOIN streams s ON s.stream_id = 'agent-' || a.agent_id
  WHERE a.project_id = $1 AND (a.agent_id = $2 OR a.slug = $2);
 

@@ -241,7 +241,9 @@ CREATE TABLE projects (
     name       text NOT NULL UNIQUE,
     created_at timestamptz NOT NULL DEFAULT now(),
     -- Optional, as in the hosted API; unique when set.
-    slug       text UNIQUE
+    slug       text UNIQUE,
+    -- The default time limit of the project's runs in seconds (NULL: 1 h; 0098_run_timeouts).
+    default_timeout_seconds integer CHECK (default_timeout_seconds BETWEEN 1 AND 604800)
 );
 
 CREATE TABLE api_keys (

@@ -116,3 +116,10 @@ ON CONFLICT (project_id, name) DO UPDATE SET value = EXCLUDED.value, created_at 
 -- name: run_attempt
 SELECT summary->>'status' AS status, (summary->>'attempt')::integer AS attempt
   FROM stream_summaries WHERE stream_id = $1;
+
+-- The last heartbeat of the agents of these attempts ($1 run ids, $2 their attempts): the
+-- in-container runtime's, recorded by the runtime API. An attempt that sent none has no row.
+-- name: agent_heartbeats
+SELECT h.run_id, h.at
+  FROM unnest($1::text[], $2::int[]) AS a (run_id, attempt)
+  JOIN run_heartbeats h ON h.run_id = a.run_id AND h.attempt = a.attempt;

@@ -32,6 +32,7 @@ from papayya.commands.settle import end_attempt
 from papayya.domain import events as ev
 from papayya.domain.handover import SETTLE_WAIT_SECONDS
 from papayya.domain.state import RunState
+from papayya.domain.timelimit import HEARTBEAT_LOST, TIMEOUT
 from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
 from papayya.processruntime import ProcessRuntimePolicy
 from papayya.runs import run_stream
@@ -41,6 +42,7 @@ from sql import queries
 from workers.agentloop import builtin_deployment, requested_loop
 from workers.queue import RunQueue
 from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
+from workers.timelimits import HEARTBEATING, HeartbeatWatch, arm_deadline, stopped_outcome
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,8 @@ class WorkerConfig:
     drain_seconds: float = 30.0
     max_attempts: int = 3
     settle_wait_seconds: float = SETTLE_WAIT_SECONDS
+    # An agent silent this long is frozen or cut off (workers.timelimits); None: the lease.
+    heartbeat_timeout_seconds: float | None = None
     burst: bool = False
     block_ms: int = 1000
     limits: Limits = field(default_factory=Limits)
@@ -111,6 +115,7 @@ class WorkerConfig:
             ("drain_seconds", "PAPAYYA_DRAIN_SECONDS", float),
             ("max_attempts", "PAPAYYA_MAX_ATTEMPTS", int),
             ("settle_wait_seconds", "PAPAYYA_SETTLE_WAIT_SECONDS", float),
+            ("heartbeat_timeout_seconds", "PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS", float),
         ):
             if env.get(key):
                 try:
@@ -129,7 +134,16 @@ class WorkerConfig:
         config = cls(**values)  # type: ignore[arg-type]
         if config.lease_seconds <= config.heartbeat_seconds:
             raise ValueError("the lease must be longer than the heartbeat interval")
+        if config.agent_silence_seconds <= config.heartbeat_seconds:
+            raise ValueError(
+                "PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS must be longer than the heartbeat interval"
+            )
         return config
+
+    @property
+    def agent_silence_seconds(self) -> float:
+        """How long an agent may send no heartbeat before it counts as frozen or gone."""
+        return self.heartbeat_timeout_seconds or self.lease_seconds
 
 
 def worker_name() -> str:
@@ -141,8 +155,10 @@ class Attempt:
     run_id: str
     attempt: int
     handle: AgentHandle | None = None
-    stop_reason: str | None = None  # cancel, ended, lease_lost, shutdown
+    # cancel, ended, lease_lost, shutdown, timeout, heartbeat_lost
+    stop_reason: str | None = None
     stopping: asyncio.Task[None] | None = None
+    silent_for: float = 0.0  # how long its agent had been silent when it was stopped
 
 
 class Worker:
@@ -170,6 +186,7 @@ class Worker:
         self._deployments: dict[tuple[str, int | None], Deployment] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._beats = HeartbeatWatch(config.agent_silence_seconds)
         self.run_finished = asyncio.Event()  # run() returned (burst mode: the queue is empty)
 
     @property
@@ -336,6 +353,7 @@ class Worker:
     async def _execute(self, state: RunState, deployment: Deployment) -> None:
         current = Attempt(state.run_id, state.attempt)
         self._active[state.run_id] = current
+        timer = arm_deadline(state, lambda: self._time_up(current))
         code: int | None = None
         output = ""
         lines: list[tuple[float, str]] = []
@@ -344,6 +362,8 @@ class Worker:
             runtime = self.runtimes.get(deployment.runtime)
             if runtime is None:
                 output = f"this worker has no {deployment.runtime} runtime"
+            elif current.stop_reason == TIMEOUT:  # out of time before this attempt began
+                pass
             else:
                 launch = Launch(
                     run_id=state.run_id,
@@ -362,6 +382,8 @@ class Worker:
                         found = await self.project_secrets(deployment.project_id)
                         launch = dataclasses.replace(launch, secrets=found)
                     current.handle = await runtime.start(launch)
+                    if deployment.runtime in HEARTBEATING:
+                        self._beats.started(state.run_id, state.attempt)
                     log.info("run %s: started attempt %s", state.run_id, state.attempt)
                 except Exception as exc:
                     log.warning("run %s: the runtime did not start: %s", state.run_id, exc)
@@ -378,6 +400,9 @@ class Worker:
             await self._record(current, code, output, lines)
             recorded = True
         finally:
+            if timer is not None:
+                timer.cancel()
+            self._beats.ended(state.run_id, state.attempt)
             self._active.pop(state.run_id, None)
             if recorded:
                 await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
@@ -401,6 +426,7 @@ class Worker:
         max_attempts = self.config.max_attempts
         logged = agent_output(current.attempt, lines)
         wait = self.config.settle_wait_seconds
+        silence = self.config.agent_silence_seconds
 
         def outcome(state: RunState) -> list[ev.RunEvent]:
             if state.status != "running" or state.attempt != current.attempt:
@@ -412,6 +438,9 @@ class Worker:
                                        worker=self.name)]  # fmt: skip
             if current.stop_reason == "lease_lost":
                 return []
+            if current.stop_reason in (TIMEOUT, HEARTBEAT_LOST):
+                return stopped_outcome(state, current.stop_reason, max_attempts,
+                                       current.silent_for, silence, self.name)  # fmt: skip
             if code is None and current.attempt < max_attempts:
                 return [ev.AttemptLost(attempt=current.attempt, reason="runtime_start_failed",
                                        worker=self.name)]  # fmt: skip
@@ -457,6 +486,27 @@ class Worker:
             return
         await handle.stop(grace)
 
+    def _time_up(self, current: Attempt) -> None:
+        log.warning("run %s: its time limit is up; stopping its agent", current.run_id)
+        self._stop(current, TIMEOUT)
+
+    async def _check_heartbeats(self) -> None:
+        """Stop the agents whose heartbeats stopped while their process or container still
+        runs (workers.timelimits)."""
+        attempts = {r: a.attempt for r, a in self._active.items() if a.stop_reason is None}
+        try:
+            silent = await self._beats.silent(self.store.pool, attempts)
+        except Exception as exc:
+            log.warning("worker %s: reading agents' heartbeats failed: %s", self.name, exc)
+            return
+        for run_id, silent_for in silent.items():
+            current = self._active.get(run_id)
+            if current is not None and current.stop_reason is None:
+                log.warning("run %s: no heartbeat from its agent for %.1f s; stopping it",
+                            run_id, silent_for)  # fmt: skip
+                current.silent_for = silent_for
+                self._stop(current, HEARTBEAT_LOST)
+
     async def _heartbeats(self) -> None:
         """Renew the leases; stop agents whose lease is gone or whose run was asked to stop
         (the relay's fallback when an event was missed)."""
@@ -470,6 +520,7 @@ class Worker:
             held = list(self._active)
             if not held:
                 continue
+            await self._check_heartbeats()
             try:
                 rows = await self.store.pool.fetch(
                     Q["renew_leases"], self.name, held, self.config.lease_seconds

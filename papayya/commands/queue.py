@@ -57,6 +57,8 @@ class RunOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget_input_tokens: bounds.Tokens | None = None
     budget_output_tokens: bounds.Tokens | None = None
     budget_total_tokens: bounds.Tokens | None = None
+    # Seconds the run may take from its start, across attempts (papayya.domain.timelimit).
+    timeout_seconds: bounds.TimeoutSeconds | None = None
     callback_url: CallbackUrl | None = None
     idempotency_key: IdempotencyKey | None = None
     metadata: dict[str, Any] = {}
@@ -79,6 +81,8 @@ class AgentDefaults(Protocol):
     def budget_total_tokens(self) -> int | None: ...
     @property
     def loop_threshold(self) -> int: ...
+    @property
+    def timeout_seconds(self) -> int | None: ...
 
 
 class QueueableAgent(Protocol):
@@ -92,6 +96,10 @@ class QueueableAgent(Protocol):
     def settings(self) -> AgentDefaults: ...
     @property
     def deployment_version(self) -> str | None: ...
+    @property
+    def project_timeout_seconds(self) -> int | None:
+        """The project's default time limit, if it set one (read with the agent)."""
+        ...
 
 
 # (project_id, id or slug) -> the agent; ``NotFound`` if the project has none such.
@@ -187,12 +195,23 @@ def run_of_agent(
         budget_total_tokens=pick(req.budget_total_tokens, config.budget_total_tokens),
         max_steps=pick(req.max_steps, config.max_steps),
         loop_threshold=config.loop_threshold,
+        timeout_seconds=timeout_of(agent, req),
         trigger=trigger,
         idempotency_key=req.idempotency_key,
         callback_url=req.callback_url,
         deployment_version=agent.deployment_version,
         metadata=metadata,
     )
+
+
+def timeout_of(agent: QueueableAgent, req: RunOptions) -> int:
+    """The run's time limit: the request's, else the agent's, else the project's default,
+    else 1 h. Resolved (and recorded) at queueing: a later change of the agent or the
+    project does not change a queued run's limit."""
+    for found in (req.timeout_seconds, agent.settings.timeout_seconds):
+        if found is not None:
+            return found
+    return agent.project_timeout_seconds or bounds.DEFAULT_TIMEOUT_SECONDS
 
 
 def check_run(agent: QueueableAgent, req: RunOptions, trigger: str = "api") -> None:

@@ -42,6 +42,7 @@ def replay_of(source: RunState, new_run_id: str, from_step: int, input: Any = No
         budget_total_tokens=budget.total_tokens,
         max_steps=source.max_steps,
         loop_threshold=source.loop_threshold,
+        timeout_seconds=source.timeout_seconds,
         trigger="replay",
         callback_url=source.callback_url,
         replayed_from=source.run_id,

@@ -41,6 +41,9 @@ MAX_TOKENS: Final = 10**12
 # Steps of one run, numbered 0 .. MAX_STEPS - 1. A million checkpoints is a long batch job;
 # step numbers are ``integer`` columns, so this is also far inside what they hold.
 MAX_STEPS: Final = 1_000_000
+# A run's time limit (``timeout_seconds``): a second to a week; 1 h when nothing sets it.
+MAX_TIMEOUT_SECONDS: Final = 7 * 24 * 3600
+DEFAULT_TIMEOUT_SECONDS: Final = 3600
 # Durations in milliseconds: a hundred years.
 MAX_MILLIS: Final = 100 * 365.25 * 24 * 3600 * 1000.0
 
@@ -53,6 +56,7 @@ StepNumber = Annotated[int, msgspec.Meta(ge=0, le=MAX_STEPS - 1)]
 StepCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_STEPS)]
 FromStep = Annotated[int, msgspec.Meta(ge=0, le=MAX_STEPS)]
 Millis = Annotated[float, msgspec.Meta(ge=0, le=MAX_MILLIS)]
+TimeoutSeconds = Annotated[int, msgspec.Meta(ge=1, le=MAX_TIMEOUT_SECONDS)]
 
 # What a read-model column holds: the bounds of stored events' fields.
 StoredCount = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]

@@ -16,7 +16,14 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 
 from eventstore.types import NewEvent, RecordedEvent
-from papayya.domain.bounds import MAX_STEPS, Millis, StoredAttempt, StoredCount, StoredStep
+from papayya.domain.bounds import (
+    MAX_STEPS,
+    Millis,
+    StoredAttempt,
+    StoredCount,
+    StoredStep,
+    TimeoutSeconds,
+)
 from papayya.errors import InvalidEvent
 
 StepType: TypeAlias = Literal["tool_call", "response", "checkpoint", "error"]
@@ -82,6 +89,9 @@ class RunQueued(RunEvent, frozen=True):
     metadata: dict[str, Any] = {}
     # The same tool with the same arguments this many times in a row fails the run.
     loop_threshold: Annotated[int, msgspec.Meta(ge=2)] | None = None
+    # The run's time limit as resolved when it was queued (the run's, the agent's, the
+    # project's default); ``None`` (runs queued before limits existed): the 1 h default.
+    timeout_seconds: TimeoutSeconds | None = None
 
     def __post_init__(self) -> None:
         # Also runs on decode, so a stored replay link is always complete.

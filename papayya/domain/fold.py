@@ -140,6 +140,7 @@ def _queued(event: ev.RunEvent) -> RunState:
         replayed_from=event.replayed_from,
         replay_from_step=event.replay_from_step,
         queued_at=event.at,
+        timeout_seconds=event.timeout_seconds,
     )
 
 
@@ -155,7 +156,11 @@ def _started(state: RunState, steps: list[StepState], event: ev.RunStarted) -> R
     if state.status == "running":
         _end_in_flight(steps, INTERRUPTED, f"attempt {state.attempt} was lost", event.at)
     return replace(
-        state, status="running", attempt=event.attempt, started_at=state.started_at or event.at
+        state,
+        status="running",
+        attempt=event.attempt,
+        started_at=state.started_at or event.at,
+        clock_started_at=state.clock_started_at or event.at,
     )
 
 
@@ -339,6 +344,7 @@ def _resumed(state: RunState, steps: list[StepState], event: ev.RunResumed) -> R
         completed_at=None,
         cancel_requested=False,
         cancel_reason=None,
+        clock_started_at=None,  # a resumed run gets its time limit afresh
     )
 
 

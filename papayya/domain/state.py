@@ -201,6 +201,10 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     queued_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # The time limit recorded at queueing (None: the default) and when it started counting:
+    # the run's first start, again at the first start after a resume (papayya.domain.timelimit).
+    timeout_seconds: int | None = None
+    clock_started_at: datetime | None = None
 
     @property
     def next_step(self) -> int:

@@ -95,6 +95,9 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     output_schema: dict[str, Any] | None = None
     mcp_servers: list[McpServer] = []
     provider: Provider | None = None
+    # Seconds a run of the agent may take (a run's own ``timeout_seconds`` wins; unset: the
+    # project's default, else 1 h).
+    timeout_seconds: bounds.TimeoutSeconds | None = None
 
     def __post_init__(self) -> None:
         bounds.check_usd(self.budget_usd)
@@ -149,6 +152,8 @@ class Agent(msgspec.Struct, frozen=True):
     created_at: datetime
     updated_at: datetime
     deployment: int | None = None  # the latest ready deployment's version (``find`` only)
+    # The project's default time limit of runs, if it set one (``find`` only).
+    project_timeout_seconds: int | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, version: int | None = None) -> Agent:
@@ -163,6 +168,7 @@ class Agent(msgspec.Struct, frozen=True):
             row["created_at"],
             row["updated_at"],
             row.get("deployment"),
+            row.get("project_timeout_seconds"),
         )
 
     @property

@@ -38,10 +38,15 @@ class Project(msgspec.Struct, frozen=True):
     name: str
     created_at: datetime
     slug: str | None = None
+    # The default time limit of the project's runs (``None``: the built-in 1 h).
+    default_timeout_seconds: int | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Project:
-        return cls(row["project_id"], row["name"], row["created_at"], row["slug"])
+        return cls(
+            row["project_id"], row["name"], row["created_at"], row["slug"],
+            row["default_timeout_seconds"],
+        )  # fmt: skip
 
 
 class ApiKey(msgspec.Struct, frozen=True):
@@ -103,6 +108,15 @@ async def update_project(
         row = await pool.fetchrow(Q["update_project"], project_id, name, slug, set_slug)
     except asyncpg.UniqueViolationError:
         raise Conflict("another project has that name or slug") from None
+    if row is None:
+        raise NotFound(f"project {project_id} not found")
+    return Project.from_row(row)
+
+
+async def set_project_timeout(pool: Db, project_id: str, seconds: int | None) -> Project:
+    """Set the default time limit of the project's runs (``None``: back to the built-in 1 h).
+    Runs queued before keep the limit recorded with them."""
+    row = await pool.fetchrow(Q["set_project_timeout"], project_id, seconds)
     if row is None:
         raise NotFound(f"project {project_id} not found")
     return Project.from_row(row)
@@ -220,9 +234,21 @@ class Projects(Repository):
         return await get_project(self.pool, project_id)
 
     async def update(
-        self, project_id: str, name: str | None, slug: str | None, set_slug: bool
+        self,
+        project_id: str,
+        name: str | None,
+        slug: str | None,
+        set_slug: bool,
+        *,
+        timeout_seconds: int | None = None,
+        set_timeout: bool = False,
     ) -> Project:
-        return await update_project(self.pool, project_id, name, slug, set_slug)
+        """Rename, set the slug and (``set_timeout``) the runs' default time limit, at once."""
+        async with self.transaction() as conn:
+            found = await update_project(conn, project_id, name, slug, set_slug)
+            if set_timeout:
+                found = await set_project_timeout(conn, project_id, timeout_seconds)
+        return found
 
     async def first_id(self) -> str | None:
         return await first_project_id(self.pool)

@@ -101,3 +101,21 @@ async def _finish(api: Api, run_id: str) -> None:
     state = await runs.append(state, steps)
     await asyncio.sleep(0.3)
     await runs.append(state, [ev.RunCompleted(output="done")])
+
+
+async def test_time_limits_from_the_cli(api: Api) -> None:
+    code, out, err = await cli(api, "agents", "create", "--name", "Timed", "--slug", "timed",
+                               "--timeout", "120")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["config"]["timeout_seconds"] == 120
+    code, out, err = await cli(api, "run", "timed", "--timeout", "30")
+    assert code == 0, err
+    run = await api.app[keys.RUNS].load(out.strip())
+    assert run.timeout_seconds == 30
+    code, out, err = await cli(api, "run", "timed")
+    assert code == 0 and (await api.app[keys.RUNS].load(out.strip())).timeout_seconds == 120
+    before = len(await api.app[keys.STORE].summaries("run"))
+    for bad in ("0", "604801", "soon"):
+        code, _, err = await cli(api, "run", "timed", "--timeout", bad)
+        assert code == 2 and "--timeout" in err and "Traceback" not in err
+    assert len(await api.app[keys.STORE].summaries("run")) == before

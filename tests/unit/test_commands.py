@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
 from eventstore.memory import InMemoryEventStore
@@ -42,6 +43,7 @@ class Settings:
     budget_output_tokens: int | None = None
     budget_total_tokens: int | None = 5000
     loop_threshold: int = 5
+    timeout_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Agent:
     project_id: str = PROJECT
     settings: Settings = field(default_factory=Settings)
     deployment_version: str | None = "3"
+    project_timeout_seconds: int | None = None
 
 
 @dataclass
@@ -102,6 +105,20 @@ async def test_a_queued_run_takes_the_agents_config_where_the_request_is_silent(
     assert state.metadata[queue.MODEL_KEY] == "gpt-4o-mini"
     assert state.deployment_version == "3" and state.trigger == "api"
     assert (await runs.load(state.run_id)).input == {"q": 1}
+    assert state.timeout_seconds == 3600  # nobody set one: the built-in hour, recorded
+
+
+async def test_a_runs_time_limit_is_the_requests_then_the_agents_then_the_projects() -> None:
+    def limit(sent: int | None, agent: int | None, project: int | None) -> int | None:
+        found = Agent(settings=Settings(timeout_seconds=agent), project_timeout_seconds=project)
+        return queue.run_of_agent("r", found, RunOptions(timeout_seconds=sent)).timeout_seconds
+
+    assert limit(5, 60, 600) == 5
+    assert limit(None, 60, 600) == 60
+    assert limit(None, None, 600) == 600
+    assert limit(None, None, None) == 3600
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"timeout_seconds": 0}, RunOptions)
 
 
 async def test_an_idempotency_key_names_one_run_whatever_the_later_requests_say(

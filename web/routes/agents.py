@@ -64,6 +64,7 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     output_schema: dict[str, Any] | UnsetType | None = UNSET
     mcp_servers: list[McpServer] | UnsetType | None = UNSET
     provider: Provider | UnsetType | None = UNSET
+    timeout_seconds: bounds.TimeoutSeconds | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         if isinstance(self.budget_usd, Decimal):

@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
+from papayya.domain import bounds
 from papayya.errors import Conflict, NotFound
 from papayya.readmodels.projects import ApiKey, NewApiKey, Project
 from web import http, keys
@@ -32,6 +33,8 @@ class PatchProject(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     name: Name | UnsetType = UNSET
     slug: Slug | UnsetType | None = UNSET
+    # Seconds a run may take when neither it nor its agent says (null: back to 3600).
+    default_timeout_seconds: bounds.TimeoutSeconds | UnsetType | None = UNSET
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,10 +46,13 @@ class ProjectOut(msgspec.Struct):
     name: str
     created_at: datetime
     slug: str | None = None
+    # The time limit of runs that neither set one nor have an agent that does.
+    default_timeout_seconds: int = bounds.DEFAULT_TIMEOUT_SECONDS
 
     @classmethod
     def of(cls, project: Project) -> ProjectOut:
-        return cls(project.id, project.name, project.created_at, project.slug)
+        timeout = project.default_timeout_seconds or bounds.DEFAULT_TIMEOUT_SECONDS
+        return cls(project.id, project.name, project.created_at, project.slug, timeout)
 
 
 class ProjectCreated(msgspec.Struct):
@@ -92,7 +98,8 @@ async def get_project(request: web.Request) -> web.Response:
 
 
 @api.route(
-    "PATCH", "/v1/projects/{id}", "Rename the caller's project or set its slug",
+    "PATCH", "/v1/projects/{id}",
+    "Rename the caller's project, set its slug or its runs' default_timeout_seconds",
     body=PatchProject, response=ProjectOut, tag="projects",
 )  # fmt: skip
 async def update_project(request: web.Request) -> web.Response:
@@ -100,9 +107,12 @@ async def update_project(request: web.Request) -> web.Response:
     req = await http.body(request, PatchProject)
     name = None if isinstance(req.name, UnsetType) else req.name
     slug = None if isinstance(req.slug, UnsetType) else req.slug
+    timeout = req.default_timeout_seconds
     found = await request.app[keys.PROJECTS].update(
-        project, name, slug, not isinstance(req.slug, UnsetType)
-    )
+        project, name, slug, not isinstance(req.slug, UnsetType),
+        timeout_seconds=None if isinstance(timeout, UnsetType) else timeout,
+        set_timeout=not isinstance(timeout, UnsetType),
+    )  # fmt: skip
     return http.json(ProjectOut.of(found))
 
 
