@@ -79,6 +79,8 @@ class StepOut(msgspec.Struct):
     usage_estimated: bool = False
     over_reservation: bool = False
     output_capped: int | None = None
+    # A replay's step before its from_step: answered from the source's recording.
+    replayed: bool = False
 
 
 def run_out(state: RunState) -> RunOut:
@@ -150,4 +152,5 @@ def step_out(step: StepState) -> StepOut:
         usage_estimated=step.usage_estimated,
         over_reservation=step.over_reservation,
         output_capped=step.output_capped,
+        replayed=step.replayed,
     )

@@ -4,6 +4,7 @@ the database (``PAPAYYA_DATABASE_URL`` or the embedded one)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,7 +16,7 @@ import msgspec
 from eventstore.postgres import PostgresEventStore
 from eventstore.types import Filters
 from papayya.commands.cancel import cancel_events
-from papayya.commands.replay import replay_of
+from papayya.commands.replay import copied_steps, queue_replay, replay_of
 from papayya.config import Config
 from papayya.database import database_url
 from papayya.domain import events as ev
@@ -80,21 +81,39 @@ def render_run(run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
         head.append(f"replay of {run['replayed_from']} from step {run['replay_from_step']}")
     if run.get("diverged_at_step") is not None:
         head.append(f"diverged  at step {run['diverged_at_step']}")
-    rows = [
-        (
-            s["step_number"],
-            s["step_type"],
-            s.get("label") or s.get("model") or "",
-            s["status"],
-            f"{s['duration_ms']:.1f}",
-            s["input_tokens"],
-            s["output_tokens"],
-            f"${s['cost_usd']}",
-        )
-        for s in steps
-    ]
+    rows = step_rows(steps)
     headers = ("step", "type", "label/model", "status", "ms", "in", "out", "cost")
     return "\n".join(head) + "\n\n" + table(headers, rows)
+
+
+def step_rows(steps: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """A row per step (a replayed one marked as answered from the recording), and under
+    each step a row per tool call it holds: the model step that asked for it."""
+    rows: list[tuple[Any, ...]] = []
+    for s in steps:
+        status = f"{s['status']} (recorded)" if s.get("replayed") else s["status"]
+        rows.append(
+            (
+                s["step_number"],
+                s["step_type"],
+                s.get("label") or s.get("model") or "",
+                status,
+                f"{s['duration_ms']:.1f}",
+                s["input_tokens"],
+                s["output_tokens"],
+                f"${s['cost_usd']}",
+            )
+        )
+        for call in s.get("tool_calls") or []:
+            shown = f"  tool {call['tool']}({_brief(call.get('input'))})"
+            outcome = "error" if call.get("error") else "ok"
+            rows.append(("", "", shown, outcome, f"{call['duration_ms']:.1f}", "", "", ""))
+    return rows
+
+
+def _brief(value: Any, most: int = 60) -> str:
+    text = "" if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def builtins(value: Any) -> Any:
@@ -217,10 +236,10 @@ def replay(
 
     async def direct(store: PostgresEventStore) -> str:
         runs_ = Runs(store)
-        queued = replay_of(
-            await runs_.load(run_id), f"run_{uuid.uuid4().hex}", from_step, parse_input(input_)
-        )
-        return (await runs_.queue(queued)).run_id
+        recorded = await runs_.events(run_id)
+        new_id = f"run_{uuid.uuid4().hex}"
+        queued = replay_of(fold(recorded), new_id, from_step, parse_input(input_))
+        return (await queue_replay(runs_, queued, copied_steps(recorded, from_step))).run_id
 
     click.echo(with_store(direct))
 
