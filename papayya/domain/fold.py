@@ -213,6 +213,7 @@ def _llm_call(state: RunState, steps: list[StepState], event: ev.LlmCallRecorded
         usage_estimated=step.usage_estimated or event.usage_estimated,
         over_reservation=step.over_reservation or event.over_reservation,
         output_capped=step.output_capped if event.output_capped is None else event.output_capped,
+        replayed=step.replayed or event.replayed,
     )
     return replace(state, usage=state.usage.plus(event), llm_calls=state.llm_calls + 1)
 

@@ -476,3 +476,8 @@ def test_a_tool_call_is_not_attached_to_a_step_after_the_one_it_ran_in_nor_too_f
     late = LOOK_BACK + 1
     state = fold([*far, tool(late, tool="lookup", call_id="x")])
     assert len(state.steps[late].tool_calls) == 1 and not state.steps[0].tool_calls
+
+
+def test_a_step_answered_from_a_recording_is_marked_replayed() -> None:
+    state = fold([*started(), *step(0, "response", llm(0, replayed=True)), *step(1)])
+    assert [s.replayed for s in state.steps] == [True, False]
