@@ -346,7 +346,7 @@ async def logs_direct(store: PostgresEventStore, run_id: str, follow_: bool) -> 
     for text in log_view(steps, lines):
         click.echo(text)
     printed = sum(1 for s in state.steps if s.status != "running")
-    if state.is_terminal and not follow_:
+    if state.is_terminal:
         click.echo(end_line(builtins(run_out(state))))
     if not follow_ or state.is_terminal:
         return
