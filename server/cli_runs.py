@@ -175,7 +175,8 @@ def list_runs(agent: str | None, status: str | None, limit: int) -> None:
 @runs.command("show")
 @click.argument("run_id")
 def show(run_id: str) -> None:
-    """A run with a table of its steps: durations, tokens and costs."""
+    """A run with a table of its steps (durations, tokens, costs), each model step's tool
+    calls under it, and a replay's steps answered from the recording marked (recorded)."""
     if api_mode():
 
         async def via_api(c: Any) -> tuple[Any, Any]:
