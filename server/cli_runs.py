@@ -310,7 +310,11 @@ async def print_logs_api(client: Any, run_id: str) -> None:
 
 
 async def follow_logs_api(client: Any, run_id: str) -> None:
-    """Steps as they end; once the run has ended, the output not printed yet and the end."""
+    """Steps as they end; once the run has ended, the output not printed yet and the end.
+    A run that has ended already is printed as without -f: its output between its steps."""
+    if (await client.call("GET", f"/v1/runs/{run_id}"))["status"] in TERMINAL:
+        await print_logs_api(client, run_id)
+        return
     shown: set[tuple[str, int, str]] = set()
     async for event, _id, data in client.sse(f"/v1/runs/{run_id}/events"):
         if event == "step":

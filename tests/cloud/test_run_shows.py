@@ -183,12 +183,10 @@ async def test_runs_logs_interleaves_the_agents_output_with_its_steps_and_tells_
         shown = await cli(cloud, "runs", "logs", run.run_id, *follow)
         last = f"run {run.run_id} failed (agent_error: RuntimeError: the agent gave up)"
         assert shown[-1] == last, shown
-        output = "  | inside the task"
-        if not follow:  # each line where it was written: inside the task, before its step
-            step, warning = index(shown, "checkpoint"), index(shown, "a logged warning")
-            assert index(shown, output) < step < warning < index(shown, " error ")
-        else:
-            assert output in shown and any("checkpoint" in line for line in shown)
+        # Each line where it was written: inside the task, before its step; -f on a run that
+        # has ended prints the same.
+        step, warning = index(shown, "checkpoint"), index(shown, "a logged warning")
+        assert index(shown, "  | inside the task") < step < warning < index(shown, " error ")
 
 
 async def test_runs_logs_of_another_projects_run_is_not_found(cloud: Cloud) -> None:
@@ -203,3 +201,14 @@ async def test_runs_logs_of_another_projects_run_is_not_found(cloud: Cloud) -> N
     ):
         assert r.status == 404
         assert (await r.json())["error"]["code"]
+
+
+async def test_runs_logs_follow_prints_the_steps_live_then_the_output_and_the_error(
+    cloud: Cloud,
+) -> None:
+    await cloud.register("loud", LOUD)
+    run_id = await cloud.start("loud")
+    shown = await cli(cloud, "runs", "logs", run_id, "-f")  # started while the run runs
+    assert shown[-1] == f"run {run_id} failed (agent_error: RuntimeError: the agent gave up)"
+    assert "  | inside the task" in shown and "  | WARNING a logged warning" in shown
+    assert any(line.startswith("step   0  checkpoint") for line in shown)
