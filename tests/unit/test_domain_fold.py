@@ -481,3 +481,23 @@ def test_a_tool_call_is_not_attached_to_a_step_after_the_one_it_ran_in_nor_too_f
 def test_a_step_answered_from_a_recording_is_marked_replayed() -> None:
     state = fold([*started(), *step(0, "response", llm(0, replayed=True)), *step(1)])
     assert [s.replayed for s in state.steps] == [True, False]
+
+
+def test_only_a_replay_not_yet_started_takes_copies_of_its_sources_steps_below_from_step() -> None:
+    def copy(n: int) -> ev.StepStarted:
+        return ev.StepStarted(step_number=n, step_type="response", replayed=True)
+
+    replay = [queued(replayed_from="src", replay_from_step=2)]
+    both = [*replay, copy(0), ev.StepCompleted(step_number=0), copy(1), llm(1, replayed=True)]
+    state = fold([*both, ev.StepCompleted(step_number=1), ev.RunStarted(attempt=1)])
+    assert [(s.step_number, s.replayed, s.status) for s in state.steps] == [
+        (0, True, "completed"),
+        (1, True, "completed"),
+    ] and state.next_step == 2
+    refused([queued()], copy(0), match="only a replay")
+    refused(replay, copy(2), match="before 2 only")
+    refused([*replay, ev.RunStarted(attempt=1)], copy(0), match="only a replay")
+    refused(both, ev.RunStarted(attempt=1), match="has not ended")
+    # A copied step is no licence for a step of the replay's own before it starts.
+    refused([*replay, copy(0), ev.StepCompleted(step_number=0)], ev.StepStarted(
+        step_number=1, step_type="response"), match="queued")  # fmt: skip
