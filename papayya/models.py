@@ -4,11 +4,13 @@ They live below ``web/`` so that workers (callbacks) and the CLI import them dow
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from papayya.domain.events import AgentOutput, RunEvent
 from papayya.domain.state import RunState, StepState
 from papayya.money import cents_up, usd_string
 
@@ -96,6 +98,8 @@ class StepOut(msgspec.Struct):
     usage_estimated: bool = False
     over_reservation: bool = False
     output_capped: int | None = None
+    # A replay's step before its from_step: answered from the source's recording.
+    replayed: bool = False
 
 
 def run_out(state: RunState) -> RunOut:
@@ -168,4 +172,40 @@ def step_out(step: StepState) -> StepOut:
         usage_estimated=step.usage_estimated,
         over_reservation=step.over_reservation,
         output_capped=step.output_capped,
+        replayed=step.replayed,
     )
+
+
+class OutputLineOut(msgspec.Struct):
+    """A line the agent wrote (stdout and stderr share one pipe, so their order is kept; its
+    ``logging`` goes there too), with when the worker read it and in which attempt."""
+
+    at: datetime
+    attempt: int
+    text: str
+
+
+class RunLogsOut(msgspec.Struct):
+    """A run's output, oldest first. Each attempt keeps its last lines, at most
+    ``OUTPUT_EVENT_CHARS`` (workers/worker.py); ``truncated``: an attempt lost older ones.
+    ``attempts``: those whose output is recorded (a worker records it as the attempt ends)."""
+
+    data: list[OutputLineOut]
+    truncated: bool
+    attempts: list[int]
+
+
+def run_logs_out(events: Sequence[RunEvent]) -> RunLogsOut:
+    lines: list[OutputLineOut] = []
+    truncated = False
+    attempts: list[int] = []
+    for event in events:
+        if isinstance(event, AgentOutput):
+            truncated = truncated or event.truncated
+            attempts.append(event.attempt)
+            lines += (
+                OutputLineOut(datetime.fromtimestamp(at, UTC), event.attempt, text)
+                for at, text in event.lines
+            )
+    lines.sort(key=lambda line: line.at)
+    return RunLogsOut(lines, truncated, sorted(set(attempts)))

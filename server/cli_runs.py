@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
@@ -18,15 +20,15 @@ from eventstore.postgres import PostgresEventStore
 from eventstore.types import Filters
 from papayya.apiclient import ApiClient
 from papayya.commands.cancel import cancel_events
-from papayya.commands.replay import replay_of
+from papayya.commands.replay import copied_steps, queue_replay, replay_of
 from papayya.commands.resume import resume_run
 from papayya.config import Config
 from papayya.database import database_url
 from papayya.domain import events as ev
 from papayya.domain.bounds import MAX_TOKENS
 from papayya.domain.fold import fold
-from papayya.errors import NotFound, PapayyaError
-from papayya.models import run_out, run_out_from_summary, step_out
+from papayya.errors import NotFound, PapayyaError, Unauthorized
+from papayya.models import run_logs_out, run_out, run_out_from_summary, step_out
 from papayya.runs import Runs, run_events, run_stream
 from server.cli_api import (
     LeaseLook,
@@ -34,8 +36,8 @@ from server.cli_api import (
     agent_slugs,
     api_mode,
     echo_json,
-    follow,
     parse_input,
+    run_lease,
     step_line,
     watch_lease,
     with_api,
@@ -112,21 +114,39 @@ def render_run(run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
         head.append(f"replay of {run['replayed_from']} from step {run['replay_from_step']}")
     if run.get("diverged_at_step") is not None:
         head.append(f"diverged  at step {run['diverged_at_step']}")
-    rows = [
-        (
-            s["step_number"],
-            s["step_type"],
-            s.get("label") or s.get("model") or "",
-            s["status"],
-            f"{s['duration_ms']:.1f}",
-            s["input_tokens"],
-            s["output_tokens"],
-            f"${s['cost_usd']}",
-        )
-        for s in steps
-    ]
+    rows = step_rows(steps)
     headers = ("step", "type", "label/model", "status", "ms", "in", "out", "cost")
     return "\n".join(head) + "\n\n" + table(headers, rows)
+
+
+def step_rows(steps: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """A row per step (a replayed one marked as answered from the recording), and under
+    each step a row per tool call it holds: the model step that asked for it."""
+    rows: list[tuple[Any, ...]] = []
+    for s in steps:
+        status = f"{s['status']} (recorded)" if s.get("replayed") else s["status"]
+        rows.append(
+            (
+                s["step_number"],
+                s["step_type"],
+                s.get("label") or s.get("model") or "",
+                status,
+                f"{s['duration_ms']:.1f}",
+                s["input_tokens"],
+                s["output_tokens"],
+                f"${s['cost_usd']}",
+            )
+        )
+        for call in s.get("tool_calls") or []:
+            shown = f"  tool {call['tool']}({_brief(call.get('input'))})"
+            outcome = "error" if call.get("error") else "ok"
+            rows.append(("", "", shown, outcome, f"{call['duration_ms']:.1f}", "", "", ""))
+    return rows
+
+
+def _brief(value: Any, most: int = 60) -> str:
+    text = "" if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def builtins(value: Any) -> Any:
@@ -193,7 +213,8 @@ def list_runs(agent: str | None, status: str | None, limit: int) -> None:
 @runs.command("show")
 @click.argument("run_id")
 def show(run_id: str) -> None:
-    """A run with a table of its steps: durations, tokens and costs."""
+    """A run with a table of its steps (durations, tokens, costs), each model step's tool
+    calls under it, and a replay's steps answered from the recording marked (recorded)."""
     if api_mode():
 
         async def via_api(c: ApiClient) -> tuple[Any, Any]:
@@ -343,10 +364,10 @@ def replay(
 
     async def direct(store: PostgresEventStore) -> str:
         runs_ = Runs(store)
-        queued = replay_of(
-            await runs_.load(run_id), f"run_{uuid.uuid4().hex}", from_step, new_input
-        )
-        return (await runs_.queue(queued)).run_id
+        recorded = await runs_.events(run_id)
+        new_id = f"run_{uuid.uuid4().hex}"
+        queued = replay_of(fold(recorded), new_id, from_step, new_input)
+        return (await queue_replay(runs_, queued, copied_steps(recorded, from_step))).run_id
 
     click.echo(with_store(direct))
 
@@ -357,47 +378,159 @@ def replay(
               help="Keep printing until the run ends (and say when it waits for a lost "
                    "worker's lease).")  # fmt: skip
 def logs(run_id: str, follow_: bool) -> None:
-    """Print the run's steps; with -f, follow them live."""
+    """Print the run's steps and its agent's output (stdout, stderr, logging) in time order,
+    then how it ended (the error code and message of a failed run); with -f, follow it live
+    (an attempt's output is printed when that attempt ends)."""
     if api_mode():
-        if follow_:
-            with_api(lambda c: follow(c, run_id))
-        else:
-            for s in with_api(lambda c: c.call("GET", f"/v1/runs/{run_id}/steps")):
-                click.echo(step_line(s))
-        return
+        with_api(lambda c: follow_logs_api(c, run_id) if follow_ else print_logs_api(c, run_id))
+    else:
+        with_store(lambda store: logs_direct(store, run_id, follow_))
 
-    async def direct(store: PostgresEventStore) -> None:
-        events = await store.read_stream(run_stream(run_id))
-        state = fold(run_events(events)) if events else await Runs(store).load(run_id)
-        printed = 0
-        for s in state.steps:
-            if s.status != "running":
+
+# How long `runs logs -f` waits, once the run has ended, for its worker to record the output
+# of the run's last attempt (written as the agent process exits).
+OUTPUT_WAIT_SECONDS = 5.0
+
+
+def _when(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value)) if value else datetime.max.replace(tzinfo=UTC)
+
+
+def output_line(line: dict[str, Any]) -> str:
+    return f"  | {line['text']}"
+
+
+def log_view(steps: list[dict[str, Any]], lines: list[dict[str, Any]]) -> list[str]:
+    """The run's ended steps and its output lines, by time: a step when it ended, a line when
+    the worker read it. A replayed step (answered from the recording) is marked."""
+    entries: list[tuple[datetime, int, str]] = []
+    for s in steps:
+        if s["status"] != "running":
+            mark = "  (recorded)" if s.get("replayed") else ""
+            entries.append(
+                (_when(s.get("completed_at") or s.get("started_at")), 0, step_line(s) + mark)
+            )
+    entries += [(_when(line["at"]), 1, output_line(line)) for line in lines]
+    entries.sort(key=lambda entry: (entry[0], entry[1]))
+    return [text for _, _, text in entries]
+
+
+def end_line(run: dict[str, Any]) -> str:
+    """``run <id> <status>``, with the error code and message of a run that did not complete."""
+    error = f" ({run['error_code']}: {run['error_message']})" if run.get("error_code") else ""
+    return f"run {run['id']} {run['status']}{error}"
+
+
+async def print_logs_api(client: Any, run_id: str) -> None:
+    run = await client.call("GET", f"/v1/runs/{run_id}")
+    steps = await client.call("GET", f"/v1/runs/{run_id}/steps")
+    found = await client.call("GET", f"/v1/runs/{run_id}/logs")
+    for text in log_view(steps, found["data"]):
+        click.echo(text)
+    if run["status"] in TERMINAL:
+        click.echo(end_line(run))
+
+
+async def follow_logs_api(client: Any, run_id: str) -> None:
+    """Steps as they end; once the run has ended, the output not printed yet and the end.
+    A run that has ended already is printed as without -f: its output between its steps."""
+    if (await client.call("GET", f"/v1/runs/{run_id}"))["status"] in TERMINAL:
+        await print_logs_api(client, run_id)
+        return
+    shown: set[tuple[str, int, str]] = set()
+    printed: set[int] = set()  # the stream sends a step again when a tool call lands after it
+    quiet = Quiet()
+    watcher = asyncio.create_task(watch_lease(run_id, quiet, lambda: run_lease(client, run_id)))
+    try:
+        await _follow_logs_api(client, run_id, shown, printed, quiet)
+    finally:
+        watcher.cancel()
+
+
+async def _follow_logs_api(
+    client: Any,
+    run_id: str,
+    shown: set[tuple[str, int, str]],
+    printed: set[int],
+    quiet: Quiet,
+) -> None:
+    async for event, _id, data in client.sse(f"/v1/runs/{run_id}/events"):
+        quiet.touch()
+        if event == "step":
+            if data["step_number"] not in printed:
+                printed.add(data["step_number"])
+                click.echo(step_line(data))
+        elif event == "terminal":
+            run = await client.call("GET", f"/v1/runs/{run_id}")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + OUTPUT_WAIT_SECONDS
+            while True:
+                found = await client.call("GET", f"/v1/runs/{run_id}/logs")
+                for line in found["data"]:
+                    key = (str(line["at"]), line["attempt"], line["text"])
+                    if key not in shown:
+                        shown.add(key)
+                        click.echo(output_line(line))
+                done = run["attempt"] in found["attempts"] or run.get("trigger") == "sdk"
+                if done or run["attempt"] == 0 or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            click.echo(end_line(run))
+            return
+        elif event == "error":  # the server ended the stream: its API key was revoked
+            raise Unauthorized(str((data.get("error") or {}).get("message") or "unauthorized"))
+
+
+async def logs_direct(store: PostgresEventStore, run_id: str, follow_: bool) -> None:
+    recorded = await store.read_stream(run_stream(run_id))
+    if not recorded:
+        await Runs(store).load(run_id)  # RunNotFound
+    events = run_events(recorded)
+    state = fold(events)
+    steps = [builtins(step_out(s)) for s in state.steps]
+    lines = builtins(run_logs_out(events).data)
+    for text in log_view(steps, lines):
+        click.echo(text)
+    printed = sum(1 for s in state.steps if s.status != "running")
+    if state.is_terminal:
+        click.echo(end_line(builtins(run_out(state))))
+    if not follow_ or state.is_terminal:
+        return
+    sub = store.subscribe(after=recorded[-1].cursor, filters=Filters.of(streams=run_stream(run_id)))
+    event: ev.RunEvent | None = None
+    quiet = Quiet()
+    watcher = asyncio.create_task(watch_lease(run_id, quiet, direct_lease(store, run_id)))
+    async with sub:
+        async for item in sub:
+            quiet.touch()
+            decoded = ev.from_recorded(item)
+            assert isinstance(decoded, ev.RunEvent)
+            state, event = fold([decoded], state), decoded
+            for s in state.steps[printed:]:
+                if s.status == "running":
+                    break
                 click.echo(step_line(builtins(step_out(s))))
                 printed += 1
-        if not follow_ or state.is_terminal:
-            return
-        sub = store.subscribe(
-            after=events[-1].cursor, filters=Filters.of(streams=run_stream(run_id))
-        )
-        quiet = Quiet()
-        watcher = asyncio.create_task(watch_lease(run_id, quiet, direct_lease(store, run_id)))
-        async with sub:
-            async for recorded in sub:
-                quiet.touch()
-                event = ev.from_recorded(recorded)
-                assert isinstance(event, ev.RunEvent)
-                state = fold([event], state)
-                for s in state.steps[printed:]:
-                    if s.status == "running":
-                        break
-                    click.echo(step_line(builtins(step_out(s))))
-                    printed += 1
-                if state.is_terminal:
-                    watcher.cancel()
-                    click.echo(f"run {run_id} {state.status}")
-                    return
-
-    with_store(direct)
+            if isinstance(event, ev.AgentOutput):
+                for line in builtins(run_logs_out([event]).data):
+                    click.echo(output_line(line))
+            if state.is_terminal:
+                watcher.cancel()
+                break
+        # The last attempt's output follows the end (the worker records it as the agent exits).
+        if state.attempt > 0 and state.trigger != "sdk" and not isinstance(event, ev.AgentOutput):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OUTPUT_WAIT_SECONDS):
+                    async for item in sub:
+                        late = ev.from_recorded(item)
+                        if isinstance(late, ev.AgentOutput):
+                            for line in builtins(run_logs_out([late]).data):
+                                click.echo(output_line(line))
+                            if late.attempt == state.attempt:
+                                break
+    click.echo(end_line(builtins(run_out(state))))
 
 
 def direct_lease(store: PostgresEventStore, run_id: str) -> LeaseLook:

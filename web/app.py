@@ -41,6 +41,7 @@ from web.routes import (  # noqa: F401  (importing a route module registers its 
     overview,
     projects,
     run_detail,
+    run_logs,
     runs,
     runtime,
     schedules,

@@ -126,7 +126,8 @@ class EventCounter:
         elif isinstance(event, ev.RunStarted):
             run = await self._run(stream)
             run.started_at = run.started_at or event.at
-        elif isinstance(event, ev.StepStarted):
+        elif isinstance(event, ev.StepStarted) and not event.replayed:
+            # A replay's copy of its source's step was counted when the source ran it.
             STEPS.labels(event.step_type).inc()
         elif isinstance(event, ev.LlmCallRecorded) and not event.replayed:
             # A replayed call was answered from a recording: no provider saw those tokens.

@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -51,7 +51,9 @@ ProjectSecretsSource = Callable[[str], Awaitable[Mapping[str, str]]]
 
 Q: Final = queries("workers.sql")
 OUTPUT_TAIL: Final = 4000
-OUTPUT_EVENT_CHARS: Final = 64_000
+OUTPUT_EVENT_CHARS: Final = 64_000  # per attempt: a run keeps at most max_attempts times this
+REDACTED: Final = "[redacted]"
+SHORTEST_REDACTED: Final = 4
 REAP_SECONDS: Final = 30.0  # how often leftover containers of finished attempts are removed
 # How often a lost attempt looks again whether its calls in flight at the gateway have settled.
 SETTLE_POLL_SECONDS: Final = 0.2
@@ -63,7 +65,9 @@ STOPPING: Final = frozenset(
 
 
 def agent_output(attempt: int, lines: list[tuple[float, str]]) -> list[ev.RunEvent]:
-    """The attempt's output as an event: its last lines, at most ``OUTPUT_EVENT_CHARS``."""
+    """The attempt's output as an event: its last lines, at most ``OUTPUT_EVENT_CHARS``.
+    Written even when empty, so that a reader following the run knows the attempt's output
+    is all there (``papayya runs logs -f``)."""
     kept: list[tuple[float, str]] = []
     size = 0
     for at, text in reversed(lines):
@@ -71,10 +75,22 @@ def agent_output(attempt: int, lines: list[tuple[float, str]]) -> list[ev.RunEve
         if size > OUTPUT_EVENT_CHARS:
             break
         kept.append((at, text))
-    if not kept:
-        return []
     kept.reverse()
     return [ev.AgentOutput(attempt=attempt, lines=tuple(kept), truncated=len(kept) < len(lines))]
+
+
+def redacted(lines: list[tuple[float, str]], secrets: Iterable[str]) -> list[tuple[float, str]]:
+    """``lines`` with each secret value (of at least ``SHORTEST_REDACTED`` characters: a
+    shorter one would blank out ordinary text) replaced by ``REDACTED``."""
+    hidden = sorted({s for s in secrets if len(s) >= SHORTEST_REDACTED}, key=len, reverse=True)
+    if not hidden:
+        return lines
+    shown = []
+    for at, text in lines:
+        for secret in hidden:
+            text = text.replace(secret, REDACTED)
+        shown.append((at, text))
+    return shown
 
 
 def runtime_available(runtime: Runtime) -> bool:
@@ -395,8 +411,10 @@ class Worker:
                     log.info("run %s: attempt %s exited %s", state.run_id, state.attempt, code)
                     if current.stopping is not None:
                         await current.stopping
-                    output = current.handle.output()
-                    lines = current.handle.lines()
+                    # The project's secrets are in the agent's environment: kept out of the
+                    # run's events, whatever the agent printed.
+                    lines = redacted(current.handle.lines(), launch.secrets.values())
+                    output = "\n".join(text for _, text in lines)
             await self._record(current, code, output, lines)
             recorded = True
         finally:

@@ -113,6 +113,9 @@ class StepStarted(RunEvent, frozen=True):
     step_number: Step
     step_type: StepType
     label: Label | None = None
+    # A replay's step before its from_step, copied from its source when it was queued: its
+    # calls are answered from that recording (DESIGN §5), so the replay keeps the numbering.
+    replayed: bool = False
 
 
 class StepCompleted(RunEvent, frozen=True):

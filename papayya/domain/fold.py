@@ -13,6 +13,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from papayya.domain import events as ev
+from papayya.domain.attach import requesting_step
 from papayya.domain.rules import check_folded
 from papayya.domain.state import (
     INTERRUPTED,
@@ -172,6 +173,7 @@ def _step_started(state: RunState, steps: list[StepState], event: ev.StepStarted
             attempt=state.attempt,
             label=event.label,
             started_at=event.at,
+            replayed=event.replayed,
         )
     )
     return state
@@ -216,6 +218,7 @@ def _llm_call(state: RunState, steps: list[StepState], event: ev.LlmCallRecorded
         usage_estimated=step.usage_estimated or event.usage_estimated,
         over_reservation=step.over_reservation or event.over_reservation,
         output_capped=step.output_capped if event.output_capped is None else event.output_capped,
+        replayed=step.replayed or event.replayed,
     )
     return replace(state, usage=state.usage.plus(event), llm_calls=state.llm_calls + 1)
 
@@ -232,8 +235,9 @@ def _tool_call(state: RunState, steps: list[StepState], event: ev.ToolCallRecord
         error=event.error,
         duration_ms=event.duration_ms,
     )
-    step = steps[event.step_number]
-    steps[event.step_number] = replace(step, tool_calls=(*step.tool_calls, call))
+    # Shown under the model step that asked for it, not whichever step came last (attach.py).
+    n = requesting_step(steps, event.step_number, event.tool, event.fingerprint, event.call_id)
+    steps[n] = replace(steps[n], tool_calls=(*steps[n].tool_calls, call))
     same = event.fingerprint == state.last_tool_fingerprint
     return replace(
         state,

@@ -63,10 +63,36 @@ def _started(state: RunState, steps: Steps, event: ev.RunStarted) -> None:
     _require(state, event, "queued", "running")
     if event.attempt != state.attempt + 1:
         _refuse(event, f"the next attempt is {state.attempt + 1}, not {event.attempt}")
+    if state.status == "queued" and (current := in_flight(steps)) is not None:
+        _refuse(event, f"copied step {current.step_number} has not ended")
+
+
+def _copying(state: RunState, steps: Steps, n: int) -> bool:
+    """Whether step ``n`` is a replay's copy of its source's step, written with its queuing:
+    such steps are recorded before the run ever starts."""
+    return (
+        state.status == "queued"
+        and state.attempt == 0
+        and 0 <= n < len(steps)
+        and (steps[n].replayed)
+    )
+
+
+def _replayed_step(state: RunState, steps: Steps, event: ev.StepStarted) -> None:
+    until = state.replay_from_step
+    if state.status != "queued" or state.attempt != 0 or until is None:
+        _refuse(event, "only a replay that has not started copies its source's steps")
+    elif event.step_number >= until:
+        _refuse(event, f"the replay copies steps before {until} only")
+    if steps and not steps[-1].replayed:
+        _refuse(event, "copied steps come before the replay's own")
 
 
 def _step_started(state: RunState, steps: Steps, event: ev.StepStarted) -> None:
-    _require(state, event, "running")
+    if event.replayed:
+        _replayed_step(state, steps, event)
+    else:
+        _require(state, event, "running")
     if state.cancel_requested:
         _refuse(event, "the run is being cancelled")
     current = in_flight(steps)
@@ -74,14 +100,15 @@ def _step_started(state: RunState, steps: Steps, event: ev.StepStarted) -> None:
         _refuse(event, f"step {current.step_number} is still in flight")
     if event.step_number != len(steps):
         _refuse(event, f"the next step is {len(steps)}, not {event.step_number}")
-    if state.max_steps is not None and len(steps) >= state.max_steps:
+    if not event.replayed and state.max_steps is not None and len(steps) >= state.max_steps:
         raise StepLimitReached(f"the run has reached its max_steps of {state.max_steps}")
     if len(steps) >= MAX_STEPS:
         raise StepLimitReached(f"a run has at most {MAX_STEPS} steps")
 
 
 def _step_ended(state: RunState, steps: Steps, event: ev.StepCompleted | ev.StepFailed) -> None:
-    _require(state, event, "running")
+    if not _copying(state, steps, event.step_number):
+        _require(state, event, "running")
     current = in_flight(steps)
     if current is None or current.step_number != event.step_number:
         _refuse(event, f"step {event.step_number} is not in flight")
@@ -93,13 +120,15 @@ def _llm_call(state: RunState, steps: Steps, event: ev.LlmCallRecorded) -> None:
 
 
 def _tool_call(state: RunState, steps: Steps, event: ev.ToolCallRecorded) -> None:
-    _require(state, event, "running")
+    if not _copying(state, steps, event.step_number):
+        _require(state, event, "running")
     if not steps or event.step_number != steps[-1].step_number:
         _refuse(event, f"step {event.step_number} is not the latest step")
 
 
 def _checkpoint(state: RunState, steps: Steps, event: ev.CheckpointSaved) -> None:
-    _require(state, event, "running")
+    if not _copying(state, steps, event.step_number):
+        _require(state, event, "running")
     current = in_flight(steps)
     if current is None or current.step_number != event.step_number:
         _refuse(event, f"step {event.step_number} is not in flight")

@@ -151,6 +151,8 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     usage_estimated: bool = False
     over_reservation: bool = False
     output_capped: int | None = None
+    # Copied from a replay's source: answered from the recording, not run again.
+    replayed: bool = False
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):

@@ -237,6 +237,51 @@ async def test_replay_links_a_new_run_and_checks_the_deployment(runs: RunStates)
     assert anyway.deployment_version == "4"
 
 
+async def test_a_replay_keeps_its_sources_steps_before_from_step_with_their_numbers(
+    runs: RunStates,
+) -> None:
+    running = await _running(runs)
+    call = {"id": "c1", "name": "lookup", "arguments": {"city": "Paris"}}
+    model = ev.LlmCallRecorded(
+        step_number=0, provider="openai", model="gpt-4o", fingerprint="f0", input_tokens=9,
+        cost_micro_usd=70, tool_calls=(call,),
+    )  # fmt: skip
+    state = await runs.append(
+        running,
+        [ev.StepStarted(step_number=0, step_type="tool_call"), model,
+         ev.StepCompleted(step_number=0)],
+    )  # fmt: skip
+    state = await checkpoint.record_checkpoint(runs, state, "pick", duration_ms=1.0, result="P")
+    ran = tool_call_events(state, "lookup", "fp", call_id="c1", input={"city": "P"}, output=2)
+    state = await runs.append(state, ran)
+    state = await checkpoint.record_checkpoint(runs, state, "later", duration_ms=1.0, result=3)
+
+    copy = await replay.replay_run(runs, Agents().find, PROJECT, state.run_id, 2)
+    assert copy.status == "queued" and copy.next_step == 2
+    assert [(s.step_number, s.step_type, s.replayed) for s in copy.steps] == [
+        (0, "tool_call", True),
+        (1, "checkpoint", True),
+    ]
+    assert [c.tool for c in copy.steps[0].tool_calls] == ["lookup"]  # under the model step
+    assert copy.steps[1].output == "P" and copy.usage.cost_micro_usd == 0
+    # Its recording is its own now: the same calls, in the source's order, up to from_step.
+    events = await runs.events(copy.run_id)
+    recording = await runs.recording(copy, events, frozenset({"llm", "tool", "task"}))
+    assert [(c.step_number, c.kind) for c in recording.calls] == [
+        (0, "llm"), (1, "task"), (1, "tool")
+    ]  # fmt: skip
+    assert not recording.copied
+    # The replay's own steps continue the numbering once it runs.
+    started = await runs.append(copy, [ev.RunStarted(attempt=1)])
+    after = await checkpoint.record_checkpoint(runs, started, "new", duration_ms=1.0, result=0)
+    assert [(s.step_number, s.replayed) for s in after.steps][2:] == [(2, False)]
+    with pytest.raises(IllegalTransition, match="copies"):
+        await runs.append(after, [ev.StepStarted(step_number=3, step_type="response",
+                                                 replayed=True)])  # fmt: skip
+    # From step 0, nothing is copied.
+    assert (await replay.replay_run(runs, Agents().find, PROJECT, state.run_id, 0)).steps == ()
+
+
 # -- durable open or resume -----------------------------------------------------------------
 
 

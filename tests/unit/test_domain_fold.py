@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from papayya.domain import events as ev
+from papayya.domain.attach import LOOK_BACK
 from papayya.domain.fold import apply, fold, state_at
+from papayya.domain.matcher import recorded_calls, tool_fingerprint
 from papayya.domain.rules import check
 from papayya.domain.state import RunState
 from papayya.errors import (
@@ -427,3 +429,75 @@ def test_resume_counts_open_reservations_as_spent() -> None:
     ]
     refused(events, ev.RunResumed(budget_micro_usd=70), match="70 already spent or held")
     assert fold([*events, ev.RunResumed(budget_micro_usd=71)]).status == "queued"
+
+
+def asked(n: int, *calls: dict[str, Any]) -> list[ev.RunEvent]:
+    return step(n, "tool_call", llm(n, tool_calls=calls))
+
+
+def test_a_tool_call_belongs_to_the_model_step_that_asked_for_it_by_id() -> None:
+    # The README tour: the model asks for lookup, a task is checkpointed, then lookup runs.
+    events = [
+        *started(),
+        *asked(0, {"id": "call_1", "name": "lookup", "arguments": {"city": "x"}}),
+        *step(1, "checkpoint"),
+        tool(1, tool="lookup", call_id="call_1", fingerprint=tool_fingerprint("lookup", {})),
+    ]
+    state = fold(events)
+    assert [len(s.tool_calls) for s in state.steps] == [1, 0]
+    assert state.steps[0].step_type == "tool_call"
+
+
+def test_without_an_id_a_tool_call_is_matched_by_name_and_arguments_then_by_name() -> None:
+    paris = {"city": "Paris"}
+    events = [
+        *started(),
+        *asked(0, {"id": "a", "name": "lookup", "arguments": paris}),
+        *asked(1, {"id": "b", "name": "lookup", "arguments": {"city": "Rome"}}),
+        *step(2, "checkpoint"),
+        tool(2, tool="lookup", fingerprint=tool_fingerprint("lookup", paris)),
+        tool(2, tool="lookup", fingerprint=tool_fingerprint("lookup", {"city": "Oslo"})),
+        tool(2, tool="unasked", fingerprint=tool_fingerprint("unasked", {})),
+    ]
+    state = fold(events)
+    assert [[c.fingerprint for c in s.tool_calls] for s in state.steps] == [
+        [tool_fingerprint("lookup", paris)],
+        [tool_fingerprint("lookup", {"city": "Oslo"})],  # the latest step that asked for it
+        [tool_fingerprint("unasked", {})],  # nobody asked: the step that was latest
+    ]
+    # The event keeps the step it ran in: the recording's order is unchanged.
+    assert [c.step_number for c in recorded_calls([*events, *step(3)])] == [0, 1, 2, 2, 2]
+
+
+def test_a_tool_call_is_not_attached_to_a_step_after_the_one_it_ran_in_nor_too_far_back() -> None:
+    far = [*started(), *asked(0, {"id": "x", "name": "lookup", "arguments": {}})]
+    for n in range(1, LOOK_BACK + 2):
+        far += step(n)
+    late = LOOK_BACK + 1
+    state = fold([*far, tool(late, tool="lookup", call_id="x")])
+    assert len(state.steps[late].tool_calls) == 1 and not state.steps[0].tool_calls
+
+
+def test_a_step_answered_from_a_recording_is_marked_replayed() -> None:
+    state = fold([*started(), *step(0, "response", llm(0, replayed=True)), *step(1)])
+    assert [s.replayed for s in state.steps] == [True, False]
+
+
+def test_only_a_replay_not_yet_started_takes_copies_of_its_sources_steps_below_from_step() -> None:
+    def copy(n: int) -> ev.StepStarted:
+        return ev.StepStarted(step_number=n, step_type="response", replayed=True)
+
+    replay = [queued(replayed_from="src", replay_from_step=2)]
+    both = [*replay, copy(0), ev.StepCompleted(step_number=0), copy(1), llm(1, replayed=True)]
+    state = fold([*both, ev.StepCompleted(step_number=1), ev.RunStarted(attempt=1)])
+    assert [(s.step_number, s.replayed, s.status) for s in state.steps] == [
+        (0, True, "completed"),
+        (1, True, "completed"),
+    ] and state.next_step == 2
+    refused([queued()], copy(0), match="only a replay")
+    refused(replay, copy(2), match="before 2 only")
+    refused([*replay, ev.RunStarted(attempt=1)], copy(0), match="only a replay")
+    refused(both, ev.RunStarted(attempt=1), match="has not ended")
+    # A copied step is no licence for a step of the replay's own before it starts.
+    refused([*replay, copy(0), ev.StepCompleted(step_number=0)], ev.StepStarted(
+        step_number=1, step_type="response"), match="queued")  # fmt: skip

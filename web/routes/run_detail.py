@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from papayya.domain import events as ev
+from papayya.domain.attach import requesting_step
 from papayya.domain.fold import fold
 from papayya.domain.state import StepState
 from papayya.errors import NotFound, RunNotFound
@@ -212,7 +213,12 @@ def describe(event: ev.RunEvent) -> str:
             return ""
 
 
-def _belongs(event: ev.RunEvent, number: int, reservations: set[str]) -> bool:
+def _belongs(
+    event: ev.RunEvent, number: int, reservations: set[str], steps: Sequence[StepState]
+) -> bool:
+    if isinstance(event, ev.ToolCallRecorded):  # under the step that asked for it, as folded
+        at = event.step_number
+        return requesting_step(steps, at, event.tool, event.fingerprint, event.call_id) == number
     if getattr(event, "step_number", None) == number:
         return True
     return isinstance(event, ev.BudgetSettled) and event.reservation_id in reservations
@@ -235,7 +241,7 @@ async def step_detail(request: web.Request) -> web.Response:
         for e in events
         if isinstance(e, ev.BudgetReserved) and e.step_number == number
     }
-    mine = [e for e in events if _belongs(e, number, reservations)]
+    mine = [e for e in events if _belongs(e, number, reservations, state.steps)]
     payloads = await _payloads(request, _refs(mine))
     return http.json(
         StepDetail(

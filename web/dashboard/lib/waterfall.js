@@ -97,7 +97,7 @@ export class Waterfall {
     const row = this.rows.get(n);
     const run = this.run || {};
     const tags = [];
-    if (run.replayed_from && n < run.replay_from_step) tags.push(badge("recorded", "recorded"));
+    if (step.replayed || (run.replayed_from && n < run.replay_from_step)) tags.push(badge("recorded", "recorded"));
     if (run.diverged_at_step === n) tags.push(badge("diverged", "diverged"));
     if (step.error_code === "interrupted") tags.push(badge("interrupted", "interrupted"));
     else if (step.status === "failed") tags.push(badge("failed", "failed"));
