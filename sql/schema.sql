@@ -241,7 +241,11 @@ CREATE TABLE projects (
     name       text NOT NULL UNIQUE,
     created_at timestamptz NOT NULL DEFAULT now(),
     -- Optional, as in the hosted API; unique when set.
-    slug       text UNIQUE
+    slug       text UNIQUE,
+    -- The limits of runs that state none (nor their agent): the hosted API's values unless
+    -- set; NULL is "no limit", only ever an explicit setting (papayya.domain.defaults).
+    default_budget_cents bigint DEFAULT 500 CHECK (default_budget_cents >= 0),
+    default_max_steps    integer DEFAULT 50 CHECK (default_max_steps >= 1)
 );
 
 CREATE TABLE api_keys (

@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
+from papayya.domain import bounds
 from papayya.errors import Conflict, NotFound
 from papayya.readmodels.projects import ApiKey, NewApiKey, Project
 from web import http, keys
@@ -28,35 +29,55 @@ class CreateProject(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class PatchProject(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Fields sent replace the project's; ``slug: null`` removes the slug."""
+    """Fields sent replace the project's; ``slug: null`` removes the slug. The defaults are
+    what runs get when neither they nor their agent state a budget or ``max_steps``; ``null``
+    is no limit (a project starts at 500 cents and 50 steps)."""
 
     name: Name | UnsetType = UNSET
     slug: Slug | UnsetType | None = UNSET
+    default_budget_cents: bounds.Cents | UnsetType | None = UNSET
+    default_max_steps: bounds.StepCount | UnsetType | None = UNSET
+
+    def default_changes(self) -> dict[str, int | None]:
+        """The ``ProjectDefaults`` fields this patch sets (``None``: no limit)."""
+        sent = {
+            "budget_cents": self.default_budget_cents,
+            "max_steps": self.default_max_steps,
+        }
+        return {k: v for k, v in sent.items() if not isinstance(v, UnsetType)}
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(max_length=100)] | None = None
 
 
-class ProjectOut(msgspec.Struct):
+class ProjectOut(msgspec.Struct, kw_only=True):
+    """A project. ``default_budget_cents`` and ``default_max_steps`` are the limits of runs
+    that state none (nor their agent); ``null`` is no limit."""
+
     id: str
     name: str
     created_at: datetime
     slug: str | None = None
+    default_budget_cents: int | None
+    default_max_steps: int | None
 
     @classmethod
     def of(cls, project: Project) -> ProjectOut:
-        return cls(project.id, project.name, project.created_at, project.slug)
+        return cls(
+            id=project.id,
+            name=project.name,
+            created_at=project.created_at,
+            slug=project.slug,
+            default_budget_cents=project.defaults.budget_cents,
+            default_max_steps=project.defaults.max_steps,
+        )
 
 
-class ProjectCreated(msgspec.Struct):
+class ProjectCreated(ProjectOut, kw_only=True):
     """A new project and its first API key (the key is shown only here)."""
 
-    id: str
-    name: str
-    created_at: datetime
     api_key: NewApiKey
-    slug: str | None = None
 
 
 def own_project(request: web.Request) -> str:
@@ -74,8 +95,9 @@ def own_project(request: web.Request) -> str:
 async def create_project(request: web.Request) -> web.Response:
     req = await http.body(request, CreateProject)
     project, key = await request.app[keys.PROJECTS].create_with_key(req.name, "first", req.slug)
-    created = ProjectCreated(project.id, project.name, project.created_at, key, project.slug)
-    return http.json(created, 201)
+    out = ProjectOut.of(project)
+    fields = {f: getattr(out, f) for f in out.__struct_fields__}
+    return http.json(ProjectCreated(**fields, api_key=key), 201)
 
 
 @api.route(
@@ -92,7 +114,9 @@ async def get_project(request: web.Request) -> web.Response:
 
 
 @api.route(
-    "PATCH", "/v1/projects/{id}", "Rename the caller's project or set its slug",
+    "PATCH", "/v1/projects/{id}",
+    "Rename the caller's project, set its slug, or set the defaults of runs that state no "
+    "budget or max_steps (default_budget_cents, default_max_steps; null: no limit)",
     body=PatchProject, response=ProjectOut, tag="projects",
 )  # fmt: skip
 async def update_project(request: web.Request) -> web.Response:
@@ -101,7 +125,7 @@ async def update_project(request: web.Request) -> web.Response:
     name = None if isinstance(req.name, UnsetType) else req.name
     slug = None if isinstance(req.slug, UnsetType) else req.slug
     found = await request.app[keys.PROJECTS].update(
-        project, name, slug, not isinstance(req.slug, UnsetType)
+        project, name, slug, not isinstance(req.slug, UnsetType), req.default_changes()
     )
     return http.json(ProjectOut.of(found))
 
