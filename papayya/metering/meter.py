@@ -250,7 +250,7 @@ class Meter:
         ):
             message = f"the run reached max_steps={state.max_steps}"
             await self._end(slot, ev.RunFailed(code="max_steps_exceeded", message=message))
-            return _refusal(call.provider, 400, "max_steps_exceeded", "the run reached max_steps")
+            return _refusal(call.provider, 400, "max_steps_exceeded", message)
         messages = pv.message_count(call.kind, call.body)
         prompt = prompt_token_bound(raw, messages)
         reservation_id = uuid.uuid4().hex
