@@ -1,15 +1,21 @@
 """``papayya projects`` and ``papayya rate-card``: the caller's project, its run defaults and
-its prices, through the API (``PAPAYYA_BASE_URL``, ``PAPAYYA_API_KEY``)."""
+its prices, through the API (``PAPAYYA_BASE_URL``, ``PAPAYYA_API_KEY``). Without
+``PAPAYYA_BASE_URL``, ``papayya projects`` works on the database, as the SDK's direct mode
+does: the project ``PAPAYYA_PROJECT`` names, else ``default``."""
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import click
 
+from eventstore.postgres import PostgresEventStore
 from papayya.apiclient import ApiClient
-from server.cli_api import echo_json, with_api
+from papayya.readmodels.projects import Project, get_project, set_defaults
+from server.cli_api import api_mode, echo_json, with_api
+from server.cli_runs import with_store
 
 NO_LIMIT = "none"
 PRICE_FIELDS = ("input_per_million_usd", "output_per_million_usd", "cached_input_per_million_usd")
@@ -39,10 +45,38 @@ def projects() -> None:
     """The caller's project and the defaults of its runs (through the API)."""
 
 
+def project_out(project: Project) -> dict[str, Any]:
+    """A project from the database as ``GET /v1/projects/{id}`` shows it."""
+    return {
+        "id": project.id,
+        "name": project.name,
+        "created_at": project.created_at.isoformat(),
+        "slug": project.slug,
+        "default_budget_cents": project.defaults.budget_cents,
+        "default_max_steps": project.defaults.max_steps,
+    }
+
+
+async def local_defaults(
+    store: PostgresEventStore, changes: dict[str, int | None]
+) -> dict[str, Any]:
+    """The direct-mode project (made if the database has none), ``changes`` applied first."""
+    from papayya.sdk.direct import local_project
+
+    project_id = await local_project(store.pool, os.environ.get("PAPAYYA_PROJECT"))
+    async with store.pool.acquire() as conn, conn.transaction():
+        if changes:
+            await set_defaults(conn, project_id, changes)
+        return project_out(await get_project(conn, project_id))
+
+
 @projects.command("show")
 def show() -> None:
     """Print the project, with default_budget_cents and default_max_steps (null: no limit)."""
-    echo_json(with_api(own_project))
+    if api_mode():
+        echo_json(with_api(own_project))
+    else:
+        echo_json(with_store(lambda store: local_defaults(store, {})))
 
 
 @projects.command("defaults")
@@ -63,7 +97,11 @@ def defaults(budget_cents: str | None, max_steps: str | None) -> None:
         project = await own_project(client)
         return await client.call("PATCH", f"/v1/projects/{project['id']}", body)
 
-    echo_json(with_api(go))
+    if api_mode():
+        echo_json(with_api(go))
+    else:
+        changes = {name.removeprefix("default_"): value for name, value in body.items()}
+        echo_json(with_store(lambda store: local_defaults(store, changes)))
 
 
 @click.group("rate-card")
