@@ -18,6 +18,7 @@ import pytest
 from eventstore.migrations import MIGRATIONS_DIR, migrate
 from papayya.domain import events as ev
 from tests.support.api import Api, call, default_project
+from tests.support.db import db_fetch
 from tests.support.gateway import Gateway, running_gateway
 
 MODEL = "gpt-4o"
@@ -137,6 +138,46 @@ async def test_a_run_takes_its_own_limits_else_its_agents_else_the_projects(
     free = await run("silent")
     assert (free["budget_cents"], free["max_steps"]) == (None, None)
     assert (await run("silent", max_steps=4))["max_steps"] == 4
+
+
+async def test_schedule_and_webhook_runs_get_the_projects_defaults_at_their_fire(
+    api: Api, http: aiohttp.ClientSession, dsn: str
+) -> None:
+    from datetime import datetime, timedelta
+
+    from papayya.triggers.firing import start_scheduled_run
+    from papayya.triggers.scheduler import Scheduler
+    from web import keys
+
+    body = {"name": "Silent", "slug": "silent", "config": SILENT_AGENT}
+    assert (await call(api, http, "POST", "/v1/agents", body))[0] == 201
+    path = "/v1/agents/silent/schedules"
+    status, schedule = await call(api, http, "POST", path, {"cron_expression": "* * * * *"})
+    assert status == 201, schedule
+    status, hook = await call(api, http, "POST", "/v1/agents/silent/webhooks", {"name": "h"})
+    assert status == 201, hook
+    # Set after the triggers were made: a fire reads the project's defaults when it fires.
+    changes = {"default_budget_cents": 300, "default_max_steps": 30}
+    assert (await patch_defaults(api, http, **changes))[0] == 200
+
+    store = api.app[keys.STORE]
+    [row] = await db_fetch(
+        dsn, "SELECT next_fire_at FROM schedules WHERE schedule_id = $1", schedule["id"]
+    )
+    when: datetime = row["next_fire_at"] + timedelta(seconds=1)
+    [fire] = await Scheduler(store, start_scheduled_run(store), clock=lambda: when).tick()
+    status, fired = await call(api, http, "GET", f"/v1/runs/{fire.run_id}")
+    assert status == 200 and (fired["budget_cents"], fired["max_steps"]) == (300, 30)
+
+    from tests.support.webhooks import signed
+
+    payload = b'{"ref": "main"}'
+    headers = {**signed(hook["secret"], payload), "Content-Type": "application/json"}
+    async with http.post(hook["trigger_url"], data=payload, headers=headers) as resp:
+        assert resp.status == 202, await resp.text()
+        run_id = (await resp.json())["run_id"]
+    status, triggered = await call(api, http, "GET", f"/v1/runs/{run_id}")
+    assert status == 200 and (triggered["budget_cents"], triggered["max_steps"]) == (300, 30)
 
 
 async def test_a_defaulted_run_ends_at_its_51st_model_call(
