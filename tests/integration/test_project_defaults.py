@@ -195,6 +195,31 @@ async def test_a_defaulted_run_ends_at_its_51st_model_call(
     assert run.max_steps == 50 and len(run.steps) == 50
 
 
+async def test_a_defaulted_durable_run_refuses_its_51st_checkpoint_as_a_stated_limit_would(
+    api: Api, http: aiohttp.ClientSession
+) -> None:
+    async def checkpoints(run_id: str, count: int) -> tuple[int, Any]:
+        for n in range(count):
+            body = {"label": f"item-{n}", "duration_ms": 1, "result": n}
+            status, answer = await call(
+                api, http, "POST", f"/v1/durable/runs/{run_id}/checkpoints", body
+            )
+            if status != 201:
+                return n, answer
+        return count, None
+
+    for run_id, opened in (("defaulted", {}), ("stated", {"max_steps": 50})):
+        body = {"run_id": run_id, "agent": "bot", **opened}
+        assert (await call(api, http, "POST", "/v1/durable/runs", body))[0] == 201
+        done, error = await checkpoints(run_id, 51)
+        assert done == 50 and error["error"]["code"] == "max_steps_exceeded", (run_id, error)
+    # A project without a step limit lets a run go on.
+    assert (await patch_defaults(api, http, default_max_steps=None))[0] == 200
+    free = {"run_id": "free", "agent": "bot"}
+    assert (await call(api, http, "POST", "/v1/durable/runs", free))[0] == 201
+    assert (await checkpoints("free", 51))[0] == 51
+
+
 async def test_an_unpriced_model_is_refused_in_a_defaulted_run_until_it_is_priced(
     gw: Gateway, http: aiohttp.ClientSession
 ) -> None:
