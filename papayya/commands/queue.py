@@ -2,9 +2,8 @@
 
 ``queue_run`` is ``POST /v1/runs``: a run of a project's agent, its limits taken from the
 request, else the agent's config, else the project's defaults (``papayya.domain.defaults``),
-idempotent on an ``idempotency_key``. Schedules and
-webhooks queue theirs through it too; replays, durable opens and the SDK's direct mode build
-their ``RunQueued`` with ``queued``.
+idempotent on an ``idempotency_key``. Schedules and webhooks queue theirs through it too;
+replays, durable opens and the SDK's direct mode build their ``RunQueued`` with ``queued``.
 """
 
 from __future__ import annotations
@@ -231,9 +230,10 @@ async def queue_run(
 ) -> tuple[RunState, bool]:
     """Queue a run of the project's agent ``agent_ref`` (id or slug). Returns the run and
     whether this call created it: with an ``idempotency_key`` already used, the run that the
-    key's first caller created. ``find_defaults`` gives the project's limits for what neither
-    the request nor the agent states (whatever this call's other fields say). ``trigger_metadata``
-    goes into the run's metadata after the check that keeps callers out of the reserved keys."""
+    key's first caller created (whatever this call's other fields say). ``find_defaults``
+    gives the project's limits for what neither the request nor the agent states.
+    ``trigger_metadata`` goes into the run's metadata after the check that keeps callers out
+    of the reserved keys."""
     agent = await find_agent(project, agent_ref)
     defaults = await find_defaults(project)
     event = run_of_agent(run_id or new_run_id(), agent, req, defaults, trigger)
