@@ -636,6 +636,9 @@ def measure(admin_dsn: str, ours_dsn: str, dbos_dsn: str, args: argparse.Namespa
     sa: dict[str, Any] = {}
     components: list[tuple[str, float, str]] = []
     profile_text = ""
+    from bench.limits import lift_limits
+
+    asyncio.run(lift_limits(ours_dsn))
     progress("opening the SDK client")
     client = papayya(ours_dsn)
     try:

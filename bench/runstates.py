@@ -27,6 +27,7 @@ from eventstore.migrations import migrate  # noqa: E402
 from eventstore.postgres import PostgresEventStore  # noqa: E402
 from papayya.commands import checkpoint, durable  # noqa: E402
 from papayya.commands.durable import OpenRun  # noqa: E402
+from papayya.domain.defaults import UNLIMITED  # noqa: E402
 from papayya.runs import Runs, run_stream  # noqa: E402
 from papayya.runstates import RunStates  # noqa: E402
 
@@ -39,7 +40,7 @@ async def measure(store: PostgresEventStore) -> list[str]:
     runs, plain = RunStates(store), Runs(store)
     rows = []
     for steps in SIZES:
-        spec = OpenRun(run_id=f"run{steps}", project_id="bench", agent="bench")
+        spec = OpenRun(run_id=f"run{steps}", project_id="bench", agent="bench", defaults=UNLIMITED)
         state = (await durable.open_or_resume(runs, spec))[0].state
         for i in range(steps):
             state = await checkpoint.record_checkpoint(runs, state, f"t{i}", duration_ms=0)

@@ -154,6 +154,9 @@ def measure(dsn: str, args: argparse.Namespace) -> str:
 
     key = "cpk_bench_" + uuid.uuid4().hex
     n = args.tasks
+    from bench.limits import lift_limits
+
+    asyncio.run(lift_limits(dsn))
     with Server(dsn, key) as server:
         direct = papayya(dsn)
         http = papayya(base_url=server.url, api_key=key)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from papayya.domain.bounds import FromStep, MicroUsd, Millis
+from papayya.domain.bounds import FromStep, MicroUsd, Millis, StepCount
 from papayya.domain.events import StepType
 from papayya.domain.state import RunStatus, StepStatus
 
@@ -30,7 +30,8 @@ Message = Annotated[str, msgspec.Meta(max_length=4000)]
 class OpenRunBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """Create run ``run_id`` of ``agent``, or resume it if it exists. ``item_id`` and
     ``agent_version`` are kept in the run's metadata; ``replay_of`` + ``from_step`` link a new
-    run to the run it replays."""
+    run to the run it replays. A new run without ``budget_micro_usd`` or ``max_steps`` gets
+    its project's defaults (500 cents and 50 steps unless the project says otherwise)."""
 
     run_id: RunId
     agent: Name
@@ -39,6 +40,7 @@ class OpenRunBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     input: Any = None
     metadata: dict[str, Any] | None = None
     budget_micro_usd: MicroUsd | None = None
+    max_steps: StepCount | None = None
     replay_of: RunId | None = None
     from_step: FromStep | None = None
 

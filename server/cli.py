@@ -15,6 +15,7 @@ from server.cli_deploy import deploy
 from server.cli_dev import dev
 from server.cli_keys import keys
 from server.cli_projections import projections, projector
+from server.cli_projects import projects, rate_card
 from server.cli_runs import runs
 from server.cli_secrets import secrets
 from server.cli_serve import api, scheduler, server, worker
@@ -89,6 +90,8 @@ main.add_command(projector)
 main.add_command(schedules)
 main.add_command(webhooks)
 main.add_command(secrets)
+main.add_command(projects)
+main.add_command(rate_card)
 
 
 if __name__ == "__main__":

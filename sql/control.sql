@@ -2,25 +2,31 @@
 
 -- name: create_project
 INSERT INTO projects (project_id, name, slug) VALUES ($1, $2, $3)
-RETURNING project_id, name, created_at, slug, default_timeout_seconds;
+RETURNING project_id, name, created_at, slug, default_budget_cents, default_max_steps, default_timeout_seconds;
 
 -- name: project_by_id
-SELECT project_id, name, created_at, slug, default_timeout_seconds
+SELECT project_id, name, created_at, slug, default_budget_cents, default_max_steps, default_timeout_seconds
   FROM projects WHERE project_id = $1;
 
 -- name: project_by_name
-SELECT project_id, name, created_at, slug, default_timeout_seconds
+SELECT project_id, name, created_at, slug, default_budget_cents, default_max_steps, default_timeout_seconds
   FROM projects WHERE name = $1;
 
 -- name: update_project
 UPDATE projects SET name = coalesce($2, name), slug = CASE WHEN $4 THEN $3 ELSE slug END
  WHERE project_id = $1
-RETURNING project_id, name, created_at, slug, default_timeout_seconds;
+RETURNING project_id, name, created_at, slug, default_budget_cents, default_max_steps, default_timeout_seconds;
 
 -- $2: the default time limit of the project's runs in seconds (NULL: the built-in 1 h).
 -- name: set_project_timeout
 UPDATE projects SET default_timeout_seconds = $2 WHERE project_id = $1
-RETURNING project_id, name, created_at, slug, default_timeout_seconds;
+RETURNING project_id, name, created_at, slug, default_budget_cents, default_max_steps, default_timeout_seconds;
+
+-- name: project_defaults_for_update
+SELECT default_budget_cents, default_max_steps FROM projects WHERE project_id = $1 FOR UPDATE;
+
+-- name: set_project_defaults
+UPDATE projects SET default_budget_cents = $2, default_max_steps = $3 WHERE project_id = $1;
 
 -- name: count_projects
 SELECT count(*) FROM projects;

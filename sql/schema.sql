@@ -242,7 +242,11 @@ CREATE TABLE projects (
     created_at timestamptz NOT NULL DEFAULT now(),
     -- Optional, as in the hosted API; unique when set.
     slug       text UNIQUE,
-    -- The default time limit of the project's runs in seconds (NULL: 1 h; 0098_run_timeouts).
+    -- The limits of runs that state none (nor their agent): the hosted API's values unless
+    -- set; NULL is "no limit", only ever an explicit setting (papayya.domain.defaults).
+    default_budget_cents bigint DEFAULT 500 CHECK (default_budget_cents >= 0),
+    default_max_steps    integer DEFAULT 50 CHECK (default_max_steps >= 1),
+    -- The default time limit of the project's runs in seconds (NULL: 1 h; 0015_run_timeouts).
     default_timeout_seconds integer CHECK (default_timeout_seconds BETWEEN 1 AND 604800)
 );
 

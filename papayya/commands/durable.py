@@ -16,8 +16,10 @@ import msgspec
 
 from papayya.commands.queue import queued
 from papayya.domain import events as ev
+from papayya.domain.defaults import ProjectDefaults, resolve
 from papayya.domain.handover import settled_in_full
 from papayya.errors import ConcurrencyError, Conflict, InvalidInput, RunNotFound
+from papayya.money import cents_to_micro
 from papayya.runs import MAX_RUN_ID
 from papayya.runstates import CREATED, KEY, RunStates, RunView
 
@@ -31,14 +33,17 @@ class OpenRun(msgspec.Struct, frozen=True, kw_only=True):
     ``idempotency_key`` makes a retried open answer as the first one did; ``worker`` names
     who runs the attempt; ``check_project`` refuses a run of another project (the SDK's
     direct mode runs any); ``replayed_from`` (a stored id) and ``replay_from_step`` link a new
-    run to the run it replays."""
+    run to the run it replays. A budget or ``max_steps`` the open does not state is the
+    project's (``defaults``): a durable run's agent is a name, with no config to give one."""
 
     run_id: str
     project_id: str
     agent: str
+    defaults: ProjectDefaults
     input: Any = None
     metadata: Mapping[str, Any] = {}
     budget_micro_usd: int | None = None
+    max_steps: int | None = None
     replayed_from: str | None = None
     replay_from_step: int | None = None
     idempotency_key: str | None = None
@@ -110,7 +115,10 @@ async def _create(runs: RunStates, req: OpenRun) -> RunView:
         project_id=req.project_id,
         agent_id=req.agent,
         input=req.input,
-        budget_micro_usd=req.budget_micro_usd,
+        budget_micro_usd=resolve(
+            req.budget_micro_usd, None, cents_to_micro(req.defaults.budget_cents)
+        ),
+        max_steps=resolve(req.max_steps, None, req.defaults.max_steps),
         trigger="replay" if req.replayed_from else "sdk",
         replayed_from=req.replayed_from,
         replay_from_step=req.replay_from_step if req.replayed_from else None,

@@ -1,9 +1,9 @@
 """Queue a run: the one place a ``RunQueued`` is built (``queued``) and a new run appended.
 
 ``queue_run`` is ``POST /v1/runs``: a run of a project's agent, its limits taken from the
-request or else the agent's config, idempotent on an ``idempotency_key``. Schedules and
-webhooks queue theirs through it too; replays, durable opens and the SDK's direct mode build
-their ``RunQueued`` with ``queued``.
+request, else the agent's config, else the project's defaults (``papayya.domain.defaults``),
+idempotent on an ``idempotency_key``. Schedules and webhooks queue theirs through it too;
+replays, durable opens and the SDK's direct mode build their ``RunQueued`` with ``queued``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import msgspec
 from eventstore.types import prepare
 from papayya.domain import bounds
 from papayya.domain import events as ev
+from papayya.domain.defaults import ProjectDefaults, resolve
 from papayya.domain.state import RunState
 from papayya.errors import InvalidInput
 from papayya.money import cents_to_micro, usd_to_micro
@@ -104,6 +105,8 @@ class QueueableAgent(Protocol):
 
 # (project_id, id or slug) -> the agent; ``NotFound`` if the project has none such.
 FindAgent = Callable[[str, str], Awaitable[QueueableAgent]]
+# project_id -> the limits its runs get when neither they nor their agent state one.
+FindDefaults = Callable[[str], Awaitable[ProjectDefaults]]
 
 
 class IdempotencyKeys(Protocol):
@@ -158,10 +161,15 @@ def new_run_id() -> str:
 
 
 def run_of_agent(
-    run_id: str, agent: QueueableAgent, req: RunOptions, trigger: str = "api"
+    run_id: str,
+    agent: QueueableAgent,
+    req: RunOptions,
+    defaults: ProjectDefaults,
+    trigger: str = "api",
 ) -> ev.RunQueued:
     """The ``RunQueued`` of a run of ``agent`` as ``req`` asks, the agent's config filling in
-    what it does not say."""
+    what it does not say, and the project's ``defaults`` the budget and step limit that
+    neither says."""
     config = agent.settings
     if any(k.startswith(RESERVED_PREFIX) for k in req.metadata):
         raise InvalidInput(f"metadata keys starting with {RESERVED_PREFIX!r} are reserved")
@@ -179,10 +187,10 @@ def run_of_agent(
     def pick(sent: int | None, default: int | None) -> int | None:
         return default if sent is None else sent
 
-    budget = (
-        cents_to_micro(req.budget_cents)
-        if req.budget_cents is not None
-        else usd_to_micro(config.budget_usd)
+    budget = resolve(
+        cents_to_micro(req.budget_cents),
+        usd_to_micro(config.budget_usd),
+        cents_to_micro(defaults.budget_cents),
     )
     return queued(
         run_id=run_id,
@@ -193,7 +201,7 @@ def run_of_agent(
         budget_input_tokens=pick(req.budget_input_tokens, config.budget_input_tokens),
         budget_output_tokens=pick(req.budget_output_tokens, config.budget_output_tokens),
         budget_total_tokens=pick(req.budget_total_tokens, config.budget_total_tokens),
-        max_steps=pick(req.max_steps, config.max_steps),
+        max_steps=resolve(req.max_steps, config.max_steps, defaults.max_steps),
         loop_threshold=config.loop_threshold,
         timeout_seconds=timeout_of(agent, req),
         trigger=trigger,
@@ -216,8 +224,9 @@ def timeout_of(agent: QueueableAgent, req: RunOptions) -> int:
 
 def check_run(agent: QueueableAgent, req: RunOptions, trigger: str = "api") -> None:
     """Raise now if a run of ``agent`` with ``req`` could not be queued (a schedule checks
-    its run options when it is created, not at its first fire)."""
-    run_of_agent(new_run_id(), agent, req, trigger)
+    its run options when it is created, not at its first fire; the project's defaults, read
+    at each fire, cannot make a valid request invalid)."""
+    run_of_agent(new_run_id(), agent, req, ProjectDefaults(), trigger)
 
 
 async def queue(runs: Runs, event: ev.RunQueued) -> RunState:
@@ -233,16 +242,20 @@ async def queue_run(
     agent_ref: str,
     req: RunOptions,
     *,
+    find_defaults: FindDefaults,
     trigger: str = "api",
     run_id: str | None = None,
     trigger_metadata: Mapping[str, Any] | None = None,
 ) -> tuple[RunState, bool]:
     """Queue a run of the project's agent ``agent_ref`` (id or slug). Returns the run and
     whether this call created it: with an ``idempotency_key`` already used, the run that the
-    key's first caller created (whatever this call's other fields say). ``trigger_metadata``
-    goes into the run's metadata after the check that keeps callers out of the reserved keys."""
+    key's first caller created (whatever this call's other fields say). ``find_defaults``
+    gives the project's limits for what neither the request nor the agent states.
+    ``trigger_metadata`` goes into the run's metadata after the check that keeps callers out
+    of the reserved keys."""
     agent = await find_agent(project, agent_ref)
-    event = run_of_agent(run_id or new_run_id(), agent, req, trigger)
+    defaults = await find_defaults(project)
+    event = run_of_agent(run_id or new_run_id(), agent, req, defaults, trigger)
     if trigger_metadata:
         event = queued(**fields_of(event, metadata={**event.metadata, **trigger_metadata}))
     key = req.idempotency_key

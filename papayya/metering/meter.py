@@ -97,6 +97,18 @@ def _refusal(provider: pv.Provider, status: int, code: str, message: str) -> Met
     return MeteredResponse(status, headers, body)
 
 
+def unpriced_message(model: str, project_id: str) -> str:
+    """Why a budgeted run may not call ``model``, and how to price it."""
+    return (
+        f"no price is known for model {model!r}, and this run has a budget (its own, its "
+        "agent's or the project's default), so the call was not made. Price the model on the "
+        f"project's rate card: PUT /v1/projects/{project_id}/rate-card with "
+        f'{{"{model}": {{"input_per_million_usd": "…", "output_per_million_usd": "…"}}}} '
+        f"(the card's other models included), or `papayya rate-card set {model} "
+        "--input-per-million USD --output-per-million USD`"
+    )
+
+
 def _budget_refusal(provider: pv.Provider) -> MeteredResponse:
     message = "the run's budget does not cover this call; resume the run with a larger budget"
     return _refusal(provider, 402, "budget_exceeded", message)
@@ -229,17 +241,16 @@ class Meter:
             return _refusal(call.provider, 400, "invalid_request_error", str(exc))
         prices = await self._prices(state, call)
         if prices is None and state.budget.micro_usd is not None:
-            return _refusal(
-                call.provider, 400, "unknown_model",
-                f"no price is known for model {call.body['model']!r}; this run has a budget, "
-                "so add the model to the project's rate card (PUT /v1/projects/{id}/rate-card)",
-            )  # fmt: skip
+            # Refused before the provider is called: a budgeted run (every run, unless its
+            # project is explicitly unlimited) never spends what it cannot count.
+            message = unpriced_message(str(call.body["model"]), state.project_id)
+            return _refusal(call.provider, 400, "model_not_priced", message)
         if state.max_steps is not None and state.next_step + len(state.reservations) >= (
             state.max_steps
         ):
             message = f"the run reached max_steps={state.max_steps}"
             await self._end(slot, ev.RunFailed(code="max_steps_exceeded", message=message))
-            return _refusal(call.provider, 400, "max_steps_exceeded", "the run reached max_steps")
+            return _refusal(call.provider, 400, "max_steps_exceeded", message)
         messages = pv.message_count(call.kind, call.body)
         prompt = prompt_token_bound(raw, messages)
         reservation_id = uuid.uuid4().hex

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
 
@@ -18,6 +19,7 @@ import asyncpg
 import msgspec
 
 from eventstore.types import NO_STREAM, NewEvent
+from papayya.domain.defaults import ProjectDefaults
 from papayya.errors import Conflict, InvalidInput, NotFound
 from papayya.readmodels import Db, Repository
 from sql import queries
@@ -38,15 +40,23 @@ class Project(msgspec.Struct, frozen=True):
     name: str
     created_at: datetime
     slug: str | None = None
+    defaults: ProjectDefaults = ProjectDefaults()
     # The default time limit of the project's runs (``None``: the built-in 1 h).
     default_timeout_seconds: int | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Project:
         return cls(
-            row["project_id"], row["name"], row["created_at"], row["slug"],
+            row["project_id"], row["name"], row["created_at"], row["slug"], defaults_of(row),
             row["default_timeout_seconds"],
         )  # fmt: skip
+
+
+def defaults_of(row: asyncpg.Record) -> ProjectDefaults:
+    """The project's run defaults, from its row (every column, each ``NULL`` for no limit)."""
+    return ProjectDefaults(
+        budget_cents=row["default_budget_cents"], max_steps=row["default_max_steps"]
+    )
 
 
 class ApiKey(msgspec.Struct, frozen=True):
@@ -120,6 +130,17 @@ async def set_project_timeout(pool: Db, project_id: str, seconds: int | None) ->
     if row is None:
         raise NotFound(f"project {project_id} not found")
     return Project.from_row(row)
+
+
+async def set_defaults(pool: Db, project_id: str, changes: Mapping[str, int | None]) -> None:
+    """Set some of the project's run defaults (``ProjectDefaults`` fields; ``None``: no
+    limit), the others kept. Call it in a transaction: the row is locked from its read to its
+    write, so concurrent changes of different fields all stay."""
+    row = await pool.fetchrow(Q["project_defaults_for_update"], project_id)
+    if row is None:
+        raise NotFound(f"project {project_id} not found")
+    new = msgspec.structs.replace(defaults_of(row), **changes)
+    await pool.execute(Q["set_project_defaults"], project_id, new.budget_cents, new.max_steps)
 
 
 async def get_project(pool: Db, project_id: str) -> Project:
@@ -239,16 +260,23 @@ class Projects(Repository):
         name: str | None,
         slug: str | None,
         set_slug: bool,
+        defaults: Mapping[str, int | None] | None = None,
         *,
         timeout_seconds: int | None = None,
         set_timeout: bool = False,
     ) -> Project:
-        """Rename, set the slug and (``set_timeout``) the runs' default time limit, at once."""
+        """Rename, set the slug, change some run defaults and (``set_timeout``) the runs'
+        default time limit, in one transaction."""
         async with self.transaction() as conn:
-            found = await update_project(conn, project_id, name, slug, set_slug)
+            if defaults:
+                await set_defaults(conn, project_id, defaults)
             if set_timeout:
-                found = await set_project_timeout(conn, project_id, timeout_seconds)
-        return found
+                await set_project_timeout(conn, project_id, timeout_seconds)
+            return await update_project(conn, project_id, name, slug, set_slug)
+
+    async def defaults(self, project_id: str) -> ProjectDefaults:
+        """The limits the project's runs get when neither they nor their agent state one."""
+        return (await get_project(self.pool, project_id)).defaults
 
     async def first_id(self) -> str | None:
         return await first_project_id(self.pool)

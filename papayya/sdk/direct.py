@@ -126,10 +126,12 @@ class DirectBackend:
     ) -> Opened:
         if self._project is None:
             self._project = await local_project(self.store.pool, self.project_name)
+        project = await get_project(self.store.pool, self._project)
         spec = OpenRun(
             run_id=run_id,
             project_id=self._project,
             agent=agent,
+            defaults=project.defaults,
             input=input,
             metadata={**(metadata or {}), **({"item_id": item_id} if item_id else {})},
             budget_micro_usd=budget_micro_usd,

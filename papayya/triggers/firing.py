@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from eventstore.postgres import PostgresEventStore
 from papayya.commands import queue
 from papayya.commands.queue import RunOptions
+from papayya.domain.defaults import ProjectDefaults
 from papayya.readmodels import agents
+from papayya.readmodels.projects import get_project
 from papayya.readmodels.schedules import Schedule
 from papayya.runs import Runs
 from papayya.triggers.scheduler import Clock, Scheduler, StartRun, fire_key, utcnow
@@ -25,6 +27,9 @@ def start_scheduled_run(store: PostgresEventStore) -> StartRun:
     keys_ = queue.PostgresIdempotencyKeys(store.pool)
     find_agent = functools.partial(agents.find, store.pool)
 
+    async def find_defaults(project_id: str) -> ProjectDefaults:
+        return (await get_project(store.pool, project_id)).defaults
+
     async def start(schedule: Schedule, fire_at: datetime, run_id: str) -> str:
         options = RunOptions(
             input=schedule.input,
@@ -34,7 +39,7 @@ def start_scheduled_run(store: PostgresEventStore) -> StartRun:
         )
         state, _ = await queue.queue_run(
             runs, keys_, find_agent, schedule.project_id, schedule.agent_id, options,
-            trigger="schedule", run_id=run_id,
+            trigger="schedule", run_id=run_id, find_defaults=find_defaults,
             trigger_metadata={
                 "papayya.schedule_id": schedule.schedule_id,
                 "papayya.fire_at": fire_at.astimezone(UTC).isoformat(),

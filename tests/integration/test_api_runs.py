@@ -13,7 +13,7 @@ from papayya.domain import events as ev
 from papayya.runs import Runs
 from projections.runner import ProjectionRunner
 from projections.runs import RunsProjector
-from tests.support.api import Api, create_agent, new_project, page
+from tests.support.api import Api, call, create_agent, default_project, new_project, page
 from tests.support.db import db_fetch
 from web import keys
 
@@ -118,10 +118,16 @@ async def test_queue_with_agent_defaults_and_overrides(api: Api, http: Any) -> N
     assert state["metadata"] == {"team": "a", "papayya.model": "gpt-4.1"}
     assert state["callback_url"] == "https://example.com/hook"
     assert state["loop_threshold"] == 5  # the agent's, for the gateway's loop detection
-    # An agent with no budget gives runs none.
+    # An agent with no budget gives runs its project's defaults; a project set to no limit,
+    # none.
     free = await create_agent(api, http, "free", budget_usd=None, max_steps=None)
     run = await start_run(api, http, {"agent_id": free["slug"]})
-    assert run["budget_cents"] is None and run["max_steps"] is None and run["input"] is None
+    assert run["budget_cents"] == 500 and run["max_steps"] == 50 and run["input"] is None
+    unlimited = {"default_budget_cents": None, "default_max_steps": None}
+    project = f"/v1/projects/{await default_project(api, http)}"
+    assert (await call(api, http, "PATCH", project, unlimited))[0] == 200
+    run = await start_run(api, http, {"agent_id": free["slug"]})
+    assert run["budget_cents"] is None and run["max_steps"] is None
 
 
 async def test_idempotency_key_concurrent_repeats_make_one_run(

@@ -11,6 +11,9 @@ from papayya.pricing import Tokens, prices_for
 
 MODEL = "gpt-4o"
 USAGE = Usage(prompt_tokens=100, completion_tokens=40)
+# A priced model: every run has a budget (its project's default if nothing else), and an
+# unpriced model is refused in a budgeted run.
+CLAUDE = "claude-3-5-haiku-latest"
 
 
 async def test_openai_and_anthropic_calls_are_steps_with_costs(dsn: str) -> None:
@@ -29,7 +32,7 @@ async def test_openai_and_anthropic_calls_are_steps_with_costs(dsn: str) -> None
                 ))  # fmt: skip
                 an = run.anthropic(base_url=fake.anthropic_base_url, api_key="sk-ant-user")
                 message = an.messages.create(
-                    model="claude-test", max_tokens=500, messages=[{"role": "user", "content": "x"}]
+                    model=CLAUDE, max_tokens=500, messages=[{"role": "user", "content": "x"}]
                 )
                 run.refresh()
                 run.complete("done")
@@ -66,6 +69,33 @@ async def test_openai_and_anthropic_calls_are_steps_with_costs(dsn: str) -> None
     one = prices.cost_micro_usd(Tokens(input_tokens=100, output_tokens=40))
     assert [s.step_type for s in state.steps] == ["response", "checkpoint", "response", "response"]
     assert state.steps[0].usage.cost_micro_usd == one == state.steps[2].usage.cost_micro_usd
+    claude = prices_for("anthropic", CLAUDE)
+    assert claude is not None
+    assert state.steps[3].usage.cost_micro_usd == claude.cost_micro_usd(
+        Tokens(input_tokens=100, output_tokens=40)
+    )
+    assert state.budget.micro_usd == 5_000_000 and state.max_steps == 50  # the defaults
+
+
+async def test_an_unpriced_model_is_refused_before_the_provider_in_a_defaulted_run(
+    dsn: str,
+) -> None:
+    import openai
+    import pytest
+
+    async with running_fake(FakeConfig(usage=USAGE)) as fake:
+        with papayya(dsn) as client:
+            run = client.run("local-llm", run_id="llm-unpriced")
+            oa = run.async_openai(base_url=fake.openai_base_url, api_key="sk-user")
+            with pytest.raises(openai.BadRequestError) as refused:
+                await oa.chat.completions.create(
+                    model="house-model", messages=[{"role": "user", "content": "hi"}]
+                )
+            await oa.close()
+            error = refused.value.response.json()["error"]
+            assert error["code"] == "model_not_priced" and "rate-card" in error["message"]
+            assert run.refresh().status == "running" and run.state.steps == ()
+        assert fake.stats.total == 0
 
 
 async def test_async_client_and_budget(dsn: str) -> None:

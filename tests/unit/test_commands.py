@@ -20,6 +20,7 @@ from papayya.commands.durable import OpenRun
 from papayya.commands.queue import InMemoryIdempotencyKeys, RunOptions
 from papayya.commands.toolcall import tool_call_events
 from papayya.domain import events as ev
+from papayya.domain.defaults import UNLIMITED, ProjectDefaults
 from papayya.domain.state import RunState
 from papayya.errors import (
     ConcurrencyError,
@@ -68,6 +69,11 @@ class Agents:
             raise NotFound(f"agent {ref} not found") from None
 
 
+async def hosted(project: str) -> ProjectDefaults:
+    """A project's defaults as a new project has them (500 cents, 50 steps)."""
+    return ProjectDefaults()
+
+
 @pytest.fixture
 async def store() -> AsyncIterator[InMemoryEventStore]:
     found = InMemoryEventStore()
@@ -82,8 +88,9 @@ def runs(store: InMemoryEventStore) -> RunStates:
 
 async def _queue(runs: RunStates, **options: Any) -> tuple[RunState, bool]:
     return await queue.queue_run(
-        runs, InMemoryIdempotencyKeys(), Agents().find, PROJECT, "agent_1", RunOptions(**options)
-    )
+        runs, InMemoryIdempotencyKeys(), Agents().find, PROJECT, "agent_1",
+        RunOptions(**options), find_defaults=hosted,
+    )  # fmt: skip
 
 
 async def _running(runs: RunStates) -> RunState:
@@ -129,7 +136,9 @@ async def test_an_idempotency_key_names_one_run_whatever_the_later_requests_say(
 
     async def post(key: str, **options: Any) -> tuple[RunState, bool]:
         req = RunOptions(idempotency_key=key, **options)
-        return await queue.queue_run(runs, keys, agents.find, PROJECT, "agent_1", req)
+        return await queue.queue_run(
+            runs, keys, agents.find, PROJECT, "agent_1", req, find_defaults=hosted
+        )
 
     first, created = await post("k1", input="first")
     again, created_again = await post("k1", input="second")
@@ -146,7 +155,9 @@ async def test_a_key_claimed_by_a_request_that_died_before_appending_is_complete
     keys = InMemoryIdempotencyKeys()
     assert await keys.claim(PROJECT, "k", "run_orphan")  # claimed, never appended
     req = RunOptions(idempotency_key="k")
-    state, created = await queue.queue_run(runs, keys, Agents().find, PROJECT, "agent_1", req)
+    state, created = await queue.queue_run(
+        runs, keys, Agents().find, PROJECT, "agent_1", req, find_defaults=hosted
+    )
     assert not created and state.run_id == "run_orphan" and state.status == "queued"
 
 
@@ -157,8 +168,9 @@ async def test_reserved_metadata_and_unknown_agents_are_refused_before_anything_
         await _queue(runs, metadata={"papayya.model": "x"})
     with pytest.raises(NotFound):
         await queue.queue_run(
-            runs, InMemoryIdempotencyKeys(), Agents().find, PROJECT, "nobody", RunOptions()
-        )
+            runs, InMemoryIdempotencyKeys(), Agents().find, PROJECT, "nobody", RunOptions(),
+            find_defaults=hosted,
+        )  # fmt: skip
     assert (await store.read_all()).events == []
 
 
@@ -166,9 +178,56 @@ async def test_trigger_metadata_joins_the_runs_metadata(runs: RunStates) -> None
     state, _ = await queue.queue_run(
         runs, InMemoryIdempotencyKeys(), Agents().find, PROJECT, "agent_1", RunOptions(),
         trigger="schedule", run_id="run_fixed", trigger_metadata={"papayya.schedule_id": "s1"},
+        find_defaults=hosted,
     )  # fmt: skip
     assert state.run_id == "run_fixed" and state.trigger == "schedule"
     assert state.metadata["papayya.schedule_id"] == "s1"
+
+
+async def test_limits_come_from_the_run_else_the_agent_else_the_project(
+    runs: RunStates,
+) -> None:
+    silent = Agent(settings=Settings(max_steps=None, budget_usd=None))
+    agents = Agents(known={(PROJECT, "silent"): silent, (PROJECT, "agent_1"): Agent()})
+
+    async def post(agent: str, defaults: ProjectDefaults, **options: Any) -> RunState:
+        async def find_defaults(project: str) -> ProjectDefaults:
+            assert project == PROJECT
+            return defaults
+
+        state, _ = await queue.queue_run(
+            runs, InMemoryIdempotencyKeys(), agents.find, PROJECT, agent,
+            RunOptions(**options), find_defaults=find_defaults,
+        )  # fmt: skip
+        return state
+
+    hosted_values = await post("silent", ProjectDefaults())
+    assert (hosted_values.budget.micro_usd, hosted_values.max_steps) == (5_000_000, 50)
+    project = await post("silent", ProjectDefaults(budget_cents=120, max_steps=7))
+    assert (project.budget.micro_usd, project.max_steps) == (1_200_000, 7)
+    agent = await post("agent_1", ProjectDefaults(budget_cents=120, max_steps=7))
+    assert (agent.budget.micro_usd, agent.max_steps) == (1_500_000, 10)  # the agent's
+    own = await post("agent_1", ProjectDefaults(), budget_cents=3, max_steps=2)
+    assert (own.budget.micro_usd, own.max_steps) == (30_000, 2)  # the run's
+    zero = await post("agent_1", ProjectDefaults(), budget_cents=0)
+    assert zero.budget.micro_usd == 0  # a stated 0 is a limit, not "unsaid"
+    unlimited = await post("silent", UNLIMITED)
+    assert (unlimited.budget.micro_usd, unlimited.max_steps) == (None, None)
+    events = [e for e in (await runs.events(hosted_values.run_id)) if isinstance(e, ev.RunQueued)]
+    assert (events[0].budget_micro_usd, events[0].max_steps) == (5_000_000, 50)
+
+
+async def test_a_durable_open_takes_the_projects_defaults_where_it_is_silent(
+    runs: RunStates,
+) -> None:
+    view, _ = await durable.open_or_resume(runs, _spec(defaults=ProjectDefaults()))
+    assert (view.state.budget.micro_usd, view.state.max_steps) == (5_000_000, 50)
+    stated = _spec(run_id="proj_a:r2", defaults=ProjectDefaults(), budget_micro_usd=7,
+                   max_steps=3)  # fmt: skip
+    view, _ = await durable.open_or_resume(runs, stated)
+    assert (view.state.budget.micro_usd, view.state.max_steps) == (7, 3)
+    view, _ = await durable.open_or_resume(runs, _spec(run_id="proj_a:r3"))  # UNLIMITED
+    assert (view.state.budget.micro_usd, view.state.max_steps) == (None, None)
 
 
 # -- cancel, resume, replay -----------------------------------------------------------------
@@ -286,7 +345,9 @@ async def test_a_replay_keeps_its_sources_steps_before_from_step_with_their_numb
 
 
 def _spec(**fields: object) -> OpenRun:
-    values: dict[str, object] = {"run_id": "proj_a:r1", "project_id": PROJECT, "agent": "bot"}
+    values: dict[str, object] = {
+        "run_id": "proj_a:r1", "project_id": PROJECT, "agent": "bot", "defaults": UNLIMITED
+    }  # fmt: skip
     return OpenRun(**{**values, **fields})  # type: ignore[arg-type]
 
 

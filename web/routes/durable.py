@@ -211,11 +211,13 @@ async def open_run(request: web.Request) -> web.Response:
     metadata.update(
         {k: v for k, v in (("item_id", req.item_id), ("agent_version", req.agent_version)) if v}
     )
+    defaults = await request.app[keys.PROJECTS].defaults(project)
     for _ in range(MAX_TRIES):
         stored, view = await durable.find(runs, req.run_id, project)
         spec = OpenRun(
             run_id=stored, project_id=project, agent=req.agent, input=req.input,
             metadata=metadata, budget_micro_usd=req.budget_micro_usd,
+            max_steps=req.max_steps, defaults=defaults,
             replayed_from=None if source is None else source.state.run_id,
             replay_from_step=req.from_step, idempotency_key=key,
         )  # fmt: skip

@@ -29,40 +29,61 @@ class CreateProject(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class PatchProject(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Fields sent replace the project's; ``slug: null`` removes the slug."""
+    """Fields sent replace the project's; ``slug: null`` removes the slug. The defaults are
+    what runs get when neither they nor their agent state a budget or ``max_steps``; ``null``
+    is no limit (a project starts at 500 cents and 50 steps)."""
 
     name: Name | UnsetType = UNSET
     slug: Slug | UnsetType | None = UNSET
+    default_budget_cents: bounds.Cents | UnsetType | None = UNSET
+    default_max_steps: bounds.StepCount | UnsetType | None = UNSET
     # Seconds a run may take when neither it nor its agent says (null: back to 3600).
     default_timeout_seconds: bounds.TimeoutSeconds | UnsetType | None = UNSET
+
+    def default_changes(self) -> dict[str, int | None]:
+        """The ``ProjectDefaults`` fields this patch sets (``None``: no limit)."""
+        sent = {
+            "budget_cents": self.default_budget_cents,
+            "max_steps": self.default_max_steps,
+        }
+        return {k: v for k, v in sent.items() if not isinstance(v, UnsetType)}
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(max_length=100)] | None = None
 
 
-class ProjectOut(msgspec.Struct):
+class ProjectOut(msgspec.Struct, kw_only=True):
+    """A project. ``default_budget_cents`` and ``default_max_steps`` are the limits of runs
+    that state none (nor their agent); ``null`` is no limit."""
+
     id: str
     name: str
     created_at: datetime
     slug: str | None = None
+    default_budget_cents: int | None
+    default_max_steps: int | None
     # The time limit of runs that neither set one nor have an agent that does.
     default_timeout_seconds: int = bounds.DEFAULT_TIMEOUT_SECONDS
 
     @classmethod
     def of(cls, project: Project) -> ProjectOut:
-        timeout = project.default_timeout_seconds or bounds.DEFAULT_TIMEOUT_SECONDS
-        return cls(project.id, project.name, project.created_at, project.slug, timeout)
+        return cls(
+            id=project.id,
+            name=project.name,
+            created_at=project.created_at,
+            slug=project.slug,
+            default_budget_cents=project.defaults.budget_cents,
+            default_max_steps=project.defaults.max_steps,
+            default_timeout_seconds=project.default_timeout_seconds
+            or bounds.DEFAULT_TIMEOUT_SECONDS,
+        )
 
 
-class ProjectCreated(msgspec.Struct):
+class ProjectCreated(ProjectOut, kw_only=True):
     """A new project and its first API key (the key is shown only here)."""
 
-    id: str
-    name: str
-    created_at: datetime
     api_key: NewApiKey
-    slug: str | None = None
 
 
 def own_project(request: web.Request) -> str:
@@ -80,8 +101,9 @@ def own_project(request: web.Request) -> str:
 async def create_project(request: web.Request) -> web.Response:
     req = await http.body(request, CreateProject)
     project, key = await request.app[keys.PROJECTS].create_with_key(req.name, "first", req.slug)
-    created = ProjectCreated(project.id, project.name, project.created_at, key, project.slug)
-    return http.json(created, 201)
+    out = ProjectOut.of(project)
+    fields = {f: getattr(out, f) for f in out.__struct_fields__}
+    return http.json(ProjectCreated(**fields, api_key=key), 201)
 
 
 @api.route(
@@ -99,7 +121,9 @@ async def get_project(request: web.Request) -> web.Response:
 
 @api.route(
     "PATCH", "/v1/projects/{id}",
-    "Rename the caller's project, set its slug or its runs' default_timeout_seconds",
+    "Rename the caller's project, set its slug, or set the defaults of runs that state none: "
+    "default_budget_cents, default_max_steps (null: no limit), default_timeout_seconds "
+    "(null: 3600)",
     body=PatchProject, response=ProjectOut, tag="projects",
 )  # fmt: skip
 async def update_project(request: web.Request) -> web.Response:
@@ -109,7 +133,7 @@ async def update_project(request: web.Request) -> web.Response:
     slug = None if isinstance(req.slug, UnsetType) else req.slug
     timeout = req.default_timeout_seconds
     found = await request.app[keys.PROJECTS].update(
-        project, name, slug, not isinstance(req.slug, UnsetType),
+        project, name, slug, not isinstance(req.slug, UnsetType), req.default_changes(),
         timeout_seconds=None if isinstance(timeout, UnsetType) else timeout,
         set_timeout=not isinstance(timeout, UnsetType),
     )  # fmt: skip

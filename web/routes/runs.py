@@ -102,6 +102,7 @@ async def _create(request: web.Request, agent_ref: str, req: RunOptions) -> web.
     state, created = await queue.queue_run(
         request.app[keys.RUNS], idempotency_keys(request), find_agent(request),
         http.project_id(request), agent_ref, req,
+        find_defaults=request.app[keys.PROJECTS].defaults,
     )  # fmt: skip
     return http.json(run_out(state), 201 if created else 200)
 

@@ -331,6 +331,7 @@ async def trigger_webhook(request: web.Request) -> web.Response:
         request.app[keys.RUNS], queue.PostgresIdempotencyKeys(store.pool),
         request.app[keys.AGENTS].find, found.project_id, found.agent_id, options,
         trigger="webhook", run_id=first or run_id,
+        find_defaults=request.app[keys.PROJECTS].defaults,
         trigger_metadata={"papayya.webhook_id": webhook_id,
                           "papayya.webhook_message_id": message_id},
     )  # fmt: skip
