@@ -103,7 +103,3 @@ ON CONFLICT (project_id, name) DO NOTHING;
 -- name: replace_project_secret
 INSERT INTO project_secrets (project_id, name, value) VALUES ($1, $2, $3)
 ON CONFLICT (project_id, name) DO UPDATE SET value = EXCLUDED.value, created_at = now();
-
--- name: run_attempt
-SELECT summary->>'status' AS status, (summary->>'attempt')::integer AS attempt
-  FROM stream_summaries WHERE stream_id = $1;

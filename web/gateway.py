@@ -14,7 +14,6 @@ import msgspec
 from aiohttp import web
 
 from papayya import runtokens
-from papayya.database import server_secret
 from papayya.errors import InvalidInput
 from papayya.metering import providers as pv
 from papayya.metering.meter import Meter, MeteredResponse
@@ -31,9 +30,9 @@ async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[keys.STORE]
     timeout = aiohttp.ClientTimeout(total=call_timeout(), sock_connect=10)
     session = aiohttp.ClientSession(timeout=timeout)
-    cards = RateCardCache(store.pool)
+    cards = RateCardCache.of(store)
     app[keys.RATE_CARDS] = cards
-    app[keys.RUN_TOKEN_SECRET] = await server_secret(store.pool)
+    app[keys.RUN_TOKEN_SECRET] = await app[keys.SECRETS].server()
     app[keys.METER] = Meter(store, session, upstreams_from_env(), cards, runs=app[keys.RUNS])
     yield
     await session.close()

@@ -34,10 +34,11 @@ from papayya.domain.handover import SETTLE_WAIT_SECONDS
 from papayya.domain.state import RunState
 from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
 from papayya.processruntime import ProcessRuntimePolicy
+from papayya.readmodels.deployments import Deployments
+from papayya.readmodels.leases import Leases
 from papayya.runs import run_stream
 from papayya.runstates import RunStates
 from papayya.runtime.main import EXIT_USAGE  # could not load the agent: retrying is futile
-from sql import queries
 from workers.agentloop import builtin_deployment, requested_loop
 from workers.queue import RunQueue
 from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 # A project's secrets, opened, by project id (papayya.readmodels.projectsecrets).
 ProjectSecretsSource = Callable[[str], Awaitable[Mapping[str, str]]]
 
-Q: Final = queries("workers.sql")
 OUTPUT_TAIL: Final = 4000
 OUTPUT_EVENT_CHARS: Final = 64_000
 REAP_SECONDS: Final = 30.0  # how often leftover containers of finished attempts are removed
@@ -161,6 +161,8 @@ class Worker:
         # The runs this worker claims and relays, folded once: the claim's append, each
         # stopping event and the outcome only read what is newer than the state kept here.
         self.runs = RunStates(store)
+        self.leases = Leases(store)
+        self.deployments = Deployments(store)
         self.queue = queue
         self.runtimes = runtimes
         self.secret = secret
@@ -282,7 +284,7 @@ class Worker:
                 return None
             attempt = state.attempt + 1
             lease = (run_id, attempt, self.name, self.config.lease_seconds)
-            await self.store.pool.execute(Q["take_lease"], *lease)
+            await self.leases.take(*lease)
             try:
                 started = await self.runs.append(
                     state, [ev.RunStarted(attempt=attempt, worker=self.name)]
@@ -290,7 +292,7 @@ class Worker:
             except (ConcurrencyError, IllegalTransition):
                 await self._release_claim(run_id, attempt)
                 continue
-            await self.store.pool.execute(Q["hold_lease"], *lease)
+            await self.leases.hold(*lease)
             return started, deployment
         return None
 
@@ -301,7 +303,7 @@ class Worker:
         with contextlib.suppress(RunNotFound):
             if (await self.runs.load(run_id)).attempt >= attempt:
                 return
-        await self.store.pool.execute(Q["release_claim"], run_id, attempt, self.name)
+        await self.leases.release_claim(run_id, attempt, self.name)
 
     async def _deployment(self, state: RunState) -> Deployment | None:
         version = state.deployment_version
@@ -309,10 +311,10 @@ class Worker:
         key = (state.agent_id, number)
         found = self._deployments.get(key) if number is not None else None
         if found is None:
-            row = await self.store.pool.fetchrow(Q["deployment_for_run"], *key)
-            if row is None:
+            ready = await self.deployments.ready(*key)
+            if ready is None:
                 return None
-            found = Deployment.from_row(row)
+            found = Deployment.from_row(ready)
             if number is not None:  # a ready version never changes: keep it
                 self._deployments[key] = found
         return found
@@ -380,7 +382,7 @@ class Worker:
         finally:
             self._active.pop(state.run_id, None)
             if recorded:
-                await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
+                await self.leases.drop(state.run_id, self.name)
             else:
                 # The attempt's end is unknown here (the runtime or the store failed): the
                 # lease, no longer renewed, expires and the sweeper recovers the run.
@@ -471,23 +473,18 @@ class Worker:
             if not held:
                 continue
             try:
-                rows = await self.store.pool.fetch(
-                    Q["renew_leases"], self.name, held, self.config.lease_seconds
-                )
-                stopping = await self.store.pool.fetch(
-                    Q["stopping_runs"], [run_stream(r) for r in held]
-                )
+                renewed = await self.leases.renew(self.name, held, self.config.lease_seconds)
+                stopping = await self.leases.stopping(held)
             except Exception as exc:
                 log.warning("worker %s: lease renewal failed: %s", self.name, exc)
                 continue
-            renewed = {r["run_id"] for r in rows}
             for run_id in held:
                 current = self._active.get(run_id)
                 if current is not None and run_id not in renewed and current.handle is not None:
                     log.warning("run %s: lease lost; stopping its agent", run_id)
                     self._stop(current, "lease_lost")
-            for row in stopping:
-                current = self._active.get(row["run_id"])
+            for run_id in stopping:
+                current = self._active.get(run_id)
                 if current is not None:
                     await self._relay_state(current)
 
@@ -495,10 +492,11 @@ class Worker:
         """Have runtimes that can (Docker) remove what over attempts left behind."""
 
         async def current(run_id: str, attempt: int) -> bool:
-            row = await self.store.pool.fetchrow(Q["run_attempt"], run_stream(run_id))
-            if row is None:  # not a run of this installation (they may share an engine)
+            found = await self.store.summary(run_stream(run_id))
+            if found is None:  # not a run of this installation (they may share an engine)
                 return True
-            return bool(row["status"] == "running" and row["attempt"] == attempt)
+            summary = found[1]
+            return bool(summary.get("status") == "running" and summary.get("attempt") == attempt)
 
         for runtime in self.runtimes.values():
             reap = getattr(runtime, "reap", None)

@@ -19,6 +19,7 @@ import msgspec
 
 from eventstore.types import NO_STREAM, NewEvent
 from papayya.errors import Conflict, InvalidInput, NotFound
+from papayya.installation import installation_id
 from papayya.readmodels import Db, Repository
 from sql import queries
 
@@ -223,6 +224,10 @@ class Projects(Repository):
         self, project_id: str, name: str | None, slug: str | None, set_slug: bool
     ) -> Project:
         return await update_project(self.pool, project_id, name, slug, set_slug)
+
+    async def installation(self) -> str:
+        """This database's installation id, made on first use."""
+        return await installation_id(self.pool)
 
     async def first_id(self) -> str | None:
         return await first_project_id(self.pool)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from eventstore.postgres import PostgresEventStore
 from papayya.commands import queue
 from papayya.commands.queue import RunOptions
-from papayya.readmodels import agents
+from papayya.readmodels.agents import Agents
+from papayya.readmodels.idempotency import IdempotencyKeys
 from papayya.readmodels.schedules import Schedule
 from papayya.runs import Runs
 from papayya.triggers.scheduler import Clock, Scheduler, StartRun, fire_key, utcnow
@@ -22,8 +22,8 @@ def start_scheduled_run(store: PostgresEventStore) -> StartRun:
     """The scheduler's way to queue a fire's run: ``POST /v1/runs``'s, with
     ``trigger="schedule"`` and the fire's idempotency key."""
     runs = Runs(store)
-    keys_ = queue.PostgresIdempotencyKeys(store.pool)
-    find_agent = functools.partial(agents.find, store.pool)
+    keys_ = IdempotencyKeys(store)
+    find_agent = Agents(store).find
 
     async def start(schedule: Schedule, fire_at: datetime, run_id: str) -> str:
         options = RunOptions(
