@@ -20,7 +20,6 @@ from papayya.metering.meter import Meter, MeteredResponse
 from papayya.metering.ratecards import RateCardCache
 from papayya.metering.upstreams import call_timeout, upstreams_from_env
 from papayya.pricing import PriceStr, RateCardEntry
-from papayya.runs import run_stream
 from web import http, keys
 from web.openapi import api
 from web.routes.projects import own_project
@@ -44,21 +43,6 @@ def _token(request: web.Request) -> str | None:
         return key
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
-
-
-async def running_run(request: web.Request) -> str | None:
-    """The run a valid token belongs to, if that run is running in the token's attempt."""
-    found = runtokens.verify(request.app[keys.RUN_TOKEN_SECRET], _token(request))
-    if found is None:
-        return None
-    run_id, attempt = found
-    summary = await request.app[keys.STORE].summary(run_stream(run_id))
-    if summary is None:
-        return None
-    state = summary[1]
-    if state.get("status") != "running" or state.get("attempt") != attempt:
-        return None
-    return run_id
 
 
 def _error(provider: pv.Provider, status: int, code: str, message: str) -> web.Response:

@@ -24,11 +24,11 @@ from papayya.domain.fold import fold, state_at
 from papayya.domain.state import RunState, RunStatus
 from papayya.errors import InvalidInput, RunNotFound
 from papayya.models import RunOut, StepOut, run_out, run_out_from_summary, step_out
+from papayya.readmodels.agents import Tokens
 from papayya.runs import MAX_RUN_ID, run_stream
 from web import http, keys
 from web.openapi import api
 from web.routes import agents
-from web.routes.agents import Tokens
 
 STATUSES: Final = frozenset(get_args(RunStatus))
 
