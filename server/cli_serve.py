@@ -154,7 +154,9 @@ def server(host: str, port: int, concurrency: int) -> None:
 
     HTTP limits: PAPAYYA_HTTP_HEADER_TIMEOUT (10 s), _BODY_TIMEOUT (60 s), _IDLE_TIMEOUT
     (75 s), _MAX_CONNECTIONS (10000), _MAX_CONNECTIONS_PER_ADDRESS (256, 0: off),
-    _FD_RESERVE (256), _BACKLOG (1024), _MAX_LINE_BYTES (8190), _MAX_HEADERS (128)."""
+    _FD_RESERVE (256), _BACKLOG (1024), _MAX_LINE_BYTES (8190), _MAX_HEADERS (128);
+    _ACCESS_LOG: which requests the access log has (errors: those not answered 2xx, the
+    default; all; off)."""
     limits = _http_limits()
     config = _config(
         host=host, port=port, worker_concurrency=concurrency, run_worker=concurrency > 0
