@@ -152,12 +152,19 @@ async def _reported(request: web.Request, event_ids: list[uuid.UUID]) -> RunStat
 async def _report(
     request: web.Request, build: Callable[[RunState], Sequence[ev.RunEvent]]
 ) -> RunState:
-    """Append what ``build`` makes of the run, as the token's attempt, once per report."""
+    """Append what ``build`` makes of the run, as the token's attempt, once per report.
+
+    A retry of a report that committed is recognised by its event ids: while the attempt
+    runs, by the append they collide in; once the report ended it (complete, fail), by
+    looking them up. A first report pays for neither lookup."""
     event_ids = _event_ids(request)
-    done = await _reported(request, event_ids)
-    if done is not None:
+    try:
+        state = await _running(request)
+    except Unauthorized:
+        done = await _reported(request, event_ids)
+        if done is None:
+            raise
         return done
-    state = await _running(request)
     attempt = state.attempt
 
     def build_current(state: RunState) -> Sequence[ev.RunEvent]:
