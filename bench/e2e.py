@@ -45,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 LEASE_SECONDS = 10.0
+# Without --socket: the worker finds the API's socket in the data directory they share.
+WORKER_CHOICE = "what the worker found (the API's socket in the shared data directory)"
 HEARTBEAT_SECONDS = 2.0
 
 NOOP_AGENT = """
@@ -518,8 +520,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-baselines", action="store_true", help="papayya alone (profiling)")
     parser.add_argument(
         "--socket", action="store_true",
-        help="give the worker the API's Unix socket (PAPAYYA_RUNTIME_SOCKET), as a worker on "
-        "the API's machine would have; by default its agents reach the API through its relay",
+        help="give the worker the API's Unix socket (PAPAYYA_RUNTIME_SOCKET) explicitly; by "
+        "default it finds it in the data directory it shares with the server (before, its "
+        "agents reached the API through its relay)",
     )  # fmt: skip
     parser.add_argument("--dbos-child", metavar="DSN", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -582,7 +585,7 @@ def print_table(
         f"load average {load_start[0]:.2f} at start, {load[0]:.2f} / {load[1]:.2f} / "
         f"{load[2]:.2f} at end; {args.runs} no-op runs triggered at once, worker concurrency "
         f"{args.concurrency}; agents reach the API through "
-        f"{'its Unix socket' if args.socket else 'the worker relay'})\n"
+        f"{'its Unix socket' if args.socket else WORKER_CHOICE})\n"
     )
     print("| measurement | papayya (process runtime) | DBOS queue | arq | target |")
     print("|---|---|---|---|---|")

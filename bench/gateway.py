@@ -63,7 +63,6 @@ import papayya.domain.fold as fold_module  # noqa: E402
 import papayya.metering.meter as meter_module  # noqa: E402
 import papayya.metering.runcache as runcache_module  # noqa: E402
 import papayya.runs as runs_module  # noqa: E402
-import web.gateway as gateway_module  # noqa: E402
 from eventstore import payloads  # noqa: E402
 from eventstore.migrations import migrate  # noqa: E402
 from eventstore.postgres import SERVER_SETTINGS  # noqa: E402
@@ -796,7 +795,7 @@ async def cprofile(system: System, s: Settings) -> tuple[list[list[str]], list[l
         for k, v in own
     ]
     wanted = (
-        ("web/gateway.py", "_serve"), ("web/gateway.py", "running_run"),
+        ("web/gateway.py", "_serve"),
         ("papayya/metering/meter.py", "call"), ("papayya/metering/meter.py", "_live"),
         ("papayya/metering/meter.py", "_forward"), ("papayya/metering/meter.py", "_settle"),
         ("papayya/metering/meter.py", "_after_step"), ("papayya/metering/runcache.py", "slot"),
@@ -954,17 +953,6 @@ async def variant(system: System, name: str) -> AsyncIterator[None]:
     extra_pool: asyncpg.Pool | None = None
     parts = set(name.split("+")) if name != "baseline" else set()
 
-    if "auth" in parts:  # token check from the run cache instead of a summary read
-        original = gateway_module.running_run
-
-        async def running_run(request: web.Request) -> str | None:
-            found = runtokens.verify(
-                request.app[keys.RUN_TOKEN_SECRET], gateway_module._token(request)
-            )
-            return None if found is None else found[0]
-
-        gateway_module.running_run = running_run
-        undo.append(lambda: setattr(gateway_module, "running_run", original))
     if "asyncpayload" in parts:  # payload inserts on connections with synchronous_commit=off
         extra_pool = await asyncpg.create_pool(
             system.dsn, min_size=2, max_size=20,
@@ -1015,14 +1003,13 @@ async def variant(system: System, name: str) -> AsyncIterator[None]:
 
 VARIANTS = {
     "baseline": "as shipped",
-    "auth": "A: token check without the summary read",
     "norefresh": "B: no read_stream refresh before reserving",
     "asyncpayload": "C: put_payload with synchronous_commit=off",
     "nopayload": "D: no put_payload round trips (bound for payloads in the append)",
     "nowake": "W: commits do not wake the hub or NOTIFY (bound for coalescing them)",
-    "auth+norefresh+nowake": "A+B+W",
-    "auth+norefresh+nowake+asyncpayload": "A+B+W+C",
-    "auth+norefresh+nowake+nopayload": "A+B+W+D (two appends left)",
+    "norefresh+nowake": "B+W",
+    "norefresh+nowake+asyncpayload": "B+W+C",
+    "norefresh+nowake+nopayload": "B+W+D (two appends left)",
 }
 
 

@@ -6,6 +6,12 @@ receives live events through its queue. A subscriber whose queue overflows is de
 drains what it has, then catches up from the database again. Memory stays bounded and nothing
 is skipped, because the attach decision and the fan-out run on one event loop without an await
 between them.
+
+The tailer reads only what its subscriptions want: the union of their filters (``wanted``), so
+a process that follows a few event types (a worker's cancellations and ends) does not fetch
+and decode every event of the installation on every commit. A subscription counts from its
+creation, while it catches up too; one that appeared during a read that may have left out its
+events is not attached until a read that includes them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from eventstore.types import NO_FILTERS, Cursor, Filters, ReadPage, RecordedEven
 
 log = logging.getLogger(__name__)
 
+# Past this many streams, the tailer's read asks for any stream (a long id list costs more
+# than the events it leaves out).
+MAX_TAILED_STREAMS = 100
+
+Names = frozenset[str] | None
 ReadPageFn = Callable[[Cursor, int, Filters], Awaitable[ReadPage]]
 HeadFn = Callable[[], Awaitable[Cursor]]
 
@@ -49,6 +60,9 @@ class Hub:
         self._pending = pending
         self._on_start = on_start
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        # Every open subscription, attached or catching up: what the tailer reads for.
+        self._interested: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._reading: Filters | None = None  # what the read in flight asked for
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
@@ -81,6 +95,8 @@ class Hub:
         """
         if self.position is None or subscription.cursor < self.position:
             return False
+        if self._reading is not None and not covers(self._reading, subscription.filters):
+            return False  # the read in flight may leave out its events: attach after it
         subscription.floor = subscription.cursor
         self._subscribers.add(subscription)
         return True
@@ -88,16 +104,31 @@ class Hub:
     def detach(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)
 
+    def interest(self, subscription: Subscription) -> None:
+        """Count ``subscription``'s filters in what the tailer reads, from now on."""
+        self._interested.add(subscription)
+
+    def forget(self, subscription: Subscription) -> None:
+        self._interested.discard(subscription)
+        self._subscribers.discard(subscription)
+
+    def wanted(self) -> Filters:
+        """What the tailer's next read asks for: every open subscription's events."""
+        return union([s.filters for s in self._interested])
+
     async def _tail(self) -> None:
         backoff = 0.05
         while True:
             self._wake.clear()
             assert self.position is not None
+            self._reading = self.wanted()
             try:
-                page = await self.read_page(self.position, self.batch_size, NO_FILTERS)
+                page = await self.read_page(self.position, self.batch_size, self._reading)
             except asyncio.CancelledError:
+                self._reading = None
                 raise
             except Exception as exc:  # the database went away: keep trying, subscribers wait
+                self._reading = None
                 log.warning("event tailer read failed (%s); retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -105,6 +136,7 @@ class Hub:
             backoff = 0.05
             self._fan_out(page.events)
             self.position = max(self.position, page.cursor)
+            self._reading = None
             if len(page.events) >= self.batch_size:
                 continue
             timeout = self.fast_poll_interval if self._pending(page.cursor) else self.poll_interval
@@ -136,6 +168,38 @@ class Hub:
                     break
 
 
+def union(filters: list[Filters]) -> Filters:
+    """Filters matching every event any of ``filters`` matches (and maybe more); none of
+    them: filters that match nothing."""
+    if not filters:
+        return Filters(categories=frozenset())
+
+    def joined(values: list[Names], cap: int | None = None) -> Names:
+        if any(v is None for v in values):
+            return None
+        names: frozenset[str] = frozenset().union(*(v for v in values if v is not None))
+        return None if cap is not None and len(names) > cap else names
+
+    return Filters(
+        joined([f.categories for f in filters]),
+        joined([f.types for f in filters]),
+        joined([f.streams for f in filters], MAX_TAILED_STREAMS),
+    )
+
+
+def covers(outer: Filters, inner: Filters) -> bool:
+    """Whether every event ``inner`` matches is one ``outer`` matches."""
+
+    def within(big: Names, small: Names) -> bool:
+        return big is None or (small is not None and small <= big)
+
+    return (
+        within(outer.categories, inner.categories)
+        and within(outer.types, inner.types)
+        and within(outer.streams, inner.streams)
+    )
+
+
 class Subscription:
     """An async iterator of recorded events: catch-up, then live. Resumable from any cursor."""
 
@@ -158,6 +222,7 @@ class Subscription:
         self._scanned = after
         self._page_size = page_size
         self._closed = False
+        hub.interest(self)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -197,7 +262,7 @@ class Subscription:
 
     async def close(self) -> None:
         self._closed = True
-        self._hub.detach(self)
+        self._hub.forget(self)
 
     async def __aenter__(self) -> Subscription:
         return self

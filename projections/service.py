@@ -10,7 +10,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from eventstore.postgres import SERVER_SETTINGS
+from eventstore.postgres import SERVER_SETTINGS, PostgresEventStore
 from eventstore.protocol import EventStore
 from eventstore.types import Cursor, Filters
 from papayya.errors import ProjectionNotFound
@@ -67,9 +67,9 @@ def _failure(name: str, row: asyncpg.Record) -> Failure | None:
     )
 
 
-async def failing(db: asyncpg.Pool | asyncpg.Connection) -> list[Failure]:
+async def failing(store: PostgresEventStore) -> list[Failure]:
     """The projectors that cannot get past an event now, whichever process runs them."""
-    rows = await db.fetch(Q["failing_projections"])
+    rows = await store.pool.fetch(Q["failing_projections"])
     return [f for row in rows if (f := _failure(row["name"], row)) is not None]
 
 

@@ -154,7 +154,9 @@ def server(host: str, port: int, concurrency: int) -> None:
 
     HTTP limits: PAPAYYA_HTTP_HEADER_TIMEOUT (10 s), _BODY_TIMEOUT (60 s), _IDLE_TIMEOUT
     (75 s), _MAX_CONNECTIONS (10000), _MAX_CONNECTIONS_PER_ADDRESS (256, 0: off),
-    _FD_RESERVE (256), _BACKLOG (1024), _MAX_LINE_BYTES (8190), _MAX_HEADERS (128)."""
+    _FD_RESERVE (256), _BACKLOG (1024), _MAX_LINE_BYTES (8190), _MAX_HEADERS (128);
+    _ACCESS_LOG: which requests the access log has (errors: those not answered 2xx, the
+    default; all; off)."""
     limits = _http_limits()
     config = _config(
         host=host, port=port, worker_concurrency=concurrency, run_worker=concurrency > 0
@@ -197,7 +199,7 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
     from eventstore.postgres import PostgresEventStore
     from papayya.installation import installation_id
     from papayya.triggers.firing import running_scheduler
-    from server.control import check_control
+    from server.control import beside_api, check_control
     from workers.docker import DockerRuntime
     from workers.process import ProcessRuntime
     from workers.runtime import Runtime
@@ -217,6 +219,7 @@ async def _background(config: Config, *, scheduler: bool, worker: bool, burst: b
             burst=burst,
         )
         if worker:  # its agents must reach the API of this installation, not another's
+            worker_config = await beside_api(worker_config, default_socket(config), installation)
             await check_control(worker_config, installation)
     except BaseException:
         await store.close()
@@ -291,7 +294,9 @@ def worker(concurrency: int, runtime: str, burst: bool) -> None:
 
     \b
     PAPAYYA_CONTROL_URL or PAPAYYA_BASE_URL   where agents reach the API (TCP)
-    PAPAYYA_RUNTIME_SOCKET                    ...or its Unix socket
+    PAPAYYA_RUNTIME_SOCKET                    ...or its Unix socket (default: the
+                                              data dir's, if this installation's API
+                                              listens there)
     PAPAYYA_HEARTBEAT_SECONDS (15), PAPAYYA_LEASE_SECONDS (60), PAPAYYA_GRACE_SECONDS (10),
     PAPAYYA_DRAIN_SECONDS (30), PAPAYYA_MAX_ATTEMPTS (3), PAPAYYA_AGENT_ENV (names passed on)
     PAPAYYA_PROCESS_RUNTIME   whose process deployments it runs: off (default), all,

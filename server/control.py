@@ -9,8 +9,10 @@ would start agents that fail with 401 after three attempts; it refuses to start 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+from pathlib import Path
 
 import aiohttp
 import click
@@ -49,6 +51,24 @@ def _wait_seconds() -> float:
     if not 0 <= value < float("inf"):
         raise click.ClickException("PAPAYYA_CONTROL_WAIT_SECONDS must be a number >= 0")
     return value
+
+
+async def beside_api(config: WorkerConfig, socket: Path, installation: str) -> WorkerConfig:
+    """``config`` with the API's own Unix socket when an API of this installation listens on
+    ``socket`` (the data directory's, shared with a ``papayya server`` or ``papayya api``
+    started beside this worker): its agents' runtime calls then go straight to it, not
+    through the worker's relay or TCP. Unchanged if nothing of this installation answers
+    there at once."""
+    if config.control_socket is not None:
+        return config
+    try:
+        found = await _installation_at("http://localhost", aiohttp.UnixConnector(str(socket)))
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        return config
+    if found != installation:
+        return config
+    log.info("agents reach the API through its socket %s", socket)
+    return dataclasses.replace(config, control_socket=socket)
 
 
 async def check_control(config: WorkerConfig, installation: str) -> None:

@@ -113,10 +113,6 @@ ON CONFLICT (project_id, name) DO NOTHING;
 INSERT INTO project_secrets (project_id, name, value) VALUES ($1, $2, $3)
 ON CONFLICT (project_id, name) DO UPDATE SET value = EXCLUDED.value, created_at = now();
 
--- name: run_attempt
-SELECT summary->>'status' AS status, (summary->>'attempt')::integer AS attempt
-  FROM stream_summaries WHERE stream_id = $1;
-
 -- The last heartbeat of the agents of these attempts ($1 run ids, $2 their attempts): the
 -- in-container runtime's, recorded by the runtime API. An attempt that sent none has no row.
 -- name: agent_heartbeats

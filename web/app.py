@@ -15,7 +15,6 @@ from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
 from papayya.config import Config
 from papayya.errors import NotReady, ProjectionFailing
-from papayya.installation import installation_id
 from papayya.readmodels.projects import BOOTSTRAP_ENV, check_bootstrap_key
 from papayya.runstates import RunStates
 from projections.service import failing as projection_failures
@@ -68,7 +67,7 @@ async def _event_store(app: web.Application) -> AsyncIterator[None]:
     readmodels.install(app, store)
     try:
         created = await app[keys.PROJECTS].bootstrap(bootstrap_key)
-        app[keys.INSTALLATION] = await installation_id(store.pool)
+        app[keys.INSTALLATION] = await app[keys.PROJECTS].installation()
     except BaseException:
         await store.close()
         raise
@@ -97,7 +96,7 @@ async def readyz(request: web.Request) -> web.Response:
     failures = []
     try:
         failures = await asyncio.wait_for(
-            projection_failures(request.app[keys.STORE].pool), READY_SECONDS
+            projection_failures(request.app[keys.STORE]), READY_SECONDS
         )
     except Exception as exc:
         log.warning("readyz: the database does not answer: %r", exc)

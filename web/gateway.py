@@ -14,14 +14,12 @@ import msgspec
 from aiohttp import web
 
 from papayya import runtokens
-from papayya.database import server_secret
 from papayya.errors import InvalidInput
 from papayya.metering import providers as pv
 from papayya.metering.meter import Meter, MeteredResponse
 from papayya.metering.ratecards import RateCardCache
 from papayya.metering.upstreams import call_timeout, upstreams_from_env
 from papayya.pricing import PriceStr, RateCardEntry
-from papayya.runs import run_stream
 from web import http, keys
 from web.openapi import api
 from web.routes.projects import own_project
@@ -31,9 +29,9 @@ async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[keys.STORE]
     timeout = aiohttp.ClientTimeout(total=call_timeout(), sock_connect=10)
     session = aiohttp.ClientSession(timeout=timeout)
-    cards = RateCardCache(store.pool)
+    cards = RateCardCache.of(store)
     app[keys.RATE_CARDS] = cards
-    app[keys.RUN_TOKEN_SECRET] = await server_secret(store.pool)
+    app[keys.RUN_TOKEN_SECRET] = await app[keys.SECRETS].server()
     app[keys.METER] = Meter(store, session, upstreams_from_env(), cards, runs=app[keys.RUNS])
     yield
     await session.close()
@@ -45,21 +43,6 @@ def _token(request: web.Request) -> str | None:
         return key
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
-
-
-async def running_run(request: web.Request) -> str | None:
-    """The run a valid token belongs to, if that run is running in the token's attempt."""
-    found = runtokens.verify(request.app[keys.RUN_TOKEN_SECRET], _token(request))
-    if found is None:
-        return None
-    run_id, attempt = found
-    summary = await request.app[keys.STORE].summary(run_stream(run_id))
-    if summary is None:
-        return None
-    state = summary[1]
-    if state.get("status") != "running" or state.get("attempt") != attempt:
-        return None
-    return run_id
 
 
 def _error(provider: pv.Provider, status: int, code: str, message: str) -> web.Response:

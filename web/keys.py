@@ -14,8 +14,11 @@ from papayya.metering.meter import Meter
 from papayya.metering.ratecards import RateCardCache
 from papayya.readmodels.agents import Agents
 from papayya.readmodels.deployments import Deployments
+from papayya.readmodels.heartbeats import Heartbeats
+from papayya.readmodels.idempotency import IdempotencyKeys
 from papayya.readmodels.projects import Projects
 from papayya.readmodels.projectsecrets import ProjectSecrets
+from papayya.readmodels.runlist import RunList
 from papayya.readmodels.schedules import Schedules
 from papayya.readmodels.secrets import Secrets
 from papayya.readmodels.webhooks import Webhooks
@@ -39,6 +42,9 @@ SCHEDULES = web.AppKey("schedules", Schedules)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 SECRETS = web.AppKey("secrets", Secrets)
 PROJECT_SECRETS = web.AppKey("project_secrets", ProjectSecrets)
+RUN_LIST = web.AppKey("run_list", RunList)
+IDEMPOTENCY_KEYS = web.AppKey("idempotency_keys", IdempotencyKeys)
+HEARTBEATS = web.AppKey("heartbeats", Heartbeats)
 # Failed API-key checks per remote address (web.auth).
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)
 

@@ -36,11 +36,11 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import StreamReader
-from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from papayya.errors import PapayyaError, RequestTimeout
+from web import accesslog
 from web.middleware import error_body
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class Limits:
     max_line_bytes: int = 8190  # the request line, and each header
     max_headers: int = 128
     log_interval: float = 60.0  # seconds between two log lines about refused clients
+    access_log: str = "errors"  # which requests the access log has (web.accesslog.MODES)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
@@ -71,6 +72,11 @@ class Limits:
             name = ENV_PREFIX + f.name.upper()
             raw = (env.get(name) or "").strip()
             if not raw:
+                continue
+            if f.name == "access_log":
+                if raw not in accesslog.MODES:
+                    raise ValueError(f"{name} must be one of {', '.join(accesslog.MODES)}")
+                values[f.name] = raw
                 continue
             kind = int if f.type == "int" else float
             try:
@@ -409,8 +415,8 @@ class GuardedRunner(web.AppRunner):
         loop = asyncio.get_running_loop()
         self._previous_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._loop_error)
-        return GuardedServer(made, self.guard, {**self._handler_args, "access_log_class":
-                                                AccessLogger})  # fmt: skip
+        logged = accesslog.handler_args(self.limits.access_log)
+        return GuardedServer(made, self.guard, {**self._handler_args, **logged})
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # asyncio logs a failed accept (out of descriptors) every time; count it instead.

@@ -41,7 +41,7 @@ from papayya.errors import NotFound
 from papayya.metering import providers as pv
 from papayya.metering.meter import Meter, MeteredResponse, Upstream
 from papayya.metering.ratecards import RateCardCache
-from papayya.readmodels import agents
+from papayya.readmodels.agents import AgentConfig, Agents
 from papayya.readmodels.secrets import Secrets
 from papayya.runs import Runs
 from workers.runtime import Deployment, Launch
@@ -66,7 +66,7 @@ EXIT_STOPPED: Final = -15
 async def builtin_deployment(store: PostgresEventStore, state: RunState) -> Deployment | None:
     """The built-in loop as the run's deployment, if its agent (or the run) names a model."""
     try:
-        agent = await agents.find(store.pool, state.project_id, state.agent_id)
+        agent = await Agents(store).find(state.project_id, state.agent_id)
     except NotFound:
         return None
     if not (state.metadata.get(MODEL_KEY) or agent.settings.model):
@@ -120,7 +120,7 @@ class AgentLoopRuntime:
                 aiohttp.ClientTimeout(total=300), allow_private=self.allow_private
             )
             self._sessions = [model_session, self.tool_session]
-            cards = RateCardCache(self.store.pool)
+            cards = RateCardCache.of(self.store)
             self._meter = Meter(self.store, model_session, self.upstreams, cards)
         return self._meter
 
@@ -221,7 +221,7 @@ class AgentLoop:
         events = await self.runs.events(self.run_id)
         state = self.state = fold(events)
         self._check(state)
-        agent = await agents.find(self.store.pool, state.project_id, state.agent_id)
+        agent = await Agents(self.store).find(state.project_id, state.agent_id)
         config = agent.settings
         live = self._settings(state.metadata, config)
         before = live
@@ -265,7 +265,7 @@ class AgentLoop:
             await mcp.close()
 
     @staticmethod
-    def _settings(metadata: dict[str, Any], config: agents.AgentConfig) -> Settings:
+    def _settings(metadata: dict[str, Any], config: AgentConfig) -> Settings:
         model = metadata.get(MODEL_KEY) or config.model
         system = metadata.get(SYSTEM_PROMPT_KEY)
         return Settings(str(model), system if isinstance(system, str) else config.instructions)

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import asyncpg
 
+from papayya.readmodels import deployments
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -28,7 +30,7 @@ class Deployment:
     image: str | None = None
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Deployment:
+    def from_row(cls, row: asyncpg.Record | deployments.Deployment) -> Deployment:
         return cls(
             row["deployment_id"], row["project_id"], row["agent_id"], row["version"],
             row["runtime"], row["entrypoint"], row["agent_function"], row["source"],

@@ -38,6 +38,7 @@ from papayya.domain.handover import (
 )
 from papayya.domain.state import RunState
 from papayya.errors import RunNotFound
+from papayya.readmodels.heartbeats import Heartbeats
 from papayya.readmodels.leases import Leases
 from papayya.runs import Runs
 from workers.queue import RunQueue
@@ -65,6 +66,7 @@ class Sweeper:
         self.store = store
         self.runs = Runs(store)
         self.leases = Leases(store)
+        self.heartbeats = Heartbeats(store)
         self.queue = queue
         self.max_attempts = max_attempts
         self.interval = interval
@@ -95,7 +97,7 @@ class Sweeper:
     async def abandon_silent(self) -> int:
         """End every local run silent for ``abandon_after`` seconds; how many ended."""
         ended = 0
-        for run_id, attempt in await liveness.abandoned(self.store.pool, self.abandon_after, BATCH):
+        for run_id, attempt in await self.heartbeats.abandoned(self.abandon_after, BATCH):
 
             def decide(state: RunState, attempt: int = attempt) -> list[ev.RunEvent]:
                 if state.status != "running" or state.attempt != attempt:

@@ -21,15 +21,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 from papayya.commands.finish import failed
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
 from papayya.domain.timelimit import HEARTBEAT_LOST, TIMEOUT, deadline, timeout_message
-from sql import queries
+from papayya.readmodels.heartbeats import Heartbeats
 
-Q: Final = queries("workers.sql")
 # Before its first heartbeat an agent is starting (importing its code, which for big
 # libraries takes a while): it may stay silent this many times the bound.
 STARTING_FACTOR: Final = 5
@@ -82,21 +81,18 @@ class HeartbeatWatch:
     def ended(self, run_id: str, attempt: int) -> None:
         self._quiet.pop((run_id, attempt), None)
 
-    async def silent(self, db: Any, attempts: Mapping[str, int]) -> dict[str, float]:
+    async def silent(self, heartbeats: Heartbeats, attempts: Mapping[str, int]) -> dict[str, float]:
         """Of ``attempts`` (run id → attempt), the runs whose agent has been silent for
         longer than the bound, with for how long."""
         watched = [(r, a) for r, a in attempts.items() if (r, a) in self._quiet]
         if not watched:
             return {}
         try:
-            rows = await db.fetch(
-                Q["agent_heartbeats"], [r for r, _ in watched], [a for _, a in watched]
-            )
+            seen = await heartbeats.of_agents(dict(watched))
         except Exception:
             self._unread = True
             raise
         now = asyncio.get_running_loop().time()
-        seen = {row["run_id"]: row["at"] for row in rows}
         silent = {}
         for key in watched:
             quiet = self._quiet[key]

@@ -35,10 +35,12 @@ from papayya.domain.state import RunState
 from papayya.domain.timelimit import HEARTBEAT_LOST, TIMEOUT
 from papayya.errors import ConcurrencyError, IllegalTransition, RunNotFound
 from papayya.processruntime import ProcessRuntimePolicy
+from papayya.readmodels.deployments import Deployments
+from papayya.readmodels.heartbeats import Heartbeats
+from papayya.readmodels.leases import Leases
 from papayya.runs import run_stream
 from papayya.runstates import RunStates
 from papayya.runtime.main import EXIT_USAGE  # could not load the agent: retrying is futile
-from sql import queries
 from workers.agentloop import builtin_deployment, requested_loop
 from workers.queue import RunQueue
 from workers.runtime import AgentHandle, Deployment, Launch, Limits, Runtime
@@ -49,7 +51,6 @@ log = logging.getLogger(__name__)
 # A project's secrets, opened, by project id (papayya.readmodels.projectsecrets).
 ProjectSecretsSource = Callable[[str], Awaitable[Mapping[str, str]]]
 
-Q: Final = queries("workers.sql")
 OUTPUT_TAIL: Final = 4000
 OUTPUT_EVENT_CHARS: Final = 64_000  # per attempt: a run keeps at most max_attempts times this
 REDACTED: Final = "[redacted]"
@@ -193,6 +194,9 @@ class Worker:
         # The runs this worker claims and relays, folded once: the claim's append, each
         # stopping event and the outcome only read what is newer than the state kept here.
         self.runs = RunStates(store)
+        self.leases = Leases(store)
+        self.heartbeats = Heartbeats(store)
+        self.deployments = Deployments(store)
         self.queue = queue
         self.runtimes = runtimes
         self.secret = secret
@@ -315,7 +319,7 @@ class Worker:
                 return None
             attempt = state.attempt + 1
             lease = (run_id, attempt, self.name, self.config.lease_seconds)
-            await self.store.pool.execute(Q["take_lease"], *lease)
+            await self.leases.take(*lease)
             try:
                 started = await self.runs.append(
                     state, [ev.RunStarted(attempt=attempt, worker=self.name)]
@@ -323,7 +327,7 @@ class Worker:
             except (ConcurrencyError, IllegalTransition):
                 await self._release_claim(run_id, attempt)
                 continue
-            await self.store.pool.execute(Q["hold_lease"], *lease)
+            await self.leases.hold(*lease)
             return started, deployment
         return None
 
@@ -334,7 +338,7 @@ class Worker:
         with contextlib.suppress(RunNotFound):
             if (await self.runs.load(run_id)).attempt >= attempt:
                 return
-        await self.store.pool.execute(Q["release_claim"], run_id, attempt, self.name)
+        await self.leases.release_claim(run_id, attempt, self.name)
 
     async def _deployment(self, state: RunState) -> Deployment | None:
         version = state.deployment_version
@@ -342,10 +346,10 @@ class Worker:
         key = (state.agent_id, number)
         found = self._deployments.get(key) if number is not None else None
         if found is None:
-            row = await self.store.pool.fetchrow(Q["deployment_for_run"], *key)
-            if row is None:
+            ready = await self.deployments.ready(*key)
+            if ready is None:
                 return None
-            found = Deployment.from_row(row)
+            found = Deployment.from_row(ready)
             if number is not None:  # a ready version never changes: keep it
                 self._deployments[key] = found
         return found
@@ -423,7 +427,7 @@ class Worker:
             self._beats.ended(state.run_id, state.attempt)
             self._active.pop(state.run_id, None)
             if recorded:
-                await self.store.pool.execute(Q["drop_lease"], state.run_id, self.name)
+                await self.leases.drop(state.run_id, self.name)
             else:
                 # The attempt's end is unknown here (the runtime or the store failed): the
                 # lease, no longer renewed, expires and the sweeper recovers the run.
@@ -513,7 +517,7 @@ class Worker:
         runs (workers.timelimits)."""
         attempts = {r: a.attempt for r, a in self._active.items() if a.stop_reason is None}
         try:
-            silent = await self._beats.silent(self.store.pool, attempts)
+            silent = await self._beats.silent(self.heartbeats, attempts)
         except Exception as exc:
             log.warning("worker %s: reading agents' heartbeats failed: %s", self.name, exc)
             return
@@ -540,23 +544,18 @@ class Worker:
                 continue
             await self._check_heartbeats()
             try:
-                rows = await self.store.pool.fetch(
-                    Q["renew_leases"], self.name, held, self.config.lease_seconds
-                )
-                stopping = await self.store.pool.fetch(
-                    Q["stopping_runs"], [run_stream(r) for r in held]
-                )
+                renewed = await self.leases.renew(self.name, held, self.config.lease_seconds)
+                stopping = await self.leases.stopping(held)
             except Exception as exc:
                 log.warning("worker %s: lease renewal failed: %s", self.name, exc)
                 continue
-            renewed = {r["run_id"] for r in rows}
             for run_id in held:
                 current = self._active.get(run_id)
                 if current is not None and run_id not in renewed and current.handle is not None:
                     log.warning("run %s: lease lost; stopping its agent", run_id)
                     self._stop(current, "lease_lost")
-            for row in stopping:
-                current = self._active.get(row["run_id"])
+            for run_id in stopping:
+                current = self._active.get(run_id)
                 if current is not None:
                     await self._relay_state(current)
 
@@ -564,10 +563,11 @@ class Worker:
         """Have runtimes that can (Docker) remove what over attempts left behind."""
 
         async def current(run_id: str, attempt: int) -> bool:
-            row = await self.store.pool.fetchrow(Q["run_attempt"], run_stream(run_id))
-            if row is None:  # not a run of this installation (they may share an engine)
+            found = await self.store.summary(run_stream(run_id))
+            if found is None:  # not a run of this installation (they may share an engine)
                 return True
-            return bool(row["status"] == "running" and row["attempt"] == attempt)
+            summary = found[1]
+            return bool(summary.get("status") == "running" and summary.get("attempt") == attempt)
 
         for runtime in self.runtimes.values():
             reap = getattr(runtime, "reap", None)

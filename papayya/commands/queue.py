@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal, Protocol
 
-import asyncpg
 import msgspec
 
 from eventstore.types import prepare
@@ -24,9 +23,7 @@ from papayya.domain.state import RunState
 from papayya.errors import InvalidInput
 from papayya.money import cents_to_micro, usd_to_micro
 from papayya.runs import Runs
-from sql import queries
 
-Q: Final = queries("api.sql")
 # RunQueued has no field for the model yet: until it does, the run's model (the request's,
 # else the agent's) travels in its metadata under this reserved key.
 MODEL_KEY: Final = "papayya.model"
@@ -121,21 +118,9 @@ class IdempotencyKeys(Protocol):
         ...
 
 
-class PostgresIdempotencyKeys:
-    """The keys in the ``idempotency_keys`` table, claimed by a conditional insert."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def claim(self, project_id: str, key: str, run_id: str) -> bool:
-        return bool(await self.pool.fetchval(Q["claim_idempotency_key"], project_id, key, run_id))
-
-    async def run_of(self, project_id: str, key: str) -> str:
-        return str(await self.pool.fetchval(Q["idempotent_run"], project_id, key))
-
-
 class InMemoryIdempotencyKeys:
-    """The in-memory twin of ``PostgresIdempotencyKeys`` (unit tests)."""
+    """The in-memory twin of ``papayya.readmodels.idempotency.IdempotencyKeys`` (unit
+    tests)."""
 
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], str] = {}

@@ -8,6 +8,7 @@ from typing import Final
 
 import asyncpg
 
+from eventstore.postgres import PostgresEventStore
 from papayya.pricing import RATE_CARD_DECODER, RateCardEntry
 from papayya.readmodels.ratecards import RateCards
 
@@ -27,6 +28,11 @@ class RateCardCache:
         card = RATE_CARD_DECODER.decode(raw) if raw else {}
         self._cards[project_id] = (time.monotonic(), card)
         return card
+
+    @classmethod
+    def of(cls, store: PostgresEventStore) -> RateCardCache:
+        """The cache over the store's database."""
+        return cls(store.pool)
 
     def forget(self, project_id: str) -> None:
         self._cards.pop(project_id, None)

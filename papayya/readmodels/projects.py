@@ -21,6 +21,7 @@ import msgspec
 from eventstore.types import NO_STREAM, NewEvent
 from papayya.domain.defaults import ProjectDefaults
 from papayya.errors import Conflict, InvalidInput, NotFound
+from papayya.installation import installation_id
 from papayya.readmodels import Db, Repository
 from sql import queries
 
@@ -277,6 +278,10 @@ class Projects(Repository):
     async def defaults(self, project_id: str) -> ProjectDefaults:
         """The limits the project's runs get when neither they nor their agent state one."""
         return (await get_project(self.pool, project_id)).defaults
+
+    async def installation(self) -> str:
+        """This database's installation id, made on first use."""
+        return await installation_id(self.pool)
 
     async def first_id(self) -> str | None:
         return await first_project_id(self.pool)

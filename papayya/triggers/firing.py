@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from eventstore.postgres import PostgresEventStore
 from papayya.commands import queue
 from papayya.commands.queue import RunOptions
-from papayya.domain.defaults import ProjectDefaults
-from papayya.readmodels import agents
-from papayya.readmodels.projects import get_project
+from papayya.readmodels.agents import Agents
+from papayya.readmodels.idempotency import IdempotencyKeys
+from papayya.readmodels.projects import Projects
 from papayya.readmodels.schedules import Schedule
 from papayya.runs import Runs
 from papayya.triggers.scheduler import Clock, Scheduler, StartRun, fire_key, utcnow
@@ -24,11 +23,10 @@ def start_scheduled_run(store: PostgresEventStore) -> StartRun:
     """The scheduler's way to queue a fire's run: ``POST /v1/runs``'s, with
     ``trigger="schedule"`` and the fire's idempotency key."""
     runs = Runs(store)
-    keys_ = queue.PostgresIdempotencyKeys(store.pool)
-    find_agent = functools.partial(agents.find, store.pool)
+    keys_ = IdempotencyKeys(store)
+    find_agent = Agents(store).find
 
-    async def find_defaults(project_id: str) -> ProjectDefaults:
-        return (await get_project(store.pool, project_id)).defaults
+    find_defaults = Projects(store).defaults
 
     async def start(schedule: Schedule, fire_at: datetime, run_id: str) -> str:
         options = RunOptions(

@@ -19,7 +19,6 @@ from papayya.domain import events as ev
 from server.builds import BUILDS
 from tests.support.docker_cloud import SAMPLE, DockerCloud
 from web import keys
-from web.routes import deployments
 
 
 async def papayya_cli(cloud: DockerCloud, *args: str) -> tuple[int, str]:
@@ -123,7 +122,8 @@ async def test_a_build_that_lost_its_server_is_taken_over(
         runtime="docker", entrypoint="agent.py", source=f"bundles/{sha}.tar.gz",
         bundle_sha256=sha,
     )  # fmt: skip
-    await deployments.create(store, agent, created, "building")  # ...and nobody builds it
+    # ...and nobody builds it
+    await cloud.app[keys.DEPLOYMENTS].create(agent.project_id, agent.id, created, "building")
     assert await service.adopt_once() == []  # fresh: its builder may still be at work
     await store.pool.execute(
         "UPDATE deployments SET updated_at = now() - interval '1 hour'"

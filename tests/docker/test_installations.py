@@ -18,12 +18,13 @@ import aiohttp
 from eventstore.postgres import PostgresEventStore
 from papayya.domain import events as ev
 from papayya.installation import installation_id
+from papayya.readmodels.agents import Agents
+from papayya.readmodels.deployments import Deployments
 from papayya.runs import Runs
 from tests.support.cloud import REDIS_URL
 from tests.support.db import cloned_database
 from tests.support.docker_cloud import containers_of, wait_for
 from tests.support.operator import ServerProcess, bare_env, free_port, work_dir
-from web.routes import agents, deployments
 from workers.docker import INSTALLATION_LABEL
 
 
@@ -49,17 +50,14 @@ class Installation:
             "POST", "/v1/agents", {"name": "probe", "slug": "probe", "config": {}}
         )
         assert status == 201, body
-        agent = await agents.find(self.store.pool, body["project_id"], body["id"])
+        agent = await Agents(self.store).find(body["project_id"], body["id"])
         created = ev.DeploymentCreated(
             deployment_id=f"dep_{uuid.uuid4().hex[:16]}", project_id=agent.project_id,
             agent_id=agent.id, version=1, runtime="docker", entrypoint="probe.py",
         )  # fmt: skip
-        row = await deployments.create(self.store, agent, created, "building")
-        await deployments.record(
-            self.store, row["deployment_id"], [ev.DeploymentReady(
-            deployment_id=row["deployment_id"], image=image)], "any",
-            deployments.Q["set_status"], row["deployment_id"], "ready", image, None,
-        )  # fmt: skip
+        repo = Deployments(self.store)
+        await repo.create(agent.project_id, agent.id, created, "building")
+        await repo.finish(created.deployment_id, image, None)
 
     async def lingering_run(self, docker: aiodocker.Docker) -> tuple[str, Any]:
         """A run whose container stays up; its id and its container."""

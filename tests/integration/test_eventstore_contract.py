@@ -378,3 +378,90 @@ async def test_concurrent_mixed_appends_each_get_their_own_outcome(store: EventS
     assert expected_ids <= set(ids)
     for i in range(n):  # and every success stays retryable
         assert await store.append(f"run-m{i}", good[i], 1) == by_kind["good", i][0]
+
+
+async def _attached(hub: Any, subscription: Any) -> None:
+    async with asyncio.timeout(5):
+        while subscription not in hub._subscribers:
+            await asyncio.sleep(0.005)
+
+
+async def test_the_tailer_reads_only_what_its_subscriptions_want(store: EventStore) -> None:
+    """A process that follows a few event types (a worker: cancellations and ends) has its
+    tailer fetch those, not every event of every run on each commit."""
+    hub = store.hub  # type: ignore[attr-defined]
+    returned: list[str] = []
+    read = hub.read_page
+
+    async def counting(after: Cursor, limit: int, filters: Filters) -> Any:
+        page = await read(after, limit, filters)
+        returned.extend(e.event_type for e in page.events)
+        return page
+
+    hub.read_page = counting
+    got: list[int] = []
+    async with store.subscribe(after=await store.head(), filters=Filters.of(types="Stop")) as sub:
+
+        async def consume() -> None:
+            async for event in sub:
+                got.append(event.data["n"])
+                if len(got) == 3:
+                    return
+
+        task = asyncio.create_task(consume())
+        await _attached(hub, sub)
+        for n in range(3):
+            await store.append(f"run-{n}", [ev("Step", n=n) for _ in range(5)] + [ev("Stop", n=n)])
+        await asyncio.wait_for(task, 5)
+    assert got == [0, 1, 2]
+    assert set(returned) == {"Stop"}
+
+
+async def test_a_subscription_that_appears_during_a_narrower_read_misses_nothing(
+    store: EventStore,
+) -> None:
+    """The tailer's read in flight asked for another subscription's events only: a new
+    subscription is not attached to it (its events would be skipped), it catches up itself."""
+    hub = store.hub  # type: ignore[attr-defined]
+    stops = store.subscribe(after=await store.head(), filters=Filters.of(types="Stop"))
+    stopped = asyncio.create_task(anext(stops))
+    await _attached(hub, stops)
+    reading, release = asyncio.Event(), asyncio.Event()
+    read, attach = hub.read_page, hub.try_attach
+
+    async def held(after: Cursor, limit: int, filters: Filters) -> Any:
+        if filters is getattr(hub, "_reading", None) and not release.is_set():
+            reading.set()  # the tailer's read, asking for "Stop" only
+            await release.wait()
+        return await read(after, limit, filters)
+
+    tried = asyncio.Event()
+
+    def attempt(subscription: Any) -> bool:
+        if subscription is steps:
+            tried.set()
+        return bool(attach(subscription))
+
+    hub.read_page, hub.try_attach = held, attempt
+    start = await store.head()
+    await store.append("run-a", ev("Stop", n=0))
+    await asyncio.wait_for(reading.wait(), 5)
+    steps = store.subscribe(after=start, filters=Filters.of(types="Step"))
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for event in steps:
+            got.append(event.data["n"])
+            if len(got) == 4:
+                return
+
+    await store.append("run-b", [ev("Step", n=1), ev("Step", n=2)])
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(tried.wait(), 5)  # it caught up and asked to attach
+    await store.append("run-b", [ev("Step", n=3), ev("Step", n=4)], 2)
+    release.set()
+    await asyncio.wait_for(task, 5)
+    assert got == [1, 2, 3, 4]
+    assert (await asyncio.wait_for(stopped, 5)).data["n"] == 0
+    await steps.close()
+    await stops.close()

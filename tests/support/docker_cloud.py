@@ -25,11 +25,11 @@ from papayya import runtokens
 from papayya.config import Config
 from papayya.domain import events as ev
 from papayya.domain.state import RunState
+from papayya.readmodels.agents import Agent
 from papayya.runs import Runs
 from tests.support.cloud import REDIS_URL, TERMINAL, free_port
 from tests.support.gateway import PROVIDER_KEY
 from web import keys
-from web.routes import agents, deployments
 from workers.docker import DockerRuntime
 from workers.queue import connect
 from workers.runtime import Deployment, Limits
@@ -70,31 +70,25 @@ class DockerCloud:
         ):
             return r.status, await r.json(content_type=None)
 
-    async def agent(self, slug: str) -> agents.Agent:
+    async def agent(self, slug: str) -> Agent:
         status, body = await self.call(
             "POST", "/v1/agents", {"name": slug, "slug": slug, "config": {}}
         )
         assert status == 201, body
-        return await agents.find(self.app[keys.STORE].pool, body["project_id"], body["id"])
+        return await self.app[keys.AGENTS].find(body["project_id"], body["id"])
 
-    async def image_deployment(
-        self, agent: agents.Agent, image: str, entrypoint: str
-    ) -> Deployment:
+    async def image_deployment(self, agent: Agent, image: str, entrypoint: str) -> Deployment:
         """A ready docker deployment of an image built elsewhere (the session's sample)."""
-        store = self.app[keys.STORE]
+        repo = self.app[keys.DEPLOYMENTS]
         created = ev.DeploymentCreated(
             deployment_id=f"dep_{uuid.uuid4().hex[:16]}", project_id=agent.project_id,
             agent_id=agent.id, version=1, runtime="docker", entrypoint=entrypoint,
         )  # fmt: skip
-        row = await deployments.create(store, agent, created, "building")
-        row = await deployments.record(
-            store, row["deployment_id"], [ev.DeploymentReady(deployment_id=row["deployment_id"],
-            image=image)], "any", deployments.Q["set_status"], row["deployment_id"], "ready",
-            image, None,
-        )  # fmt: skip
-        return Deployment.from_row(row)
+        await repo.create(agent.project_id, agent.id, created, "building")
+        await repo.finish(created.deployment_id, image, None)
+        return Deployment.from_row(await repo.find(agent.project_id, created.deployment_id))
 
-    async def running_run(self, agent: agents.Agent, input: Any) -> tuple[RunState, str]:
+    async def running_run(self, agent: Agent, input: Any) -> tuple[RunState, str]:
         """A run in its first attempt and its token, as a worker makes them."""
         queued = ev.RunQueued(
             run_id=f"run_{uuid.uuid4().hex[:12]}", project_id=agent.project_id,

@@ -28,14 +28,10 @@ from papayya.readmodels.agents import (
     Temperature,
     Tokens,
     Tool,
-    find,
 )
 from papayya.readmodels.projects import new_id
 from web import http, keys
 from web.openapi import api
-
-# ``find`` and ``Agent`` stay importable from here for the modules that still call them so.
-__all__ = ["Agent", "AgentConfig", "AgentOut", "MaxSteps", "Model", "Tokens", "find"]
 
 MAX_RETRIES: Final = 10
 

@@ -29,7 +29,7 @@ from papayya import blobstore, bundles
 from papayya.domain import events as ev
 from papayya.errors import InvalidInput, PayloadTooLarge
 from papayya.readmodels.agents import Agent
-from papayya.readmodels.deployments import Deployment
+from papayya.readmodels.deployments import Deployment, DeploymentOut
 from papayya.readmodels.projects import new_id
 from web import http, keys
 from web.openapi import api
@@ -128,7 +128,7 @@ async def read_upload(request: web.Request, work: Path) -> tuple[DeployForm, Pat
     "POST", "/v1/agents/{id}/deploy",
     "Deploy a bundle (multipart: file, runtime, entrypoint): 202 while the image builds "
     "(runtime process: 403 unless PAPAYYA_PROCESS_RUNTIME allows the project)",
-    response=deployments.DeploymentOut, status=202, tag="deployments",
+    response=DeploymentOut, status=202, tag="deployments",
     errors=((403, deployments.FORBIDDEN),),
 )  # fmt: skip
 async def deploy(request: web.Request) -> web.Response:

@@ -11,25 +11,19 @@ to ``ready`` or ``failed``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import PurePath
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 from aiohttp import web
 
-from eventstore.postgres import PostgresEventStore
-from eventstore.types import ExpectedVersion
 from papayya.domain import events as ev
 from papayya.domain.bounds import INT32_MAX
 from papayya.errors import InvalidInput, ProcessRuntimeNotAllowed
-from papayya.readmodels.agents import Agent
-from papayya.readmodels.deployments import Deployment, DeploymentOut, Deployments, Q
+from papayya.readmodels.deployments import DeploymentOut
 from papayya.readmodels.projects import new_id
 from web import http, keys
 from web.openapi import api
-
-__all__ = ["DeploymentOut", "Q", "create", "out", "record"]
 
 # Python identifiers: the @agent function a runtime picks when a module defines several.
 FunctionName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
@@ -43,29 +37,6 @@ class RegisterDeployment(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     entrypoint: Entrypoint
     runtime: Literal["process"] = "process"
     agent_function: FunctionName | None = None
-
-
-def out(deployment: Deployment) -> DeploymentOut:
-    return deployment.out()
-
-
-# Transition: the docker tests' support builds deployments with these two; the server uses
-# its ``Deployments`` repository (``keys.DEPLOYMENTS``).
-async def record(
-    store: PostgresEventStore,
-    deployment_id: str,
-    events: Sequence[ev.Event],
-    expected: ExpectedVersion,
-    query: str,
-    *args: Any,
-) -> Deployment:
-    return await Deployments(store).record(deployment_id, events, expected, query, *args)
-
-
-async def create(
-    store: PostgresEventStore, agent: Agent, created: ev.DeploymentCreated, status: str
-) -> Deployment:
-    return await Deployments(store).create(agent.project_id, agent.id, created, status)
 
 
 FORBIDDEN: Final = "the process runtime is not enabled for the project (PAPAYYA_PROCESS_RUNTIME)"

@@ -22,7 +22,7 @@ import msgspec
 from aiohttp import web
 
 from eventstore.protocol import EventStore
-from papayya import liveness, runtokens
+from papayya import runtokens
 from papayya.commands import checkpoint, cost, durable, finish
 from papayya.commands.durable import MAX_TRIES, OpenRun, public_id
 from papayya.commands.payloads import resolve, stash
@@ -230,8 +230,7 @@ async def open_run(request: web.Request) -> web.Response:
         secret = request.app[keys.RUN_TOKEN_SECRET]
         doc.run_token = runtokens.mint(secret, view.state.run_id, view.state.attempt)
         if view.state.status == "running":  # the first sign of life of this attempt
-            pool = request.app[keys.STORE].pool
-            await liveness.beat(pool, view.state.run_id, view.state.attempt)
+            await request.app[keys.HEARTBEATS].beat(view.state.run_id, view.state.attempt)
         return http.json(doc, 201 if created else 200)
     raise ConcurrencyError(f"run {req.run_id} kept changing; gave up after {MAX_TRIES} tries")
 

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from eventstore.postgres import PostgresEventStore
+from eventstore.protocol import EventStore
 from eventstore.types import Cursor, Filters, RecordedEvent
 from papayya.errors import InvalidInput, RunNotFound
 from papayya.models import StepOut
@@ -84,7 +84,7 @@ def _names(request: web.Request, name: str) -> list[str] | None:
     return values or None
 
 
-async def _start_cursor(request: web.Request, store: PostgresEventStore) -> Cursor:
+async def _start_cursor(request: web.Request, store: EventStore) -> Cursor:
     """``Last-Event-ID`` (a reconnect) wins over ``?cursor=``; ``now`` means the head."""
     raw = sse.last_event_id(request) or request.query.get("cursor") or None
     if raw == "now":

@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from papayya import liveness, urlguard
+from papayya import urlguard
 from papayya.commands import cancel, queue, replay, resume
 from papayya.commands.owned import load_own
 from papayya.commands.queue import RunOptions
@@ -24,17 +24,14 @@ from papayya.domain.fold import fold, state_at
 from papayya.domain.state import RunState, RunStatus
 from papayya.errors import InvalidInput, RunNotFound
 from papayya.models import RunOut, StepOut, run_out, run_out_from_summary, step_out
+from papayya.readmodels.agents import Tokens
 from papayya.readmodels.leases import Leases
 from papayya.runs import MAX_RUN_ID, run_stream
-from sql import queries
 from web import http, keys
 from web.openapi import api
 from web.routes import agents
-from web.routes.agents import Tokens
 
-Q: Final = queries("api.sql")
 STATUSES: Final = frozenset(get_args(RunStatus))
-_decode = msgspec.json.decode
 
 AgentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Reason = Annotated[str, msgspec.Meta(max_length=1000)]
@@ -86,7 +83,7 @@ def find_agent(request: web.Request) -> queue.FindAgent:
 
 
 def idempotency_keys(request: web.Request) -> queue.IdempotencyKeys:
-    return queue.PostgresIdempotencyKeys(request.app[keys.STORE].pool)
+    return request.app[keys.IDEMPOTENCY_KEYS]
 
 
 async def _load(request: web.Request, run_id: str) -> RunState:
@@ -137,19 +134,18 @@ async def create_agent_run(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def list_runs(request: web.Request) -> web.Response:
     limit = http.limit(request)
-    after_time, after_id = agents.page_after(request)
     agent = request.query.get("agent_id") or None
     if agent is not None and len(agent) > 200:
         raise InvalidInput("agent_id is longer than 200 characters")
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(sorted(STATUSES))}")
-    rows = await request.app[keys.STORE].pool.fetch(
-        Q["list_runs"], http.project_id(request), agent, status, after_time, after_id, limit + 1
+    summaries = await request.app[keys.RUN_LIST].page(
+        http.project_id(request), agent, status, agents.page_after(request), limit + 1
     )
-    runs = [run_out_from_summary(_decode(r[0])) for r in rows[:limit]]
+    runs = [run_out_from_summary(s) for s in summaries[:limit]]
     cursor = None
-    if len(rows) > limit:
+    if len(summaries) > limit:
         last = runs[-1]
         assert last.created_at is not None  # the column is NOT NULL
         cursor = http.encode_cursor([last.created_at.isoformat(), last.id])
@@ -171,8 +167,8 @@ async def get_run(request: web.Request) -> web.Response:
         raise RunNotFound(f"run {run_id} not found")
     out = run_out_from_summary(summary)
     if out.status == "running":
-        pool = request.app[keys.STORE].pool
-        out.no_heartbeat_since = await liveness.no_heartbeat_since(pool, run_id)
+        heartbeats = request.app[keys.HEARTBEATS]
+        out.no_heartbeat_since = await heartbeats.no_heartbeat_since(run_id)
         out.lease = await Leases(request.app[keys.STORE]).of_run(run_id)
     return http.json(out)
 

@@ -26,7 +26,7 @@ import msgspec
 from aiohttp import web
 
 from eventstore.protocol import EventStore
-from papayya import liveness, runtokens
+from papayya import runtokens
 from papayya.commands import checkpoint, finish, toolcall
 from papayya.commands.payloads import stash
 from papayya.domain import events as ev
@@ -36,11 +36,9 @@ from papayya.domain.matcher import Recorded, task_fingerprint, tool_fingerprint
 from papayya.domain.state import RunState
 from papayya.errors import IdempotencyConflict, InvalidInput, Unauthorized
 from papayya.wire import CheckpointBody, Message
-from sql import queries
 from web import gateway, http, keys
 from web.openapi import api
 
-Q: Final = queries("runtime.sql")
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 MAX_KEY_LENGTH: Final = 200
 # Names the events of one report: uuid5(run, attempt, route, key, index).
@@ -145,22 +143,28 @@ async def _reported(request: web.Request, event_ids: list[uuid.UUID]) -> RunStat
     """The run, if the report with these event ids was appended already."""
     if not event_ids:
         return None
-    store = request.app[keys.STORE]
-    row = await store.pool.fetchrow(Q["reported"], event_ids[0])
-    if row is None:
+    run_id = await request.app[keys.RUN_LIST].reported(event_ids[0])
+    if run_id is None:
         return None
-    return await request.app[keys.RUNS].load(row["run_id"])
+    return await request.app[keys.RUNS].load(run_id)
 
 
 async def _report(
     request: web.Request, build: Callable[[RunState], Sequence[ev.RunEvent]]
 ) -> RunState:
-    """Append what ``build`` makes of the run, as the token's attempt, once per report."""
+    """Append what ``build`` makes of the run, as the token's attempt, once per report.
+
+    A retry of a report that committed is recognised by its event ids: while the attempt
+    runs, by the append they collide in; once the report ended it (complete, fail), by
+    looking them up. A first report pays for neither lookup."""
     event_ids = _event_ids(request)
-    done = await _reported(request, event_ids)
-    if done is not None:
+    try:
+        state = await _running(request)
+    except Unauthorized:
+        done = await _reported(request, event_ids)
+        if done is None:
+            raise
         return done
-    state = await _running(request)
     attempt = state.attempt
 
     def build_current(state: RunState) -> Sequence[ev.RunEvent]:
@@ -198,9 +202,9 @@ async def get_run(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     await http.body(request, Heartbeat)
     state = await _running(request)
-    pool = request.app[keys.STORE].pool
-    await pool.execute(Q["heartbeat"], state.run_id, state.attempt)
-    if state.cancel_requested and not await liveness.leased(pool, state.run_id):
+    heartbeats = request.app[keys.HEARTBEATS]
+    await heartbeats.beat(state.run_id, state.attempt)
+    if state.cancel_requested and not await heartbeats.leased(state.run_id):
         # A local run (the SDK's own process, no worker): the process hears of the request
         # now and stops, so the run ends cancelled here; there is no worker to record it.
         await request.app[keys.RUNS].append_fresh(state, _cancelled)

@@ -328,7 +328,7 @@ async def trigger_webhook(request: web.Request) -> web.Response:
     if first is not None and await store.summary(run_stream(first)) is not None:
         return http.json(Triggered(first), 200)
     state, _ = await queue.queue_run(
-        request.app[keys.RUNS], queue.PostgresIdempotencyKeys(store.pool),
+        request.app[keys.RUNS], request.app[keys.IDEMPOTENCY_KEYS],
         request.app[keys.AGENTS].find, found.project_id, found.agent_id, options,
         trigger="webhook", run_id=first or run_id,
         find_defaults=request.app[keys.PROJECTS].defaults,
