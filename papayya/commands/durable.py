@@ -33,8 +33,10 @@ class OpenRun(msgspec.Struct, frozen=True, kw_only=True):
     ``idempotency_key`` makes a retried open answer as the first one did; ``worker`` names
     who runs the attempt; ``check_project`` refuses a run of another project (the SDK's
     direct mode runs any); ``replayed_from`` (a stored id) and ``replay_from_step`` link a new
-    run to the run it replays. A budget or ``max_steps`` the open does not state is the
-    project's (``defaults``): a durable run's agent is a name, with no config to give one."""
+    run to the run it replays. A budget the open does not state is the project's
+    (``defaults``): a durable run's agent is a name, with no config to give one. Its steps are
+    the caller's own checkpoints, which the published SDK never limits, so the project's
+    ``max_steps`` default is not applied: only a ``max_steps`` the open states limits them."""
 
     run_id: str
     project_id: str
@@ -118,7 +120,7 @@ async def _create(runs: RunStates, req: OpenRun) -> RunView:
         budget_micro_usd=resolve(
             req.budget_micro_usd, None, cents_to_micro(req.defaults.budget_cents)
         ),
-        max_steps=resolve(req.max_steps, None, req.defaults.max_steps),
+        max_steps=req.max_steps,
         trigger="replay" if req.replayed_from else "sdk",
         replayed_from=req.replayed_from,
         replay_from_step=req.replay_from_step if req.replayed_from else None,

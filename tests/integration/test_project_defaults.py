@@ -180,22 +180,28 @@ async def test_schedule_and_webhook_runs_get_the_projects_defaults_at_their_fire
     assert status == 200 and (triggered["budget_cents"], triggered["max_steps"]) == (300, 30)
 
 
-async def test_a_defaulted_run_ends_at_its_51st_model_call(
+async def test_a_durable_run_gets_the_budget_default_and_a_stated_max_steps_holds(
     gw: Gateway, http: aiohttp.ClientSession
 ) -> None:
-    opened = await open_durable(gw, http, "long-one")
+    await open_durable(gw, http, "defaulted")
+    run = await gw.runs.load(f"{await gw.project_id()}:defaulted")
+    # The project's budget, not its step default: a durable run's steps are the caller's loop.
+    assert run.budget.micro_usd == 500 * 10_000 and run.max_steps is None
+    body = {"run_id": "stated", "agent": "bot", "max_steps": 50}
+    status, opened = await call(gw.api, http, "POST", "/v1/durable/runs", body)
+    assert status == 201, opened
     client = gw.openai(opened["run_token"])
     for _ in range(50):
         await client.chat.completions.create(model=MODEL, messages=ASK)
     with pytest.raises(openai.BadRequestError, match="max_steps=50"):
         await client.chat.completions.create(model=MODEL, messages=ASK)
     assert gw.fake.stats.total == 50  # the 51st never reached the provider
-    run = await gw.runs.load(f"{await gw.project_id()}:long-one")
+    run = await gw.runs.load(f"{await gw.project_id()}:stated")
     assert run.status == "failed" and run.error_code == "max_steps_exceeded"
     assert run.max_steps == 50 and len(run.steps) == 50
 
 
-async def test_a_defaulted_durable_run_refuses_its_51st_checkpoint_as_a_stated_limit_would(
+async def test_a_durable_run_checkpoints_past_50_unless_the_open_states_a_limit(
     api: Api, http: aiohttp.ClientSession
 ) -> None:
     async def checkpoints(run_id: str, count: int) -> tuple[int, Any]:
@@ -208,16 +214,14 @@ async def test_a_defaulted_durable_run_refuses_its_51st_checkpoint_as_a_stated_l
                 return n, answer
         return count, None
 
-    for run_id, opened in (("defaulted", {}), ("stated", {"max_steps": 50})):
-        body = {"run_id": run_id, "agent": "bot", **opened}
-        assert (await call(api, http, "POST", "/v1/durable/runs", body))[0] == 201
-        done, error = await checkpoints(run_id, 51)
-        assert done == 50 and error["error"]["code"] == "max_steps_exceeded", (run_id, error)
-    # A project without a step limit lets a run go on.
-    assert (await patch_defaults(api, http, default_max_steps=None))[0] == 200
-    free = {"run_id": "free", "agent": "bot"}
-    assert (await call(api, http, "POST", "/v1/durable/runs", free))[0] == 201
-    assert (await checkpoints("free", 51))[0] == 51
+    # Published-SDK code: a loop of tasks, no limit stated; the project's 50 does not cut it.
+    loop = {"run_id": "loop", "agent": "bot"}
+    assert (await call(api, http, "POST", "/v1/durable/runs", loop))[0] == 201
+    assert await checkpoints("loop", 51) == (51, None)
+    stated = {"run_id": "stated", "agent": "bot", "max_steps": 50}
+    assert (await call(api, http, "POST", "/v1/durable/runs", stated))[0] == 201
+    done, error = await checkpoints("stated", 51)
+    assert done == 50 and error["error"]["code"] == "max_steps_exceeded", error
 
 
 async def test_an_unpriced_model_is_refused_in_a_defaulted_run_until_it_is_priced(
@@ -255,5 +259,5 @@ async def test_an_explicitly_unlimited_project_may_call_an_unpriced_model_at_no_
     await gw.openai(opened["run_token"]).chat.completions.create(model=UNPRICED, messages=ASK)
     assert gw.fake.stats.by_model[UNPRICED] == 1
     run = await gw.runs.load(f"{await gw.project_id()}:free")
-    assert run.budget.micro_usd is None and run.max_steps == 50
+    assert run.budget.micro_usd is None and run.max_steps is None  # durable: no step default
     assert run.steps[0].usage.cost_micro_usd == 0

@@ -118,7 +118,9 @@ async def test_a_queued_run_takes_the_agents_config_where_the_request_is_silent(
 async def test_a_runs_time_limit_is_the_requests_then_the_agents_then_the_projects() -> None:
     def limit(sent: int | None, agent: int | None, project: int | None) -> int | None:
         found = Agent(settings=Settings(timeout_seconds=agent), project_timeout_seconds=project)
-        return queue.run_of_agent("r", found, RunOptions(timeout_seconds=sent)).timeout_seconds
+        return queue.run_of_agent(
+            "r", found, RunOptions(timeout_seconds=sent), ProjectDefaults()
+        ).timeout_seconds
 
     assert limit(5, 60, 600) == 5
     assert limit(None, 60, 600) == 60
@@ -217,11 +219,12 @@ async def test_limits_come_from_the_run_else_the_agent_else_the_project(
     assert (events[0].budget_micro_usd, events[0].max_steps) == (5_000_000, 50)
 
 
-async def test_a_durable_open_takes_the_projects_defaults_where_it_is_silent(
+async def test_a_durable_open_takes_the_projects_budget_where_it_is_silent_not_its_steps(
     runs: RunStates,
 ) -> None:
+    # Its steps are the caller's own checkpoints: only a max_steps it states limits them.
     view, _ = await durable.open_or_resume(runs, _spec(defaults=ProjectDefaults()))
-    assert (view.state.budget.micro_usd, view.state.max_steps) == (5_000_000, 50)
+    assert (view.state.budget.micro_usd, view.state.max_steps) == (5_000_000, None)
     stated = _spec(run_id="proj_a:r2", defaults=ProjectDefaults(), budget_micro_usd=7,
                    max_steps=3)  # fmt: skip
     view, _ = await durable.open_or_resume(runs, stated)
