@@ -121,7 +121,9 @@ async def test_a_running_run_updates_live_and_a_step_opens(dash: Dash, stack: Cl
     await expect(page.locator("#run-status")).to_have_text("completed")
     await expect(page.locator(".live")).to_have_text("ended")
     assert await page.evaluate("window.samePage") is True
-    await expect(page.locator('[data-fact="Steps"]')).to_have_text("6")
+    await expect(page.locator('[data-fact="Steps"]')).to_have_text(
+        "6 of at most 50"
+    )  # the project default
     step = page.locator('li[data-step="2"]')
     await step.get_by_role("button").first.click()
     await expect(step.get_by_role("button").first).to_have_attribute("aria-expanded", "true")
