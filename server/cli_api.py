@@ -61,12 +61,17 @@ def step_line(step: dict[str, Any]) -> str:
     )
 
 
-async def follow(client: ApiClient, run_id: str, answer: bool = False) -> str:
+async def follow(
+    client: ApiClient,
+    run_id: str,
+    answer: bool = False,
+    ended: Callable[[], Awaitable[None]] | None = None,
+) -> str:
     """Print each step once, when it ends, until the run is terminal; returns its status.
     The stream sends a step again when it changes after it ended (a tool that ran after its
     model call): that is not printed twice. While no step comes and the run's worker lease is
     no longer renewed, say so (``watch_lease``). ``answer``: print the run's output (or
-    error) before the last line."""
+    error) before the last line; ``ended``: print the end its own way instead."""
     status = "unknown"
     printed: set[int] = set()
     quiet = Quiet()
@@ -80,6 +85,9 @@ async def follow(client: ApiClient, run_id: str, answer: bool = False) -> str:
                     click.echo(step_line(data))
             elif event == "terminal":
                 status = str(data.get("status"))
+                if ended is not None:
+                    await ended()
+                    break
                 if answer:
                     await print_answer(client, run_id)
                 click.echo(f"run {run_id} {status}")

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import click
 import msgspec
@@ -27,7 +27,8 @@ from papayya.database import database_url
 from papayya.domain import events as ev
 from papayya.domain.bounds import MAX_TOKENS
 from papayya.domain.fold import fold
-from papayya.errors import NotFound, PapayyaError, Unauthorized
+from papayya.domain.state import TERMINAL
+from papayya.errors import NotFound, PapayyaError
 from papayya.models import run_logs_out, run_out, run_out_from_summary, step_out
 from papayya.runs import Runs, run_events, run_stream
 from server.cli_api import (
@@ -36,8 +37,8 @@ from server.cli_api import (
     agent_slugs,
     api_mode,
     echo_json,
+    follow,
     parse_input,
-    run_lease,
     step_line,
     watch_lease,
     with_api,
@@ -45,7 +46,6 @@ from server.cli_api import (
 from server.cli_options import budget_options, whole_cents
 
 T = TypeVar("T")
-TERMINAL: Final = frozenset(("completed", "failed", "cancelled", "budget_exceeded"))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -434,53 +434,34 @@ async def print_logs_api(client: Any, run_id: str) -> None:
 
 
 async def follow_logs_api(client: Any, run_id: str) -> None:
-    """Steps as they end; once the run has ended, the output not printed yet and the end.
-    A run that has ended already is printed as without -f: its output between its steps."""
+    """Steps as they end (``follow``: each once, and the lease-wait line); once the run has
+    ended, its output and how it ended. A run that has ended already is printed as without
+    -f: its output between its steps."""
     if (await client.call("GET", f"/v1/runs/{run_id}"))["status"] in TERMINAL:
         await print_logs_api(client, run_id)
         return
+    await follow(client, run_id, ended=lambda: print_output_and_end(client, run_id))
+
+
+async def print_output_and_end(client: Any, run_id: str) -> None:
+    """The ended run's output, waiting a little for its last attempt's (the worker records
+    it as the agent exits), then how the run ended."""
+    run = await client.call("GET", f"/v1/runs/{run_id}")
     shown: set[tuple[str, int, str]] = set()
-    printed: set[int] = set()  # the stream sends a step again when a tool call lands after it
-    quiet = Quiet()
-    watcher = asyncio.create_task(watch_lease(run_id, quiet, lambda: run_lease(client, run_id)))
-    try:
-        await _follow_logs_api(client, run_id, shown, printed, quiet)
-    finally:
-        watcher.cancel()
-
-
-async def _follow_logs_api(
-    client: Any,
-    run_id: str,
-    shown: set[tuple[str, int, str]],
-    printed: set[int],
-    quiet: Quiet,
-) -> None:
-    async for event, _id, data in client.sse(f"/v1/runs/{run_id}/events"):
-        quiet.touch()
-        if event == "step":
-            if data["step_number"] not in printed:
-                printed.add(data["step_number"])
-                click.echo(step_line(data))
-        elif event == "terminal":
-            run = await client.call("GET", f"/v1/runs/{run_id}")
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + OUTPUT_WAIT_SECONDS
-            while True:
-                found = await client.call("GET", f"/v1/runs/{run_id}/logs")
-                for line in found["data"]:
-                    key = (str(line["at"]), line["attempt"], line["text"])
-                    if key not in shown:
-                        shown.add(key)
-                        click.echo(output_line(line))
-                done = run["attempt"] in found["attempts"] or run.get("trigger") == "sdk"
-                if done or run["attempt"] == 0 or loop.time() > deadline:
-                    break
-                await asyncio.sleep(0.2)
-            click.echo(end_line(run))
-            return
-        elif event == "error":  # the server ended the stream: its API key was revoked
-            raise Unauthorized(str((data.get("error") or {}).get("message") or "unauthorized"))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + OUTPUT_WAIT_SECONDS
+    while True:
+        found = await client.call("GET", f"/v1/runs/{run_id}/logs")
+        for line in found["data"]:
+            key = (str(line["at"]), line["attempt"], line["text"])
+            if key not in shown:
+                shown.add(key)
+                click.echo(output_line(line))
+        done = run["attempt"] in found["attempts"] or run.get("trigger") == "sdk"
+        if done or run["attempt"] == 0 or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    click.echo(end_line(run))
 
 
 async def logs_direct(store: PostgresEventStore, run_id: str, follow_: bool) -> None:
