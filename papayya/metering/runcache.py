@@ -1,7 +1,14 @@
-"""The meter's view of the runs it meters: each run's state (through the run-state repository,
-``papayya.runstates``, shared with the rest of the process when one is given), its replayer of
-model calls for the current attempt, and the run's lock, so that one process appends to a run
-one batch at a time."""
+"""The meter's view of the runs it meters: per run, its replayer of model calls for the current
+attempt and the run's lock (so that one process appends to a run one batch at a time). The
+run's state itself lives in the run-state repository (``papayya.runstates.RunStates``, shared
+with the rest of the process when one is given): a slot reads the repository's cached state,
+so what the process's other writers of the run append is seen here without a query.
+
+A live call decides on the cached state without reading the stream first (``RunCache.cached``):
+another process's write since then makes the append lose on its expected version, and the
+call is decided again on the caught-up state. A decision to append nothing (a refusal) is
+never trusted on a state that may be behind: ``RunCache.append`` catches up and decides again.
+"""
 
 from __future__ import annotations
 
@@ -32,9 +39,15 @@ T = TypeVar("T")
 
 class RunSlot:
     def __init__(
-        self, state: RunState, replayer: Replayer, copy_answers: bool, lock: asyncio.Lock
+        self,
+        runs: RunStates,
+        state: RunState,
+        replayer: Replayer,
+        copy_answers: bool,
+        lock: asyncio.Lock,
     ) -> None:
-        self.state = state
+        self._runs = runs
+        self._state = state
         self.lock = lock
         self.replayer = replayer
         self.copy_answers = copy_answers
@@ -42,6 +55,19 @@ class RunSlot:
         # Set when a call was refused for budget while others were still in flight: the run
         # ends as budget_exceeded once they have settled.
         self.exceeded: str | None = None
+
+    @property
+    def state(self) -> RunState:
+        """The newest state of the run this process has seen: the repository's, when another
+        writer of this process moved it on (or this slot's own, if the repository let it go)."""
+        view = self._runs.cached(self._state.run_id)
+        if view is not None and view.state.version > self._state.version:
+            self._state = view.state
+        return self._state
+
+    @state.setter
+    def state(self, state: RunState) -> None:
+        self._state = state
 
 
 class RunCache:
@@ -71,6 +97,16 @@ class RunCache:
                 return self._slots[run_id]
         return slot
 
+    def cached(self, run_id: str) -> RunSlot | None:
+        """The run's slot as last seen in this process, without a query; ``None`` if it is
+        not held or a new attempt has started since its replayer was built. Only for a call
+        whose decision an append checks again (its expected version)."""
+        slot = self._slots.get(run_id)
+        if slot is None or slot.state.attempt != slot.attempt:
+            return None
+        self._slots.move_to_end(run_id)
+        return slot
+
     async def reload(self, run_id: str) -> RunSlot:
         """The run's slot read afresh, with a replayer at the start of its recording."""
         async with self._loading.setdefault(run_id, asyncio.Lock()):
@@ -81,7 +117,7 @@ class RunCache:
         state = fold(events)
         found = await self.runs.recording(state, events, LLM_CALLS)
         replayer = Replayer(found.calls, found.until_step)
-        slot = RunSlot(state, replayer, found.copied, self.runs.lock(run_id))
+        slot = RunSlot(self.runs, state, replayer, found.copied, self.runs.lock(run_id))
         self._slots[run_id] = slot
         while len(self._slots) > self._size:
             evicted, _ = self._slots.popitem(last=False)
@@ -98,17 +134,24 @@ class RunCache:
         decide: Callable[[RunState], Sequence[ev.RunEvent]],
         payloads: Sequence[tuple[bytes, str]] = (),
     ) -> RunState:
-        """Decide against the freshest state and append; another process's write in between
-        makes it refresh and decide again. An append the store failed (a restart) is tried
-        again until it commits, for up to ``OUTAGE_SECONDS``: it may hold what a provider was
-        paid for. It may also have committed unseen, so ``decide`` must see its own events in
-        the state it is given and then append nothing."""
+        """Decide on the slot's state and append; another process's write since that state
+        makes the append lose on its expected version, and it catches up and decides again.
+        A decision to append nothing is only final on a state just read from the stream: on
+        the cached one (perhaps behind) it catches up and decides again. An append the store
+        failed (a restart) is tried again until it commits, for up to ``OUTAGE_SECONDS``: it
+        may hold what a provider was paid for. It may also have committed unseen, so
+        ``decide`` must see its own events in the state it is given and then append nothing."""
         async with slot.lock:
             conflicts = 0
+            caught_up = False
             while conflicts < MAX_RETRIES:
                 events = decide(slot.state)
                 if not events:
-                    return slot.state
+                    if caught_up:
+                        return slot.state
+                    caught_up = True
+                    await self.through_outage(lambda: self.refresh(slot))
+                    continue
                 try:
                     slot.state = await self.runs.append(slot.state, events, payloads)
                     return slot.state
@@ -117,6 +160,7 @@ class RunCache:
                 except StoreUnavailable as exc:
                     log.warning("run %s: append failed, trying again: %s", slot.state.run_id, exc)
                 await self.through_outage(lambda: self.refresh(slot))
+                caught_up = True
         raise ConcurrencyError(f"run {slot.state.run_id} kept changing")
 
     async def through_outage(self, action: Callable[[], Awaitable[T]]) -> T:
