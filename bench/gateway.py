@@ -1141,8 +1141,8 @@ def report(s: Settings, r: Results) -> str:
          "target"], rows,
     ))  # fmt: skip
     parts.append(
-        "\nThe gateway sends its first byte only after the summary read, refresh, reservation "
-        "append, request payload put and the upstream's response headers."
+        "\nThe gateway sends its first byte only after the reservation's append (a commit) and "
+        "the upstream's response headers."
     )
 
     parts += ["", "## 3. Throughput (budgets on), aiohttp client in the same process", ""]
