@@ -222,8 +222,10 @@ class RunCache:
                     continue
                 try:
                     decided = list(queued.decide(state))
-                    if decided:
-                        state = fold(decided, state)  # the domain's rules, the budget's too
+                    if decided and len(batch) > 1:
+                        # The domain's rules, the budget's too, for this decision alone (the
+                        # append's own fold checks a batch of one).
+                        state = fold(decided, state)
                 except Exception as exc:
                     queued.fail(exc)
                     continue
