@@ -665,33 +665,26 @@ class Phases:
     @contextlib.contextmanager
     def installed(self, app: web.Application) -> Iterator[None]:
         store, meter = app[keys.STORE], app[keys.METER]
-        saved = {
-            "summary": store.summary, "read_stream": store.read_stream,
-            "append": store.append, "put_payload": store.put_payload,
-        }  # fmt: skip
+        saved = {"read_stream": store.read_stream, "append": store.append}
         session = meter.session
-        summary = self.timed("auth: run summary read", store.summary)
+        call = meter.call
 
-        async def begin_then_summary(*args: Any, **kwargs: Any) -> Any:
-            self.begin()  # the gateway reads the summary first thing in each call
-            return await summary(*args, **kwargs)
+        async def begin_then_call(*args: Any, **kwargs: Any) -> Any:
+            self.begin()  # one gateway call, from the meter's view
+            return await call(*args, **kwargs)
 
         def append_label(stream_id: str, events: Any, *args: Any, **kwargs: Any) -> str:
             types = {e.type for e in events}
             if "BudgetReserved" in types:
                 return "reserve: append BudgetReserved + commit"
             if "BudgetSettled" in types:
-                return "settle: append step events + BudgetSettled + commit"
+                return "settle: append step events, payloads, BudgetSettled + commit"
             return "other append"
 
-        def payload_label(*args: Any, **kwargs: Any) -> str:
-            which = "response" if self.after_upstream else "request"
-            return f"put_payload({which}) + commit"
-
-        store.summary = begin_then_summary
-        store.read_stream = self.timed("slot refresh: read_stream", store.read_stream)
+        meter.call = begin_then_call
+        read = "read_stream (a run not cached, or a refusal)"
+        store.read_stream = self.timed(read, store.read_stream)
         store.append = self.timed(append_label, store.append)
-        store.put_payload = self.timed(payload_label, store.put_payload)
         meter.session = SessionProxy(session, self.timed)
         pool = store._pool
         self.pool = CountingPool(pool)
@@ -701,6 +694,7 @@ class Phases:
         finally:
             for name, fn in saved.items():
                 setattr(store, name, fn)
+            del meter.call
             meter.session = session
             store._pool = pool
 
@@ -795,13 +789,13 @@ async def cprofile(system: System, s: Settings) -> tuple[list[list[str]], list[l
         for k, v in own
     ]
     wanted = (
-        ("web/gateway.py", "_serve"),
+        ("web/gateway.py", "_serve"), ("papayya/metering/meter.py", "_checked"),
         ("papayya/metering/meter.py", "call"), ("papayya/metering/meter.py", "_live"),
         ("papayya/metering/meter.py", "_forward"), ("papayya/metering/meter.py", "_settle"),
         ("papayya/metering/meter.py", "_after_step"), ("papayya/metering/runcache.py", "slot"),
         ("papayya/metering/runcache.py", "append"), ("papayya/runs.py", "append"),
         ("papayya/runs.py", "run_summary"), ("papayya/domain/fold.py", "fold"),
-        ("eventstore/postgres.py", "append"), ("eventstore/postgres.py", "put_payload"),
+        ("eventstore/postgres.py", "append"), ("papayya/runstates.py", "append_view"),
         ("papayya/domain/matcher.py", "llm_fingerprint"),
         ("fakellm/openai_chat.py", "chat_completions"),
     )  # fmt: skip
@@ -856,8 +850,8 @@ async def long_run(system: System, s: Settings) -> dict[str, Any]:
     runs = system.app[keys.RUNS]
     long_id, long_token = await system.new_run()
     long = Target(system.session, system.gateway_url, long_token)
-    # Load the run's cache slot first, so that the steps written behind the gateway's back
-    # below are folded in by a refresh (as for a long-lived run), not replayed from.
+    # Load the run's cache slot first, so that the steps written below (through the process's
+    # run-state repository, which the slot reads) are a long-lived run's, not replayed from.
     await long.call(chat_body())
     state = await runs.load(long_id)
     ref = payloads.payload_ref(b"bench")
@@ -875,7 +869,7 @@ async def long_run(system: System, s: Settings) -> dict[str, Any]:
             ]  # fmt: skip
         state = await runs.append(state, batch)
     t0 = time.perf_counter()
-    await long.call(chat_body())  # the refresh that folds the new steps in
+    await long.call(chat_body())  # the first call on the long run
     catch_up = (time.perf_counter() - t0) * 1000
     fresh = await system.gateway()
     names = ("fresh", "long", "long_lean")
@@ -950,30 +944,12 @@ async def variant(system: System, name: str) -> AsyncIterator[None]:
     store, meter = system.app[keys.STORE], system.app[keys.METER]
     cache = meter.cache
     undo: list[Callable[[], Any]] = []
-    extra_pool: asyncpg.Pool | None = None
     parts = set(name.split("+")) if name != "baseline" else set()
+    later: set[asyncio.Task[Any]] = set()
 
-    if "asyncpayload" in parts:  # payload inserts on connections with synchronous_commit=off
-        extra_pool = await asyncpg.create_pool(
-            system.dsn, min_size=2, max_size=20,
-            server_settings={**SERVER_SETTINGS, "synchronous_commit": "off"},
-        )  # fmt: skip
-        pool = extra_pool
-
-        async def put_async(content: bytes, content_type: str = "application/octet-stream") -> str:
-            ref = payloads.payload_ref(content)
-            await pool.execute(STORE_Q["put_payload"], ref, len(content), content_type, content)
-            return ref
-
-        store.put_payload = put_async
-        undo.append(lambda: delattr(store, "put_payload"))
-    if "nopayload" in parts:  # upper bound for payloads written inside the append
-
-        async def put_none(content: bytes, content_type: str = "application/octet-stream") -> str:
-            return payloads.payload_ref(content)
-
-        store.put_payload = put_none
-        undo.append(lambda: delattr(store, "put_payload"))
+    if "refresh" in parts:  # as before: every call reads the run's stream before it reserves
+        cache.cached = lambda run_id: None
+        undo.append(lambda: delattr(cache, "cached"))
     if "nowake" in parts:  # own commits neither wake the hub (metrics) nor send a NOTIFY
 
         def committed(xid: int) -> None:
@@ -981,59 +957,73 @@ async def variant(system: System, name: str) -> AsyncIterator[None]:
 
         store._committed = committed
         undo.append(lambda: delattr(store, "_committed"))
-    if "norefresh" in parts:  # trust the cached state; the append's version check catches up
-        slot = cache.slot
+    if "settlelater" in parts:  # the settlement's append after the answer, not before it
+        settle = meter._settle
 
-        async def cached_slot(run_id: str) -> Any:
-            found = cache._slots.get(run_id)
-            if found is not None and found.state.attempt == found.attempt:
-                return found
-            return await slot(run_id)
+        async def settle_later(*args: Any, **kwargs: Any) -> None:
+            task = asyncio.ensure_future(settle(*args, **kwargs))
+            later.add(task)
+            task.add_done_callback(later.discard)
 
-        cache.slot = cached_slot
-        undo.append(lambda: delattr(cache, "slot"))
+        meter._settle = settle_later
+        undo.append(lambda: delattr(meter, "_settle"))
+    if "noloopcheck" in parts:  # no loop check (its fold of the step) in the settlement
+        meter._after_step = lambda state, events: []
+        undo.append(lambda: delattr(meter, "_after_step"))
     try:
         yield
     finally:
+        if later:
+            await asyncio.gather(*later)
         for fn in reversed(undo):
             fn()
-        if extra_pool is not None:
-            await extra_pool.close()
 
 
 VARIANTS = {
     "baseline": "as shipped",
-    "norefresh": "B: no read_stream refresh before reserving",
-    "asyncpayload": "C: put_payload with synchronous_commit=off",
-    "nopayload": "D: no put_payload round trips (bound for payloads in the append)",
+    "refresh": "B undone: read the run's stream before reserving (the code before)",
     "nowake": "W: commits do not wake the hub or NOTIFY (bound for coalescing them)",
-    "norefresh+nowake": "B+W",
-    "norefresh+nowake+asyncpayload": "B+W+C",
-    "norefresh+nowake+nopayload": "B+W+D (two appends left)",
+    "noloopcheck": "L: no loop check in the settlement (bound for an incremental one)",
+    "settlelater": "S: settle after answering (bound; loses the step if the process dies)",
+    "nowake+settlelater": "W+S",
 }
+# Variants take turns in slices this many call pairs long, so that the load of a shared
+# machine, which swings over seconds, falls on all of them alike.
+WHATIF_SLICE = 10
 
 
 async def what_if(system: System, s: Settings) -> dict[str, dict[str, float]]:
-    results: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for rep in range(s.whatif_reps):
-        for name in VARIANTS:
+    targets = {name: await system.gateway() for name in VARIANTS}
+    timed: dict[str, list[Timed]] = {name: [Timed(), Timed()] for name in VARIANTS}
+    for name, gateway in targets.items():  # warm each variant's run and its cache slot
+        async with variant(system, name):
+            for _ in range(s.warmup // 2):
+                await gateway.call(chat_body())
+    for _ in range(math.ceil(s.whatif_calls / WHATIF_SLICE)):
+        for name, gateway in targets.items():
             async with variant(system, name):
-                gateway = await system.gateway()
                 calls = [
                     lambda: system.direct.call(chat_body()),
                     lambda g=gateway: g.call(chat_body()),
                 ]
-                direct, through = await interleaved(calls, s.whatif_calls, s.warmup // 2)
-                lat = summarize(direct, through)
-                many = [await system.gateway() for _ in range(16)]
+                direct, through = await interleaved(calls, WHATIF_SLICE, 0)
+            for mine, new in zip(timed[name], (direct, through), strict=True):
+                mine.wall += new.wall
+                mine.cpu += new.cpu
+    rates: dict[str, list[float]] = defaultdict(list)
+    for rep in range(s.whatif_reps):
+        for name in VARIANTS:
+            many = [await system.gateway() for _ in range(16)]
+            async with variant(system, name):
                 tp = await throughput(system, many, 16, s.whatif_seconds)
-            results[name].append({**lat, "calls_per_s": tp["calls_per_s"]})
-            print(
-                f"  rep {rep + 1} {name}: +{lat['added_p50']:.2f} ms p50, "
-                f"{tp['calls_per_s']:.0f} calls/s",
-                flush=True,
-            )
-    return {k: median_dict(v) for k, v in results.items()}
+            rates[name].append(tp["calls_per_s"])
+            print(f"  rep {rep + 1} {name}: {tp['calls_per_s']:.0f} calls/s", flush=True)
+    out = {}
+    for name in VARIANTS:
+        lat = summarize(*timed[name])
+        out[name] = {**lat, "calls_per_s": med(rates[name])}
+        print(f"  {name}: +{lat['added_p50']:.2f} ms p50", flush=True)
+    return out
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -1151,8 +1141,8 @@ def report(s: Settings, r: Results) -> str:
          "target"], rows,
     ))  # fmt: skip
     parts.append(
-        "\nThe gateway sends its first byte only after the summary read, refresh, reservation "
-        "append, request payload put and the upstream's response headers."
+        "\nThe gateway sends its first byte only after the reservation's append (a commit) and "
+        "the upstream's response headers."
     )
 
     parts += ["", "## 3. Throughput (budgets on), aiohttp client in the same process", ""]
@@ -1181,8 +1171,8 @@ def report(s: Settings, r: Results) -> str:
     ))  # fmt: skip
     parts.append(
         "\nCalls within one run serialise on that run: RunCache holds the run's lock for the "
-        "refresh read, the reservation append and the settlement append (expected-version "
-        "appends to the run's stream), so one run takes at most ~1/(those round trips) calls "
+        "reservation append and the settlement append (expected-version appends to the run's "
+        "stream), so one run takes at most ~1/(those round trips) calls "
         "a second whatever the concurrency, and its run grows by thousands of steps in the "
         "window (the fold and loop check are O(steps), section 5). Client, gateway and fake "
         "share one event loop, so the process can use one core at most; direct calls show "
@@ -1195,7 +1185,7 @@ def report(s: Settings, r: Results) -> str:
     rows = [[name, ms(mean), ms(p50)] for name, mean, p50 in ph.rows]
     timed = sum(mean for _, mean, _ in ph.rows)
     rows.append(["everything else (HTTP in/out, JSON, fingerprint, fold, summary encode, "
-                 "client)", ms(ph.gateway_ms - timed), ""])  # fmt: skip
+                 "client, and waiting for the loop)", ms(ph.gateway_ms - timed), ""])  # fmt: skip
     rows.append(["**gateway call, total (client view)**", f"**{ms(ph.gateway_ms)}**", ""])
     rows.append(["direct call, total (for comparison)", ms(ph.direct_ms), ""])
     for label, p50 in ph.references.items():
@@ -1238,7 +1228,7 @@ def report(s: Settings, r: Results) -> str:
         f"{micro['fresh']['current']:.3f} → lean {micro['fresh']['lean']:.3f}; "
         f"{lr['steps']}-step run {micro['long']['current']:.3f} → lean "
         f"{micro['long']['lean']:.3f} (same dict). First call after the steps were appended "
-        f"behind the gateway's back (its refresh reads and folds them): "
+        f"through the process's run-state repository (folded as they were appended): "
         f"{lr['catch_up_ms']:.0f} ms."
     )
     if micro["long"]["current"] < 5 * max(micro["long"]["lean"], 0.001):
@@ -1259,8 +1249,10 @@ def report(s: Settings, r: Results) -> str:
          "added CPU ms/call", "calls/s (16 workers, 16 runs)"], rows,
     ))  # fmt: skip
     parts.append(
-        f"\n{s.whatif_calls} interleaved pairs and a {s.whatif_seconds:.0f} s throughput "
-        f"window per variant, medians of {s.whatif_reps} repetition(s), variants interleaved."
+        f"\n{s.whatif_calls} call pairs per variant, the variants taking turns in slices of "
+        f"{WHATIF_SLICE} pairs (so that the machine's load falls on all alike); throughput: "
+        f"a {s.whatif_seconds:.0f} s window per variant and repetition, median of "
+        f"{s.whatif_reps}."
     )
     return "\n".join(parts)
 

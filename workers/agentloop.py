@@ -194,7 +194,9 @@ class AgentLoop:
         self.secrets = secrets or {}
         self.store = runtime.store
         self.meter = meter
-        self.runs = Runs(runtime.store)
+        # The meter's run-state repository: the loop's own writes (tool calls, checkpoints)
+        # are then in the state the meter reserves on, not an append it loses to.
+        self.runs: Runs = meter.cache.runs
         self.run_id = run_id
         self.attempt = attempt
         self.log: deque[tuple[float, str]] = deque(maxlen=OUTPUT_LINES)

@@ -160,6 +160,20 @@ class Meter:
         fingerprint = llm_fingerprint({**body, "__route": route_key, "__stream": stream})
         call = _Call(run_id, provider, kind, route, body, fingerprint, stream, attempt)
         call.upstream = upstream or self.upstreams[provider]
+        # The common case, a live call of a running run this process has seen, decides on the
+        # cached state without reading the stream first: the reservation's append checks the
+        # version it was decided on (another process's write makes it catch up and decide
+        # again), and whatever else the cached state says is checked on the stream first.
+        slot = self.cache.cached(run_id)
+        if slot is not None and _live_now(slot, call):
+            return await self._live(slot, call, raw, checked=False)
+        return await self._checked(call, raw)
+
+    async def _checked(self, call: _Call, raw: bytes) -> MeteredResponse:
+        """``call`` decided on the run's state caught up with its stream."""
+        run_id, provider, attempt, fingerprint = (
+            call.run_id, call.provider, call.attempt, call.fingerprint
+        )  # fmt: skip
         try:
             slot = await self.cache.slot(run_id)
         except RunNotFound:
@@ -202,7 +216,7 @@ class Meter:
             )  # fmt: skip
         if recorded is not None:
             return await self._answer(slot, call, recorded)
-        return await self._live(slot, call, raw)
+        return await self._live(slot, call, raw, checked=True)
 
     # -- answered from a recording --------------------------------------------------------
 
@@ -232,29 +246,22 @@ class Meter:
 
     # -- live -----------------------------------------------------------------------------
 
-    async def _live(self, slot: RunSlot, call: _Call, raw: bytes) -> MeteredResponse:
-        state = slot.state
+    async def _live(self, slot: RunSlot, call: _Call, raw: bytes, checked: bool) -> MeteredResponse:
+        """Reserve, then forward. ``checked``: the run was found running (in the call's
+        attempt) on its caught-up state; otherwise on the cached one, and a refusal for what
+        the state says is first checked on the stream (``_checked``)."""
         try:
             cap = pv.output_cap(call.kind, call.body)
             choices = pv.choices(call.kind, call.body)
         except pv.BadRequest as exc:
             return _refusal(call.provider, 400, "invalid_request_error", str(exc))
-        prices = await self._prices(state, call)
-        if prices is None and state.budget.micro_usd is not None:
-            # Refused before the provider is called: a budgeted run (every run, unless its
-            # project is explicitly unlimited) never spends what it cannot count.
-            message = unpriced_message(str(call.body["model"]), state.project_id)
-            return _refusal(call.provider, 400, "model_not_priced", message)
-        if state.max_steps is not None and state.next_step + len(state.reservations) >= (
-            state.max_steps
-        ):
-            message = f"the run reached max_steps={state.max_steps}"
-            await self._end(slot, ev.RunFailed(code="max_steps_exceeded", message=message))
-            return _refusal(call.provider, 400, "max_steps_exceeded", message)
+        prices = await self._prices(slot.state, call)
         messages = pv.message_count(call.kind, call.body)
         prompt = prompt_token_bound(raw, messages)
         reservation_id = uuid.uuid4().hex
         admitted: list[Any] = []
+        # Why the last decision refused (on the state it was made on), if not for budget.
+        refused: list[str] = []
         # Anthropic requires max_tokens, so it says little about the output the caller wants:
         # clamp it to what the budget affords, as an injected cap would be.
         clamp = call.kind == "messages"
@@ -263,7 +270,20 @@ class Meter:
             if s.reservation(reservation_id) is not None:
                 return []  # taken by a try whose answer the store lost (a restart)
             admitted.clear()
-            if slot.exceeded is not None or not _current(s, call):
+            refused.clear()
+            if s.status != "running" or s.attempt != slot.attempt or not _current(s, call):
+                refused.append("not_running")
+                return []
+            if prices is None and s.budget.micro_usd is not None:
+                # A budgeted run (every run, unless its project is explicitly unlimited)
+                # never spends what it cannot count.
+                refused.append("model_not_priced")
+                return []
+            # Calls in flight count: each may become a step.
+            if s.max_steps is not None and s.next_step + len(s.reservations) >= s.max_steps:
+                refused.append("max_steps")
+                return []
+            if slot.exceeded is not None:
                 return []
             held = s.committed + s.reserved
             r = reserve(prompt, cap, prices, s.budget, held, choices=choices, clamp=clamp)
@@ -280,13 +300,26 @@ class Meter:
             ]
 
         try:
+            # A refusal is decided on the caught-up state (``RunCache.append``).
             await self.cache.append(slot, decide)
         except BudgetExhausted:
             admitted.clear()
-        if not admitted and not _current(slot.state, call):
+        if not admitted and refused == ["not_running"]:
+            if not checked:
+                return await self._checked(call, raw)  # the run moved on: start over
+            if call.attempt is None:
+                return _refusal(
+                    call.provider, 409, "run_not_running", f"run is {slot.state.status}"
+                )
             # The attempt was lost meanwhile: its calls must not run beside the next one's.
-            message = "invalid or expired run token (it works only while its run is running)"
-            return _refusal(call.provider, 401, "authentication_error", message)
+            return _refusal(call.provider, 401, "authentication_error", EXPIRED_TOKEN)
+        if not admitted and refused == ["model_not_priced"]:
+            message = unpriced_message(str(call.body["model"]), slot.state.project_id)
+            return _refusal(call.provider, 400, "model_not_priced", message)
+        if not admitted and refused == ["max_steps"]:
+            message = f"the run reached max_steps={slot.state.max_steps}"
+            await self._end(slot, ev.RunFailed(code="max_steps_exceeded", message=message))
+            return _refusal(call.provider, 400, "max_steps_exceeded", message)
         if not admitted:
             await self._exceeded(slot, "the run's budget does not cover this call")
             return _budget_refusal(call.provider)
@@ -552,6 +585,18 @@ class Meter:
             await self.cache.append(slot, lambda s: [event] if s.status == "running" else [])
         except IllegalTransition:
             pass
+
+
+def _live_now(slot: RunSlot, call: _Call) -> bool:
+    """Whether, by the cached state, ``call`` goes live (no recorded answer, no divergence to
+    record): running, in the call's attempt."""
+    state, replayer = slot.state, slot.replayer
+    return (
+        state.status == "running"
+        and _current(state, call)
+        and replayer.live
+        and (replayer.diverged_at_step is None or state.diverged_at_step is not None)
+    )
 
 
 def _current(state: RunState, call: _Call) -> bool:

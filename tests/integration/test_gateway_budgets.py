@@ -10,7 +10,9 @@ import pytest
 
 from fakellm import FakeConfig, Latency, Reply, ToolCall, Usage
 from papayya.domain import events as ev
+from papayya.runs import Runs
 from tests.support.gateway import Gateway, running_gateway
+from web import keys
 
 MODEL = "gpt-4o"
 ASK = [{"role": "user", "content": "how much?"}]
@@ -170,3 +172,95 @@ async def test_resume_after_a_crash_does_not_repeat_finished_calls(gw: Gateway) 
     assert gw.fake.stats.total - before == 1
     run = await gw.runs.load(state.run_id)
     assert len(run.steps) == 3 and run.diverged_at_step is None
+
+
+# -- another process writes to the run behind the gateway's back ------------------------------
+# The gateway decides a live call on the run state it holds, without reading the stream first;
+# these runs are moved on by another writer (a plain ``Runs`` on the same store: no shared
+# cache, as in another API process or a worker), so the state it holds is behind.
+
+
+async def behind_the_gateways_back(gw: Gateway, run_id: str, events: list[ev.RunEvent]) -> None:
+    other = Runs(gw.api.app[keys.STORE])
+    state = await other.append(await other.load(run_id), events)
+    held = gw.runs.cached(run_id)
+    assert held is not None and held.state.version < state.version  # the gateway is behind
+
+
+async def costs_exactly_its_reservation(gw: Gateway) -> int:
+    """What one call reserves; from now on each call costs exactly that."""
+    reserved = await last_reservation(gw)
+    gw.fake.configure(
+        usage={"prompt_tokens": reserved.input_tokens, "completion_tokens": reserved.output_tokens}
+    )
+    return reserved.amount_micro_usd
+
+
+async def test_a_reservation_made_elsewhere_is_seen_before_the_provider_is_called(
+    gw: Gateway,
+) -> None:
+    one = await reservation_of_one_call(gw)
+    budget = 3 * one
+    state, token = await gw.start_run(budget_micro_usd=budget)
+    client = gw.openai(token)
+    await client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+    spent = (await gw.runs.load(state.run_id)).committed.micro_usd
+    # Another process's call holds all but a call's worth, less one micro-dollar.
+    held = budget - spent - one + 1
+    await behind_the_gateways_back(
+        gw, state.run_id, [ev.BudgetReserved(reservation_id="elsewhere", amount_micro_usd=held)]
+    )
+    before = gw.fake.stats.total
+    with pytest.raises(openai.APIStatusError) as refused:
+        await client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+    assert refused.value.status_code == 402
+    assert gw.fake.stats.total == before  # never sent upstream
+    run = await Runs(gw.api.app[keys.STORE]).load(state.run_id)
+    assert run.committed.micro_usd + run.reserved.micro_usd <= budget
+    assert [r.reservation_id for r in run.reservations] == ["elsewhere"] and len(run.steps) == 1
+
+
+async def test_a_settlement_made_elsewhere_frees_the_budget_for_the_next_call(
+    gw: Gateway,
+) -> None:
+    one = await costs_exactly_its_reservation(gw)
+    elsewhere = one
+    budget = elsewhere + 3 * one - 1
+    state, token = await gw.start_run(budget_micro_usd=budget)
+    client = gw.openai(token)
+    await client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+    reserve = ev.BudgetReserved(reservation_id="elsewhere", amount_micro_usd=elsewhere)
+    await behind_the_gateways_back(gw, state.run_id, [reserve])
+    # Seen on its append's version check: held 2 calls' worth, so a third still fits.
+    await client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+    held = gw.runs.cached(state.run_id)
+    assert held is not None and held.state.reserved.micro_usd == elsewhere
+    # The gateway now holds a state on which a next call does not fit (one micro-dollar
+    # short); the other process settles for nothing, which frees the call's worth.
+    await behind_the_gateways_back(
+        gw, state.run_id, [ev.BudgetSettled(reservation_id="elsewhere", actual_micro_usd=0)]
+    )
+    before = gw.fake.stats.total
+    await client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100)
+    assert gw.fake.stats.total == before + 1
+    run = await Runs(gw.api.app[keys.STORE]).load(state.run_id)
+    assert run.status == "running" and len(run.steps) == 3
+    assert run.committed.micro_usd == 3 * one <= budget and run.reservations == ()
+
+
+async def test_an_attempt_started_elsewhere_kills_the_old_token_at_once(gw: Gateway) -> None:
+    state, token = await gw.start_run()
+    old = gw.openai(token)
+    await old.chat.completions.create(model=MODEL, messages=ASK)
+    await behind_the_gateways_back(gw, state.run_id, [ev.RunStarted(attempt=2)])
+    before = gw.fake.stats.total
+    with pytest.raises(openai.AuthenticationError):
+        await old.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert gw.fake.stats.total == before  # never sent upstream
+    new = gw.openai(gw.token(state.run_id, 2))
+    await new.chat.completions.create(model=MODEL, messages=ASK)  # answered from the recording
+    await new.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "y"}])
+    assert gw.fake.stats.total == before + 1
+    run = await Runs(gw.api.app[keys.STORE]).load(state.run_id)
+    # The recorded answer adds no step (a resume goes on after its recording).
+    assert run.attempt == 2 and len(run.steps) == 2 and run.reservations == ()

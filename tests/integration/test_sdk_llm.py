@@ -74,7 +74,8 @@ async def test_openai_and_anthropic_calls_are_steps_with_costs(dsn: str) -> None
     assert state.steps[3].usage.cost_micro_usd == claude.cost_micro_usd(
         Tokens(input_tokens=100, output_tokens=40)
     )
-    assert state.budget.micro_usd == 5_000_000 and state.max_steps == 50  # the defaults
+    # The project's budget; a durable run's steps (its own checkpoints) get no step default.
+    assert state.budget.micro_usd == 5_000_000 and state.max_steps is None
 
 
 async def test_an_unpriced_model_is_refused_before_the_provider_in_a_defaulted_run(
