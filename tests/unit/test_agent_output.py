@@ -4,6 +4,8 @@ truncated when lines were dropped, always a final event per attempt, secrets red
 
 from __future__ import annotations
 
+import pytest
+
 from papayya.domain import events as ev
 from papayya.models import run_logs_out
 from workers.process import OUTPUT_LINES
@@ -12,6 +14,7 @@ from workers.worker import (
     OUTPUT_EVENT_LINES,
     REDACTED,
     OutputLog,
+    WorkerConfig,
     agent_output,
     redacted,
 )
@@ -108,3 +111,12 @@ def test_an_old_single_event_stream_still_reads_as_complete() -> None:
     assert isinstance(event, ev.AgentOutput) and event.final
     out = run_logs_out([event])
     assert out.attempts == [2] and [line.text for line in out.data] == ["old line"]
+
+
+def test_the_flush_interval_is_a_setting_within_bounds() -> None:
+    assert WorkerConfig.from_env({}).output_flush_seconds == 2.0
+    half = WorkerConfig.from_env({"PAPAYYA_OUTPUT_FLUSH_SECONDS": "0.5"})
+    assert half.output_flush_seconds == 0.5
+    for bad in ("0", "-1", "0.01", "61", "soon", "nan", "inf"):
+        with pytest.raises(ValueError, match="PAPAYYA_OUTPUT_FLUSH_SECONDS"):
+            WorkerConfig.from_env({"PAPAYYA_OUTPUT_FLUSH_SECONDS": bad})
