@@ -15,7 +15,7 @@ import pytest
 
 from papayya.domain import events as ev
 from tests.support.cloud import Cloud, running_cloud
-from workers.worker import OUTPUT_EVENT_CHARS, OUTPUT_EVENT_LINES
+from workers.worker import OUTPUT_EVENT_CHARS, OUTPUT_EVENT_LINES, Attempt
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,3 +121,49 @@ async def test_logs_follow_prints_output_while_the_agent_still_runs(
     status, logs = await cloud.call("GET", f"/v1/runs/{run_id}/logs")
     assert status == 200 and logs["attempts"] == [1] and logs["truncated"] is True
     assert [line["text"] for line in logs["data"]] == recorded
+
+
+class Printed:
+    """An attempt's output as a runtime reads it (only its lines matter to a flush)."""
+
+    def __init__(self, *texts: str) -> None:
+        self.read = [(float(i), text) for i, text in enumerate(texts)]
+
+    async def wait(self) -> int:
+        return 0
+
+    async def stop(self, grace: float) -> None:
+        pass
+
+    def output(self) -> str:
+        return "\n".join(text for _, text in self.read)
+
+    def lines(self) -> list[tuple[float, str]]:
+        return list(self.read)
+
+    def counted(self) -> tuple[int, list[tuple[float, str]]]:
+        return len(self.read), list(self.read)
+
+
+async def test_a_flush_takes_turns_with_other_writers_and_stops_once_the_run_ended(
+    cloud: Cloud,
+) -> None:
+    runs = cloud.runs
+    state = await runs.append(
+        None, [ev.RunQueued(run_id="flush-1", project_id="p", agent_id="a"),
+               ev.RunStarted(attempt=1)],
+    )  # fmt: skip
+    worker = cloud.in_process_worker()
+    handle = Printed("one")
+    current = Attempt("flush-1", 1, handle=handle)
+    await worker.runs.load("flush-1")  # cached in the worker's repository …
+    await runs.append(state, [ev.CancelRequested(reason="r")])  # … then written by another
+    await worker._flush(current, ())  # decides again on the fresh state: no lost race
+    assert current.output is not None and current.output.seen == 1
+    handle.read.append((9.0, "two"))
+    state = await runs.load("flush-1")
+    await runs.append(state, [ev.RunCancelled(reason="r")])
+    await worker._flush(current, ())  # the run has ended: nothing more is flushed
+    stored = [e for e in await runs.events("flush-1") if isinstance(e, ev.AgentOutput)]
+    assert [(e.lines, e.final) for e in stored] == [(((0.0, "one"),), False)]
+    assert current.output.seen == 1
