@@ -82,7 +82,6 @@ class OutputLog:
     seen: int = 0  # lines of the handle dealt with: recorded or dropped
     chars: int = 0  # characters recorded, a line break counted for each line
     lines: int = 0  # lines recorded
-    truncated: bool = False
 
     def live(
         self, count: int, kept: list[tuple[float, str]], secrets: Iterable[str] = ()
@@ -106,9 +105,8 @@ class OutputLog:
             attempt=self.attempt, lines=tuple(taken), truncated=lost > 0, final=False
         )
         after = OutputLog(
-            self.attempt, self.seen + lost + len(taken), self.chars + size,
-            self.lines + len(taken), self.truncated or lost > 0,
-        )  # fmt: skip
+            self.attempt, self.seen + lost + len(taken), self.chars + size, self.lines + len(taken)
+        )
         return event, after
 
     def final(
