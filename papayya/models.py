@@ -185,10 +185,30 @@ class OutputLineOut(msgspec.Struct):
     text: str
 
 
+class RunOutputOut(msgspec.Struct):
+    """Output lines of an attempt as the worker recorded them, sent live by
+    ``GET /v1/runs/{id}/events`` (event ``output``); ``final``: the attempt's output is all
+    recorded."""
+
+    attempt: int
+    final: bool
+    truncated: bool
+    data: list[OutputLineOut]
+
+
+def run_output_out(event: AgentOutput) -> RunOutputOut:
+    lines = [
+        OutputLineOut(datetime.fromtimestamp(at, UTC), event.attempt, t) for at, t in event.lines
+    ]
+    return RunOutputOut(event.attempt, event.final, event.truncated, lines)
+
+
 class RunLogsOut(msgspec.Struct):
-    """A run's output, oldest first. Each attempt keeps its last lines, at most
-    ``OUTPUT_EVENT_CHARS`` (workers/worker.py); ``truncated``: an attempt lost older ones.
-    ``attempts``: those whose output is recorded (a worker records it as the attempt ends)."""
+    """A run's output, oldest first. Each attempt keeps at most ``OUTPUT_EVENT_CHARS`` of it
+    (workers/worker.py): its first lines, recorded while it runs, and its last, recorded as
+    it ends; ``truncated``: an attempt lost lines in between. ``attempts``: those whose output
+    is all recorded (their final ``AgentOutput`` is there); a running attempt's lines so far
+    are in ``data`` already."""
 
     data: list[OutputLineOut]
     truncated: bool
@@ -196,13 +216,16 @@ class RunLogsOut(msgspec.Struct):
 
 
 def run_logs_out(events: Sequence[RunEvent]) -> RunLogsOut:
+    """The output of a run's events: all its ``AgentOutput`` events merged (several per
+    attempt when it was recorded while the attempt ran; one, final, in older runs)."""
     lines: list[OutputLineOut] = []
     truncated = False
     attempts: list[int] = []
     for event in events:
         if isinstance(event, AgentOutput):
             truncated = truncated or event.truncated
-            attempts.append(event.attempt)
+            if event.final:
+                attempts.append(event.attempt)
             lines += (
                 OutputLineOut(datetime.fromtimestamp(at, UTC), event.attempt, text)
                 for at, text in event.lines

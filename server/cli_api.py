@@ -66,14 +66,18 @@ async def follow(
     run_id: str,
     answer: bool = False,
     ended: Callable[[], Awaitable[None]] | None = None,
+    output: Callable[[dict[str, Any]], None] | None = None,
+    printed: set[int] | None = None,
 ) -> str:
     """Print each step once, when it ends, until the run is terminal; returns its status.
     The stream sends a step again when it changes after it ended (a tool that ran after its
     model call): that is not printed twice. While no step comes and the run's worker lease is
     no longer renewed, say so (``watch_lease``). ``answer``: print the run's output (or
-    error) before the last line; ``ended``: print the end its own way instead."""
+    error) before the last line; ``ended``: print the end its own way instead; ``output``:
+    what to do with the agent's output lines as the worker records them (event ``output``;
+    ignored without it); ``printed``: the numbers of steps printed already."""
     status = "unknown"
-    printed: set[int] = set()
+    printed = set() if printed is None else printed
     quiet = Quiet()
     watcher = asyncio.create_task(watch_lease(run_id, quiet, lambda: run_lease(client, run_id)))
     try:
@@ -83,6 +87,9 @@ async def follow(
                 if data["step_number"] not in printed:
                     printed.add(data["step_number"])
                     click.echo(step_line(data))
+            elif event == "output":
+                if output is not None:
+                    output(data)
             elif event == "terminal":
                 status = str(data.get("status"))
                 if ended is not None:

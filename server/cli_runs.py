@@ -380,7 +380,7 @@ def replay(
 def logs(run_id: str, follow_: bool) -> None:
     """Print the run's steps and its agent's output (stdout, stderr, logging) in time order,
     then how it ended (the error code and message of a failed run); with -f, follow it live
-    (an attempt's output is printed when that attempt ends)."""
+    (the agent's output is printed as the worker records it, every few seconds)."""
     if api_mode():
         with_api(lambda c: follow_logs_api(c, run_id) if follow_ else print_logs_api(c, run_id))
     else:
@@ -434,29 +434,58 @@ async def print_logs_api(client: Any, run_id: str) -> None:
 
 
 async def follow_logs_api(client: Any, run_id: str) -> None:
-    """Steps as they end (``follow``: each once, and the lease-wait line); once the run has
-    ended, its output and how it ended. A run that has ended already is printed as without
-    -f: its output between its steps."""
+    """What the run shows so far, then steps as they end (``follow``: each once, and the
+    lease-wait line) and the agent's output as the worker records it; once the run has
+    ended, the rest of its output and how it ended. A run that has ended already is printed
+    as without -f: its output between its steps."""
     if (await client.call("GET", f"/v1/runs/{run_id}"))["status"] in TERMINAL:
         await print_logs_api(client, run_id)
         return
-    await follow(client, run_id, ended=lambda: print_output_and_end(client, run_id))
+    # What the run shows so far, its output between its steps; then the rest, live.
+    steps = await client.call("GET", f"/v1/runs/{run_id}/steps")
+    found = await client.call("GET", f"/v1/runs/{run_id}/logs")
+    ended = [s for s in steps if s["status"] != "running"]
+    for text in log_view(ended, found["data"]):
+        click.echo(text)
+    printed = {int(s["step_number"]) for s in ended}
+    shown = {_key(line) for line in found["data"]}
+
+    def live(data: dict[str, Any]) -> None:  # lines the worker recorded while the run runs
+        for line in data.get("data") or []:
+            _show(line, shown)
+
+    await follow(
+        client, run_id, ended=lambda: print_output_and_end(client, run_id, shown),
+        output=live, printed=printed,
+    )  # fmt: skip
 
 
-async def print_output_and_end(client: Any, run_id: str) -> None:
-    """The ended run's output, waiting a little for its last attempt's (the worker records
-    it as the agent exits), then how the run ended."""
+def _key(line: dict[str, Any]) -> tuple[str, int, str]:
+    return _when(line["at"]).isoformat(), int(line["attempt"]), str(line["text"])
+
+
+def _show(line: dict[str, Any], shown: set[tuple[str, int, str]]) -> None:
+    """Print an output line unless it was printed already (live, then again from the log)."""
+    key = _key(line)
+    if key not in shown:
+        shown.add(key)
+        click.echo(output_line(line))
+
+
+async def print_output_and_end(
+    client: Any, run_id: str, shown: set[tuple[str, int, str]] | None = None
+) -> None:
+    """The ended run's output not printed yet (``shown``: printed live), waiting a little
+    for its last attempt's (the worker records the rest as the agent exits), then how the
+    run ended."""
     run = await client.call("GET", f"/v1/runs/{run_id}")
-    shown: set[tuple[str, int, str]] = set()
+    shown = set() if shown is None else shown
     loop = asyncio.get_running_loop()
     deadline = loop.time() + OUTPUT_WAIT_SECONDS
     while True:
         found = await client.call("GET", f"/v1/runs/{run_id}/logs")
         for line in found["data"]:
-            key = (str(line["at"]), line["attempt"], line["text"])
-            if key not in shown:
-                shown.add(key)
-                click.echo(output_line(line))
+            _show(line, shown)
         done = run["attempt"] in found["attempts"] or run.get("trigger") == "sdk"
         if done or run["attempt"] == 0 or loop.time() > deadline:
             break
@@ -481,6 +510,7 @@ async def logs_direct(store: PostgresEventStore, run_id: str, follow_: bool) -> 
         return
     sub = store.subscribe(after=recorded[-1].cursor, filters=Filters.of(streams=run_stream(run_id)))
     event: ev.RunEvent | None = None
+    finals = set(run_logs_out(events).attempts)  # attempts whose output is all printed
     quiet = Quiet()
     watcher = asyncio.create_task(watch_lease(run_id, quiet, direct_lease(store, run_id)))
     async with sub:
@@ -497,11 +527,14 @@ async def logs_direct(store: PostgresEventStore, run_id: str, follow_: bool) -> 
             if isinstance(event, ev.AgentOutput):
                 for line in builtins(run_logs_out([event]).data):
                     click.echo(output_line(line))
+                if event.final:
+                    finals.add(event.attempt)
             if state.is_terminal:
                 watcher.cancel()
                 break
-        # The last attempt's output follows the end (the worker records it as the agent exits).
-        if state.attempt > 0 and state.trigger != "sdk" and not isinstance(event, ev.AgentOutput):
+        # The rest of the last attempt's output may follow the end (the worker records it as
+        # the agent exits).
+        if state.attempt > 0 and state.trigger != "sdk" and state.attempt not in finals:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(OUTPUT_WAIT_SECONDS):
                     async for item in sub:
@@ -509,7 +542,7 @@ async def logs_direct(store: PostgresEventStore, run_id: str, follow_: bool) -> 
                         if isinstance(late, ev.AgentOutput):
                             for line in builtins(run_logs_out([late]).data):
                                 click.echo(output_line(line))
-                            if late.attempt == state.attempt:
+                            if late.attempt == state.attempt and late.final:
                                 break
     click.echo(end_line(builtins(run_out(state))))
 

@@ -304,6 +304,8 @@ def worker(concurrency: int, runtime: str, burst: bool) -> None:
     PAPAYYA_SETTLE_WAIT_SECONDS (600)   how long a lost attempt waits for its calls in flight
     PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS (the lease)   an agent silent this long is frozen:
                               stopped, retried, then failed heartbeat_lost
+    PAPAYYA_OUTPUT_FLUSH_SECONDS (2)   how often a running agent's new output is recorded
+                              (0.1 to 60; runs logs -f shows it live)
     """
     _check_timing()
     config = _config(worker_concurrency=concurrency)

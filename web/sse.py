@@ -27,7 +27,7 @@ from papayya.domain import events as ev
 from papayya.domain.fold import fold
 from papayya.domain.state import RunState, StepState
 from papayya.errors import PapayyaError, RunNotFound
-from papayya.models import step_out
+from papayya.models import run_output_out, step_out
 from papayya.runs import run_stream
 from papayya.runstates import RunStates
 from projections.lru import Lru
@@ -338,6 +338,10 @@ class RunFeed:
                     event = ev.from_recorded(item)
                     if not isinstance(event, ev.RunEvent):
                         continue
+                    if isinstance(event, ev.AgentOutput):  # sent as read, not kept for joiners
+                        chunk = message(_encoder.encode(run_output_out(event)), event="output")
+                        for listener in self.listeners:
+                            listener.push(chunk)
                     self.state = fold([event], self.state)
                     self._publish(self.state, _touched(self.state, event))
                     if self.terminal is not None:

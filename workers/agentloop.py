@@ -174,6 +174,9 @@ class LoopHandle:
     def lines(self) -> list[tuple[float, str]]:
         return list(self.loop.log)
 
+    def counted(self) -> tuple[int, list[tuple[float, str]]]:
+        return self.loop.logged, list(self.loop.log)
+
 
 class _Ended(Exception):
     """The run is no longer this attempt's to run (it ended, or the attempt was lost)."""
@@ -200,10 +203,12 @@ class AgentLoop:
         self.run_id = run_id
         self.attempt = attempt
         self.log: deque[tuple[float, str]] = deque(maxlen=OUTPUT_LINES)
+        self.logged = 0  # lines written to ``log`` in all
         self.state: RunState | None = None
 
     def say(self, text: str) -> None:
         self.log.append((time.time(), text))
+        self.logged += 1
 
     async def run(self) -> int:
         """0 when the run ended (by the loop, the meter or anyone else); 1 when the loop

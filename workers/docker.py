@@ -137,6 +137,7 @@ class DockerHandle:
         self.container = container
         self.id: str = container.id
         self._lines: deque[tuple[float, str]] = deque(maxlen=OUTPUT_LINES)
+        self._read_count = 0
         self._partial = ""
         self._killed: int | None = None
         self._reader = asyncio.create_task(self._read())
@@ -158,9 +159,9 @@ class DockerHandle:
         text = self._partial + chunk
         *lines, self._partial = text.split("\n")
         for line in lines:
-            self._lines.append((now, line[:OUTPUT_LINE_CHARS]))
+            self._keep((now, line[:OUTPUT_LINE_CHARS]))
         if len(self._partial) > OUTPUT_LINE_CHARS:
-            self._lines.append((now, self._partial[:OUTPUT_LINE_CHARS]))
+            self._keep((now, self._partial[:OUTPUT_LINE_CHARS]))
             self._partial = ""
 
     async def _wait(self) -> int:
@@ -173,7 +174,7 @@ class DockerHandle:
             with contextlib.suppress(aiodocker.DockerError):  # removed already: it exited
                 info = await self.container.show()
             if info["State"].get("OOMKilled"):
-                self._lines.append((time.time(), "papayya: the agent was killed: out of memory"))
+                self._keep((time.time(), "papayya: the agent was killed: out of memory"))
                 self._killed = signal.SIGKILL
         finally:
             if self._timer is not None:
@@ -209,9 +210,16 @@ class DockerHandle:
             await self.container.kill(signal=signal.Signals(signum).name)
 
     def _on_timeout(self) -> None:
-        self._lines.append((time.time(), "papayya: the attempt ran out of time"))
+        self._keep((time.time(), "papayya: the attempt ran out of time"))
         if self._stopping is None:
             self._stopping = asyncio.create_task(self._stop(STOP_WAIT_SECONDS))
+
+    def _keep(self, line: tuple[float, str]) -> None:
+        self._lines.append(line)
+        self._read_count += 1
+
+    def counted(self) -> tuple[int, list[tuple[float, str]]]:
+        return self._read_count, list(self._lines)  # a partial last line waits for its end
 
     def lines(self) -> list[tuple[float, str]]:
         found = list(self._lines)

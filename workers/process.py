@@ -91,6 +91,7 @@ class ProcessHandle:
         self.scratch = scratch
         self._exited = exited
         self._lines: deque[tuple[float, str]] = deque(maxlen=OUTPUT_LINES)
+        self._read_count = 0
         self._reader = asyncio.create_task(self._read(output))
 
     async def _read(self, fd: int) -> None:
@@ -103,6 +104,7 @@ class ProcessHandle:
             while line := await reader.readline():
                 text = line.decode(errors="replace").rstrip("\n")[:OUTPUT_LINE_CHARS]
                 self._lines.append((time.time(), text))
+                self._read_count += 1
         finally:
             transport.close()
 
@@ -128,6 +130,9 @@ class ProcessHandle:
 
     def lines(self) -> list[tuple[float, str]]:
         return list(self._lines)
+
+    def counted(self) -> tuple[int, list[tuple[float, str]]]:
+        return self._read_count, list(self._lines)
 
     def output(self) -> str:
         return "\n".join(text for _, text in self._lines)

@@ -86,6 +86,12 @@ class AgentHandle(Protocol):
         """The same lines, each with when it was read (Unix time)."""
         ...
 
+    def counted(self) -> tuple[int, list[tuple[float, str]]]:
+        """How many whole lines were read so far, and the last of them kept (``lines``
+        without a partial last line): what is new since an earlier look, for the output
+        the worker records while the attempt runs."""
+        ...
+
 
 class Runtime(Protocol):
     name: str

@@ -53,6 +53,10 @@ ProjectSecretsSource = Callable[[str], Awaitable[Mapping[str, str]]]
 
 OUTPUT_TAIL: Final = 4000
 OUTPUT_EVENT_CHARS: Final = 64_000  # per attempt: a run keeps at most max_attempts times this
+OUTPUT_EVENT_LINES: Final = 200  # per attempt, as many as a runtime keeps (OUTPUT_LINES)
+# How often a running attempt's new output is recorded (PAPAYYA_OUTPUT_FLUSH_SECONDS).
+OUTPUT_FLUSH_SECONDS: Final = 2.0
+OUTPUT_FLUSH_RANGE: Final = (0.1, 60.0)
 REDACTED: Final = "[redacted]"
 SHORTEST_REDACTED: Final = 4
 REAP_SECONDS: Final = 30.0  # how often leftover containers of finished attempts are removed
@@ -65,19 +69,77 @@ STOPPING: Final = frozenset(
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class OutputLog:
+    """How much of an attempt's output is recorded: ``AgentOutput`` events with the lines
+    read since the last one while the attempt runs (``live``), then the rest as it ends
+    (``final``), within ``OUTPUT_EVENT_CHARS`` and ``OUTPUT_EVENT_LINES`` over all of them.
+    Live events spend at most half of that (the attempt's first lines, shown while it runs);
+    the final one keeps the last lines in what is left, so a crash's traceback is there.
+    Lines that did not fit are marked ``truncated``. Each event's lines are redacted."""
+
+    attempt: int
+    seen: int = 0  # lines of the handle dealt with: recorded or dropped
+    chars: int = 0  # characters recorded, a line break counted for each line
+    lines: int = 0  # lines recorded
+
+    def live(
+        self, count: int, kept: list[tuple[float, str]], secrets: Iterable[str] = ()
+    ) -> tuple[ev.AgentOutput, OutputLog] | None:
+        """The event with the lines read since the last one, and what is recorded after it;
+        ``None`` if none is new or the live share of the bound is spent. ``count``: lines
+        read so far in all, of which ``kept`` are the last."""
+        fresh, lost = self._new(count, kept)
+        chars = OUTPUT_EVENT_CHARS // 2 - self.chars
+        room = OUTPUT_EVENT_LINES // 2 - self.lines
+        taken: list[tuple[float, str]] = []
+        for at, text in redacted(fresh, secrets):
+            if len(taken) >= room or len(text) + 1 > chars:
+                break
+            chars -= len(text) + 1
+            taken.append((at, text))
+        if not taken:
+            return None
+        size = sum(len(text) + 1 for _, text in taken)
+        event = ev.AgentOutput(
+            attempt=self.attempt, lines=tuple(taken), truncated=lost > 0, final=False
+        )
+        after = OutputLog(
+            self.attempt, self.seen + lost + len(taken), self.chars + size, self.lines + len(taken)
+        )
+        return event, after
+
+    def final(
+        self, count: int, kept: list[tuple[float, str]], secrets: Iterable[str] = ()
+    ) -> ev.AgentOutput:
+        """The attempt's last event: the last of the lines not recorded yet that fit.
+        Written even when empty, so that a reader following the run knows the attempt's
+        output is all there (``papayya runs logs -f``)."""
+        fresh, lost = self._new(count, kept)
+        chars = OUTPUT_EVENT_CHARS - self.chars
+        room = OUTPUT_EVENT_LINES - self.lines
+        taken: list[tuple[float, str]] = []
+        for at, text in reversed(redacted(fresh, secrets)):
+            if len(taken) >= room or len(text) + 1 > chars:
+                break
+            chars -= len(text) + 1
+            taken.append((at, text))
+        taken.reverse()
+        cut = lost > 0 or len(taken) < len(fresh)
+        return ev.AgentOutput(attempt=self.attempt, lines=tuple(taken), truncated=cut)
+
+    def _new(
+        self, count: int, kept: list[tuple[float, str]]
+    ) -> tuple[list[tuple[float, str]], int]:
+        """The kept lines not seen yet, and how many unseen ones the runtime dropped."""
+        new = max(count - self.seen, 0)
+        fresh = kept[len(kept) - min(new, len(kept)) :]
+        return fresh, new - len(fresh)
+
+
 def agent_output(attempt: int, lines: list[tuple[float, str]]) -> list[ev.RunEvent]:
-    """The attempt's output as an event: its last lines, at most ``OUTPUT_EVENT_CHARS``.
-    Written even when empty, so that a reader following the run knows the attempt's output
-    is all there (``papayya runs logs -f``)."""
-    kept: list[tuple[float, str]] = []
-    size = 0
-    for at, text in reversed(lines):
-        size += len(text) + 1
-        if size > OUTPUT_EVENT_CHARS:
-            break
-        kept.append((at, text))
-    kept.reverse()
-    return [ev.AgentOutput(attempt=attempt, lines=tuple(kept), truncated=len(kept) < len(lines))]
+    """An attempt's whole output as its one (final) event: its last lines that fit."""
+    return [OutputLog(attempt).final(len(lines), lines)]
 
 
 def redacted(lines: list[tuple[float, str]], secrets: Iterable[str]) -> list[tuple[float, str]]:
@@ -114,6 +176,8 @@ class WorkerConfig:
     settle_wait_seconds: float = SETTLE_WAIT_SECONDS
     # An agent silent this long is frozen or cut off (workers.timelimits); None: the lease.
     heartbeat_timeout_seconds: float | None = None
+    # How often a running attempt's new output is recorded (``OutputLog``).
+    output_flush_seconds: float = OUTPUT_FLUSH_SECONDS
     burst: bool = False
     block_ms: int = 1000
     limits: Limits = field(default_factory=Limits)
@@ -133,6 +197,7 @@ class WorkerConfig:
             ("max_attempts", "PAPAYYA_MAX_ATTEMPTS", int),
             ("settle_wait_seconds", "PAPAYYA_SETTLE_WAIT_SECONDS", float),
             ("heartbeat_timeout_seconds", "PAPAYYA_HEARTBEAT_TIMEOUT_SECONDS", float),
+            ("output_flush_seconds", "PAPAYYA_OUTPUT_FLUSH_SECONDS", float),
         ):
             if env.get(key):
                 try:
@@ -149,6 +214,9 @@ class WorkerConfig:
             values["control_socket"] = Path(env["PAPAYYA_RUNTIME_SOCKET"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)  # type: ignore[arg-type]
+        low, high = OUTPUT_FLUSH_RANGE
+        if not low <= config.output_flush_seconds <= high:
+            raise ValueError(f"PAPAYYA_OUTPUT_FLUSH_SECONDS must be between {low} and {high}")
         if config.lease_seconds <= config.heartbeat_seconds:
             raise ValueError("the lease must be longer than the heartbeat interval")
         if config.agent_silence_seconds <= config.heartbeat_seconds:
@@ -172,6 +240,7 @@ class Attempt:
     run_id: str
     attempt: int
     handle: AgentHandle | None = None
+    output: OutputLog | None = None  # what of the agent's output is recorded so far
     # cancel, ended, lease_lost, shutdown, timeout, heartbeat_lost
     stop_reason: str | None = None
     stopping: asyncio.Task[None] | None = None
@@ -377,6 +446,7 @@ class Worker:
         code: int | None = None
         output = ""
         lines: list[tuple[float, str]] = []
+        logged = OutputLog(state.attempt).final(0, [])
         recorded = False
         try:
             runtime = self.runtimes.get(deployment.runtime)
@@ -411,15 +481,26 @@ class Worker:
                 if current.handle is not None:
                     if current.stop_reason is not None:  # asked to stop while starting
                         self._stop(current, current.stop_reason)
-                    code = await current.handle.wait()
+                    # The project's secrets are in the agent's environment: kept out of the
+                    # run's events, whatever the agent printed.
+                    secrets = tuple(launch.secrets.values())
+                    exited = asyncio.Event()
+                    flusher = asyncio.create_task(self._flush_output(current, secrets, exited))
+                    try:
+                        code = await current.handle.wait()
+                    finally:
+                        exited.set()
+                        await flusher  # no flush once the last output is being recorded
                     log.info("run %s: attempt %s exited %s", state.run_id, state.attempt, code)
                     if current.stopping is not None:
                         await current.stopping
-                    # The project's secrets are in the agent's environment: kept out of the
-                    # run's events, whatever the agent printed.
-                    lines = redacted(current.handle.lines(), launch.secrets.values())
+                    count, kept = current.handle.counted()
+                    every = current.handle.lines()  # the kept lines and a partial last one
+                    lines = redacted(every, secrets)
                     output = "\n".join(text for _, text in lines)
-            await self._record(current, code, output, lines)
+                    recorded_so_far = current.output or OutputLog(current.attempt)
+                    logged = recorded_so_far.final(count + len(every) - len(kept), every, secrets)
+            await self._record(current, code, output, logged)
             recorded = True
         finally:
             if timer is not None:
@@ -439,14 +520,49 @@ class Worker:
             with contextlib.suppress(Exception):
                 await current.handle.stop(self.config.grace_seconds)
 
+    async def _flush_output(
+        self, current: Attempt, secrets: tuple[str, ...], exited: asyncio.Event
+    ) -> None:
+        """While the agent runs: record its new output every ``output_flush_seconds``."""
+        while not exited.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exited.wait(), self.config.output_flush_seconds)
+            if exited.is_set():
+                return
+            try:
+                await self._flush(current, secrets)
+            except Exception as exc:  # a lost race or the store: the next tick tries again
+                log.warning("run %s: its output was not recorded now: %s", current.run_id, exc)
+
+    async def _flush(self, current: Attempt, secrets: tuple[str, ...]) -> None:
+        """Append the agent's output read since the last flush, through the run's command
+        path (so it takes turns with the run's other writers), while the attempt runs."""
+        if current.handle is None:
+            return
+        recorded = current.output or OutputLog(current.attempt)
+        count, kept = current.handle.counted()
+        flush = recorded.live(count, kept, secrets)
+        if flush is None:
+            return
+        event, after = flush
+        appended = False
+
+        def decide(state: RunState) -> list[ev.RunEvent]:
+            nonlocal appended
+            appended = state.status == "running" and state.attempt == current.attempt
+            return [event] if appended else []
+
+        await self.runs.execute(current.run_id, decide)
+        if appended:
+            current.output = after
+
     async def _record(
-        self, current: Attempt, code: int | None, output: str, lines: list[tuple[float, str]]
+        self, current: Attempt, code: int | None, output: str, logged: ev.AgentOutput
     ) -> None:
         """Append the agent's output and how the attempt ended (unless the run already says
         so: the agent reported it, the gateway ended the run or the sweeper moved on)."""
         tail = output[-OUTPUT_TAIL:]
         max_attempts = self.config.max_attempts
-        logged = agent_output(current.attempt, lines)
         wait = self.config.settle_wait_seconds
         silence = self.config.agent_silence_seconds
 
@@ -484,7 +600,7 @@ class Worker:
         with contextlib.suppress(RunNotFound):
             # The attempt's calls still in flight at the gateway settle (and are recorded)
             # before the next attempt may start: it is answered from their recording.
-            while not await end_attempt(self.runs, current.run_id, outcome, wait, logged):
+            while not await end_attempt(self.runs, current.run_id, outcome, wait, [logged]):
                 await asyncio.sleep(SETTLE_POLL_SECONDS)
 
     # -- relays -------------------------------------------------------------------------

@@ -295,12 +295,16 @@ class CallbackAttempted(RunEvent, frozen=True):
 
 
 class AgentOutput(RunEvent, frozen=True):
-    """What an attempt's agent wrote to stdout and stderr (its last lines, bounded), each
-    line with the Unix time it was read: the run's container log."""
+    """What an attempt's agent wrote to stdout and stderr (bounded per attempt), each line
+    with the Unix time it was read: the run's container log. The worker records it while the
+    attempt runs, new lines every few seconds (``final`` false), and the rest as the attempt
+    ends (``final``: the attempt's output is all there). An event written before output was
+    recorded live is an attempt's only one, and final."""
 
     attempt: Attempt
     lines: tuple[tuple[float, str], ...] = ()
     truncated: bool = False
+    final: bool = True
 
 
 class DeploymentCreated(Event, frozen=True):

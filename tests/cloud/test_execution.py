@@ -90,14 +90,14 @@ async def test_the_agents_output_is_kept_and_shown_around_its_step(cloud: Cloud)
     await cloud.register("chatty", CHATTY)
     run_id = await cloud.wait(await cloud.start("chatty", input="x"))
     assert run_id.status == "completed"
-    for _ in range(100):  # the worker records the output once the process has exited
+    for _ in range(100):  # the worker records the rest of the output once the process exited
         events = await cloud.runs.events(run_id.run_id)
         found = [e for e in events if isinstance(e, ev.AgentOutput)]
-        if found:
+        if any(e.final for e in found):
             break
         await asyncio.sleep(0.05)
-    (output,) = found
-    texts = [text for _, text in output.lines]
+    assert found[-1].final  # one final event per attempt, after any recorded while it ran
+    texts = [text for output in found for _, text in output.lines]
     assert "working on x" in texts and "a warning" in texts and "after the step" in texts
     status, step = await cloud.call("GET", f"/v1/runs/{run_id.run_id}/steps/0")
     assert status == 200, step

@@ -143,6 +143,9 @@ class VanishedAgent:
     def lines(self) -> list[tuple[float, str]]:
         return []
 
+    def counted(self) -> tuple[int, list[tuple[float, str]]]:
+        return 0, []
+
 
 class VanishingRuntime:
     name = "process"

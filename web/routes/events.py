@@ -55,7 +55,11 @@ def _after_step(request: web.Request) -> int:
 @api.route(
     "GET", "/v1/runs/{id}/events",
     "A run's steps as server-sent events: `step` (id = step number) when each step ends or "
-    "changes after, then `terminal` with the final status. Resumable with Last-Event-ID.",
+    "changes after, `output` (no id; {attempt, final, truncated, data: [{at, attempt, "
+    "text}]}) with the agent's output lines as the worker records them (every few seconds "
+    "while an attempt runs; lines recorded before the stream opened are in "
+    "GET /v1/runs/{id}/logs), then `terminal` with the final status. "
+    "Resumable with Last-Event-ID.",
     response=StepOut, content_type=sse.CONTENT_TYPE, tag="runs",
 )  # fmt: skip
 async def run_events_stream(request: web.Request) -> web.StreamResponse:

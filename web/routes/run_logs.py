@@ -14,7 +14,8 @@ from web.routes.run_detail import _events as run_events
 @api.route(
     "GET", "/v1/runs/{id}/logs",
     "The agent's output (stdout, stderr and its logging), oldest first, each line with when "
-    "it was read and its attempt; an attempt's is recorded when that attempt ends",
+    "it was read and its attempt; a running attempt's is recorded every few seconds, and "
+    "`attempts` lists those whose output is all recorded",
     response=RunLogsOut, tag="runs",
 )  # fmt: skip
 async def run_logs(request: web.Request) -> web.Response:
