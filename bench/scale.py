@@ -244,11 +244,20 @@ def headers(path: str, key: str) -> dict[str, str]:
 
 async def first_cursors(http: aiohttp.ClientSession, url: str, key: str) -> tuple[str, str]:
     """The second pages' cursors (the old /v1/usage/runs has none: it then reads page one)."""
-    async with http.get(f"{url}/v1/usage/runs", headers=headers("", key)) as resp:
-        cost = (await resp.json()).get("next_cursor") or ""
-    async with http.get(f"{url}/v1/runs", headers=headers("", key)) as resp:
-        runs = (await resp.json()).get("next_cursor") or ""
-    return cost, runs
+    return await next_cursor(http, f"{url}/v1/usage/runs", key), await next_cursor(
+        http, f"{url}/v1/runs", key
+    )
+
+
+async def next_cursor(http: aiohttp.ClientSession, url: str, key: str) -> str:
+    """A list's next cursor: the ``X-Next-Cursor`` header of a bare-array list, or the
+    ``next_cursor`` of a wrapped one (a server from before the published SDK's wire)."""
+    async with http.get(url, headers=headers("", key)) as resp:
+        body = await resp.json()
+        found = resp.headers.get("X-Next-Cursor")
+    if found is None and isinstance(body, dict):
+        found = body.get("next_cursor")
+    return found or ""
 
 
 async def time_endpoints(
