@@ -14,7 +14,7 @@ import pytest
 from fakellm.config import Errors
 from fakellm.testing import FakeServer, running_fake
 from tests.support.api import Api
-from tests.support.durable_clients import Ours, ScriptClient
+from tests.support.durable_clients import Ours, ScriptClient, durable_run
 from tests.support.published import Published
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,12 +40,6 @@ def client(which: str, published: Published, api: Api, tmp_path: Path) -> Script
 async def fake() -> AsyncIterator[FakeServer]:
     async with running_fake() as running:
         yield running
-
-
-async def durable_run(api: Api, http: aiohttp.ClientSession, run_id: str) -> dict[str, Any]:
-    async with http.get(f"{api.url}/v1/durable/runs/{run_id}", headers=api.headers()) as resp:
-        assert resp.status == 200, await resp.text()
-        return dict(await resp.json())
 
 
 async def test_calling_conventions_and_complete(

@@ -1,13 +1,14 @@
-"""The published SDK's durable runs (``papayya.durable``) against our server: checkpoints,
-resume, ending a run, and an outage that the SDK journals and then delivers."""
+"""What only the published SDK's durable runs (``papayya.durable``) meet against our server:
+a second process ending a finished run otherwise (its httpx error), and an outage that the
+SDK journals and then delivers. The scenarios both clients share (checkpoints, resume,
+complete, fail) are in ``test_durable_both_clients``."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import aiohttp
 
 from tests.support.api import Api
+from tests.support.durable_clients import durable_run
 from tests.support.published import Published, interactive, outage_relay
 
 PRELUDE = """
@@ -15,86 +16,6 @@ import json, sys
 from papayya.durable import papayya
 client = papayya()
 """
-
-
-async def durable_run(api: Api, http: aiohttp.ClientSession, run_id: str) -> dict[str, Any]:
-    async with http.get(f"{api.url}/v1/durable/runs/{run_id}", headers=api.headers()) as resp:
-        assert resp.status == 200, await resp.text()
-        return dict(await resp.json())
-
-
-async def test_checkpoints_resume_and_complete(
-    published: Published, api: Api, http: aiohttp.ClientSession
-) -> None:
-    first = await published.script(
-        PRELUDE
-        + """
-run = client.run(agent="researcher", run_id="r-1")
-search = run.step("search", lambda q: {"hits": [q, q]})
-hits = search("papayya")
-summary = run.task("summarize", lambda h: len(h["hits"]))(hits)
-print(json.dumps({"hits": hits, "summary": summary, "done": run.completed_tasks}))
-"""
-    )
-    assert first == {
-        "hits": {"hits": ["papayya"] * 2},
-        "summary": 2,
-        "done": ["search", "summarize"],
-    }
-    # A restart with the same run id replays both results without running the functions.
-    second = await published.script(
-        PRELUDE
-        + """
-run = client.run(agent="researcher", run_id="r-1")
-boom = lambda *a: (_ for _ in ()).throw(AssertionError("ran again"))
-hits = run.step("search", boom)("papayya")
-summary = run.step("summarize", boom)(hits)
-result = run.complete({"summary": summary})
-print(json.dumps({"summary": summary, "status": result.status,
-                  "labels": [t.label for t in result.tasks], "run_id": result.run_id}))
-"""
-    )
-    assert second == {
-        "summary": 2,
-        "status": "completed",
-        "labels": ["search", "summarize"],
-        "run_id": "r-1",
-    }
-    doc = await durable_run(api, http, "r-1")
-    assert doc["status"] == "completed"
-    assert doc["output"] == {"summary": 2}
-    assert [c["label"] for c in doc["checkpoints"]] == ["search", "summarize"]
-
-
-async def test_fail_with_a_message_ends_the_run(
-    published: Published, api: Api, http: aiohttp.ClientSession
-) -> None:
-    answer = await published.script(
-        PRELUDE
-        + """
-run = client.run(agent="researcher", run_id="r-fail")
-run.step("one", lambda: 1)()
-print(json.dumps(run.fail("boom").status))
-"""
-    )
-    assert answer == "failed"
-    doc = await durable_run(api, http, "r-fail")
-    assert doc["status"] == "failed"
-    assert "boom" in (doc["error_message"] or "")
-
-
-async def test_fail_without_an_error_ends_the_run(
-    published: Published, api: Api, http: aiohttp.ClientSession
-) -> None:
-    await published.script(
-        PRELUDE
-        + """
-run = client.run(agent="researcher", run_id="r-fail-bare")
-run.step("one", lambda: 1)()
-print(json.dumps(run.fail().status))
-"""
-    )
-    assert (await durable_run(api, http, "r-fail-bare"))["status"] == "failed"
 
 
 async def test_a_second_complete_that_differs_is_a_conflict(

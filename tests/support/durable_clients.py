@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
+
+from tests.support.api import Api
 from tests.support.published import REPO
 
 
@@ -51,3 +54,10 @@ class Ours:
         assert proc.returncode == 0, f"script failed ({proc.returncode}):\n{err.decode()}"
         lines = out.decode().strip().splitlines()
         return json.loads(lines[-1]) if lines else None
+
+
+async def durable_run(api: Api, http: aiohttp.ClientSession, run_id: str) -> dict[str, Any]:
+    """The durable run as the server holds it (``GET /v1/durable/runs/{id}``)."""
+    async with http.get(f"{api.url}/v1/durable/runs/{run_id}", headers=api.headers()) as resp:
+        assert resp.status == 200, await resp.text()
+        return dict(await resp.json())
