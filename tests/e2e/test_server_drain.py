@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 
 import aiohttp
 import pytest
 
 from tests.support.cloud import REDIS_URL
-from tests.support.operator import ServerProcess, bare_env, free_port, work_dir
+from tests.support.operator import ServerProcess, free_port, local_server_env, work_dir
 from tests.support.process_runtime import bundle, call, deploy, rows, two_tenants
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -44,12 +43,7 @@ async def test_a_sigterm_lets_the_running_run_finish(dsn: str) -> None:
     owner, _ = await two_tenants(dsn)
     with work_dir() as work:
         work.chmod(0o1777)  # the agent runs as a uid of its project's when tests run as root
-        env = bare_env(
-            PAPAYYA_DATABASE_URL=dsn, PAPAYYA_REDIS_URL=REDIS_URL,
-            PAPAYYA_QUEUE_NAME=f"papayya:test:{uuid.uuid4().hex}",
-            PAPAYYA_DATA_DIR=str(work / "data"), PAPAYYA_BOOTSTRAP_API_KEY=owner.key,
-            PAPAYYA_PROCESS_RUNTIME="all",
-        )  # fmt: skip
+        env = local_server_env(dsn, REDIS_URL, work / "data", owner.key)
         server = ServerProcess(free_port(), env, work / "server.log", ("--concurrency", "1"))
         server.start()
         try:

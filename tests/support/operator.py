@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,17 @@ def bare_env(**settings: str) -> dict[str, str]:
         if not k.startswith(("PAPAYYA_", "OPENAI_", "ANTHROPIC_"))
     }
     return env | settings
+
+
+def local_server_env(dsn: str, redis_url: str, data_dir: Path, key: str) -> dict[str, str]:
+    """A one-machine server's settings on the test's Postgres and Redis: its own queue and
+    data directory, the first project's key, and agents as local processes."""
+    return bare_env(
+        PAPAYYA_DATABASE_URL=dsn, PAPAYYA_REDIS_URL=redis_url,
+        PAPAYYA_QUEUE_NAME=f"papayya:test:{uuid.uuid4().hex}",
+        PAPAYYA_DATA_DIR=str(data_dir), PAPAYYA_BOOTSTRAP_API_KEY=key,
+        PAPAYYA_PROCESS_RUNTIME="all",
+    )  # fmt: skip
 
 
 def papayya(
