@@ -226,23 +226,34 @@ def agents_create(
     timeout_seconds: int | None,
 ) -> None:
     """Create an agent. With --model and no deployment, its runs use the built-in loop."""
-    config = {
-        k: v
-        for k, v in {
-            "model": model,
-            "instructions": instructions,
-            "max_steps": max_steps,
-            "budget_usd": None if budget_usd is None else str(budget_usd),
-            "temperature": temperature,
-            "timeout_seconds": timeout_seconds,
-            "output_schema": parse_input(output_schema, "--output-schema"),
-            "tools": [http_tool(t) for t in tool_urls] or None,
-            "mcp_servers": [{"url": u} for u in mcp_urls] or None,
-        }.items()
-        if v is not None
-    }
+    config = agent_config(
+        model, instructions, max_steps, budget_usd,
+        temperature=temperature,
+        timeout_seconds=timeout_seconds,
+        output_schema=parse_input(output_schema, "--output-schema"),
+        tools=[http_tool(t) for t in tool_urls] or None,
+        mcp_servers=[{"url": u} for u in mcp_urls] or None,
+    )  # fmt: skip
     body = {"name": name, "slug": slug, "config": config}
     echo_json(with_api(lambda c: c.call("POST", "/v1/agents", body)))
+
+
+def agent_config(
+    model: str | None,
+    instructions: str | None,
+    max_steps: int | None,
+    budget_usd: Decimal | None,
+    **more: Any,
+) -> dict[str, Any]:
+    """An agent's ``config`` from the options given (those not given are left out)."""
+    given = {
+        "model": model,
+        "instructions": instructions,
+        "max_steps": max_steps,
+        "budget_usd": None if budget_usd is None else str(budget_usd),
+        **more,
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 @agents.command("update")
@@ -261,16 +272,7 @@ def agents_update(
     budget_usd: Decimal | None,
 ) -> None:
     """Change an agent (id or slug): a new version; options not given stay as they are."""
-    config = {
-        k: v
-        for k, v in {
-            "model": model,
-            "instructions": instructions,
-            "max_steps": max_steps,
-            "budget_usd": None if budget_usd is None else str(budget_usd),
-        }.items()
-        if v is not None
-    }
+    config = agent_config(model, instructions, max_steps, budget_usd)
     body: dict[str, Any] = {"config": config} if config else {}
     if name is not None:
         body["name"] = name
